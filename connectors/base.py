@@ -1,0 +1,358 @@
+"""The object-store interface every connector implements, its values and its errors.
+
+A store is rooted at a location (a bucket or container plus an optional key prefix, or a
+directory); keys passed to it are relative to that root and are opaque strings: never
+normalised, never URL-decoded, compared byte for byte.
+
+Error tree (every connector maps its SDK's errors into these; nothing else leaves a connector)::
+
+    StoreError
+    ├── NotFound              bucket/container or key does not exist
+    ├── AlreadyExists         create-only write on an existing key
+    ├── PreconditionFailed    If-Match / version pin no longer holds (the object changed)
+    ├── PermissionDenied      credentials refused
+    ├── InvalidKey            the key breaks the store's naming rule (the message names the rule)
+    ├── InvalidArgument       a request the store refuses as malformed (bad range, part size...)
+    ├── IntegrityError        bytes or checksums do not match what was sent or expected
+    ├── NotSupported          the store lacks the capability asked for
+    ├── TransientError        network failure, 5xx, timeout            (retriable)
+    │   └── Throttled         429 / 503 SlowDown, with optional retry_after (retriable)
+    └── InvalidStoreURL       a URL that names no store we can open
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import ClassVar, Self
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+
+class StoreError(Exception):
+    """Base of every error a connector raises. ``retriable`` tells the retry policy what to do."""
+
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{message} ({self.url})" if self.url and self.url not in message else message
+
+
+class NotFound(StoreError):
+    pass
+
+
+class AlreadyExists(StoreError):
+    pass
+
+
+class PreconditionFailed(StoreError):
+    pass
+
+
+class PermissionDenied(StoreError):
+    pass
+
+
+class InvalidKey(StoreError):
+    pass
+
+
+class InvalidArgument(StoreError):
+    pass
+
+
+class IntegrityError(StoreError):
+    pass
+
+
+class NotSupported(StoreError):
+    pass
+
+
+class InvalidStoreURL(StoreError):
+    pass
+
+
+class TransientError(StoreError):
+    retriable = True
+
+
+class Throttled(TransientError):
+    def __init__(
+        self, message: str, *, url: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, url=url)
+        self.retry_after = retry_after
+
+
+class ChecksumKind(enum.StrEnum):
+    """Native checksums a store can verify on write and report on read.
+
+    Values are base64 of the big-endian digest, the form every cloud API uses.
+    """
+
+    CRC32C = "crc32c"
+    MD5 = "md5"
+    CRC64 = "crc64"
+
+
+@dataclass(frozen=True)
+class ObjectAttributes:
+    """HTTP-level attributes and user metadata carried with an object."""
+
+    content_type: str | None = None
+    cache_control: str | None = None
+    content_encoding: str | None = None
+    content_disposition: str | None = None
+    user_metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """What a store reports about one object. ``version`` is the store's immutable version
+    handle where it has one (S3 version id, GCS generation); ``etag`` changes on every write."""
+
+    url: str
+    key: str
+    size: int
+    etag: str | None
+    version: str | None
+    last_modified: datetime | None
+    attributes: ObjectAttributes = field(default_factory=ObjectAttributes)
+    checksums: Mapping[ChecksumKind, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PartToken:
+    """Proof that one part of a multipart upload was stored; what ``complete`` needs back.
+
+    ``part_number`` starts at 1. ``token`` is opaque to callers (an ETag, a block id, a
+    temporary object name) and serialisable so an upload can be resumed after a crash.
+    """
+
+    part_number: int
+    token: str
+    size: int
+    checksums: Mapping[ChecksumKind, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    """An upload that was created and neither completed nor aborted."""
+
+    key: str
+    upload_id: str
+    initiated: datetime | None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the planner needs to know about a store, as plain data."""
+
+    min_part_size: int
+    max_part_size: int
+    max_parts: int
+    max_object_size: int
+    max_single_put: int
+    max_key_bytes: int
+    native_checksums: frozenset[ChecksumKind]
+    multipart: bool = True
+    server_side_copy: bool = False
+    versioned_reads: bool = False
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """A parsed store URL: ``scheme://container/path``. For ``file://`` the container is empty
+    and ``path`` is the absolute path."""
+
+    scheme: str
+    container: str
+    path: str
+
+    @property
+    def root(self) -> str:
+        if self.scheme == "file":
+            return "file://"
+        return f"{self.scheme}://{self.container}"
+
+    def __str__(self) -> str:
+        return f"{self.root}/{self.path}" if self.scheme != "file" else f"file://{self.path}"
+
+
+class ObjectStore(abc.ABC):
+    """An async object store rooted at one location.
+
+    Required: head, read, put, list, delete. Multipart (stateless: everything needed to
+    resume lives in the upload id and the part tokens) and server-side copy are optional:
+    ``limits.multipart`` and ``limits.server_side_copy`` say which a store has.
+    """
+
+    scheme: ClassVar[str]
+    limits: Limits
+
+    def __init__(self, root_url: str) -> None:
+        #: The URL that ``url_for`` prefixes to keys: ``s3://bucket/`` plus the raw prefix,
+        #: or ``file:///dir/``.
+        self.root_url = root_url
+
+    @classmethod
+    @abc.abstractmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        """Open the store rooted at ``url``, taking credentials and endpoints from the
+        environment (each SDK's standard variables and chains). Does no I/O."""
+
+    def url_for(self, key: str) -> str:
+        """The URL of ``key`` under this store's root."""
+        return self.root_url + key
+
+    @abc.abstractmethod
+    async def head(self, key: str, *, version: str | None = None) -> ObjectMeta: ...
+
+    @abc.abstractmethod
+    async def read(
+        self,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        if_match: str | None = None,
+        version: str | None = None,
+    ) -> bytes:
+        """Bytes ``[start, end)`` of the object (``end=None``: to the end).
+
+        A range reaching past the end is cut at the end; ``start`` past the end of a non-empty
+        object raises InvalidArgument. ``if_match`` (an etag) or ``version`` pins the read to
+        one version: if the object changed, PreconditionFailed (or NotFound for a version gone).
+        """
+
+    @abc.abstractmethod
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectMeta:
+        """Write a whole object in one request, with the store's native checksum attached so
+        the store rejects damaged bytes. ``create_only`` raises AlreadyExists if the key exists;
+        ``if_match`` raises PreconditionFailed unless the current etag matches."""
+
+    @abc.abstractmethod
+    def list(
+        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
+    ) -> AsyncIterator[ObjectMeta]:
+        """Objects under ``prefix`` in key order, after ``start_after``, fetched a page at a
+        time so that a listing is never held in memory whole."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Delete ``key``. Deleting a missing key is not an error unless ``if_match`` is set."""
+
+    async def create_container(self) -> None:
+        """Create the bucket, container or directory this store is rooted in, if missing.
+
+        For set-up (test beds, demos, fresh targets); replication never creates buckets
+        implicitly, because a typo in a route must not silently create one.
+        """
+        raise NotSupported(f"{self.scheme}:// cannot create containers", url=self.root_url)
+
+    # -- multipart (optional) -------------------------------------------------------------
+
+    async def create_multipart(
+        self, key: str, *, attributes: ObjectAttributes | None = None
+    ) -> str:
+        raise NotSupported(f"{self.scheme}:// has no multipart upload", url=self.url_for(key))
+
+    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
+        raise NotSupported(f"{self.scheme}:// has no multipart upload", url=self.url_for(key))
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[PartToken]
+    ) -> ObjectMeta:
+        """Assemble the parts, in part-number order whatever order they are given in."""
+        raise NotSupported(f"{self.scheme}:// has no multipart upload", url=self.url_for(key))
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop the upload and every stored part. Aborting an unknown upload is not an error."""
+        raise NotSupported(f"{self.scheme}:// has no multipart upload", url=self.url_for(key))
+
+    def list_multipart_uploads(self, prefix: str = "") -> AsyncIterator[MultipartUpload]:
+        raise NotSupported(f"{self.scheme}:// has no multipart upload", url=self.root_url)
+
+    # -- server-side copy (optional) ------------------------------------------------------
+
+    async def copy_within(
+        self,
+        source_key: str,
+        dest_key: str,
+        *,
+        if_match: str | None = None,
+        attributes: ObjectAttributes | None = None,
+    ) -> ObjectMeta:
+        """Copy inside this store without moving bytes through the client. ``attributes``
+        replaces the source's attributes when given, else they are kept."""
+        raise NotSupported(f"{self.scheme}:// has no server-side copy", url=self.url_for(dest_key))
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def close(self) -> None:  # noqa: B027 - stores without connections need no close
+        """Release connections."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def clip_range(size: int, start: int, end: int | None, url: str) -> tuple[int, int]:
+    """Validate a read range against an object size; returns the clipped ``[start, end)``.
+
+    The rule every connector follows: negative or inverted ranges and a start past the end of
+    a non-empty object are InvalidArgument; an end past the size is cut at the size.
+    """
+    if start < 0 or (end is not None and end < start):
+        raise InvalidArgument(f"invalid byte range [{start}, {end})", url=url)
+    stop = size if end is None else min(end, size)
+    if start > 0 and start >= size:
+        raise InvalidArgument(f"range start {start} is past the end ({size} bytes)", url=url)
+    return start, stop
+
+
+def check_key(key: str, limits: Limits, url: str, *, rule: str = "") -> None:
+    """Refuse keys no store can hold: empty, not UTF-8, or longer than ``max_key_bytes``.
+
+    Connectors add their own rules on top (naming them in ``rule`` style messages).
+    """
+    if not key:
+        raise InvalidKey("empty key", url=url)
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidKey(f"key is not valid UTF-8: {exc.reason}", url=url) from None
+    if len(encoded) > limits.max_key_bytes:
+        raise InvalidKey(
+            f"key is {len(encoded)} bytes of UTF-8; this store allows at most "
+            f"{limits.max_key_bytes}{rule}",
+            url=url,
+        )

@@ -1,0 +1,9 @@
+"""Errors of the engine itself (configuration, usage); store errors live in connectors.base."""
+
+
+class ReplicatorError(Exception):
+    """An expected failure with a message fit for an operator: printed as one line."""
+
+
+class ConfigError(ReplicatorError):
+    """The configuration or the command line is wrong; nothing was done."""

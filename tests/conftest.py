@@ -1,0 +1,61 @@
+"""Session fixtures: the real test bed (emulators and broker) started once per test session.
+
+Set ``REPLICATOR_TEST_DEVSTACK=running`` to reuse a stack started with ``replicator devstack up``
+(its state is read from the default state directory) instead of starting a private one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from connectors import open_store
+from connectors.base import ObjectStore
+from replicator.devstack import DevStack, StackState, environment
+
+STORE_SCHEMES = ("s3", "gs", "az", "file", "mem")
+
+
+@pytest.fixture(scope="session")
+def devstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
+    if os.environ.get("REPLICATOR_TEST_DEVSTACK") == "running":
+        state = DevStack().running()
+        if state is None:
+            raise RuntimeError("REPLICATOR_TEST_DEVSTACK=running but no devstack is running")
+        with environment(state.env):
+            yield state
+        return
+    stack = DevStack(tmp_path_factory.mktemp("devstack"))
+    state = stack.up()
+    try:
+        with environment(state.env):
+            yield state
+    finally:
+        stack.down()
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A bucket/container name valid on every store: lowercase letters, digits, hyphens."""
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def store_root_url(scheme: str, tmp_path: Path) -> str:
+    if scheme == "file":
+        return f"file://{tmp_path}/store"
+    return f"{scheme}://{unique_name()}"
+
+
+@pytest.fixture(params=STORE_SCHEMES)
+async def store(request: pytest.FixtureRequest, devstack: StackState, tmp_path: Path
+                ) -> AsyncIterator[ObjectStore]:
+    """A store of each kind, rooted in a fresh, empty bucket/container/directory."""
+    store = open_store(store_root_url(request.param, tmp_path))
+    await store.create_container()
+    try:
+        yield store
+    finally:
+        await store.close()
