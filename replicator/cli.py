@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from connectors import open_object
 from connectors.base import StoreError
 from replicator import devstack as devstack_module
-from replicator.errors import ReplicatorError
+from replicator.errors import ConfigError, ReplicatorError
+
+if TYPE_CHECKING:
+    from replicator.transfer import Copier, CopyResult
 
 app = typer.Typer(
     name="replicator",
@@ -34,8 +39,8 @@ StateDir = Annotated[
 ]
 
 
-def _stack(state_dir: Path | None, **kwargs: bool) -> devstack_module.DevStack:
-    return devstack_module.DevStack(state_dir, detached=True, **kwargs)
+def _stack(state_dir: Path | None, durable: bool = False) -> devstack_module.DevStack:
+    return devstack_module.DevStack(state_dir, detached=True, durable=durable)
 
 
 @devstack_app.command("install")
@@ -48,7 +53,8 @@ def devstack_install() -> None:
 def devstack_up(
     state_dir: StateDir = None,
     durable: Annotated[
-        bool, typer.Option(help="Keep Kafka topics and offsets on S3 storage across broker restarts.")
+        bool,
+        typer.Option(help="Keep Kafka topics and offsets on S3 storage across broker restarts."),
     ] = False,
 ) -> None:
     """Start every emulator and the broker in the background, then print their environment."""
@@ -86,10 +92,70 @@ def demo(
     """Copy objects between the emulated clouds on a private local stack and verify them."""
     from replicator.demo import run_demo
 
-    with devstack_module.DevStack(Path.cwd() / ".devstack") as state:
-        with devstack_module.environment(state.env):
-            report = asyncio.run(run_demo(objects))
+    stack = devstack_module.DevStack(Path.cwd() / ".devstack")
+    with stack as state, devstack_module.environment(state.env):
+        report = asyncio.run(run_demo(objects, log=lambda line: typer.echo(line, err=True)))
     typer.echo(json.dumps(report, indent=2))
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """'16MiB', '8 MB', '1048576' -> bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise ConfigError(f"invalid size {text!r}: use a number with an optional unit like 16MiB")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+@app.command()
+def cp(
+    source: Annotated[str, typer.Argument(help="Source object URL, e.g. s3://bucket/key")],
+    destination: Annotated[
+        str, typer.Argument(help="Destination object URL; ending in '/' keeps the source name")
+    ],
+    part_size: Annotated[str, typer.Option(help="Part size (raised to fit the destination).")] = (
+        "16MiB"
+    ),
+    concurrency: Annotated[int, typer.Option(min=1, help="Parts in flight at once.")] = 8,
+    memory: Annotated[str, typer.Option(help="Most object bytes held in memory at once.")] = (
+        "256MiB"
+    ),
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Copy one object between any two stores, verified end to end."""
+    from replicator.transfer import ByteBudget, Copier
+
+    copier = Copier(
+        part_size=parse_size(part_size),
+        concurrency=concurrency,
+        budget=ByteBudget(parse_size(memory)),
+    )
+    result = asyncio.run(_copy_one(copier, source, destination))
+    summary = result.summary()
+    if json_output:
+        typer.echo(json.dumps(summary))
+        return
+    if result.status == "skipped":
+        typer.echo(f"skipped {source}: {result.reason}")
+        return
+    typer.echo(
+        f"copied {summary['source']} -> {summary['destination']}: {summary['bytes']} bytes, "
+        f"{summary['parts']} parts, {summary['strategy']}, {summary['seconds']} s, "
+        f"{summary['mb_per_s']} MB/s, {summary['fingerprint']}"
+    )
+
+
+async def _copy_one(copier: Copier, source_url: str, dest_url: str) -> CopyResult:
+    source, source_key = open_object(source_url)
+    if dest_url.endswith("/"):
+        dest_url += source_key.rsplit("/", 1)[-1]
+    dest, dest_key = open_object(dest_url)
+    async with source, dest:
+        return await copier.copy(source, source_key, dest, dest_key)
 
 
 def main() -> None:

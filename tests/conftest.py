@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,4 +58,23 @@ async def store(request: pytest.FixtureRequest, devstack: StackState, tmp_path: 
     try:
         yield store
     finally:
+        await store.close()
+
+
+StoreFactory = Callable[[str], Awaitable[ObjectStore]]
+
+
+@pytest.fixture
+async def store_factory(devstack: StackState, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """``await store_factory(scheme)`` opens a store rooted in a fresh container."""
+    opened: list[ObjectStore] = []
+
+    async def make(scheme: str) -> ObjectStore:
+        store = open_store(store_root_url(scheme, tmp_path / uuid.uuid4().hex[:8]))
+        await store.create_container()
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
         await store.close()

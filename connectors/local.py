@@ -1,0 +1,596 @@
+"""A directory tree as an object store: on-prem disks, NFS and other mounted file systems.
+
+Keys map to paths below the root directory. A key is refused (InvalidKey) when it cannot be a
+path: empty, ``.`` or ``..`` segments, empty segments (``a//b``), a trailing ``/``, NUL, a
+segment over 255 bytes. Every path is resolved one directory at a time relative to an open
+directory descriptor with O_NOFOLLOW, so neither ``..`` nor a symbolic link planted inside the
+root can lead a read or a write outside it: a link met on the way is refused.
+
+Writes go to a temporary file in the target directory, are fsynced and then renamed into
+place, so readers never see a partial object. Attributes, user metadata and the CRC32C of the
+content are kept in the file's ``user.replicator`` extended attribute. The etag is derived from
+(mtime_ns, size, inode), which changes on every replacement since each write is a new file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import errno
+import json
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import google_crc32c
+
+from connectors.base import (
+    AlreadyExists,
+    ChecksumKind,
+    InvalidArgument,
+    InvalidKey,
+    Limits,
+    MultipartUpload,
+    NotFound,
+    NotSupported,
+    ObjectAttributes,
+    ObjectMeta,
+    ObjectStore,
+    PartToken,
+    PermissionDenied,
+    PreconditionFailed,
+    StoreError,
+    StoreURL,
+    TiB,
+    TransientError,
+    check_key,
+    clip_range,
+)
+
+XATTR = "user.replicator"
+TEMP_MARKER = ".replicator-tmp-"
+UPLOADS_DIR = ".replicator-uploads"
+NAME_MAX = 255
+COPY_CHUNK = 8 * 1024 * 1024
+
+
+def _crc32c_b64(value: int) -> str:
+    return base64.b64encode(value.to_bytes(4, "big")).decode()
+
+
+class LocalStore(ObjectStore):
+    scheme: ClassVar[str] = "file"
+    limits = Limits(
+        min_part_size=1,
+        max_part_size=5 * TiB,
+        max_parts=10_000,
+        max_object_size=64 * TiB,
+        max_single_put=5 * TiB,
+        max_key_bytes=4096,
+        native_checksums=frozenset({ChecksumKind.CRC32C}),
+        multipart=True,
+        server_side_copy=True,
+        versioned_reads=False,
+    )
+
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+        super().__init__(f"file://{root.rstrip('/')}/")
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        return cls(url.path)
+
+    # -- path safety --------------------------------------------------------------------
+
+    def _segments(self, key: str) -> list[str]:
+        url = self.url_for(key)
+        check_key(key, self.limits, url)
+        rule = "file store keys must be relative paths"
+        if "\0" in key:
+            raise InvalidKey(f"{rule}: NUL is not allowed in a file name", url=url)
+        if key.startswith("/") or key.endswith("/"):
+            raise InvalidKey(
+                f"{rule}: no leading or trailing '/' (that names a directory)", url=url
+            )
+        segments = key.split("/")
+        for segment in segments:
+            if segment in ("", ".", ".."):
+                raise InvalidKey(f"{rule}: empty, '.' and '..' segments are not allowed", url=url)
+            if len(segment.encode()) > NAME_MAX:
+                raise InvalidKey(
+                    f"{rule}: each '/'-separated segment is a file name of at most "
+                    f"{NAME_MAX} bytes",
+                    url=url,
+                )
+        if segments[0] == UPLOADS_DIR or any(TEMP_MARKER in s for s in segments):
+            raise InvalidKey(f"{rule}: {UPLOADS_DIR!r} and {TEMP_MARKER!r} are reserved", url=url)
+        return segments
+
+    def _open_root(self) -> int:
+        try:
+            return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            raise NotFound(f"directory {self.root} does not exist", url=self.root_url) from None
+        except NotADirectoryError:
+            raise NotFound(f"{self.root} is not a directory", url=self.root_url) from None
+
+    def _open_dir(self, segments: Sequence[str], key: str, *, create: bool) -> int:
+        """Open the directory holding the last segment, walking without following links."""
+        fd = self._open_root()
+        try:
+            for segment in segments[:-1]:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(segment, dir_fd=fd)
+                try:
+                    next_fd = os.open(
+                        segment, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd
+                    )
+                except FileNotFoundError:
+                    raise NotFound("object not found", url=self.url_for(key)) from None
+                except (NotADirectoryError, OSError) as exc:
+                    if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                        raise InvalidKey(
+                            f"path segment {segment!r} is a file or a symbolic link; file stores "
+                            "never follow links and a key cannot run through a file",
+                            url=self.url_for(key),
+                        ) from None
+                    raise
+                os.close(fd)
+                fd = next_fd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _etag(self, st: os.stat_result) -> str:
+        return f'"{st.st_mtime_ns:x}-{st.st_size:x}-{st.st_ino:x}"'
+
+    def _meta(self, key: str, fd: int, st: os.stat_result) -> ObjectMeta:
+        stored: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            stored = json.loads(os.getxattr(fd, XATTR))
+        attributes = ObjectAttributes(**stored.get("attributes", {}))
+        checksums = {ChecksumKind.CRC32C: stored["crc32c"]} if "crc32c" in stored else {}
+        return ObjectMeta(
+            url=self.url_for(key),
+            key=key,
+            size=st.st_size,
+            etag=self._etag(st),
+            version=None,
+            last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+            attributes=attributes,
+            checksums=checksums,
+        )
+
+    @contextlib.contextmanager
+    def _open_object(self, key: str) -> Iterator[tuple[int, os.stat_result]]:
+        segments = self._segments(key)
+        dir_fd = self._open_dir(segments, key, create=False)
+        try:
+            fd = os.open(segments[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        except FileNotFoundError:
+            raise NotFound("object not found", url=self.url_for(key)) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise InvalidKey(
+                    "the key names a symbolic link; file stores never follow links",
+                    url=self.url_for(key),
+                ) from None
+            raise
+        finally:
+            os.close(dir_fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotFound("the key names a directory, not an object", url=self.url_for(key))
+            yield fd, st
+        finally:
+            os.close(fd)
+
+    # -- errors -------------------------------------------------------------------------
+
+    async def _run(self, key: str, func: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(func, *args)
+        except StoreError:
+            raise
+        except PermissionError as exc:
+            raise PermissionDenied(
+                f"permission denied: {exc.strerror}", url=self.url_for(key)
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise InvalidKey(
+                    "path too long for this file system", url=self.url_for(key)
+                ) from None
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise TransientError(
+                    f"file system full: {exc.strerror}", url=self.url_for(key)
+                ) from None
+            raise TransientError(f"I/O error: {exc.strerror}", url=self.url_for(key)) from None
+
+    # -- required operations ------------------------------------------------------------
+
+    async def create_container(self) -> None:
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+
+    async def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
+        self._refuse_version(key, version)
+
+        def work() -> ObjectMeta:
+            with self._open_object(key) as (fd, st):
+                return self._meta(key, fd, st)
+
+        meta: ObjectMeta = await self._run(key, work)
+        return meta
+
+    def _refuse_version(self, key: str, version: str | None) -> None:
+        if version is not None:
+            raise NotSupported(
+                "file stores keep no versions; pin reads with if_match", url=self.url_for(key)
+            )
+
+    async def read(
+        self,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        if_match: str | None = None,
+        version: str | None = None,
+    ) -> bytes:
+        self._refuse_version(key, version)
+
+        def work() -> bytes:
+            with self._open_object(key) as (fd, st):
+                if if_match is not None and self._etag(st) != if_match:
+                    raise PreconditionFailed(f"etag is no longer {if_match}", url=self.url_for(key))
+                lo, hi = clip_range(st.st_size, start, end, self.url_for(key))
+                return os.pread(fd, hi - lo, lo) if hi > lo else b""
+
+        data: bytes = await self._run(key, work)
+        return data
+
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectMeta:
+        def write(fd: int) -> int:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            return google_crc32c.value(data)  # type: ignore[no-any-return]
+
+        meta: ObjectMeta = await self._run(
+            key, self._write_file, key, write, attributes, create_only, if_match
+        )
+        return meta
+
+    def _write_file(
+        self,
+        key: str,
+        write: Any,
+        attributes: ObjectAttributes | None,
+        create_only: bool,
+        if_match: str | None,
+    ) -> ObjectMeta:
+        """Write through a temporary file, then move it into place atomically."""
+        segments = self._segments(key)
+        name = segments[-1]
+        dir_fd = self._open_dir(segments, key, create=True)
+        temp = f".{uuid.uuid4().hex[:12]}{TEMP_MARKER}"
+        try:
+            fd = os.open(
+                temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
+            )
+            try:
+                crc = write(fd)
+                record = {
+                    "attributes": asdict(attributes or ObjectAttributes()),
+                    "crc32c": _crc32c_b64(crc),
+                }
+                try:
+                    os.setxattr(fd, XATTR, json.dumps(record).encode())
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                        raise
+                    if attributes is not None and attributes != ObjectAttributes():
+                        raise NotSupported(
+                            f"{self.root} does not support user extended attributes, so "
+                            "object attributes cannot be kept",
+                            url=self.url_for(key),
+                        ) from None
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._commit_temp(key, dir_fd, temp, name, create_only, if_match)
+            os.fsync(dir_fd)
+            with self._open_object(key) as (fd, st):
+                return self._meta(key, fd, st)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=dir_fd)
+            os.close(dir_fd)
+
+    def _commit_temp(
+        self, key: str, dir_fd: int, temp: str, name: str, create_only: bool, if_match: str | None
+    ) -> None:
+        url = self.url_for(key)
+        try:
+            existing = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and stat.S_ISDIR(existing.st_mode):
+            raise InvalidKey("a file store key cannot also be a directory of other keys", url=url)
+        if if_match is not None and (existing is None or self._etag(existing) != if_match):
+            # A check-then-rename: a writer racing between the two can win. POSIX has no
+            # compare-and-swap rename; create_only (link) is the atomic condition here.
+            raise PreconditionFailed(f"etag is not {if_match}", url=url)
+        if create_only:
+            try:
+                os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            except FileExistsError:
+                raise AlreadyExists("object already exists", url=url) from None
+        else:
+            os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+    async def list(
+        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
+    ) -> AsyncIterator[ObjectMeta]:
+        if not await asyncio.to_thread(self.root.is_dir):
+            raise NotFound(f"directory {self.root} does not exist", url=self.root_url)
+        walker = self._walk("", prefix, start_after)
+        while True:
+            page = await asyncio.to_thread(_take, walker, page_size)
+            for meta in page:
+                yield meta
+            if len(page) < page_size:
+                return
+
+    def _walk(self, directory: str, prefix: str, start_after: str | None) -> Iterator[ObjectMeta]:
+        """Objects below ``directory`` (a key prefix ending in '/' or empty) in key order."""
+        path = self.root / directory if directory else self.root
+        try:
+            entries = list(os.scandir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        ordered = sorted(
+            (entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""), entry)
+            for entry in entries
+        )
+        for name, entry in ordered:
+            key = directory + name
+            if TEMP_MARKER in name or (not directory and name == UPLOADS_DIR + "/"):
+                continue
+            if name.endswith("/"):
+                if not (key.startswith(prefix) or prefix.startswith(key)):
+                    continue
+                if (
+                    start_after is not None
+                    and key < start_after
+                    and not start_after.startswith(key)
+                ):
+                    continue
+                yield from self._walk(key, prefix, start_after)
+            elif entry.is_file(follow_symlinks=False):
+                if not key.startswith(prefix) or (start_after is not None and key <= start_after):
+                    continue
+                with contextlib.suppress(FileNotFoundError), self._open_object(key) as (fd, st):
+                    yield self._meta(key, fd, st)
+
+    async def delete(self, key: str, *, if_match: str | None = None) -> None:
+        def work() -> None:
+            segments = self._segments(key)
+            try:
+                dir_fd = self._open_dir(segments, key, create=False)
+            except NotFound:
+                if if_match is not None:
+                    raise
+                return
+            try:
+                if if_match is not None:
+                    try:
+                        st = os.stat(segments[-1], dir_fd=dir_fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        raise NotFound("object not found", url=self.url_for(key)) from None
+                    if self._etag(st) != if_match:
+                        raise PreconditionFailed(f"etag is not {if_match}", url=self.url_for(key))
+                try:
+                    os.unlink(segments[-1], dir_fd=dir_fd)
+                except FileNotFoundError:
+                    return
+                except IsADirectoryError:
+                    raise NotFound(
+                        "the key names a directory, not an object", url=self.url_for(key)
+                    ) from None
+            finally:
+                os.close(dir_fd)
+            self._prune_empty_dirs(segments[:-1])
+
+        await self._run(key, work)
+
+    def _prune_empty_dirs(self, segments: Sequence[str]) -> None:
+        """Remove directories a delete left empty, as object stores have no empty folders."""
+        for depth in range(len(segments), 0, -1):
+            try:
+                os.rmdir(self.root.joinpath(*segments[:depth]))
+            except OSError:
+                return
+
+    # -- multipart: parts are files in a staging directory, joined on completion ----------
+
+    def _upload_dir(self, upload_id: str, key: str) -> Path:
+        if not upload_id.isalnum():
+            raise NotFound(f"no multipart upload {upload_id}", url=self.url_for(key))
+        return self.root / UPLOADS_DIR / upload_id
+
+    def _manifest(self, key: str, upload_id: str) -> dict[str, Any]:
+        try:
+            manifest: dict[str, Any] = json.loads(
+                (self._upload_dir(upload_id, key) / "manifest.json").read_text()
+            )
+        except FileNotFoundError:
+            raise NotFound(f"no multipart upload {upload_id}", url=self.url_for(key)) from None
+        if manifest["key"] != key:
+            raise NotFound(f"upload {upload_id} is not for this key", url=self.url_for(key))
+        return manifest
+
+    async def create_multipart(
+        self, key: str, *, attributes: ObjectAttributes | None = None
+    ) -> str:
+        self._segments(key)
+        upload_id = uuid.uuid4().hex
+
+        def work() -> None:
+            self._open_root()  # NotFound when the root is missing
+            staging = self._upload_dir(upload_id, key)
+            staging.mkdir(parents=True)
+            manifest = {
+                "key": key,
+                "attributes": asdict(attributes or ObjectAttributes()),
+                "initiated": datetime.now(UTC).isoformat(),
+            }
+            (staging / "manifest.json").write_text(json.dumps(manifest))
+
+        await self._run(key, work)
+        return upload_id
+
+    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
+        if not 1 <= part_number <= self.limits.max_parts:
+            raise InvalidArgument(f"part number {part_number} out of range", url=self.url_for(key))
+
+        def work() -> PartToken:
+            self._manifest(key, upload_id)
+            staging = self._upload_dir(upload_id, key)
+            temp = staging / f"{part_number:05d}{TEMP_MARKER}{uuid.uuid4().hex[:8]}"
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, staging / f"{part_number:05d}.part")
+            checksum = _crc32c_b64(google_crc32c.value(data))
+            return PartToken(part_number, checksum, len(data), {ChecksumKind.CRC32C: checksum})
+
+        token: PartToken = await self._run(key, work)
+        return token
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[PartToken]
+    ) -> ObjectMeta:
+        ordered = sorted(parts, key=lambda p: p.part_number)
+
+        def load_manifest() -> dict[str, Any]:
+            return self._manifest(key, upload_id)
+
+        manifest: dict[str, Any] = await self._run(key, load_manifest)
+        staging = self._upload_dir(upload_id, key)
+
+        def write(fd: int) -> int:
+            crc = 0
+            for part in ordered:
+                part_path = staging / f"{part.part_number:05d}.part"
+                try:
+                    handle = open(part_path, "rb")  # noqa: SIM115 - closed below
+                except FileNotFoundError:
+                    raise InvalidArgument(
+                        f"part {part.part_number} was never uploaded", url=self.url_for(key)
+                    ) from None
+                with handle:
+                    part_crc = 0
+                    while chunk := handle.read(COPY_CHUNK):
+                        part_crc = google_crc32c.extend(part_crc, chunk)
+                        crc = google_crc32c.extend(crc, chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                if _crc32c_b64(part_crc) != part.token:
+                    raise InvalidArgument(
+                        f"part {part.part_number} does not match its token", url=self.url_for(key)
+                    )
+            return crc
+
+        attributes = ObjectAttributes(**manifest["attributes"])
+        meta: ObjectMeta = await self._run(
+            key, self._write_file, key, write, attributes, False, None
+        )
+        await asyncio.to_thread(shutil.rmtree, staging, True)
+        return meta
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        if not upload_id.isalnum():
+            return
+        await asyncio.to_thread(shutil.rmtree, self.root / UPLOADS_DIR / upload_id, True)
+
+    async def list_multipart_uploads(self, prefix: str = "") -> AsyncIterator[MultipartUpload]:
+        def scan() -> list[MultipartUpload]:
+            found = []
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(self.root / UPLOADS_DIR):
+                    with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+                        manifest = json.loads((Path(entry.path) / "manifest.json").read_text())
+                        if manifest["key"].startswith(prefix):
+                            found.append(
+                                MultipartUpload(
+                                    manifest["key"],
+                                    entry.name,
+                                    datetime.fromisoformat(manifest["initiated"]),
+                                )
+                            )
+            return sorted(found, key=lambda u: (u.key, u.upload_id))
+
+        for upload in await asyncio.to_thread(scan):
+            yield upload
+
+    async def copy_within(
+        self,
+        source_key: str,
+        dest_key: str,
+        *,
+        if_match: str | None = None,
+        attributes: ObjectAttributes | None = None,
+    ) -> ObjectMeta:
+        def work() -> ObjectMeta:
+            with self._open_object(source_key) as (src_fd, st):
+                if if_match is not None and self._etag(st) != if_match:
+                    raise PreconditionFailed(
+                        f"etag is no longer {if_match}", url=self.url_for(source_key)
+                    )
+                keep = attributes or self._meta(source_key, src_fd, st).attributes
+
+                def write(fd: int) -> int:
+                    crc, offset = 0, 0
+                    while chunk := os.pread(src_fd, COPY_CHUNK, offset):
+                        crc = google_crc32c.extend(crc, chunk)
+                        offset += len(chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                    return crc
+
+                return self._write_file(dest_key, write, keep, False, None)
+
+        meta: ObjectMeta = await self._run(dest_key, work)
+        return meta
+
+
+def _take(iterator: Iterator[ObjectMeta], count: int) -> list[ObjectMeta]:
+    page = []
+    for item in iterator:
+        page.append(item)
+        if len(page) == count:
+            break
+    return page

@@ -1,0 +1,127 @@
+"""Carrying object attributes and user metadata across clouds (pure).
+
+Rules the stores impose on user-metadata names, and what replicator does about them:
+
+=========  ======================================  =========================================
+store      names allowed                           mapping applied on the way in
+=========  ======================================  =========================================
+s3         HTTP header tokens, stored lower-case   lower-cased (S3 would do it anyway)
+gs         any string                              none
+az         C# identifiers: letter or ``_`` first,  every other character becomes ``_``;
+           then letters, digits, ``_``;            a leading digit gets a ``_`` prefix
+           case-insensitive
+file, mem  any string                              none
+=========  ======================================  =========================================
+
+Values must be printable US-ASCII on S3 and Azure (they travel as HTTP headers); a non-ASCII
+value is percent-encoded as UTF-8 (RFC 3986) and the name is recorded in
+``replicator_encoded`` so readers can decode it. Two names that map to the same name, or a
+name that cannot be mapped, are refused with MetadataError naming them: nothing is dropped.
+
+Replica marking: every copy carries ``replicator_source`` (the source URL, always
+percent-encoded), ``replicator_source_version`` and, where known when the object is written,
+``replicator_fingerprint``. An object with ``replicator_source`` is a replica and is never
+replicated back.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import replace
+
+from connectors.base import ObjectAttributes
+from replicator.errors import ReplicatorError
+
+SOURCE_KEY = "replicator_source"
+SOURCE_VERSION_KEY = "replicator_source_version"
+FINGERPRINT_KEY = "replicator_fingerprint"
+ENCODED_KEY = "replicator_encoded"
+RESERVED = frozenset({SOURCE_KEY, SOURCE_VERSION_KEY, FINGERPRINT_KEY, ENCODED_KEY})
+HEADER_VALUE_STORES = frozenset({"s3", "az"})
+_AZURE_INVALID = re.compile(r"[^A-Za-z0-9_]")
+_PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
+
+
+class MetadataError(ReplicatorError):
+    """User metadata that cannot be carried to the destination store as it is."""
+
+
+def _map_name(name: str, dest_scheme: str) -> str:
+    if dest_scheme == "s3":
+        return name.lower()
+    if dest_scheme == "az":
+        mapped = _AZURE_INVALID.sub("_", name)
+        return f"_{mapped}" if mapped[:1].isdigit() else mapped
+    return name
+
+
+def _encode_value(value: str) -> str:
+    return urllib.parse.quote(value, safe="/:@!$&'()*+,;=-._~ ")
+
+
+def map_user_metadata(metadata: Mapping[str, str], dest_scheme: str) -> dict[str, str]:
+    """User metadata as the destination can hold it, by the table in the module docstring."""
+    mapped: dict[str, str] = {}
+    origins: dict[str, str] = {}
+    encoded: list[str] = []
+    for name, value in metadata.items():
+        if name in RESERVED:
+            continue
+        if not name:
+            raise MetadataError("an empty user-metadata name cannot be stored")
+        target = _map_name(name, dest_scheme)
+        folded = target.lower() if dest_scheme in HEADER_VALUE_STORES else target
+        if folded in origins:
+            raise MetadataError(
+                f"user-metadata names {origins[folded]!r} and {name!r} both become "
+                f"{target!r} on {dest_scheme}://; rename one at the source"
+            )
+        origins[folded] = name
+        if dest_scheme in HEADER_VALUE_STORES and not _PRINTABLE_ASCII.match(value):
+            value = _encode_value(value)
+            encoded.append(target)
+        mapped[target] = value
+    if encoded:
+        mapped[ENCODED_KEY] = ",".join(sorted(encoded))
+    return mapped
+
+
+def replica_attributes(
+    attributes: ObjectAttributes,
+    dest_scheme: str,
+    *,
+    source_url: str,
+    source_version: str,
+    fingerprint: str | None = None,
+) -> ObjectAttributes:
+    """The source's attributes mapped for the destination, plus the replica marks."""
+    user = map_user_metadata(attributes.user_metadata, dest_scheme)
+    user[SOURCE_KEY] = _encode_value(source_url)
+    user[SOURCE_VERSION_KEY] = source_version
+    if fingerprint is not None:
+        user[FINGERPRINT_KEY] = fingerprint
+    return replace(attributes, user_metadata=user)
+
+
+def replica_source(user_metadata: Mapping[str, str]) -> str | None:
+    """The source URL if these are a replica's metadata, else None."""
+    value = _lookup(user_metadata, SOURCE_KEY)
+    return None if value is None else urllib.parse.unquote(value)
+
+
+def replica_source_version(user_metadata: Mapping[str, str]) -> str | None:
+    return _lookup(user_metadata, SOURCE_VERSION_KEY)
+
+
+def replica_fingerprint(user_metadata: Mapping[str, str]) -> str | None:
+    return _lookup(user_metadata, FINGERPRINT_KEY)
+
+
+def _lookup(user_metadata: Mapping[str, str], name: str) -> str | None:
+    # Azure and S3 treat names case-insensitively and may return them in another case.
+    for key, value in user_metadata.items():
+        if key.lower() == name:
+            return value
+    return None

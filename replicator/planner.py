@@ -1,0 +1,98 @@
+"""Choose how to copy one object (pure: a function of sizes and both stores' limits).
+
+Fallback chain, as in the best copy tools: server-side copy when both ends are the same store
+and it can copy internally; otherwise a single put for objects no larger than one part;
+otherwise a parallel multipart upload whose part size is the configured size raised until the
+part count fits the destination. Parts are multiples of the fingerprint block so each part can
+be fingerprinted on its own, in any order.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from connectors.base import Limits, MiB
+from replicator.errors import ReplicatorError
+from replicator.hashing import FINGERPRINT_BLOCK
+
+DEFAULT_PART_SIZE = 16 * MiB
+
+
+class Strategy(enum.StrEnum):
+    SERVER_SIDE = "server_side"
+    MULTIPART = "multipart"
+    SINGLE = "single"
+
+
+class PlanError(ReplicatorError):
+    """The object cannot be copied to this destination at all; nothing was moved."""
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    offset: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    strategy: Strategy
+    size: int
+    part_size: int
+    parts: tuple[Part, ...]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def choose_part_size(size: int, dest: Limits, requested: int = DEFAULT_PART_SIZE) -> int:
+    """The smallest block-aligned part size >= ``requested`` and the destination's minimum
+    that fits ``size`` into the destination's maximum number of parts."""
+    fits_count = -(-size // dest.max_parts)
+    part_size = _round_up(max(requested, dest.min_part_size, fits_count, 1), FINGERPRINT_BLOCK)
+    if part_size > dest.max_part_size:
+        raise PlanError(
+            f"object of {size} bytes needs parts of {part_size} bytes to fit "
+            f"{dest.max_parts} parts, over the destination's maximum part of "
+            f"{dest.max_part_size} bytes"
+        )
+    return part_size
+
+
+def split(size: int, part_size: int) -> tuple[Part, ...]:
+    return tuple(
+        Part(number, offset, min(part_size, size - offset))
+        for number, offset in enumerate(range(0, size, part_size), start=1)
+    )
+
+
+def plan_copy(
+    size: int,
+    dest: Limits,
+    *,
+    same_store: bool,
+    part_size: int = DEFAULT_PART_SIZE,
+) -> CopyPlan:
+    if size > dest.max_object_size:
+        raise PlanError(
+            f"object of {size} bytes is larger than the destination's maximum object size "
+            f"of {dest.max_object_size} bytes"
+        )
+    if same_store and dest.server_side_copy and size <= dest.max_single_put:
+        return CopyPlan(Strategy.SERVER_SIDE, size, size, ())
+    if size <= min(part_size, dest.max_single_put) or not dest.multipart:
+        if size > dest.max_single_put:
+            raise PlanError(
+                f"object of {size} bytes exceeds the destination's single-put limit of "
+                f"{dest.max_single_put} bytes and it has no multipart upload"
+            )
+        return CopyPlan(Strategy.SINGLE, size, size, (Part(1, 0, size),))
+    chosen = choose_part_size(size, dest, part_size)
+    return CopyPlan(Strategy.MULTIPART, size, chosen, split(size, chosen))

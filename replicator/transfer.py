@@ -1,0 +1,583 @@
+"""Copy one object between any two stores: planned, parallel, bounded in memory, verified.
+
+For each copy: HEAD the source and pin its version; skip if the destination already holds that
+version (its replica marks say so) or if the source is itself a replica; plan; then execute:
+
+* server-side: the destination store copies internally, conditioned on the source etag;
+* single: read the whole (small) object pinned, put it with replica marks and fingerprint;
+* multipart: workers read pinned ranges and upload parts under a global in-flight byte budget,
+  each part's checksums computed from the bytes read and compared with what the store reports
+  for what it stored; on completion size and whole-object checksums are compared again.
+
+If the source changes mid-copy (PreconditionFailed, or the pinned version vanishing) the upload
+is aborted and the copy restarts from the new version: a replica is never a mix of versions. A
+failed or cancelled multipart upload is aborted; nothing is ever completed short.
+
+Where damage is caught: bytes changed between the source read and the destination connector
+show up as a part checksum that differs from ours; bytes changed between the connector and the
+store are rejected by the store's native checksum check; a source whose stored bytes do not
+match its own reported CRC32C is caught by comparing the whole-object CRC32C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeVar
+
+import structlog
+
+from connectors.base import (
+    ChecksumKind,
+    IntegrityError,
+    MiB,
+    NotFound,
+    ObjectMeta,
+    ObjectStore,
+    PartToken,
+    PreconditionFailed,
+)
+from replicator import hashing
+from replicator.errors import ReplicatorError
+from replicator.metadata import (
+    replica_attributes,
+    replica_fingerprint,
+    replica_source,
+    replica_source_version,
+)
+from replicator.planner import DEFAULT_PART_SIZE, CopyPlan, Part, Strategy, plan_copy
+from replicator.retry import RetryPolicy
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+DEFAULT_CONCURRENCY = 8
+DEFAULT_BYTE_BUDGET = 256 * MiB
+PART_INTEGRITY_ATTEMPTS = 3
+
+
+class SourceChanged(ReplicatorError):
+    """The source kept changing while it was being copied; nothing was written."""
+
+
+class _SourceMoved(Exception):
+    """A pinned source read found another version (or none): restart from a fresh HEAD."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+async def _pinned(operation: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await operation()
+    except (PreconditionFailed, NotFound) as exc:
+        raise _SourceMoved(exc) from exc
+
+
+class ByteBudget:
+    """Bytes of object data allowed in memory at once, shared by every copy in a process.
+
+    A part waits here before it is read, so memory stays bounded whatever the object size and
+    concurrency. A part larger than the whole budget runs alone.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_BYTE_BUDGET) -> None:
+        if capacity <= 0:
+            raise ValueError("the byte budget must be positive")
+        self.capacity = capacity
+        self.in_use = 0
+        self.peak = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, size: int) -> AsyncIterator[None]:
+        size = min(size, self.capacity)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_use + size <= self.capacity)
+            self.in_use += size
+            self.peak = max(self.peak, self.in_use)
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.in_use -= size
+                self._changed.notify_all()
+
+
+@dataclass(frozen=True)
+class DonePart:
+    """A stored part with what is needed to finish the copy without reading it again."""
+
+    token: PartToken
+    crc32c: int
+    block_digests: tuple[tuple[int, bytes], ...]
+
+
+@dataclass
+class UploadRecord:
+    """A multipart upload in progress, enough to resume it after a crash."""
+
+    dest_url: str
+    upload_id: str
+    source_url: str
+    source_version: str
+    part_size: int
+    size: int
+    parts: dict[int, DonePart] = field(default_factory=dict)
+
+
+class UploadJournal(Protocol):
+    """Where the engine reports upload progress so a crashed copy can resume."""
+
+    async def find(self, dest_url: str, source_version: str) -> UploadRecord | None: ...
+
+    async def started(self, record: UploadRecord) -> None: ...
+
+    async def part_done(self, record: UploadRecord, part: DonePart) -> None: ...
+
+    async def finished(self, record: UploadRecord) -> None: ...
+
+
+class MemoryJournal:
+    """An UploadJournal kept in process memory (resumes within one process only)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, UploadRecord] = {}
+
+    async def find(self, dest_url: str, source_version: str) -> UploadRecord | None:
+        record = self.records.get(dest_url)
+        return record if record and record.source_version == source_version else None
+
+    async def started(self, record: UploadRecord) -> None:
+        self.records[record.dest_url] = record
+
+    async def part_done(self, record: UploadRecord, part: DonePart) -> None:
+        record.parts[part.token.part_number] = part
+
+    async def finished(self, record: UploadRecord) -> None:
+        self.records.pop(record.dest_url, None)
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    status: Literal["copied", "skipped"]
+    source: ObjectMeta
+    destination: ObjectMeta | None
+    strategy: Strategy | None = None
+    parts: int = 0
+    parts_resumed: int = 0
+    bytes_transferred: int = 0
+    fingerprint: str | None = None
+    seconds: float = 0.0
+    reason: str | None = None
+
+    @property
+    def source_version(self) -> str:
+        return version_id(self.source)
+
+    def summary(self) -> dict[str, object]:
+        rate = self.bytes_transferred / self.seconds / 1e6 if self.seconds > 0 else 0.0
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "source": self.source.url,
+            "source_version": self.source_version,
+            "destination": self.destination.url if self.destination else None,
+            "strategy": self.strategy.value if self.strategy else None,
+            "bytes": self.source.size,
+            "bytes_transferred": self.bytes_transferred,
+            "parts": self.parts,
+            "parts_resumed": self.parts_resumed,
+            "seconds": round(self.seconds, 3),
+            "mb_per_s": round(rate, 1),
+            "fingerprint": self.fingerprint,
+        }
+
+
+def version_id(meta: ObjectMeta) -> str:
+    """The identity of an object's content version: the store's version, else its etag."""
+    return meta.version or meta.etag or ""
+
+
+@dataclass
+class _PartDigest:
+    crc32c: int
+    md5: str | None
+    blocks: list[tuple[int, bytes]]
+
+
+class Copier:
+    """The copy engine. One instance serves many concurrent copies and shares one byte budget."""
+
+    def __init__(
+        self,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        budget: ByteBudget | None = None,
+        retry: RetryPolicy | None = None,
+        journal: UploadJournal | None = None,
+        max_restarts: int = 5,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.part_size = part_size
+        self.concurrency = concurrency
+        self.budget = budget or ByteBudget()
+        self.retry = retry or RetryPolicy()
+        self.journal: UploadJournal = journal or MemoryJournal()
+        self.max_restarts = max_restarts
+
+    async def copy(
+        self, source: ObjectStore, source_key: str, dest: ObjectStore, dest_key: str
+    ) -> CopyResult:
+        started = time.monotonic()
+        last_change: Exception | None = None
+        for _ in range(self.max_restarts + 1):
+            src = await self.retry.run(lambda: source.head(source_key), what="head source")
+            skipped = await self._skip_reason(src, dest, dest_key)
+            if skipped is not None:
+                reason, existing = skipped
+                log.info("copy skipped", source=src.url, reason=reason)
+                return CopyResult(
+                    "skipped", src, existing, reason=reason, seconds=time.monotonic() - started
+                )
+            plan = plan_copy(
+                src.size,
+                dest.limits,
+                same_store=_same_store(source, dest),
+                part_size=self.part_size,
+            )
+            try:
+                result = await self._execute(plan, src, source, source_key, dest, dest_key)
+            except _SourceMoved as moved:
+                last_change = moved.cause
+                log.info("source changed during copy; restarting", source=src.url, error=str(moved))
+                continue
+            return CopyResult(
+                "copied",
+                src,
+                result.destination,
+                plan.strategy,
+                len(plan.parts),
+                result.parts_resumed,
+                result.bytes_transferred,
+                result.fingerprint,
+                time.monotonic() - started,
+            )
+        raise SourceChanged(
+            f"{source.url_for(source_key)} changed {self.max_restarts + 1} times while being "
+            f"copied; last: {last_change}"
+        )
+
+    async def _skip_reason(
+        self, src: ObjectMeta, dest: ObjectStore, dest_key: str
+    ) -> tuple[str, ObjectMeta | None] | None:
+        origin = replica_source(src.attributes.user_metadata)
+        if origin is not None:
+            return f"source is itself a replica of {origin}", None
+        try:
+            existing = await self.retry.run(lambda: dest.head(dest_key), what="head destination")
+        except NotFound:
+            return None
+        user = existing.attributes.user_metadata
+        if replica_source(user) == src.url and replica_source_version(user) == version_id(src):
+            return "destination already holds this source version", existing
+        return None
+
+    async def _execute(
+        self,
+        plan: CopyPlan,
+        src: ObjectMeta,
+        source: ObjectStore,
+        source_key: str,
+        dest: ObjectStore,
+        dest_key: str,
+    ) -> _Executed:
+        if plan.strategy is Strategy.SERVER_SIDE:
+            attributes = replica_attributes(
+                src.attributes, dest.scheme, source_url=src.url, source_version=version_id(src)
+            )
+            meta = await _pinned(
+                lambda: self.retry.run(
+                    lambda: dest.copy_within(
+                        source_key, dest_key, if_match=src.etag, attributes=attributes
+                    ),
+                    what="server-side copy",
+                )
+            )
+            _check_size(meta, src)
+            return _Executed(meta, 0, 0, replica_fingerprint(src.attributes.user_metadata))
+        if plan.strategy is Strategy.SINGLE:
+            return await self._single(src, source, source_key, dest, dest_key)
+        return await self._multipart(plan, src, source, source_key, dest, dest_key)
+
+    def _pin(self, source: ObjectStore, src: ObjectMeta) -> dict[str, str | None]:
+        version = src.version if source.limits.versioned_reads else None
+        return {"if_match": src.etag, "version": version}
+
+    async def _single(
+        self,
+        src: ObjectMeta,
+        source: ObjectStore,
+        source_key: str,
+        dest: ObjectStore,
+        dest_key: str,
+    ) -> _Executed:
+        pin = self._pin(source, src)
+        async with self.budget.reserve(src.size):
+            data = await _pinned(
+                lambda: self.retry.run(
+                    lambda: source.read(source_key, 0, None, **pin), what="read source"
+                )
+            )
+            if len(data) != src.size:
+                raise _SourceMoved(
+                    PreconditionFailed(f"read {len(data)} bytes, expected {src.size}", url=src.url)
+                )
+            crc = hashing.crc32c(data)
+            _check_source_crc(src, crc)
+            fingerprint = hashing.fingerprint(data)
+            attributes = replica_attributes(
+                src.attributes,
+                dest.scheme,
+                source_url=src.url,
+                source_version=version_id(src),
+                fingerprint=fingerprint,
+            )
+            meta = await self.retry.run(
+                lambda: dest.put(dest_key, data, attributes=attributes), what="put destination"
+            )
+            expected = {ChecksumKind.CRC32C: hashing.crc32c_b64(crc)}
+            if ChecksumKind.MD5 in meta.checksums:
+                expected[ChecksumKind.MD5] = hashing.md5_b64(data)
+        _check_size(meta, src)
+        _check_checksums(meta.checksums, expected, meta.url)
+        return _Executed(meta, 0, src.size, fingerprint)
+
+    async def _multipart(
+        self,
+        plan: CopyPlan,
+        src: ObjectMeta,
+        source: ObjectStore,
+        source_key: str,
+        dest: ObjectStore,
+        dest_key: str,
+    ) -> _Executed:
+        pin = self._pin(source, src)
+        dest_url = dest.url_for(dest_key)
+        record = await self.journal.find(dest_url, version_id(src))
+        if record is not None and (record.part_size != plan.part_size or record.size != src.size):
+            await self._abort(dest, dest_key, record)
+            record = None
+        resumed = len(record.parts) if record else 0
+        if record is None:
+            attributes = replica_attributes(
+                src.attributes, dest.scheme, source_url=src.url, source_version=version_id(src)
+            )
+            upload_id = await self.retry.run(
+                lambda: dest.create_multipart(dest_key, attributes=attributes),
+                what="create multipart upload",
+            )
+            record = UploadRecord(
+                dest_url, upload_id, src.url, version_id(src), plan.part_size, src.size
+            )
+            await self.journal.started(record)
+        else:
+            log.info(
+                "resuming upload",
+                destination=dest_url,
+                upload_id=record.upload_id,
+                parts_done=resumed,
+                parts=len(plan.parts),
+            )
+        want_md5 = ChecksumKind.MD5 in dest.limits.native_checksums and (
+            ChecksumKind.CRC32C not in dest.limits.native_checksums
+        )
+        todo = iter([p for p in plan.parts if p.number not in record.parts])
+        transferred = 0
+
+        async def worker() -> None:
+            nonlocal transferred
+            for part in todo:
+                await self._copy_part(
+                    part, record, src, source, source_key, dest, dest_key, pin, want_md5
+                )
+                transferred += part.length
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.concurrency, len(plan.parts))):
+                    group.create_task(worker())
+            tokens = [record.parts[p.number].token for p in plan.parts]
+            meta = await self.retry.run(
+                lambda: dest.complete_multipart(dest_key, record.upload_id, tokens),
+                what="complete multipart upload",
+            )
+        except BaseException as exc:
+            await self._abort(dest, dest_key, record)
+            raise _first_error(exc) from None
+        await self.journal.finished(record)
+        fingerprint = hashing.Fingerprint(src.size)
+        crcs = hashing.PartCrcs()
+        for part in plan.parts:
+            done = record.parts[part.number]
+            fingerprint.add(done.block_digests)
+            crcs.add(part.number, done.crc32c, part.length)
+        whole_crc = crcs.whole()
+        _check_source_crc(src, whole_crc)
+        _check_size(meta, src)
+        head = await self.retry.run(lambda: dest.head(dest_key), what="head destination")
+        _check_size(head, src)
+        _check_checksums(
+            head.checksums, {ChecksumKind.CRC32C: hashing.crc32c_b64(whole_crc)}, head.url
+        )
+        return _Executed(head, resumed, transferred, fingerprint.value())
+
+    async def _copy_part(
+        self,
+        part: Part,
+        record: UploadRecord,
+        src: ObjectMeta,
+        source: ObjectStore,
+        source_key: str,
+        dest: ObjectStore,
+        dest_key: str,
+        pin: Mapping[str, str | None],
+        want_md5: bool,
+    ) -> None:
+        async with self.budget.reserve(part.length):
+            for attempt in range(1, PART_INTEGRITY_ATTEMPTS + 1):
+                data = await _pinned(
+                    lambda: self.retry.run(
+                        lambda: source.read(source_key, part.offset, part.end, **pin),
+                        what=f"read part {part.number}",
+                    )
+                )
+                if len(data) != part.length:
+                    raise _SourceMoved(
+                        PreconditionFailed(
+                            f"part {part.number}: read {len(data)} bytes, expected {part.length}",
+                            url=src.url,
+                        )
+                    )
+                digest = _PartDigest(
+                    hashing.crc32c(data),
+                    hashing.md5_b64(data) if want_md5 else None,
+                    hashing.block_digests(data, part.offset),
+                )
+                token = await self.retry.run(
+                    functools.partial(dest.put_part, dest_key, record.upload_id, part.number, data),
+                    what=f"upload part {part.number}",
+                )
+                try:
+                    _check_part(token, digest, part, dest.url_for(dest_key))
+                except IntegrityError as exc:
+                    if attempt == PART_INTEGRITY_ATTEMPTS:
+                        raise
+                    log.warning(
+                        "part damaged in transit; sending it again",
+                        part=part.number,
+                        attempt=attempt,
+                        error=str(exc),
+                    )
+                    continue
+                done = DonePart(token, digest.crc32c, tuple(digest.blocks))
+                await self.journal.part_done(record, done)
+                return
+
+    async def _abort(self, dest: ObjectStore, dest_key: str, record: UploadRecord) -> None:
+        """Abort an upload whatever happens to the task doing it (even on cancellation)."""
+
+        async def abort() -> None:
+            try:
+                await self.retry.run(
+                    lambda: dest.abort_multipart(dest_key, record.upload_id),
+                    what="abort multipart upload",
+                )
+            except Exception as exc:
+                log.error(
+                    "abort failed; the upload is left for cleanup",
+                    upload_id=record.upload_id,
+                    destination=record.dest_url,
+                    error=str(exc),
+                )
+            await self.journal.finished(record)
+
+        task = asyncio.ensure_future(abort())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
+
+@dataclass(frozen=True)
+class _Executed:
+    destination: ObjectMeta
+    parts_resumed: int
+    bytes_transferred: int
+    fingerprint: str | None
+
+
+def _same_store(source: ObjectStore, dest: ObjectStore) -> bool:
+    def container(store: ObjectStore) -> str:
+        scheme, _, rest = store.root_url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}" if scheme != "file" else "file://"
+
+    return type(source) is type(dest) and container(source) == container(dest)
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """The error that started a failure, out of a TaskGroup's exception group."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _check_size(meta: ObjectMeta, src: ObjectMeta) -> None:
+    if meta.size != src.size:
+        raise IntegrityError(
+            f"destination holds {meta.size} bytes, source has {src.size}", url=meta.url
+        )
+
+
+def _check_source_crc(src: ObjectMeta, crc: int) -> None:
+    reported = src.checksums.get(ChecksumKind.CRC32C)
+    if reported is not None and reported != hashing.crc32c_b64(crc):
+        raise IntegrityError(
+            f"bytes read have CRC32C {hashing.crc32c_b64(crc)} but the source reports {reported}",
+            url=src.url,
+        )
+
+
+def _check_checksums(
+    reported: Mapping[ChecksumKind, str], expected: Mapping[ChecksumKind, str], url: str
+) -> None:
+    for kind, value in expected.items():
+        got = reported.get(kind)
+        if got is not None and got != value:
+            raise IntegrityError(f"destination {kind} is {got}, expected {value}", url=url)
+
+
+def _check_part(token: PartToken, digest: _PartDigest, part: Part, url: str) -> None:
+    if token.size != part.length:
+        raise IntegrityError(
+            f"part {part.number}: store took {token.size} bytes, sent {part.length}", url=url
+        )
+    expected: dict[ChecksumKind, str] = {ChecksumKind.CRC32C: hashing.crc32c_b64(digest.crc32c)}
+    if digest.md5 is not None:
+        expected[ChecksumKind.MD5] = digest.md5
+    if not set(token.checksums) & set(expected):
+        return
+    for kind, value in expected.items():
+        got = token.checksums.get(kind)
+        if got is not None and got != value:
+            raise IntegrityError(
+                f"part {part.number}: store holds {kind} {got}, bytes read have {value}", url=url
+            )

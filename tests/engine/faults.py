@@ -1,0 +1,117 @@
+"""Store wrappers that inject faults at the connector boundary, around a real store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Self
+
+from connectors.base import (
+    MultipartUpload,
+    ObjectAttributes,
+    ObjectMeta,
+    ObjectStore,
+    PartToken,
+    StoreURL,
+    Throttled,
+)
+
+
+class FaultyStore(ObjectStore):
+    """Delegates to ``inner``; hooks let a test flip bytes, throttle, or act mid-copy."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner.root_url)
+        self.inner = inner
+        self.scheme = inner.scheme  # type: ignore[misc]
+        self.limits = inner.limits
+        self.flip_next_parts = 0
+        self.flip_next_puts = 0
+        self.flip_reads = 0
+        self.throttle_next = 0
+        self.ignore_aborts = False
+        self.before_read: Callable[[int], Awaitable[None]] | None = None
+        self.reads = 0
+        self.parts_uploaded: list[int] = []
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        raise NotImplementedError("wrap an opened store instead")
+
+    def _maybe_throttle(self) -> None:
+        if self.throttle_next > 0:
+            self.throttle_next -= 1
+            raise Throttled("injected 503 SlowDown", url=self.root_url, retry_after=0.01)
+
+    @staticmethod
+    def _flip(data: bytes) -> bytes:
+        damaged = bytearray(data)
+        damaged[len(damaged) // 2] ^= 0x01
+        return bytes(damaged)
+
+    async def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
+        self._maybe_throttle()
+        return await self.inner.head(key, version=version)
+
+    async def read(self, key: str, start: int = 0, end: int | None = None, *,
+                   if_match: str | None = None, version: str | None = None) -> bytes:
+        self._maybe_throttle()
+        self.reads += 1
+        if self.before_read is not None:
+            await self.before_read(self.reads)
+        data = await self.inner.read(key, start, end, if_match=if_match, version=version)
+        if self.flip_reads > 0 and data:
+            self.flip_reads -= 1
+            return self._flip(data)
+        return data
+
+    async def put(self, key: str, data: bytes, *, attributes: ObjectAttributes | None = None,
+                  create_only: bool = False, if_match: str | None = None) -> ObjectMeta:
+        self._maybe_throttle()
+        if self.flip_next_puts > 0 and data:
+            self.flip_next_puts -= 1
+            data = self._flip(data)
+        return await self.inner.put(key, data, attributes=attributes, create_only=create_only,
+                                    if_match=if_match)
+
+    def list(self, prefix: str = "", *, start_after: str | None = None,
+             page_size: int = 1000) -> AsyncIterator[ObjectMeta]:
+        return self.inner.list(prefix, start_after=start_after, page_size=page_size)
+
+    async def delete(self, key: str, *, if_match: str | None = None) -> None:
+        await self.inner.delete(key, if_match=if_match)
+
+    async def create_multipart(self, key: str, *,
+                               attributes: ObjectAttributes | None = None) -> str:
+        self._maybe_throttle()
+        return await self.inner.create_multipart(key, attributes=attributes)
+
+    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes
+                       ) -> PartToken:
+        self._maybe_throttle()
+        if self.flip_next_parts > 0:
+            self.flip_next_parts -= 1
+            data = self._flip(data)
+        token = await self.inner.put_part(key, upload_id, part_number, data)
+        self.parts_uploaded.append(part_number)
+        return token
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartToken]
+                                 ) -> ObjectMeta:
+        self._maybe_throttle()
+        return await self.inner.complete_multipart(key, upload_id, parts)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        if not self.ignore_aborts:
+            await self.inner.abort_multipart(key, upload_id)
+
+    def list_multipart_uploads(self, prefix: str = "") -> AsyncIterator[MultipartUpload]:
+        return self.inner.list_multipart_uploads(prefix)
+
+    async def copy_within(self, source_key: str, dest_key: str, *, if_match: str | None = None,
+                          attributes: ObjectAttributes | None = None) -> ObjectMeta:
+        self._maybe_throttle()
+        return await self.inner.copy_within(source_key, dest_key, if_match=if_match,
+                                            attributes=attributes)
+
+    async def close(self) -> None:
+        await self.inner.close()

@@ -1,0 +1,84 @@
+"""The planner is a pure function of sizes and limits."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connectors.base import GiB, MiB, TiB, ChecksumKind, Limits
+from replicator.hashing import FINGERPRINT_BLOCK
+from replicator.planner import PlanError, Strategy, choose_part_size, plan_copy
+
+S3 = Limits(
+    min_part_size=5 * MiB, max_part_size=5 * GiB, max_parts=10_000, max_object_size=5 * TiB,
+    max_single_put=5 * GiB, max_key_bytes=1024,
+    native_checksums=frozenset({ChecksumKind.CRC32C}), server_side_copy=True,
+)
+AZURE = Limits(
+    min_part_size=1, max_part_size=4000 * MiB, max_parts=50_000,
+    max_object_size=50_000 * 4000 * MiB, max_single_put=5000 * MiB, max_key_bytes=1024,
+    native_checksums=frozenset({ChecksumKind.MD5}),
+)
+NO_MULTIPART = Limits(
+    min_part_size=1, max_part_size=1, max_parts=1, max_object_size=10 * GiB,
+    max_single_put=1 * GiB, max_key_bytes=1024, native_checksums=frozenset(), multipart=False,
+)
+
+
+class TestStrategy:
+    def test_same_store_uses_server_side_copy(self) -> None:
+        """Both ends in one store that copies internally: no bytes through the client."""
+        assert plan_copy(100 * MiB, S3, same_store=True).strategy is Strategy.SERVER_SIDE
+
+    def test_small_object_is_a_single_put(self) -> None:
+        plan = plan_copy(MiB, S3, same_store=False, part_size=16 * MiB)
+        assert plan.strategy is Strategy.SINGLE
+        assert [(p.offset, p.length) for p in plan.parts] == [(0, MiB)]
+
+    def test_zero_byte_object_is_a_single_put(self) -> None:
+        assert plan_copy(0, AZURE, same_store=False).strategy is Strategy.SINGLE
+
+    def test_large_object_is_multipart(self) -> None:
+        plan = plan_copy(100 * MiB, S3, same_store=False, part_size=16 * MiB)
+        assert plan.strategy is Strategy.MULTIPART
+        assert len(plan.parts) == 7
+        assert plan.parts[-1].length == 100 * MiB - 6 * 16 * MiB
+
+    def test_larger_than_destination_maximum_is_refused(self) -> None:
+        """Refused before any byte moves, naming both sizes."""
+        with pytest.raises(PlanError, match="maximum object size"):
+            plan_copy(6 * TiB, S3, same_store=False)
+
+    def test_no_multipart_and_too_big_for_one_put(self) -> None:
+        with pytest.raises(PlanError, match="single-put"):
+            plan_copy(2 * GiB, NO_MULTIPART, same_store=False)
+
+
+class TestPartSize:
+    def test_raised_to_fit_max_parts(self) -> None:
+        """5 TiB at 16 MiB would be 327,680 parts; S3 allows 10,000."""
+        size = 5 * TiB
+        part = choose_part_size(size, S3, 16 * MiB)
+        assert -(-size // part) <= 10_000
+        assert part % FINGERPRINT_BLOCK == 0
+
+    def test_raised_to_destination_minimum(self) -> None:
+        assert choose_part_size(100 * MiB, S3, 1 * MiB) >= 5 * MiB
+
+    @given(size=st.integers(min_value=1, max_value=5 * TiB),
+           requested=st.integers(min_value=1, max_value=512 * MiB))
+    def test_parts_cover_object_exactly(self, size: int, requested: int) -> None:
+        """Parts are contiguous, block-aligned, within limits, and add up to the size."""
+        plan = plan_copy(size, S3, same_store=False, part_size=requested)
+        offset = 0
+        for number, part in enumerate(plan.parts, start=1):
+            assert part.number == number
+            assert part.offset == offset
+            assert part.offset % FINGERPRINT_BLOCK == 0
+            offset += part.length
+        assert offset == size
+        assert len(plan.parts) <= S3.max_parts
+        if plan.strategy is Strategy.MULTIPART:
+            assert all(p.length >= S3.min_part_size for p in plan.parts[:-1])
+            assert all(p.length <= S3.max_part_size for p in plan.parts)
