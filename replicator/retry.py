@@ -21,10 +21,10 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 8
+    max_attempts: int = 6
     base_delay: float = 0.1
-    max_delay: float = 20.0
-    time_budget: float = 300.0
+    max_delay: float = 10.0
+    time_budget: float = 120.0
 
     def next_delay(self, previous: float, rng: random.Random) -> float:
         """Decorrelated jitter: uniform between the base and three times the last delay."""

@@ -303,14 +303,23 @@ class Copier:
             attributes = replica_attributes(
                 src.attributes, dest.scheme, source_url=src.url, source_version=version_id(src)
             )
-            meta = await _pinned(
-                lambda: self.retry.run(
+            try:
+                meta = await self.retry.run(
                     lambda: dest.copy_within(
                         source_key, dest_key, if_match=src.etag, attributes=attributes
                     ),
                     what="server-side copy",
                 )
-            )
+            except PreconditionFailed as exc:
+                raise _SourceMoved(exc) from exc
+            except NotFound as exc:
+                # Either end may be missing; a source that is still there means the
+                # destination is the problem, and that does not go away by restarting.
+                try:
+                    await source.head(source_key)
+                except NotFound as gone:
+                    raise _SourceMoved(gone) from gone
+                raise exc from None
             _check_size(meta, src)
             return _Executed(meta, 0, 0, replica_fingerprint(src.attributes.user_metadata))
         if plan.strategy is Strategy.SINGLE:
@@ -526,11 +535,8 @@ class _Executed:
 
 
 def _same_store(source: ObjectStore, dest: ObjectStore) -> bool:
-    def container(store: ObjectStore) -> str:
-        scheme, _, rest = store.root_url.partition("://")
-        return f"{scheme}://{rest.split('/', 1)[0]}" if scheme != "file" else "file://"
-
-    return type(source) is type(dest) and container(source) == container(dest)
+    """Server-side copy works within one store: the same kind rooted at the same place."""
+    return type(source) is type(dest) and source.root_url == dest.root_url
 
 
 def _first_error(exc: BaseException) -> BaseException:

@@ -1,0 +1,122 @@
+"""The command line as an operator meets it: one clear line and a non-zero exit on bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from replicator.devstack import StackState, _pid_alive
+
+REPLICATOR = [sys.executable, "-m", "replicator"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*REPLICATOR, *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, check=False)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("replicator: error:")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+class TestBadInput:
+    def test_unknown_scheme(self, tmp_path: Path) -> None:
+        result = run("cp", "ftp://host/file", f"file://{tmp_path}/x")
+        assert_one_line_error(result, "unknown store scheme", "ftp://")
+
+    def test_malformed_url(self, tmp_path: Path) -> None:
+        result = run("cp", "s3:/bucket/key", f"file://{tmp_path}/x")
+        assert_one_line_error(result, "not a store URL")
+
+    def test_relative_file_url(self, tmp_path: Path) -> None:
+        result = run("cp", "file://relative/path", f"file://{tmp_path}/x")
+        assert_one_line_error(result, "absolute path")
+
+    def test_missing_destination_directory(self, tmp_path: Path) -> None:
+        (tmp_path / "a").write_bytes(b"x")
+        result = run("cp", f"file://{tmp_path}/a", f"file://{tmp_path}/nowhere/b")
+        assert_one_line_error(result, "does not exist", "nowhere")
+
+    def test_missing_source(self, tmp_path: Path) -> None:
+        (tmp_path / "src").mkdir()
+        result = run("cp", f"file://{tmp_path}/src/missing", f"file://{tmp_path}/x")
+        assert_one_line_error(result, "not found")
+
+    def test_invalid_size(self, tmp_path: Path) -> None:
+        result = run("cp", "--part-size", "lots", f"file://{tmp_path}/a", f"file://{tmp_path}/b")
+        assert_one_line_error(result, "invalid size")
+
+    def test_unreachable_endpoint(self, tmp_path: Path, devstack: StackState) -> None:
+        """A closed port is reported as unreachable, naming the endpoint, after bounded retries."""
+        result = run("cp", "s3://bucket/key", f"file://{tmp_path}/x",
+                     env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+        assert_one_line_error(result, "127.0.0.1:9")
+
+
+class TestCp:
+    def test_copy_and_summary(self, tmp_path: Path) -> None:
+        (tmp_path / "src").mkdir()
+        (tmp_path / "src" / "data.bin").write_bytes(os.urandom(100_000))
+        (tmp_path / "dst").mkdir()
+        result = run("cp", f"file://{tmp_path}/src/data.bin", f"file://{tmp_path}/dst/")
+        assert result.returncode == 0, result.stderr
+        assert "100000 bytes" in result.stdout
+        assert "xxh3-128-4m:" in result.stdout
+        assert (tmp_path / "dst" / "data.bin").read_bytes() == (
+            tmp_path / "src" / "data.bin").read_bytes()
+
+    def test_json_output(self, tmp_path: Path) -> None:
+        import json
+
+        (tmp_path / "a").write_bytes(b"x" * 10)
+        result = run("cp", "--json", f"file://{tmp_path}/a", f"file://{tmp_path}/b")
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["status"] == "copied"
+        assert summary["bytes"] == 10
+
+
+class TestDevstack:
+    def test_up_env_down_leaves_no_process(self, tmp_path: Path) -> None:
+        """`devstack up` starts every component; `down` leaves none of them running."""
+        state_dir = str(tmp_path / "stack")
+        up = run("devstack", "up", "--state-dir", state_dir, timeout=180)
+        assert up.returncode == 0, up.stderr
+        exports = dict(
+            line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines()
+        )
+        assert {"AWS_ENDPOINT_URL", "STORAGE_EMULATOR_HOST", "AZURE_STORAGE_CONNECTION_STRING",
+                "REPLICATOR_KAFKA_BOOTSTRAP"} <= set(exports)
+        state = StackState.from_json((tmp_path / "stack" / "devstack.json").read_text())
+        pids = [c.pid for c in state.components.values()]
+        assert len(pids) == 4 and all(_pid_alive(pid) for pid in pids)
+        env = run("devstack", "env", "--state-dir", state_dir)
+        assert env.stdout == up.stdout
+        again = run("devstack", "up", "--state-dir", state_dir)
+        assert_one_line_error(again, "already running")
+        down = run("devstack", "down", "--state-dir", state_dir, timeout=60)
+        assert down.returncode == 0, down.stderr
+        assert not any(_pid_alive(pid) for pid in pids)
+        gone = run("devstack", "env", "--state-dir", state_dir)
+        assert_one_line_error(gone, "no devstack is running")
+
+    def test_missing_azurite_is_named(self, tmp_path: Path) -> None:
+        result = run("devstack", "up", "--state-dir", str(tmp_path / "s"),
+                     env={"REPLICATOR_TOOLS_DIR": str(tmp_path / "no-tools")})
+        assert_one_line_error(result, "azure", "devstack install")
+
+
+@pytest.fixture(autouse=True)
+def _no_devstack_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REPLICATOR_DEVSTACK_DIR", raising=False)
