@@ -6,9 +6,11 @@ import asyncio
 import json
 import re
 import shlex
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -19,6 +21,13 @@ from replicator.errors import ConfigError, ReplicatorError
 
 if TYPE_CHECKING:
     from replicator.transfer import Copier, CopyResult
+
+T = TypeVar("T")
+
+
+class Interrupted(ReplicatorError):
+    """Stopped by a signal after cleaning up."""
+
 
 app = typer.Typer(
     name="replicator",
@@ -32,6 +41,11 @@ devstack_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(devstack_app, name="devstack")
+uploads_app = typer.Typer(
+    help="Multipart uploads left in progress (for example by a killed process).",
+    no_args_is_help=True,
+)
+app.add_typer(uploads_app, name="uploads")
 
 StateDir = Annotated[
     Path | None,
@@ -98,8 +112,37 @@ def demo(
     typer.echo(json.dumps(report, indent=2))
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
-               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+def run_until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine``; SIGTERM cancels it like Ctrl-C does, so its cleanup (aborting
+    uploads) runs before the process exits."""
+
+    async def main() -> T:
+        task = asyncio.ensure_future(coroutine)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            raise Interrupted("interrupted; in-progress uploads were aborted") from None
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    return asyncio.run(main())
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
 
 
 def parse_size(text: str) -> int:
@@ -134,7 +177,7 @@ def cp(
         concurrency=concurrency,
         budget=ByteBudget(parse_size(memory)),
     )
-    result = asyncio.run(_copy_one(copier, source, destination))
+    result = run_until_signalled(_copy_one(copier, source, destination))
     summary = result.summary()
     if json_output:
         typer.echo(json.dumps(summary))
@@ -162,8 +205,42 @@ def main() -> None:
     """Entry point: expected failures print one line naming the problem and exit non-zero."""
     try:
         app()
+    except Interrupted as exc:
+        typer.echo(f"replicator: {exc}", err=True)
+        sys.exit(128 + signal.SIGTERM)
     except (StoreError, ReplicatorError, devstack_module.DevStackError) as exc:
         typer.echo(f"replicator: error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+@uploads_app.command("list")
+def uploads_list(
+    url: Annotated[str, typer.Argument(help="Store URL, e.g. s3://bucket/prefix")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List multipart uploads that were started and neither completed nor aborted."""
+    from replicator.uploads import list_uploads
+
+    for upload in asyncio.run(list_uploads(url)):
+        if json_output:
+            typer.echo(json.dumps(upload))
+        else:
+            typer.echo(f"{upload['initiated'] or '-'}  {upload['upload_id']}  {upload['url']}")
+
+
+@uploads_app.command("clean")
+def uploads_clean(
+    url: Annotated[str, typer.Argument(help="Store URL, e.g. s3://bucket/prefix")],
+    older_than: Annotated[
+        str, typer.Option(help="Only uploads started longer ago than this, e.g. 30m, 6h, 2d.")
+    ] = "24h",
+) -> None:
+    """Abort abandoned multipart uploads so their parts stop costing storage."""
+    from replicator.uploads import clean_uploads, parse_duration
+
+    aborted = asyncio.run(clean_uploads(url, parse_duration(older_than)))
+    for upload in aborted:
+        typer.echo(f"aborted {upload['upload_id']}  {upload['url']}")
+    typer.echo(f"{len(aborted)} abandoned uploads aborted", err=True)

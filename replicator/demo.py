@@ -35,10 +35,13 @@ async def run_demo(count: int, log: Callable[[str], None] = print) -> dict[str, 
         for store in stores:
             await store.create_container()
         objects = _demo_objects(count)
-        log(f"writing {len(objects)} objects ({sum(len(d) for _, d in objects)} bytes) to "
-            f"{source.root_url}")
-        attributes = ObjectAttributes(content_type="application/octet-stream",
-                                      user_metadata={"pipeline": "demo"})
+        log(
+            f"writing {len(objects)} objects ({sum(len(d) for _, d in objects)} bytes) to "
+            f"{source.root_url}"
+        )
+        attributes = ObjectAttributes(
+            content_type="application/octet-stream", user_metadata={"pipeline": "demo"}
+        )
         await asyncio.gather(*(source.put(k, d, attributes=attributes) for k, d in objects))
         expected = {key: hashing.fingerprint(data) for key, data in objects}
         copier = Copier(part_size=8 * MiB)
@@ -67,8 +70,7 @@ async def run_demo(count: int, log: Callable[[str], None] = print) -> dict[str, 
                 "second_pass_skipped": sum(r.status == "skipped" for r in rerun),
             }
             log(f"{route}: {verified} replicas verified in {seconds:.2f} s")
-        return {"objects": len(objects), "bytes": sum(len(d) for _, d in objects),
-                "routes": routes}
+        return {"objects": len(objects), "bytes": sum(len(d) for _, d in objects), "routes": routes}
     finally:
         for store in stores:
             await store.close()
