@@ -14,10 +14,17 @@ from replicator.devstack import StackState, _pid_alive
 REPLICATOR = [sys.executable, "-m", "replicator"]
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*REPLICATOR, *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout, check=False)
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*REPLICATOR, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -59,8 +66,12 @@ class TestBadInput:
 
     def test_unreachable_endpoint(self, tmp_path: Path, devstack: StackState) -> None:
         """A closed port is reported as unreachable, naming the endpoint, after bounded retries."""
-        result = run("cp", "s3://bucket/key", f"file://{tmp_path}/x",
-                     env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+        result = run(
+            "cp",
+            "s3://bucket/key",
+            f"file://{tmp_path}/x",
+            env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+        )
         assert_one_line_error(result, "127.0.0.1:9")
 
 
@@ -74,7 +85,8 @@ class TestCp:
         assert "100000 bytes" in result.stdout
         assert "xxh3-128-4m:" in result.stdout
         assert (tmp_path / "dst" / "data.bin").read_bytes() == (
-            tmp_path / "src" / "data.bin").read_bytes()
+            tmp_path / "src" / "data.bin"
+        ).read_bytes()
 
     def test_json_output(self, tmp_path: Path) -> None:
         import json
@@ -96,11 +108,16 @@ class TestDevstack:
         exports = dict(
             line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines()
         )
-        assert {"AWS_ENDPOINT_URL", "STORAGE_EMULATOR_HOST", "AZURE_STORAGE_CONNECTION_STRING",
-                "REPLICATOR_KAFKA_BOOTSTRAP"} <= set(exports)
+        assert {
+            "AWS_ENDPOINT_URL",
+            "STORAGE_EMULATOR_HOST",
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "REPLICATOR_KAFKA_BOOTSTRAP",
+        } <= set(exports)
         state = StackState.from_json((tmp_path / "stack" / "devstack.json").read_text())
         pids = [c.pid for c in state.components.values()]
-        assert len(pids) == 4 and all(_pid_alive(pid) for pid in pids)
+        assert len(pids) == 4
+        assert all(_pid_alive(pid) for pid in pids)
         env = run("devstack", "env", "--state-dir", state_dir)
         assert env.stdout == up.stdout
         again = run("devstack", "up", "--state-dir", state_dir)
@@ -112,8 +129,13 @@ class TestDevstack:
         assert_one_line_error(gone, "no devstack is running")
 
     def test_missing_azurite_is_named(self, tmp_path: Path) -> None:
-        result = run("devstack", "up", "--state-dir", str(tmp_path / "s"),
-                     env={"REPLICATOR_TOOLS_DIR": str(tmp_path / "no-tools")})
+        result = run(
+            "devstack",
+            "up",
+            "--state-dir",
+            str(tmp_path / "s"),
+            env={"REPLICATOR_TOOLS_DIR": str(tmp_path / "no-tools")},
+        )
         assert_one_line_error(result, "azure", "devstack install")
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,12 +17,12 @@ from tests.conftest import StoreFactory
 SIZE = 96 * MiB
 
 
-async def wait_for_upload(store: ObjectStore, process: subprocess.Popen[str]) -> None:
+async def wait_for_upload(store: ObjectStore, process: asyncio.subprocess.Process) -> None:
     """Until the copy has an upload in progress (bounded)."""
     for _ in range(600):
         if [u async for u in store.list_multipart_uploads()]:
             return
-        assert process.poll() is None, process.communicate()
+        assert process.returncode is None, await process.communicate()
         await asyncio.sleep(0.05)
     raise AssertionError("the copy never started an upload")
 
@@ -35,19 +34,29 @@ async def test_stopped_copy_leaves_nothing(
 ) -> None:
     (tmp_path / "big").write_bytes(os.urandom(SIZE))
     dest = await store_factory(dest_scheme)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "replicator", "cp", "--part-size", "8MiB", "--concurrency", "1",
-         f"file://{tmp_path}/big", dest.url_for("big")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "replicator",
+        "cp",
+        "--part-size",
+        "8MiB",
+        "--concurrency",
+        "1",
+        f"file://{tmp_path}/big",
+        dest.url_for("big"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         await wait_for_upload(dest, process)
         process.send_signal(sig)
-        _, stderr = process.communicate(timeout=60)
+        _, stderr_bytes = await asyncio.wait_for(process.communicate(), 60)
+        stderr = stderr_bytes.decode()
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
-            process.communicate()
+            await process.communicate()
     assert process.returncode != 0
     with pytest.raises(NotFound):
         await dest.head("big")
@@ -55,9 +64,18 @@ async def test_stopped_copy_leaves_nothing(
         assert "interrupted" in stderr
     else:
         assert [u async for u in dest.list_multipart_uploads()] != []
-        clean = subprocess.run(
-            [sys.executable, "-m", "replicator", "uploads", "clean", "--older-than", "0s",
-             dest.root_url], capture_output=True, text=True, check=False)
-        assert clean.returncode == 0, clean.stderr
+        clean = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "replicator",
+            "uploads",
+            "clean",
+            "--older-than",
+            "0s",
+            dest.root_url,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, clean_err = await clean.communicate()
+        assert clean.returncode == 0, clean_err
     assert [u async for u in dest.list_multipart_uploads()] == []
     assert [m.key async for m in dest.list()] == []

@@ -52,8 +52,15 @@ class FaultyStore(ObjectStore):
         self._maybe_throttle()
         return await self.inner.head(key, version=version)
 
-    async def read(self, key: str, start: int = 0, end: int | None = None, *,
-                   if_match: str | None = None, version: str | None = None) -> bytes:
+    async def read(
+        self,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        if_match: str | None = None,
+        version: str | None = None,
+    ) -> bytes:
         self._maybe_throttle()
         self.reads += 1
         if self.before_read is not None:
@@ -64,29 +71,38 @@ class FaultyStore(ObjectStore):
             return self._flip(data)
         return data
 
-    async def put(self, key: str, data: bytes, *, attributes: ObjectAttributes | None = None,
-                  create_only: bool = False, if_match: str | None = None) -> ObjectMeta:
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectMeta:
         self._maybe_throttle()
         if self.flip_next_puts > 0 and data:
             self.flip_next_puts -= 1
             data = self._flip(data)
-        return await self.inner.put(key, data, attributes=attributes, create_only=create_only,
-                                    if_match=if_match)
+        return await self.inner.put(
+            key, data, attributes=attributes, create_only=create_only, if_match=if_match
+        )
 
-    def list(self, prefix: str = "", *, start_after: str | None = None,
-             page_size: int = 1000) -> AsyncIterator[ObjectMeta]:
+    def list(
+        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
+    ) -> AsyncIterator[ObjectMeta]:
         return self.inner.list(prefix, start_after=start_after, page_size=page_size)
 
     async def delete(self, key: str, *, if_match: str | None = None) -> None:
         await self.inner.delete(key, if_match=if_match)
 
-    async def create_multipart(self, key: str, *,
-                               attributes: ObjectAttributes | None = None) -> str:
+    async def create_multipart(
+        self, key: str, *, attributes: ObjectAttributes | None = None
+    ) -> str:
         self._maybe_throttle()
         return await self.inner.create_multipart(key, attributes=attributes)
 
-    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes
-                       ) -> PartToken:
+    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
         self._maybe_throttle()
         if self.flip_next_parts > 0:
             self.flip_next_parts -= 1
@@ -95,8 +111,9 @@ class FaultyStore(ObjectStore):
         self.parts_uploaded.append(part_number)
         return token
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[PartToken]
-                                 ) -> ObjectMeta:
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[PartToken]
+    ) -> ObjectMeta:
         self._maybe_throttle()
         return await self.inner.complete_multipart(key, upload_id, parts)
 
@@ -107,11 +124,18 @@ class FaultyStore(ObjectStore):
     def list_multipart_uploads(self, prefix: str = "") -> AsyncIterator[MultipartUpload]:
         return self.inner.list_multipart_uploads(prefix)
 
-    async def copy_within(self, source_key: str, dest_key: str, *, if_match: str | None = None,
-                          attributes: ObjectAttributes | None = None) -> ObjectMeta:
+    async def copy_within(
+        self,
+        source_key: str,
+        dest_key: str,
+        *,
+        if_match: str | None = None,
+        attributes: ObjectAttributes | None = None,
+    ) -> ObjectMeta:
         self._maybe_throttle()
-        return await self.inner.copy_within(source_key, dest_key, if_match=if_match,
-                                            attributes=attributes)
+        return await self.inner.copy_within(
+            source_key, dest_key, if_match=if_match, attributes=attributes
+        )
 
     async def close(self) -> None:
         await self.inner.close()

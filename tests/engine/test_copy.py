@@ -44,8 +44,9 @@ async def test_every_direction_every_size(
     source = await store_factory(source_scheme)
     dest = source if source_scheme == dest_scheme else await store_factory(dest_scheme)
     payloads = {name: os.urandom(size) for name, size in SIZES.items()}
-    attributes = ObjectAttributes(content_type="application/x-test", cache_control="no-cache",
-                                  user_metadata={"owner": "lake"})
+    attributes = ObjectAttributes(
+        content_type="application/x-test", cache_control="no-cache", user_metadata={"owner": "lake"}
+    )
     for name, data in payloads.items():
         await source.put(f"src/{name}", data, attributes=attributes)
     engine = copier()
@@ -90,8 +91,9 @@ async def test_replica_is_never_replicated_back(store_factory: StoreFactory) -> 
 
 
 @pytest.mark.parametrize("dest_scheme", CLOUDS)
-async def test_byte_flipped_in_flight_is_caught(store_factory: StoreFactory,
-                                                dest_scheme: str) -> None:
+async def test_byte_flipped_in_flight_is_caught(
+    store_factory: StoreFactory, dest_scheme: str
+) -> None:
     """A byte damaged between the read and the destination is detected; the damaged part is
     sent again and the replica is exact."""
     source = await store_factory("file")
@@ -131,8 +133,7 @@ async def test_damaged_source_read_is_caught(store_factory: StoreFactory) -> Non
 
 
 @pytest.mark.parametrize("source_scheme", ["s3", "gs", "az", "file"])
-async def test_source_overwritten_mid_copy(store_factory: StoreFactory,
-                                           source_scheme: str) -> None:
+async def test_source_overwritten_mid_copy(store_factory: StoreFactory, source_scheme: str) -> None:
     """The source changes while parts are in flight: the replica is exactly one version."""
     source = FaultyStore(await store_factory(source_scheme))
     dest = await store_factory("file" if source_scheme != "file" else "gs")
@@ -152,8 +153,7 @@ async def test_source_overwritten_mid_copy(store_factory: StoreFactory,
 
 
 @pytest.mark.parametrize("dest_scheme", CLOUDS)
-async def test_cancelled_copy_leaves_nothing(store_factory: StoreFactory,
-                                             dest_scheme: str) -> None:
+async def test_cancelled_copy_leaves_nothing(store_factory: StoreFactory, dest_scheme: str) -> None:
     """Cancelling a copy mid-way aborts its upload: no object, no upload, no staged parts."""
     source = FaultyStore(await store_factory("file"))
     dest = await store_factory(dest_scheme)
@@ -246,4 +246,3 @@ class _NoForgetJournal:
 
     async def finished(self, record: object) -> None:
         return None
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 
@@ -21,8 +22,17 @@ def reference(data: bytes) -> str:
     return "xxh3-128-4m:" + h.hexdigest()
 
 
-@pytest.mark.parametrize("size", [0, 1, FINGERPRINT_BLOCK - 1, FINGERPRINT_BLOCK,
-                                  FINGERPRINT_BLOCK + 1, 3 * FINGERPRINT_BLOCK + 17])
+@pytest.mark.parametrize(
+    "size",
+    [
+        0,
+        1,
+        FINGERPRINT_BLOCK - 1,
+        FINGERPRINT_BLOCK,
+        FINGERPRINT_BLOCK + 1,
+        3 * FINGERPRINT_BLOCK + 17,
+    ],
+)
 def test_matches_reference_definition(size: int) -> None:
     data = os.urandom(size)
     assert hashing.fingerprint(data) == reference(data)
@@ -64,6 +74,6 @@ def test_part_crcs_combine_to_whole_object_crc() -> None:
     data = os.urandom(1_000_003)
     crcs = hashing.PartCrcs()
     cuts = [0, 1, 4096, 500_000, len(data)]
-    for number, (start, end) in reversed(list(enumerate(zip(cuts, cuts[1:]), start=1))):
+    for number, (start, end) in reversed(list(enumerate(itertools.pairwise(cuts), start=1))):
         crcs.add(number, hashing.crc32c(data[start:end]), end - start)
     assert crcs.whole() == hashing.crc32c(data)

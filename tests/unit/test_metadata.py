@@ -17,7 +17,10 @@ from replicator.metadata import (
 
 def test_azure_names_become_identifiers() -> None:
     assert map_user_metadata({"run-id": "1", "2nd": "x", "ok_name": "y"}, "az") == {
-        "run_id": "1", "_2nd": "x", "ok_name": "y"}
+        "run_id": "1",
+        "_2nd": "x",
+        "ok_name": "y",
+    }
 
 
 def test_collision_is_refused_naming_both() -> None:
@@ -40,8 +43,9 @@ def test_non_ascii_values_are_encoded_and_recorded() -> None:
 
 def test_replica_marks_round_trip_any_url() -> None:
     url = "s3://b/naïve key %2F #frag?"
-    attributes = replica_attributes(ObjectAttributes(), "az", source_url=url,
-                                    source_version="v1", fingerprint="xxh3-128-4m:00")
+    attributes = replica_attributes(
+        ObjectAttributes(), "az", source_url=url, source_version="v1", fingerprint="xxh3-128-4m:00"
+    )
     assert replica_source(attributes.user_metadata) == url
     assert replica_source_version(attributes.user_metadata) == "v1"
     assert all(v.isascii() for v in attributes.user_metadata.values())

@@ -6,23 +6,38 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.base import GiB, MiB, TiB, ChecksumKind, Limits
+from connectors.base import ChecksumKind, GiB, Limits, MiB, TiB
 from replicator.hashing import FINGERPRINT_BLOCK
 from replicator.planner import PlanError, Strategy, choose_part_size, plan_copy
 
 S3 = Limits(
-    min_part_size=5 * MiB, max_part_size=5 * GiB, max_parts=10_000, max_object_size=5 * TiB,
-    max_single_put=5 * GiB, max_key_bytes=1024,
-    native_checksums=frozenset({ChecksumKind.CRC32C}), server_side_copy=True,
+    min_part_size=5 * MiB,
+    max_part_size=5 * GiB,
+    max_parts=10_000,
+    max_object_size=5 * TiB,
+    max_single_put=5 * GiB,
+    max_key_bytes=1024,
+    native_checksums=frozenset({ChecksumKind.CRC32C}),
+    server_side_copy=True,
 )
 AZURE = Limits(
-    min_part_size=1, max_part_size=4000 * MiB, max_parts=50_000,
-    max_object_size=50_000 * 4000 * MiB, max_single_put=5000 * MiB, max_key_bytes=1024,
+    min_part_size=1,
+    max_part_size=4000 * MiB,
+    max_parts=50_000,
+    max_object_size=50_000 * 4000 * MiB,
+    max_single_put=5000 * MiB,
+    max_key_bytes=1024,
     native_checksums=frozenset({ChecksumKind.MD5}),
 )
 NO_MULTIPART = Limits(
-    min_part_size=1, max_part_size=1, max_parts=1, max_object_size=10 * GiB,
-    max_single_put=1 * GiB, max_key_bytes=1024, native_checksums=frozenset(), multipart=False,
+    min_part_size=1,
+    max_part_size=1,
+    max_parts=1,
+    max_object_size=10 * GiB,
+    max_single_put=1 * GiB,
+    max_key_bytes=1024,
+    native_checksums=frozenset(),
+    multipart=False,
 )
 
 
@@ -66,8 +81,10 @@ class TestPartSize:
     def test_raised_to_destination_minimum(self) -> None:
         assert choose_part_size(100 * MiB, S3, 1 * MiB) >= 5 * MiB
 
-    @given(size=st.integers(min_value=1, max_value=5 * TiB),
-           requested=st.integers(min_value=1, max_value=512 * MiB))
+    @given(
+        size=st.integers(min_value=1, max_value=5 * TiB),
+        requested=st.integers(min_value=1, max_value=512 * MiB),
+    )
     def test_parts_cover_object_exactly(self, size: int, requested: int) -> None:
         """Parts are contiguous, block-aligned, within limits, and add up to the size."""
         plan = plan_copy(size, S3, same_store=False, part_size=requested)
