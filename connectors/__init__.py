@@ -16,6 +16,7 @@ store's root is a directory.
 from __future__ import annotations
 
 import importlib
+
 from connectors.base import InvalidStoreURL, ObjectStore, StoreURL
 
 # scheme -> "module:class"; imported on first use so that one SDK's import cost or absence

@@ -262,9 +262,7 @@ class MemoryStore(ObjectStore):
         full_prefix = self._prefix + prefix
         for upload_id, upload in sorted(self._bucket.uploads.items(), key=lambda u: u[1].key):
             if upload.key.startswith(full_prefix):
-                yield MultipartUpload(
-                    upload.key[len(self._prefix) :], upload_id, upload.initiated
-                )
+                yield MultipartUpload(upload.key[len(self._prefix) :], upload_id, upload.initiated)
 
     async def copy_within(
         self,

@@ -50,8 +50,9 @@ def store_root_url(scheme: str, tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=STORE_SCHEMES)
-async def store(request: pytest.FixtureRequest, devstack: StackState, tmp_path: Path
-                ) -> AsyncIterator[ObjectStore]:
+async def store(
+    request: pytest.FixtureRequest, devstack: StackState, tmp_path: Path
+) -> AsyncIterator[ObjectStore]:
     """A store of each kind, rooted in a fresh, empty bucket/container/directory."""
     store = open_store(store_root_url(request.param, tmp_path))
     await store.create_container()

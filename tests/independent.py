@@ -19,8 +19,9 @@ def read_object(url: str) -> bytes:
     if parsed.scheme == "file":
         return Path(parsed.path).read_bytes()
     if parsed.scheme == "s3":
-        client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"],
-                              region_name="us-east-1")
+        client = boto3.client(
+            "s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1"
+        )
         body: bytes = client.get_object(Bucket=parsed.container, Key=parsed.path)["Body"].read()
         return body
     if parsed.scheme == "gs":
@@ -33,7 +34,8 @@ def read_object(url: str) -> bytes:
             return data
     if parsed.scheme == "az":
         service = BlobServiceClient.from_connection_string(
-            os.environ["AZURE_STORAGE_CONNECTION_STRING"])
+            os.environ["AZURE_STORAGE_CONNECTION_STRING"]
+        )
         blob = service.get_blob_client(parsed.container, parsed.path)
         return blob.download_blob().readall()
     raise ValueError(f"no independent reader for {url}")

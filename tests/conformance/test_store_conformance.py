@@ -131,9 +131,7 @@ class TestConditions:
         with pytest.raises(PreconditionFailed):
             await store.read("k", 0, 4, if_match=old.etag)
 
-    async def test_version_pinned_read_never_returns_newer_bytes(
-        self, store: ObjectStore
-    ) -> None:
+    async def test_version_pinned_read_never_returns_newer_bytes(self, store: ObjectStore) -> None:
         """Reading a pinned version after an overwrite gives the old bytes or fails; never
         the new bytes."""
         old = await store.put("k", b"old bytes")
@@ -143,9 +141,10 @@ class TestConditions:
         assert await store.read("k", version=old.version) == b"old bytes"
         await store.put("k", b"new bytes")
         try:
-            assert await store.read("k", version=old.version) == b"old bytes"
+            pinned = await store.read("k", version=old.version)
         except (NotFound, PreconditionFailed):
-            pass
+            return
+        assert pinned == b"old bytes"
 
     async def test_create_only(self, store: ObjectStore) -> None:
         """create_only writes a new key and refuses an existing one, leaving it intact."""
@@ -260,9 +259,7 @@ class TestMultipart:
         """Uploads neither completed nor aborted are listed, so orphans can be cleaned."""
         first = await store.create_multipart("a/one")
         second = await store.create_multipart("b/two")
-        assert sorted(await collect_uploads(store)) == sorted(
-            [("a/one", first), ("b/two", second)]
-        )
+        assert sorted(await collect_uploads(store)) == sorted([("a/one", first), ("b/two", second)])
         assert await collect_uploads(store, "b/") == [("b/two", second)]
         await store.abort_multipart("a/one", first)
         await store.abort_multipart("b/two", second)
@@ -285,8 +282,9 @@ class TestServerSideCopy:
             return
         data = os.urandom(50_000)
         source = await store.put(
-            "src", data, attributes=ObjectAttributes(content_type="text/csv",
-                                                     user_metadata={"k": "v"})
+            "src",
+            data,
+            attributes=ObjectAttributes(content_type="text/csv", user_metadata={"k": "v"}),
         )
         copied = await store.copy_within("src", "dst", if_match=source.etag)
         assert copied.size == len(data)
@@ -335,7 +333,11 @@ class TestKeys:
         try:
             await store.put(key, data)
         except InvalidKey as exc:
-            assert str(exc), "InvalidKey must explain the store's rule"
+            refusal = str(exc)
+        else:
+            refusal = ""
+        if refusal:
+            assert "key" in refusal.lower() or "name" in refusal.lower(), refusal
             return
         assert await store.read(key) == data
         assert (await store.head(key)).key == key

@@ -20,15 +20,17 @@ async def local(tmp_path: Path) -> LocalStore:
 
 class TestEscapes:
     @pytest.mark.parametrize("key", ["../outside", "a/../../outside", "/etc/passwd", "a/./b"])
-    async def test_dot_segments_and_absolute_keys_refused(self, local: LocalStore, key: str
-                                                          ) -> None:
+    async def test_dot_segments_and_absolute_keys_refused(
+        self, local: LocalStore, key: str
+    ) -> None:
         """Keys that would climb out of the root are refused before any I/O."""
         with pytest.raises(InvalidKey):
             await local.put(key, b"x")
         assert not (local.root.parent / "outside").exists()
 
-    async def test_symlinked_directory_is_not_followed(self, local: LocalStore, tmp_path: Path
-                                                       ) -> None:
+    async def test_symlinked_directory_is_not_followed(
+        self, local: LocalStore, tmp_path: Path
+    ) -> None:
         """A link planted inside the root pointing outside is refused for reads and writes."""
         outside = tmp_path / "outside"
         outside.mkdir()
@@ -41,8 +43,7 @@ class TestEscapes:
         assert not (outside / "planted").exists()
         assert [m.key async for m in local.list()] == []
 
-    async def test_symlinked_file_is_not_followed(self, local: LocalStore, tmp_path: Path
-                                                  ) -> None:
+    async def test_symlinked_file_is_not_followed(self, local: LocalStore, tmp_path: Path) -> None:
         """A link as the last segment is neither read nor overwritten through."""
         target = tmp_path / "target"
         target.write_bytes(b"keep")
