@@ -1,0 +1,293 @@
+"""Kafka: topics, an idempotent keyed producer and a consumer whose blocking calls stay off the
+event loop. The only module that imports confluent_kafka.
+
+librdkafka handles are used from one dedicated thread each (the producer's poll thread, the
+consumer's call thread) so the asyncio loop never blocks on the network and callbacks never run
+concurrently with other calls on the same handle. Rebalance callbacks run in the consumer
+thread; they hand the revoked partitions to the loop and wait (bounded) for their work to be
+drained and committed before the partitions are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from replicator.errors import ReplicatorError
+
+log = structlog.get_logger(__name__)
+
+CHANGES_TOPIC = "replicator.changes"
+DLQ_TOPIC = "replicator.dlq"
+
+
+class BusError(ReplicatorError):
+    """Kafka refused or could not complete an operation."""
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap: str
+    group_id: str = "replicator"
+    # Real Kafka requires session.timeout.ms >= 6000 by default; the local broker accepts less
+    # and rebalances much faster with it (KAFKA.md), so tests lower it.
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    max_poll_interval_ms: int = 300_000
+    assignment_strategy: str = "range,roundrobin"
+    extra: Mapping[str, str] | None = None
+
+    def common(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap, **(self.extra or {})}
+
+
+def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int], timeout: float = 30) -> None:
+    """Create topics with the intended partition count (auto-creation would pick its own)."""
+    admin = AdminClient(settings.common())
+    existing = admin.list_topics(timeout=timeout).topics
+    wanted = [
+        NewTopic(name, partitions) for name, partitions in topics.items() if name not in existing
+    ]
+    if not wanted:
+        return
+    futures = admin.create_topics(wanted, operation_timeout=timeout)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise BusError(f"cannot create topic {name}: {exc}") from exc
+
+
+class AsyncProducer:
+    """An idempotent producer; ``send`` resolves when the broker has the record (acks=all)."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._producer = Producer(
+            {
+                **settings.common(),
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "error_cb": self._on_error,
+            }
+        )
+        self._running = True
+        self._thread = threading.Thread(target=self._poll, name="kafka-producer", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _on_error(error: KafkaError) -> None:
+        log.warning("kafka producer error", error=str(error), fatal=error.fatal())
+
+    def _poll(self) -> None:
+        while self._running:
+            self._producer.poll(0.05)
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> tuple[int, int]:
+        """Produce one record; returns (partition, offset) once it is acknowledged."""
+        loop = asyncio.get_running_loop()
+        delivered: asyncio.Future[tuple[int, int]] = loop.create_future()
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                outcome: BaseException | tuple[int, int] = BusError(
+                    f"delivery to {topic} failed: {error}"
+                )
+            else:
+                outcome = (message.partition() or 0, message.offset() or 0)
+            loop.call_soon_threadsafe(_settle, delivered, outcome)
+
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers or []),
+                    on_delivery=on_delivery,
+                )
+                break
+            except BufferError:
+                await asyncio.sleep(0.01)  # local queue full: the poll thread drains it
+        return await delivered
+
+    async def flush(self, within_s: float = 30) -> None:
+        remaining = await asyncio.to_thread(self._producer.flush, within_s)
+        if remaining:
+            raise BusError(f"{remaining} records not delivered within {within_s} s")
+
+    async def close(self) -> None:
+        await self.flush()
+        self._running = False
+        await asyncio.to_thread(self._thread.join)
+
+
+def _settle(
+    future: asyncio.Future[tuple[int, int]], outcome: BaseException | tuple[int, int]
+) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int | None
+
+
+RevokeHandler = Callable[[list[tuple[str, int]]], Coroutine[Any, Any, dict[tuple[str, int], int]]]
+
+
+class AsyncConsumer:
+    """A consumer-group member with manual commits; every librdkafka call runs on one thread."""
+
+    def __init__(self, settings: KafkaSettings, topics: Sequence[str]) -> None:
+        self._settings = settings
+        self._topics = list(topics)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="kafka-consumer"
+        )
+        self._consumer = Consumer(
+            {
+                **settings.common(),
+                "group.id": settings.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                # The local broker answers ListOffsets(latest) wrongly (KAFKA.md); earliest is also
+                # the safe choice for a new group: nothing is skipped.
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": settings.session_timeout_ms,
+                "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+                "max.poll.interval.ms": settings.max_poll_interval_ms,
+                "partition.assignment.strategy": settings.assignment_strategy,
+                "error_cb": lambda error: log.warning("kafka consumer error", error=str(error)),
+            }
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_revoke: RevokeHandler | None = None
+        self._on_assign: Callable[[list[tuple[str, int]]], None] | None = None
+        self.revoke_deadline = 30.0
+
+    async def _call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: func(*args, **kwargs))
+
+    async def start(
+        self, on_revoke: RevokeHandler, on_assign: Callable[[list[tuple[str, int]]], None]
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._on_revoke = on_revoke
+        self._on_assign = on_assign
+        await self._call(
+            self._consumer.subscribe,
+            self._topics,
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            on_lost=self._lost,
+        )
+
+    def _callbacks(
+        self,
+    ) -> tuple[asyncio.AbstractEventLoop, RevokeHandler, Callable[[list[tuple[str, int]]], None]]:
+        if self._loop is None or self._on_revoke is None or self._on_assign is None:
+            raise BusError("the consumer was not started")
+        return self._loop, self._on_revoke, self._on_assign
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        names = [(p.topic, p.partition) for p in partitions]
+        log.info("partitions assigned", partitions=names)
+        loop, _, on_assign = self._callbacks()
+        loop.call_soon_threadsafe(on_assign, names)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Runs in the consumer thread during poll: drain on the loop, commit, then release."""
+        names = [(p.topic, p.partition) for p in partitions]
+        log.info("partitions revoked; draining", partitions=names)
+        loop, on_revoke, _ = self._callbacks()
+        future = asyncio.run_coroutine_threadsafe(on_revoke(names), loop)
+        try:
+            positions = future.result(timeout=self.revoke_deadline)
+        except concurrent.futures.TimeoutError:
+            log.error(
+                "drain deadline passed; uncommitted work will be redone by the next owner",
+                partitions=names,
+            )
+            return
+        self._commit_now(positions)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        names = [(p.topic, p.partition) for p in partitions]
+        log.warning("partitions lost; their in-flight work will be redone", partitions=names)
+        loop, on_revoke, _ = self._callbacks()
+        asyncio.run_coroutine_threadsafe(on_revoke(names), loop)
+
+    def _commit_now(self, positions: Mapping[tuple[str, int], int]) -> None:
+        if not positions:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # A group that moved on (UNKNOWN_MEMBER_ID, broker restart) refuses the commit;
+            # the records will be redelivered and redoing them is idempotent.
+            log.warning("commit refused", error=str(exc), offsets=dict(positions))
+
+    async def poll(self, wait_s: float = 0.5) -> Record | None:
+        message = await self._call(self._consumer.poll, wait_s)
+        if message is None:
+            return None
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return None
+            log.warning("kafka poll error", error=str(error))
+            return None
+        return Record(
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            message.key(),
+            message.value(),
+            tuple(message.headers() or ()),
+            message.timestamp()[1] if message.timestamp()[0] else None,
+        )
+
+    async def commit(self, positions: Mapping[tuple[str, int], int]) -> None:
+        await self._call(self._commit_now, positions)
+
+    async def pause(self, partitions: Sequence[tuple[str, int]]) -> None:
+        await self._call(self._consumer.pause, [TopicPartition(t, p) for t, p in partitions])
+
+    async def resume(self, partitions: Sequence[tuple[str, int]]) -> None:
+        await self._call(self._consumer.resume, [TopicPartition(t, p) for t, p in partitions])
+
+    async def close(self) -> None:
+        """Leave the group (revoking, hence draining and committing, what it owns)."""
+        await self._call(self._consumer.close)
+        self._executor.shutdown(wait=True)
