@@ -238,7 +238,8 @@ def uploads_clean(
     ] = "24h",
 ) -> None:
     """Abort abandoned multipart uploads so their parts stop costing storage."""
-    from replicator.uploads import clean_uploads, parse_duration
+    from replicator.rules import parse_duration
+    from replicator.uploads import clean_uploads
 
     aborted = asyncio.run(clean_uploads(url, parse_duration(older_than)))
     for upload in aborted:

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 
 from connectors import open_store
 from connectors.base import ObjectStore
-from replicator.errors import ConfigError
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """'90s', '30m', '6h', '2d' -> timedelta."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
-    if match is None:
-        raise ConfigError(f"invalid duration {text!r}: use a number and s, m, h or d, e.g. 6h")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
 async def _uploads(store: ObjectStore) -> list[dict[str, str | None]]:

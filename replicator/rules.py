@@ -1,0 +1,218 @@
+"""Routing rules: which source prefixes replicate to which destinations, and how (pure).
+
+A configuration file (TOML) holds the routes::
+
+    [residency]
+    allowed = ["s3://*", "gs://*", "region:europe-*"]   # optional allow-list
+
+    [[routes]]
+    name = "clickstream"
+    source = "s3://lake/clickstream/"
+    destinations = [
+      { url = "gs://ml/clickstream/", region = "europe-west4" },
+      { url = "az://lake/clickstream/" },
+    ]
+    include = ["*.parquet"]          # relative to the source prefix; default: everything
+    exclude = ["_tmp/*"]
+    delete_policy = "propagate"      # propagate | never | delayed
+    delete_delay = "1h"              # for delayed
+    concurrency = 8
+    max_deletes_per_minute = 600
+
+Residency: when ``allowed`` is set, every destination must match one of its patterns, either
+by URL (``gs://*``) or by region (``region:europe-*``); a route that breaks it is refused when
+the configuration is loaded, before any data moves.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from connectors import parse_store_url
+from connectors.base import InvalidStoreURL
+from replicator.errors import ConfigError
+
+DeletePolicy = Literal["propagate", "never", "delayed"]
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '30m', '6h', '2d' -> timedelta."""
+    stripped = text.strip()
+    number, unit = stripped[:-1], stripped[-1:]
+    if not number.isdigit() or unit not in _DURATION_UNITS:
+        raise ConfigError(f"invalid duration {text!r}: use a number and s, m, h or d, e.g. 6h")
+    return timedelta(seconds=int(number) * _DURATION_UNITS[unit])
+
+
+def _check_url(url: str) -> str:
+    try:
+        parse_store_url(url)
+    except InvalidStoreURL as exc:
+        raise ValueError(str(exc)) from None
+    return url
+
+
+class Destination(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str
+    region: str | None = None
+
+    _valid_url = field_validator("url")(_check_url)
+
+
+class Route(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1)
+    source: str
+    destinations: tuple[Destination, ...] = Field(min_length=1)
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    delete_policy: DeletePolicy = "propagate"
+    delete_delay: str = "0s"
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    max_deletes_per_minute: int = Field(default=600, ge=0)
+
+    _valid_source = field_validator("source")(_check_url)
+
+    @field_validator("destinations", mode="before")
+    @classmethod
+    def _plain_urls(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"url": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("delete_delay")
+    @classmethod
+    def _valid_delay(cls, value: str) -> str:
+        try:
+            parse_duration(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _no_self_loop(self) -> Route:
+        for destination in self.destinations:
+            if destination.url.startswith(self.source) or self.source.startswith(destination.url):
+                raise ValueError(
+                    f"destination {destination.url} overlaps the source {self.source}: "
+                    "replicas would be written where the route reads"
+                )
+        return self
+
+    @property
+    def delay(self) -> timedelta:
+        return parse_duration(self.delete_delay)
+
+    def relative_key(self, source_url: str) -> str | None:
+        """The part of ``source_url`` below this route's source, if the route takes it."""
+        if not source_url.startswith(self.source):
+            return None
+        relative = source_url[len(self.source) :]
+        if not relative:
+            return None
+        if not any(fnmatch.fnmatchcase(relative, pattern) for pattern in self.include):
+            return None
+        if any(fnmatch.fnmatchcase(relative, pattern) for pattern in self.exclude):
+            return None
+        return relative
+
+
+class Residency(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    allowed: tuple[str, ...] | None = None
+
+    def permits(self, destination: Destination) -> bool:
+        if self.allowed is None:
+            return True
+        for pattern in self.allowed:
+            if pattern.startswith("region:"):
+                if destination.region and fnmatch.fnmatchcase(
+                    destination.region, pattern.removeprefix("region:")
+                ):
+                    return True
+            elif fnmatch.fnmatchcase(destination.url, pattern):
+                return True
+        return False
+
+
+class RoutingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    routes: tuple[Route, ...] = Field(min_length=1)
+    residency: Residency = Residency()
+
+    @model_validator(mode="after")
+    def _checks(self) -> RoutingConfig:
+        names = [route.name for route in self.routes]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"route names must be unique: {', '.join(duplicates)}")
+        for route in self.routes:
+            for destination in route.destinations:
+                if not self.residency.permits(destination):
+                    where = f" (region {destination.region})" if destination.region else ""
+                    raise ValueError(
+                        f"route {route.name!r}: destination {destination.url}{where} is not "
+                        f"in the residency allow-list {list(self.residency.allowed or [])}"
+                    )
+        return self
+
+
+@dataclass(frozen=True)
+class Target:
+    """One destination object for one source object."""
+
+    route: Route
+    destination: Destination
+    dest_url: str
+
+
+class Router:
+    """Maps a source object URL to every destination object it must be replicated to."""
+
+    def __init__(self, config: RoutingConfig) -> None:
+        self.config = config
+
+    def targets(self, source_url: str) -> list[Target]:
+        found: list[Target] = []
+        for route in self.config.routes:
+            relative = route.relative_key(source_url)
+            if relative is None:
+                continue
+            found.extend(Target(route, d, d.url + relative) for d in route.destinations)
+        return found
+
+    def route(self, name: str) -> Route:
+        for route in self.config.routes:
+            if route.name == name:
+                return route
+        raise ConfigError(f"no route named {name!r}")
+
+
+def load_config(data: dict[str, object], origin: str = "configuration") -> RoutingConfig:
+    try:
+        return RoutingConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'top level'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"{origin}: {problems}") from None
+
+
+def load_config_file(path: Path) -> RoutingConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return load_config(data, str(path))
