@@ -126,6 +126,8 @@ class AsyncProducer:
                 break
             except BufferError:
                 await asyncio.sleep(0.01)  # local queue full: the poll thread drains it
+            except KafkaException as exc:
+                raise BusError(f"cannot produce to {topic}: {exc.args[0].str()}") from None
         return await delivered
 
     async def flush(self, within_s: float = 30) -> None:
@@ -258,8 +260,22 @@ class AsyncConsumer:
             # the records will be redelivered and redoing them is idempotent.
             log.warning("commit refused", error=str(exc), offsets=dict(positions))
 
-    async def poll(self, wait_s: float = 0.5) -> Record | None:
-        message = await self._call(self._consumer.poll, wait_s)
+    async def poll(
+        self, wait_s: float = 0.5, commit: Mapping[tuple[str, int], int] | None = None
+    ) -> Record | None:
+        """Commit ``commit`` (if any), then wait up to ``wait_s`` for a record.
+
+        Both run in one call on the consumer thread: a rebalance can only happen inside the
+        poll, after the commit, so a commit computed before a revocation can never land after
+        the revocation's own final commit and move the group's position back.
+        """
+
+        def commit_then_poll() -> Message | None:
+            if commit:
+                self._commit_now(commit)
+            return self._consumer.poll(wait_s)
+
+        message = await self._call(commit_then_poll)
         if message is None:
             return None
         error = message.error()
@@ -277,9 +293,6 @@ class AsyncConsumer:
             tuple(message.headers() or ()),
             message.timestamp()[1] if message.timestamp()[0] else None,
         )
-
-    async def commit(self, positions: Mapping[tuple[str, int], int]) -> None:
-        await self._call(self._commit_now, positions)
 
     async def pause(self, partitions: Sequence[tuple[str, int]]) -> None:
         await self._call(self._consumer.pause, [TopicPartition(t, p) for t, p in partitions])

@@ -1,0 +1,235 @@
+"""The worker on the real Kafka-protocol broker: order per key, commits, DLQ, rebalances."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import Consumer
+
+from connectors.base import TransientError
+from replicator.bus import AsyncConsumer, AsyncProducer, KafkaSettings, ensure_topics
+from replicator.devstack import StackState
+from replicator.events import ChangeEvent
+from replicator.retry import RetryPolicy
+from replicator.worker import PermanentFailure, Worker
+
+PARTITIONS = 4
+FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.05, max_attempts=5)
+
+
+class Bed:
+    def __init__(self, bootstrap: str) -> None:
+        suffix = uuid.uuid4().hex[:8]
+        self.topic = f"changes-{suffix}"
+        self.dlq = f"dlq-{suffix}"
+        self.settings = KafkaSettings(
+            bootstrap,
+            group_id=f"group-{suffix}",
+            session_timeout_ms=2000,
+            heartbeat_interval_ms=300,
+        )
+        ensure_topics(self.settings, {self.topic: PARTITIONS, self.dlq: 1})
+        self.producer = AsyncProducer(self.settings)
+        self.end: dict[int, int] = {}
+
+    async def publish(self, key: str, value: bytes) -> None:
+        partition, offset = await self.producer.send(self.topic, key.encode(), value)
+        self.end[partition] = max(self.end.get(partition, 0), offset + 1)
+
+    def worker(self, handler: Callable[[ChangeEvent], Awaitable[None]], **kwargs: object) -> Worker:
+        return Worker(
+            AsyncConsumer(self.settings, [self.topic]),
+            self.producer,
+            handler,
+            retry=FAST_RETRY,
+            dlq_topic=self.dlq,
+            commit_interval_s=0.2,
+            **kwargs,
+        )  # type: ignore[arg-type]
+
+    def committed(self) -> dict[int, int]:
+        consumer = Consumer(
+            {"bootstrap.servers": self.settings.bootstrap, "group.id": self.settings.group_id}
+        )
+        try:
+            from confluent_kafka import TopicPartition
+
+            parts = consumer.committed(
+                [TopicPartition(self.topic, p) for p in range(PARTITIONS)], timeout=10
+            )
+            return {p.partition: p.offset for p in parts if p.offset >= 0}
+        finally:
+            consumer.close()
+
+    def dead_letters(self, expected: int) -> list[tuple[bytes | None, dict[str, bytes]]]:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.bootstrap,
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 2000,
+                "heartbeat.interval.ms": 300,
+            }
+        )
+        consumer.subscribe([self.dlq])
+        found = []
+        try:
+            for _ in range(200):
+                message = consumer.poll(0.2)
+                if message is not None and message.error() is None:
+                    found.append((message.value(), dict(message.headers() or [])))
+                if len(found) >= expected:
+                    break
+        finally:
+            consumer.close()
+        return found
+
+
+@pytest.fixture
+async def bed(devstack: StackState) -> AsyncIterator[Bed]:
+    test_bed = Bed(devstack.env["REPLICATOR_KAFKA_BOOTSTRAP"])
+    yield test_bed
+    await test_bed.producer.close()
+
+
+def event(key: str, number: int) -> bytes:
+    return ChangeEvent(
+        "put", f"mem://bucket/{key}", None, f"{number:08d}", 1, None, datetime.now(UTC), "scan"
+    ).to_json()
+
+
+async def until(condition: Callable[[], bool], seconds: float = 60) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_per_key_order_and_commit_to_the_end(bed: Bed) -> None:
+    """Events of one key apply in order although keys run concurrently; all offsets commit."""
+    keys = [f"key-{k}" for k in range(20)]
+    for number in range(300):
+        await bed.publish(keys[number % 20], event(keys[number % 20], number))
+    seen: dict[str, list[int]] = collections.defaultdict(list)
+    concurrent = 0
+    peak = 0
+
+    async def handler(change: ChangeEvent) -> None:
+        nonlocal concurrent, peak
+        concurrent += 1
+        peak = max(peak, concurrent)
+        await asyncio.sleep(0.001 * (hash(change.sequencer) % 7))
+        seen[change.source_url].append(int(change.sequencer))
+        concurrent -= 1
+
+    worker = bed.worker(handler, concurrency=16)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: worker.stats.applied == 300)
+    stop.set()
+    await running
+    for numbers in seen.values():
+        assert numbers == sorted(numbers)
+    assert sum(map(len, seen.values())) == 300
+    assert peak > 1, "different keys ran concurrently"
+    assert bed.committed() == bed.end
+
+
+async def test_poison_goes_to_dlq_and_offsets_advance(bed: Bed) -> None:
+    """Unparseable records are dead-lettered with a reason; good ones still apply."""
+    poison = [b"", b"not json", b'{"kind": "explode"}', b"\xff" * 100, b"x" * 900_000]
+    for index, value in enumerate(poison):
+        await bed.publish(f"bad-{index}", value)
+        await bed.publish(f"good-{index}", event(f"good-{index}", index))
+    applied: list[str] = []
+
+    async def handler(change: ChangeEvent) -> None:
+        applied.append(change.source_url)
+
+    worker = bed.worker(handler)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: worker.stats.applied + worker.stats.dead_lettered == 10)
+    stop.set()
+    await running
+    assert len(applied) == 5
+    letters = bed.dead_letters(5)
+    assert len(letters) == 5
+    for _, headers in letters:
+        assert headers["replicator.reason"]
+        assert headers["replicator.error"] == b"ParseError"
+    assert bed.committed() == bed.end
+
+
+async def test_transient_failures_retry_without_blocking_other_keys(bed: Bed) -> None:
+    """A key whose event keeps failing transiently delays only itself."""
+    await bed.publish("slow", event("slow", 0))
+    for number in range(1, 21):
+        await bed.publish(f"fast-{number}", event(f"fast-{number}", number))
+    failures = collections.Counter[str]()
+    order: list[str] = []
+
+    async def handler(change: ChangeEvent) -> None:
+        if change.source_url.endswith("/slow") and failures["slow"] < 3:
+            failures["slow"] += 1
+            raise TransientError("503 from the destination")
+        order.append(change.source_url)
+
+    worker = bed.worker(handler)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: worker.stats.applied == 21)
+    stop.set()
+    await running
+    assert failures["slow"] == 3
+    assert worker.stats.retries == 3
+    assert order.count("mem://bucket/slow") == 1
+
+
+async def test_permanent_failure_is_dead_lettered(bed: Bed) -> None:
+    await bed.publish("k", event("k", 1))
+
+    async def handler(change: ChangeEvent) -> None:
+        raise PermanentFailure("object larger than the destination allows")
+
+    worker = bed.worker(handler)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: worker.stats.dead_lettered == 1)
+    stop.set()
+    await running
+    [(_, headers)] = bed.dead_letters(1)
+    assert b"larger than" in headers["replicator.reason"]
+    assert bed.committed() == bed.end
+
+
+async def test_clean_stop_hands_over_without_loss_or_duplicates(bed: Bed) -> None:
+    """Two members; one stops cleanly mid-stream: every event applied exactly once."""
+    total = 400
+    for number in range(total):
+        await bed.publish(f"k{number % 37}", event(f"k{number % 37}", number))
+    applied = collections.Counter[str]()
+
+    async def handler(change: ChangeEvent) -> None:
+        await asyncio.sleep(0.005)
+        applied[change.sequencer] += 1
+
+    first, second = bed.worker(handler), bed.worker(handler)
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    running_first = asyncio.create_task(first.run(stop_first))
+    running_second = asyncio.create_task(second.run(stop_second))
+    await until(lambda: sum(applied.values()) >= 100)
+    stop_first.set()
+    await running_first
+    await until(lambda: len(applied) == total, seconds=120)
+    stop_second.set()
+    await running_second
+    assert len(applied) == total
+    assert max(applied.values()) == 1, "a clean hand-over redoes nothing"
+    assert bed.committed() == bed.end
