@@ -1,0 +1,130 @@
+"""An SQS queue as a source of S3 event notifications, through aiobotocore.
+
+Endpoint, region and credentials come from the standard AWS chain (``AWS_ENDPOINT_URL`` for
+emulators). Messages are received with long polling and deleted only when the caller says so,
+after what they carried is safely elsewhere: a message that is never deleted comes back after
+its visibility timeout, so nothing is lost when the process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from connectors.base import (
+    NotFound,
+    PermissionDenied,
+    StoreError,
+    Throttled,
+    TransientError,
+)
+
+DEFAULT_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    body: str
+    receipt: str
+    message_id: str
+    receive_count: int
+
+
+@contextlib.contextmanager
+def _mapped(queue: str) -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        message = f"SQS {code or status}: {exc.response.get('Error', {}).get('Message', '')}"
+        if "NonExistentQueue" in code or code == "QueueDoesNotExist":
+            raise NotFound(message, url=queue) from None
+        if status in (401, 403) or code in ("AccessDenied", "InvalidClientTokenId"):
+            raise PermissionDenied(message, url=queue) from None
+        if status == 429 or code in ("RequestThrottled", "ThrottlingException"):
+            raise Throttled(message, url=queue) from None
+        if status >= 500:
+            raise TransientError(message, url=queue) from None
+        raise StoreError(message, url=queue) from None
+    except NoCredentialsError:
+        raise PermissionDenied("no AWS credentials found", url=queue) from None
+    except BotoCoreError as exc:
+        raise TransientError(f"cannot reach SQS: {exc}", url=queue) from None
+
+
+class SQSQueue:
+    """One queue, named by its URL (``https://sqs.REGION.amazonaws.com/ACCOUNT/NAME``)."""
+
+    def __init__(self, queue_url: str, *, visibility_timeout_s: int = 120) -> None:
+        self.queue_url = queue_url
+        self.visibility_timeout_s = visibility_timeout_s
+        self._session = AioSession()
+        self._context: Any = None
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _sqs(self) -> Any:
+        async with self._lock:
+            if self._client is None:
+                region = self._session.get_config_variable("region") or DEFAULT_REGION
+                # One retry at most inside the SDK: the poller's own loop does the retrying.
+                config = AioConfig(
+                    retries={"max_attempts": 2, "mode": "standard"},
+                    connect_timeout=5,
+                    read_timeout=30,
+                )
+                self._context = self._session.create_client(
+                    "sqs", region_name=region, config=config
+                )
+                self._client = await self._context.__aenter__()
+            return self._client
+
+    async def receive(self, max_messages: int = 10, wait_s: int = 10) -> list[QueueMessage]:
+        client = await self._sqs()
+        with _mapped(self.queue_url):
+            response = await client.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=max(1, min(max_messages, 10)),
+                WaitTimeSeconds=wait_s,
+                VisibilityTimeout=self.visibility_timeout_s,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            )
+        return [
+            QueueMessage(
+                body=message.get("Body", ""),
+                receipt=message["ReceiptHandle"],
+                message_id=message.get("MessageId", ""),
+                receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+            )
+            for message in response.get("Messages", [])
+        ]
+
+    async def delete(self, messages: Sequence[QueueMessage]) -> None:
+        if not messages:
+            return
+        client = await self._sqs()
+        with _mapped(self.queue_url):
+            response = await client.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(messages)
+                ],
+            )
+        failed = response.get("Failed", [])
+        if failed:
+            raise TransientError(
+                f"SQS did not delete {len(failed)} messages: {failed[0]}", url=self.queue_url
+            )
+
+    async def close(self) -> None:
+        if self._context is not None:
+            await self._context.__aexit__(None, None, None)
+            self._context = self._client = None
