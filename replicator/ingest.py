@@ -206,7 +206,8 @@ async def _confirm_sns(body: bytes, allowed_hosts: Sequence[str]) -> None:
 async def ingest_s3(request: web.Request) -> web.Response:
     body = await _read(request)
     if request.headers.get("x-amz-sns-message-type") == "SubscriptionConfirmation":
-        await _confirm_sns(body, request.app[SNS_HOSTS_KEY])
+        hosts: tuple[str, ...] = request.app[SNS_HOSTS_KEY]
+        await _confirm_sns(body, hosts)
         return web.Response(status=200, text="confirmed\n")
     published = await request.app[PUBLISHER_KEY].ingest(body, parse_s3, "s3-http")
     return web.json_response({"published": published}, status=202)
