@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shlex
 import signal
 import sys
@@ -17,7 +16,8 @@ import typer
 from connectors import open_object
 from connectors.base import StoreError
 from replicator import devstack as devstack_module
-from replicator.errors import ConfigError, ReplicatorError
+from replicator.errors import ReplicatorError
+from replicator.units import parse_size
 
 if TYPE_CHECKING:
     from replicator.transfer import Copier, CopyResult
@@ -130,30 +130,6 @@ def run_until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(main())
 
 
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "kib": 1024,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "gib": 1024**3,
-}
-
-
-def parse_size(text: str) -> int:
-    """'16MiB', '8 MB', '1048576' -> bytes."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
-    unit = match.group(2).lower() if match else ""
-    if match is None or unit not in _SIZE_UNITS:
-        raise ConfigError(f"invalid size {text!r}: use a number with an optional unit like 16MiB")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
-
-
 @app.command()
 def cp(
     source: Annotated[str, typer.Argument(help="Source object URL, e.g. s3://bucket/key")],
@@ -238,10 +214,77 @@ def uploads_clean(
     ] = "24h",
 ) -> None:
     """Abort abandoned multipart uploads so their parts stop costing storage."""
-    from replicator.rules import parse_duration
+    from replicator.units import parse_duration
     from replicator.uploads import clean_uploads
 
     aborted = asyncio.run(clean_uploads(url, parse_duration(older_than)))
     for upload in aborted:
         typer.echo(f"aborted {upload['upload_id']}  {upload['url']}")
     typer.echo(f"{len(aborted)} abandoned uploads aborted", err=True)
+
+
+ConfigPath = Annotated[
+    Path, typer.Option("--config", "-c", help="Daemon configuration file (TOML).")
+]
+
+
+@app.command()
+def run(config: ConfigPath) -> None:
+    """Run the daemon: ingest notifications, apply change events, serve status and metrics.
+
+    SIGTERM or Ctrl-C drains in-flight work, commits offsets and leaves the consumer group.
+    """
+    from replicator.service import Daemon, load_daemon_config
+
+    daemon = Daemon(load_daemon_config(config))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await daemon.run(stop)
+
+    asyncio.run(main())
+
+
+@app.command()
+def backfill(
+    config: ConfigPath,
+    route: Annotated[
+        list[str] | None, typer.Option(help="Only these routes (repeatable); default all.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Objects copied at once.")] = 16,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Copy every object of the routes' sources that its destinations lack or hold an older
+    version of, directly (no Kafka), recording replicas in the catalog. Safe to re-run."""
+    from replicator.catalog import open_catalog
+    from replicator.service import backfill as run_backfill
+    from replicator.service import load_daemon_config
+    from replicator.transfer import ByteBudget, Copier
+
+    settings = load_daemon_config(config)
+
+    async def main() -> dict[str, int]:
+        copier = Copier(
+            part_size=parse_size(settings.copy_.part_size),
+            concurrency=settings.copy_.concurrency,
+            budget=ByteBudget(parse_size(settings.copy_.memory)),
+        )
+        catalog = await open_catalog(settings.catalog.url)
+        copier.journal = catalog.journal()
+        try:
+            return await run_backfill(
+                settings, catalog, copier, route_names=route, concurrency=concurrency
+            )
+        finally:
+            await catalog.close()
+
+    counts = run_until_signalled(main())
+    if json_output:
+        typer.echo(json.dumps(counts))
+    else:
+        typer.echo(", ".join(f"{name}: {count}" for name, count in counts.items()))
+    if counts.get("failed"):
+        raise typer.Exit(1)

@@ -14,8 +14,7 @@ A configuration file (TOML) holds the routes::
     ]
     include = ["*.parquet"]          # relative to the source prefix; default: everything
     exclude = ["_tmp/*"]
-    delete_policy = "propagate"      # propagate | never | delayed
-    delete_delay = "1h"              # for delayed
+    delete_policy = "propagate"      # propagate | never
     concurrency = 8
     max_deletes_per_minute = 600
 
@@ -29,7 +28,6 @@ from __future__ import annotations
 import fnmatch
 import tomllib
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -39,17 +37,7 @@ from connectors import parse_store_url
 from connectors.base import InvalidStoreURL
 from replicator.errors import ConfigError
 
-DeletePolicy = Literal["propagate", "never", "delayed"]
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """'90s', '30m', '6h', '2d' -> timedelta."""
-    stripped = text.strip()
-    number, unit = stripped[:-1], stripped[-1:]
-    if not number.isdigit() or unit not in _DURATION_UNITS:
-        raise ConfigError(f"invalid duration {text!r}: use a number and s, m, h or d, e.g. 6h")
-    return timedelta(seconds=int(number) * _DURATION_UNITS[unit])
+DeletePolicy = Literal["propagate", "never"]
 
 
 def _check_url(url: str) -> str:
@@ -76,7 +64,6 @@ class Route(BaseModel):
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     delete_policy: DeletePolicy = "propagate"
-    delete_delay: str = "0s"
     concurrency: int = Field(default=8, ge=1, le=1024)
     max_deletes_per_minute: int = Field(default=600, ge=0)
 
@@ -89,15 +76,6 @@ class Route(BaseModel):
             return [{"url": item} if isinstance(item, str) else item for item in value]
         return value
 
-    @field_validator("delete_delay")
-    @classmethod
-    def _valid_delay(cls, value: str) -> str:
-        try:
-            parse_duration(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
     @model_validator(mode="after")
     def _no_self_loop(self) -> Route:
         for destination in self.destinations:
@@ -107,10 +85,6 @@ class Route(BaseModel):
                     "replicas would be written where the route reads"
                 )
         return self
-
-    @property
-    def delay(self) -> timedelta:
-        return parse_duration(self.delete_delay)
 
     def relative_key(self, source_url: str) -> str | None:
         """The part of ``source_url`` below this route's source, if the route takes it."""

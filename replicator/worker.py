@@ -29,7 +29,7 @@ from replicator.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[ChangeEvent], Awaitable[None]]
+Handler = Callable[[ChangeEvent], Awaitable[object]]
 TopicPartitionKey = tuple[str, int]
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from replicator.errors import ConfigError
-from replicator.rules import Router, load_config, load_config_file, parse_duration
+from replicator.rules import Router, load_config, load_config_file
+from replicator.units import parse_duration, parse_size
 
 BASE = {
     "routes": [
@@ -65,7 +66,6 @@ def test_residency_allows_by_url_or_region() -> None:
         ({"source": "ftp://x/"}, "unknown store scheme"),
         ({"destinations": []}, "destinations"),
         ({"delete_policy": "sometimes"}, "delete_policy"),
-        ({"delete_delay": "soon"}, "invalid duration"),
         ({"concurrency": 0}, "concurrency"),
         ({"destinations": ["s3://lake/clickstream/copy/"]}, "overlaps the source"),
         ({"colour": "blue"}, "colour"),
@@ -96,3 +96,11 @@ def test_durations() -> None:
     assert parse_duration("2d").total_seconds() == 172800
     with pytest.raises(ConfigError):
         parse_duration("1w")
+
+
+def test_sizes() -> None:
+    assert parse_size("16MiB") == 16 * 1024 * 1024
+    assert parse_size("8 MB") == 8_000_000
+    assert parse_size("100") == 100
+    with pytest.raises(ConfigError, match="invalid size"):
+        parse_size("lots")

@@ -1,0 +1,424 @@
+"""The daemon: change events from Kafka applied to every destination of their route.
+
+Configuration (TOML; the routes and residency sections are those of replicator.rules)::
+
+    [kafka]
+    bootstrap = "kafka-1:9092,kafka-2:9092"
+    group = "replicator"
+    partitions = 12                  # used when the topics are created
+
+    [catalog]
+    url = "postgresql://replicator@db:5432/replicator"   # or sqlite:///var/lib/...
+
+    [http]
+    port = 8080                      # health, metrics, catalog queries and ingest
+    ingest_token_env = "REPLICATOR_INGEST_TOKEN"   # ingest endpoints need this shared secret
+
+    [copy]
+    part_size = "16MiB"
+    concurrency = 8
+    memory = "512MiB"
+
+    [[sqs]]
+    queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/lake-events"
+
+Applying one event (events are hints; the source's current state is the truth):
+
+1. the catalog's per-key high-water accepts it (a stale event is a no-op, a duplicate is redone
+   idempotently);
+2. the source is read afresh: if it exists, it is copied (pinned to the version seen) to each
+   destination, and the verified replica is recorded; if it is gone, the deletion is applied
+   under the route's delete policy and its per-minute safety limit;
+3. only then does the worker mark the record done, so its offset can be committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import tomllib
+from collections import deque
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from connectors import open_object, open_store, split_object_url
+from connectors.base import NotFound, ObjectMeta, ObjectStore
+from connectors.sqs import SQSQueue
+from replicator.bus import (
+    CHANGES_TOPIC,
+    DLQ_TOPIC,
+    AsyncConsumer,
+    AsyncProducer,
+    KafkaSettings,
+    ensure_topics,
+)
+from replicator.catalog import Catalog, open_catalog
+from replicator.catalog.http import create_app
+from replicator.catalog.model import Acceptance, Change, LocationSpec, Replica, Role
+from replicator.errors import ConfigError
+from replicator.events import ChangeEvent, scan_event
+from replicator.ingest import Publisher, SQSPoller, add_ingest_routes
+from replicator.lag import LagMetrics
+from replicator.metadata import replica_source
+from replicator.rules import Route, Router, RoutingConfig, Target
+from replicator.transfer import ByteBudget, Copier
+from replicator.units import parse_size
+from replicator.worker import PermanentFailure, Worker
+
+log = structlog.get_logger(__name__)
+
+
+class KafkaSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    bootstrap: str
+    group: str = "replicator"
+    partitions: int = Field(default=12, ge=1)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    changes_topic: str = CHANGES_TOPIC
+    dlq_topic: str = DLQ_TOPIC
+
+
+class CatalogSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str = "sqlite:///var/lib/replicator/catalog.db"
+
+
+class HttpSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    ingest_token_env: str = "REPLICATOR_INGEST_TOKEN"
+    sns_confirm_hosts: tuple[str, ...] = ("sns.*.amazonaws.com",)
+
+
+class CopySection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    part_size: str = "16MiB"
+    concurrency: int = Field(default=8, ge=1)
+    memory: str = "512MiB"
+    workers: int = Field(default=64, ge=1, description="events applied at once")
+
+
+class SQSSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    queue_url: str
+    wait_s: int = Field(default=10, ge=0, le=20)
+
+
+class DaemonConfig(RoutingConfig):
+    kafka: KafkaSection
+    catalog: CatalogSection = CatalogSection()
+    http: HttpSection = HttpSection()
+    copy_: CopySection = Field(default=CopySection(), alias="copy")
+    sqs: tuple[SQSSection, ...] = ()
+
+
+def load_daemon_config(path: Path) -> DaemonConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return DaemonConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'top level'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+class DeleteGuard:
+    """At most ``limit`` deletions per minute per route; past it the route's deletions stop
+    until an operator looks (they go to the DLQ, nothing is deleted)."""
+
+    def __init__(self) -> None:
+        self._recent: dict[str, deque[float]] = {}
+        self.paused: set[str] = set()
+
+    def admit(self, route: Route) -> None:
+        if route.name in self.paused:
+            raise PermanentFailure(f"route {route.name!r} is paused: delete limit exceeded")
+        window = self._recent.setdefault(route.name, deque())
+        now = time.monotonic()
+        while window and now - window[0] > 60:
+            window.popleft()
+        if len(window) >= route.max_deletes_per_minute:
+            self.paused.add(route.name)
+            log.error(
+                "delete limit exceeded; pausing deletions of the route",
+                route=route.name,
+                limit=route.max_deletes_per_minute,
+                alert=True,
+            )
+            raise PermanentFailure(
+                f"route {route.name!r} exceeded {route.max_deletes_per_minute} deletes per "
+                "minute; deletions paused"
+            )
+        window.append(now)
+
+
+class Applier:
+    """Applies one change event to every destination of its route (the worker's handler)."""
+
+    def __init__(self, router: Router, catalog: Catalog, copier: Copier) -> None:
+        self.router = router
+        self.catalog = catalog
+        self.copier = copier
+        self.guard = DeleteGuard()
+        self._stores: dict[str, ObjectStore] = {}
+
+    def _store(self, url: str) -> tuple[ObjectStore, str]:
+        root, key = split_object_url(url)
+        store = self._stores.get(root)
+        if store is None:
+            store, key = open_object(url)
+            self._stores[root] = store
+        return store, key
+
+    async def close(self) -> None:
+        for store in self._stores.values():
+            await store.close()
+
+    async def __call__(self, event: ChangeEvent) -> list[str]:
+        """Apply ``event``; returns what happened at each destination."""
+        targets = self.router.targets(event.source_url)
+        if not targets:
+            return []
+        change = Change(
+            event.source_url,
+            event.sequencer,
+            event.event_time,
+            event.version,
+            event.size,
+            event.etag,
+            event.kind == "delete",
+        )
+        acceptance = await self.catalog.mark_pending(change, [t.destination.url for t in targets])
+        if acceptance is Acceptance.STALE:
+            log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
+            return ["stale"] * len(targets)
+        source, key = self._store(event.source_url)
+        try:
+            current: ObjectMeta | None = await self.copier.retry.run(
+                lambda: source.head(key), what="head source"
+            )
+        except NotFound:
+            current = None
+        return list(
+            await asyncio.gather(
+                *(self._apply(change, target, source, key, current) for target in targets)
+            )
+        )
+
+    async def _apply(
+        self,
+        change: Change,
+        target: Target,
+        source: ObjectStore,
+        key: str,
+        current: ObjectMeta | None,
+    ) -> str:
+        try:
+            if current is None:
+                return await self._delete(change, target)
+            dest, dest_key = self._store(target.dest_url)
+            result = await self.copier.copy(source, key, dest, dest_key)
+            if result.destination is not None:
+                await self.catalog.record_replica(
+                    change, target.destination.url, Replica.from_copy(result)
+                )
+            return result.status
+        except Exception as exc:
+            await self.catalog.mark_failed(change, target.destination.url, str(exc)[:2000])
+            raise
+
+    async def _delete(self, change: Change, target: Target) -> str:
+        if target.route.delete_policy == "never":
+            return "kept"
+        dest, dest_key = self._store(target.dest_url)
+        try:
+            existing = await dest.head(dest_key)
+        except NotFound:
+            existing = None
+        if existing is not None:
+            if replica_source(existing.attributes.user_metadata) != change.source_url:
+                raise PermanentFailure(
+                    f"{target.dest_url} is not a replica of {change.source_url}; not deleting it"
+                )
+            self.guard.admit(target.route)
+            await dest.delete(dest_key, if_match=existing.etag)
+        await self.catalog.mark_deleted(change, target.destination.url, datetime.now(UTC))
+        return "deleted"
+
+
+async def register_datasets(catalog: Catalog, config: RoutingConfig) -> None:
+    """Each route is a dataset of the lake: its source and every destination location."""
+    known = {dataset.name for dataset in await catalog.datasets()}
+    for route in config.routes:
+        if route.name in known:
+            continue
+        await catalog.add_dataset(
+            route.name,
+            [
+                LocationSpec(route.source, Role.SOURCE),
+                *(LocationSpec(d.url, Role.REPLICA, d.region) for d in route.destinations),
+            ],
+        )
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, env: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.env = dict(os.environ if env is None else env)
+        self.router = Router(config)
+
+    def kafka_settings(self) -> KafkaSettings:
+        k = self.config.kafka
+        return KafkaSettings(
+            k.bootstrap,
+            group_id=k.group,
+            session_timeout_ms=k.session_timeout_ms,
+            heartbeat_interval_ms=k.heartbeat_interval_ms,
+        )
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        settings = self.kafka_settings()
+        k = self.config.kafka
+        await asyncio.to_thread(
+            ensure_topics, settings, {k.changes_topic: k.partitions, k.dlq_topic: 1}
+        )
+        metrics = LagMetrics(CollectorRegistry())
+        catalog = await open_catalog(self.config.catalog.url, metrics=metrics)
+        producer = AsyncProducer(settings)
+        copy = self.config.copy_
+        copier = Copier(
+            part_size=parse_size(copy.part_size),
+            concurrency=copy.concurrency,
+            budget=ByteBudget(parse_size(copy.memory)),
+            journal=catalog.journal(),
+        )
+        applier = Applier(self.router, catalog, copier)
+        worker = Worker(
+            AsyncConsumer(settings, [k.changes_topic]),
+            producer,
+            applier,
+            concurrency=copy.workers,
+            dlq_topic=k.dlq_topic,
+        )
+        publisher = Publisher(
+            producer, self.router, changes_topic=k.changes_topic, dlq_topic=k.dlq_topic
+        )
+        queues = [SQSQueue(q.queue_url) for q in self.config.sqs]
+        pollers = [
+            SQSPoller(queue, publisher, wait_s=q.wait_s)
+            for queue, q in zip(queues, self.config.sqs, strict=True)
+        ]
+        runner = await self._serve_http(create_app(catalog, metrics), publisher, worker)
+        try:
+            await register_datasets(catalog, self.config)
+            tasks = [asyncio.create_task(worker.run(stop), name="worker")]
+            tasks += [asyncio.create_task(p.run(stop), name="sqs") for p in pollers]
+            if ready is not None:
+                ready.set()
+            log.info(
+                "replicator running",
+                routes=[r.name for r in self.config.routes],
+                queues=len(queues),
+            )
+            await asyncio.gather(*tasks)
+        finally:
+            await runner.cleanup()
+            for queue in queues:
+                await queue.close()
+            await applier.close()
+            await producer.close()
+            await catalog.close()
+
+    async def _serve_http(
+        self, app: web.Application, publisher: Publisher, worker: Worker
+    ) -> web.AppRunner:
+        """One port: catalog queries and /metrics, /healthz, and the ingest receivers."""
+
+        async def health(_: web.Request) -> web.Response:
+            return web.json_response(
+                {
+                    "status": "ok",
+                    "applied": worker.stats.applied,
+                    "dead_lettered": worker.stats.dead_lettered,
+                }
+            )
+
+        app.router.add_get("/healthz", health)
+        token = self.env.get(self.config.http.ingest_token_env, "")
+        if token:
+            add_ingest_routes(app, publisher, token, self.config.http.sns_confirm_hosts)
+        else:
+            log.warning(
+                "ingest endpoints disabled: no shared secret",
+                variable=self.config.http.ingest_token_env,
+            )
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
+        await site.start()
+        self.http_port = runner.addresses[0][1] if runner.addresses else self.config.http.port
+        return runner
+
+
+async def backfill(
+    config: RoutingConfig,
+    catalog: Catalog,
+    copier: Copier,
+    *,
+    route_names: list[str] | None = None,
+    concurrency: int = 16,
+) -> dict[str, int]:
+    """One-shot: list every route's source and copy what is missing or outdated, directly
+    (no Kafka). Returns counts of copied, skipped and failed objects."""
+    router = Router(config)
+    applier = Applier(router, catalog, copier)
+    counts = {"copied": 0, "skipped": 0, "deleted": 0, "failed": 0}
+    gate = asyncio.Semaphore(concurrency)
+    routes = [r for r in config.routes if route_names is None or r.name in route_names]
+    await register_datasets(catalog, config)
+
+    async def one(meta: ObjectMeta) -> None:
+        async with gate:
+            event = scan_event(meta.url, meta.size, meta.etag, meta.version, meta.last_modified)
+            try:
+                outcomes = await applier(event)
+            except Exception as exc:
+                counts["failed"] += 1
+                log.error("backfill failed", source=meta.url, error=str(exc))
+                return
+            for outcome in outcomes:
+                counts[outcome] = counts.get(outcome, 0) + 1
+
+    try:
+        for route in routes:
+            async with open_store(route.source) as source:
+                pending: set[asyncio.Task[None]] = set()
+                async for meta in source.list():
+                    if replica_source(meta.attributes.user_metadata) is not None:
+                        continue
+                    task = asyncio.create_task(one(meta))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    if len(pending) >= concurrency * 4:
+                        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if pending:
+                    await asyncio.wait(pending)
+    finally:
+        await applier.close()
+    return counts
