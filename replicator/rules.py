@@ -129,6 +129,14 @@ class RoutingConfig(BaseModel):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"route names must be unique: {', '.join(duplicates)}")
+        for first in self.routes:
+            for second in self.routes:
+                if first is not second and second.source.startswith(first.source):
+                    raise ValueError(
+                        f"routes {first.name!r} and {second.name!r} overlap: "
+                        f"{second.source} is inside {first.source}; each source object must "
+                        "belong to one route (give one route several destinations instead)"
+                    )
         for route in self.routes:
             for destination in route.destinations:
                 if not self.residency.permits(destination):
@@ -146,11 +154,16 @@ class Target:
 
     route: Route
     destination: Destination
-    dest_url: str
+    relative_key: str
+
+    @property
+    def dest_url(self) -> str:
+        return self.destination.url + self.relative_key
 
 
 class Router:
-    """Maps a source object URL to every destination object it must be replicated to."""
+    """Maps a source object URL to every destination object it must be replicated to (all of
+    one route: route sources never overlap)."""
 
     def __init__(self, config: RoutingConfig) -> None:
         self.config = config
@@ -161,7 +174,7 @@ class Router:
             relative = route.relative_key(source_url)
             if relative is None:
                 continue
-            found.extend(Target(route, d, d.url + relative) for d in route.destinations)
+            found.extend(Target(route, d, relative) for d in route.destinations)
         return found
 
     def route(self, name: str) -> Route:

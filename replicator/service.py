@@ -48,7 +48,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connectors import open_object, open_store, split_object_url
+from connectors import open_store
 from connectors.base import NotFound, ObjectMeta, ObjectStore
 from connectors.sqs import SQSQueue
 from replicator.bus import (
@@ -178,13 +178,12 @@ class Applier:
         self.guard = DeleteGuard()
         self._stores: dict[str, ObjectStore] = {}
 
-    def _store(self, url: str) -> tuple[ObjectStore, str]:
-        root, key = split_object_url(url)
-        store = self._stores.get(root)
+    def _store(self, root_url: str) -> ObjectStore:
+        """Stores are rooted at route locations, so a relative key is the same at every end."""
+        store = self._stores.get(root_url)
         if store is None:
-            store, key = open_object(url)
-            self._stores[root] = store
-        return store, key
+            store = self._stores[root_url] = open_store(root_url)
+        return store
 
     async def close(self) -> None:
         for store in self._stores.values():
@@ -208,7 +207,8 @@ class Applier:
         if acceptance is Acceptance.STALE:
             log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
             return ["stale"] * len(targets)
-        source, key = self._store(event.source_url)
+        route = targets[0].route
+        source, key = self._store(route.source), targets[0].relative_key
         try:
             current: ObjectMeta | None = await self.copier.retry.run(
                 lambda: source.head(key), what="head source"
@@ -232,8 +232,8 @@ class Applier:
         try:
             if current is None:
                 return await self._delete(change, target)
-            dest, dest_key = self._store(target.dest_url)
-            result = await self.copier.copy(source, key, dest, dest_key)
+            dest = self._store(target.destination.url)
+            result = await self.copier.copy(source, key, dest, target.relative_key)
             if result.destination is not None:
                 await self.catalog.record_replica(
                     change, target.destination.url, Replica.from_copy(result)
@@ -246,7 +246,7 @@ class Applier:
     async def _delete(self, change: Change, target: Target) -> str:
         if target.route.delete_policy == "never":
             return "kept"
-        dest, dest_key = self._store(target.dest_url)
+        dest, dest_key = self._store(target.destination.url), target.relative_key
         try:
             existing = await dest.head(dest_key)
         except NotFound:

@@ -104,3 +104,10 @@ def test_sizes() -> None:
     assert parse_size("100") == 100
     with pytest.raises(ConfigError, match="invalid size"):
         parse_size("lots")
+
+
+def test_overlapping_sources_are_refused() -> None:
+    inner = {**BASE["routes"][0], "name": "inner", "source": "s3://lake/clickstream/eu/",
+             "destinations": ["gs://other/"]}
+    with pytest.raises(ConfigError, match="overlap"):
+        load_config({"routes": [BASE["routes"][0], inner]})
