@@ -124,6 +124,44 @@ class SQSQueue:
                 f"SQS did not delete {len(failed)} messages: {failed[0]}", url=self.queue_url
             )
 
+    @classmethod
+    async def create(cls, name: str) -> str:
+        """Create the queue ``name`` if missing and return its URL (for test beds and demos)."""
+        queue = cls("")
+        client = await queue._sqs()
+        try:
+            with _mapped(name):
+                response = await client.create_queue(QueueName=name)
+            return str(response["QueueUrl"])
+        finally:
+            await queue.close()
+
+    @staticmethod
+    async def notify_bucket(bucket: str, queue_url: str) -> None:
+        """Send ``bucket``'s object-created and object-removed events to the queue (set-up for
+        test beds and demos; production buckets are configured by their owners)."""
+        session = AioSession()
+        region = session.get_config_variable("region") or DEFAULT_REGION
+        async with (
+            session.create_client("sqs", region_name=region) as sqs,
+            session.create_client("s3", region_name=region) as s3,
+        ):
+            with _mapped(queue_url):
+                attributes = await sqs.get_queue_attributes(
+                    QueueUrl=queue_url, AttributeNames=["QueueArn"]
+                )
+                await s3.put_bucket_notification_configuration(
+                    Bucket=bucket,
+                    NotificationConfiguration={
+                        "QueueConfigurations": [
+                            {
+                                "QueueArn": attributes["Attributes"]["QueueArn"],
+                                "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+                            }
+                        ]
+                    },
+                )
+
     async def close(self) -> None:
         if self._context is not None:
             await self._context.__aexit__(None, None, None)

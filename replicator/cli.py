@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shlex
+import shutil
 import signal
 import sys
 from collections.abc import Coroutine
@@ -101,15 +103,25 @@ def _print_env(env: dict[str, str]) -> None:
 
 @app.command()
 def demo(
-    objects: Annotated[int, typer.Option(help="Number of objects to write to the source.")] = 8,
+    objects: Annotated[int, typer.Option(help="Number of objects to write to the source.")] = 12,
 ) -> None:
-    """Copy objects between the emulated clouds on a private local stack and verify them."""
+    """Run the daemon on a private local stack and watch it replicate S3 to GCS, Azure and a
+    local directory as notifications arrive."""
     from replicator.demo import run_demo
 
-    stack = devstack_module.DevStack(Path.cwd() / ".devstack")
+    workdir = Path.cwd() / ".devstack" / "demo"
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    stack = devstack_module.DevStack(workdir / "stack")
+    echo = functools.partial(typer.echo, err=True)
     with stack as state, devstack_module.environment(state.env):
-        report = asyncio.run(run_demo(objects, log=lambda line: typer.echo(line, err=True)))
-    typer.echo(json.dumps(report, indent=2))
+        echo(
+            "local stack up: "
+            + ", ".join(f"{n} on 127.0.0.1:{c.port}" for n, c in state.components.items())
+        )
+        report = asyncio.run(run_demo(objects, workdir, log=echo))
+    typer.echo(json.dumps(report, indent=2, default=str))
 
 
 def run_until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:

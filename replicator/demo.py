@@ -1,5 +1,13 @@
-"""The demo: replicate a small data lake from S3 to GCS, Azure and a local directory on the
-emulated clouds, verify every replica, then show that a second pass copies nothing."""
+"""The demo: the daemon on the local stack, replicating a small data lake from S3 to GCS, Azure
+and a local directory as S3 notifications arrive, then reporting lag from the catalog.
+
+1. an S3 bucket sends its event notifications to an SQS queue (as on AWS);
+2. the daemon polls the queue, publishes to Kafka, and its workers copy each object to every
+   destination, verify it and record it in the catalog;
+3. the demo writes objects (one of 40 MiB, so it goes in parallel parts), overwrites and
+   deletes one, waits until every replica matches its source byte for byte, and prints what
+   the catalog knows: lag per route and where each object lives.
+"""
 
 from __future__ import annotations
 
@@ -7,70 +15,123 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from connectors import open_store
-from connectors.base import MiB, ObjectAttributes, ObjectStore
+from connectors.base import MiB, NotFound, ObjectAttributes, ObjectStore
+from connectors.sqs import SQSQueue
 from replicator import hashing
-from replicator.transfer import Copier
+from replicator.catalog import open_catalog
+from replicator.service import Daemon, DaemonConfig
 
-DESTINATIONS = ("gs://demo-ml", "az://demo-lake", "file://{cwd}/.devstack/demo-onprem")
+DEADLINE_S = 120
 
 
-def _demo_objects(count: int) -> list[tuple[str, bytes]]:
-    sizes = [0, 1, 4096, 300_000, 5 * MiB + 7]
-    objects = [
-        (f"clickstream/2026/11/29/part-{i:04d}.parquet", os.urandom(sizes[i % len(sizes)]))
-        for i in range(max(count - 1, 0))
-    ]
-    objects.append(("models/checkpoint-0001.safetensors", os.urandom(40 * MiB + 123)))
+def _objects(count: int) -> dict[str, bytes]:
+    sizes = [1, 4096, 300_000, 5 * MiB + 7]
+    objects = {
+        f"clickstream/2026/11/29/part-{i:04d}.parquet": os.urandom(sizes[i % len(sizes)])
+        for i in range(max(count - 1, 1))
+    }
+    objects["models/checkpoint-0001.safetensors"] = os.urandom(40 * MiB + 123)
     return objects
 
 
-async def run_demo(count: int, log: Callable[[str], None] = print) -> dict[str, object]:
-    source = open_store("s3://demo-lake")
-    destinations = [open_store(url.format(cwd=Path.cwd())) for url in DESTINATIONS]
-    stores: list[ObjectStore] = [source, *destinations]
+async def _matches(store: ObjectStore, key: str, expected: bytes | None) -> bool:
     try:
-        for store in stores:
-            await store.create_container()
-        objects = _demo_objects(count)
-        log(
-            f"writing {len(objects)} objects ({sum(len(d) for _, d in objects)} bytes) to "
-            f"{source.root_url}"
-        )
+        data = await store.read(key)
+    except NotFound:
+        return expected is None
+    return expected is not None and hashing.fingerprint(data) == hashing.fingerprint(expected)
+
+
+async def run_demo(
+    count: int, workdir: Path, log: Callable[[str], None] = print
+) -> dict[str, object]:
+    queue_url = await SQSQueue.create("demo-lake-events")
+    source = open_store("s3://demo-lake")
+    destinations = {
+        "gs://demo-ml/": open_store("gs://demo-ml"),
+        "az://demo-lake/": open_store("az://demo-lake"),
+        f"file://{workdir}/onprem/": open_store(f"file://{workdir}/onprem"),
+    }
+    for store in (source, *destinations.values()):
+        await store.create_container()
+    await SQSQueue.notify_bucket("demo-lake", queue_url)
+    config = DaemonConfig.model_validate(
+        {
+            "kafka": {
+                "bootstrap": os.environ["REPLICATOR_KAFKA_BOOTSTRAP"],
+                "partitions": 4,
+                "session_timeout_ms": 2000,
+                "heartbeat_interval_ms": 300,
+            },
+            "catalog": {"url": f"sqlite:///{workdir}/catalog.db"},
+            "http": {"host": "127.0.0.1", "port": 0},
+            "copy": {"part_size": "8MiB"},
+            "sqs": [{"queue_url": queue_url, "wait_s": 1}],
+            "routes": [
+                {
+                    "name": "demo-lake",
+                    "source": "s3://demo-lake/",
+                    "destinations": list(destinations),
+                }
+            ],
+        }
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    daemon = Daemon(config)
+    running = asyncio.create_task(daemon.run(stop, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        log(f"daemon running; HTTP on 127.0.0.1:{daemon.http_port}")
+        expected: dict[str, bytes | None] = dict(_objects(count))
+        started = time.monotonic()
         attributes = ObjectAttributes(
             content_type="application/octet-stream", user_metadata={"pipeline": "demo"}
         )
-        await asyncio.gather(*(source.put(k, d, attributes=attributes) for k, d in objects))
-        expected = {key: hashing.fingerprint(data) for key, data in objects}
-        copier = Copier(part_size=8 * MiB)
-        routes: dict[str, object] = {}
-        for dest in destinations:
-            route = f"{source.root_url} -> {dest.root_url}"
-            started = time.monotonic()
-            results = await asyncio.gather(
-                *(copier.copy(source, key, dest, key) for key, _ in objects)
-            )
-            seconds = time.monotonic() - started
-            verified = 0
-            for key, _ in objects:
-                replica = await dest.read(key)
-                if hashing.fingerprint(replica) != expected[key]:
-                    raise RuntimeError(f"replica {dest.url_for(key)} does not match its source")
-                verified += 1
-            rerun = await asyncio.gather(
-                *(copier.copy(source, key, dest, key) for key, _ in objects)
-            )
-            routes[route] = {
-                "copied": sum(r.status == "copied" for r in results),
-                "verified_byte_exact": verified,
-                "strategies": sorted({str(r.strategy) for r in results}),
-                "seconds": round(seconds, 2),
-                "second_pass_skipped": sum(r.status == "skipped" for r in rerun),
-            }
-            log(f"{route}: {verified} replicas verified in {seconds:.2f} s")
-        return {"objects": len(objects), "bytes": sum(len(d) for _, d in objects), "routes": routes}
+        for key, data in expected.items():
+            await source.put(key, data or b"", attributes=attributes)
+        log(f"wrote {len(expected)} objects to s3://demo-lake")
+        first = next(iter(expected))
+        expected[first] = os.urandom(1234)
+        await source.put(first, expected[first] or b"")
+        last = list(expected)[-2]
+        await source.delete(last)
+        expected[last] = None
+        log(f"overwrote {first}, deleted {last}")
+        while True:
+            checks = [
+                await _matches(store, key, data)
+                for store in destinations.values()
+                for key, data in expected.items()
+            ]
+            if all(checks):
+                break
+            if time.monotonic() - started > DEADLINE_S:
+                raise RuntimeError(
+                    f"{checks.count(False)} replicas still differ after {DEADLINE_S} s"
+                )
+            await asyncio.sleep(0.25)
+        seconds = time.monotonic() - started
+        log(f"every replica matches its source ({seconds:.1f} s after the first write)")
     finally:
-        for store in stores:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+        for store in (source, *destinations.values()):
             await store.close()
+    catalog = await open_catalog(f"sqlite:///{workdir}/catalog.db")
+    try:
+        lags = await catalog.route_lag()
+        entry = await catalog.locate("demo-lake", "models/checkpoint-0001.safetensors", prefer="az")
+    finally:
+        await catalog.close()
+    now = datetime.now(UTC)
+    return {
+        "objects": len(expected),
+        "bytes": sum(len(d) for d in expected.values() if d),
+        "seconds_to_consistent": round(seconds, 2),
+        "routes": [lag.as_dict(now) for lag in lags],
+        "locate models/checkpoint-0001.safetensors --prefer az": entry.url,
+    }
