@@ -30,6 +30,10 @@ from datetime import datetime
 from types import TracebackType
 from typing import ClassVar, Self
 
+#: Stores that stage multipart uploads as objects (GCS parts, Azure markers, file staging
+#: directories) keep them under this prefix at the container root and never list them.
+STAGING_PREFIX = ".replicator-uploads/"
+
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 TiB = 1024 * GiB

@@ -33,6 +33,7 @@ import google_crc32c
 from awscrt import checksums
 
 from connectors.base import (
+    STAGING_PREFIX,
     AlreadyExists,
     ChecksumKind,
     InvalidArgument,
@@ -57,7 +58,7 @@ from connectors.base import (
 
 XATTR = "user.replicator"
 TEMP_MARKER = ".replicator-tmp-"
-UPLOADS_DIR = ".replicator-uploads"
+UPLOADS_DIR = STAGING_PREFIX.rstrip("/")
 NAME_MAX = 255
 COPY_CHUNK = 8 * 1024 * 1024
 

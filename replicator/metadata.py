@@ -58,7 +58,7 @@ def _map_name(name: str, dest_scheme: str) -> str:
 
 
 def _encode_value(value: str) -> str:
-    return urllib.parse.quote(value, safe="/:@!$&'()*+,;=-._~ ")
+    return urllib.parse.quote(value, safe="/:@!$&'()*+,;=-._~")
 
 
 def map_user_metadata(metadata: Mapping[str, str], dest_scheme: str) -> dict[str, str]:

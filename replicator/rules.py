@@ -34,7 +34,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connectors import parse_store_url
-from connectors.base import InvalidStoreURL
+from connectors.base import STAGING_PREFIX, InvalidStoreURL
 from replicator.errors import ConfigError
 
 DeletePolicy = Literal["propagate", "never"]
@@ -161,6 +161,12 @@ class Target:
         return self.destination.url + self.relative_key
 
 
+def _is_staging(url: str) -> bool:
+    """Objects a store stages for multipart uploads are never replicated."""
+    parsed = parse_store_url(url)
+    return parsed.path.startswith(STAGING_PREFIX) or f"/{STAGING_PREFIX}" in parsed.path
+
+
 class Router:
     """Maps a source object URL to every destination object it must be replicated to (all of
     one route: route sources never overlap)."""
@@ -169,6 +175,8 @@ class Router:
         self.config = config
 
     def targets(self, source_url: str) -> list[Target]:
+        if _is_staging(source_url):
+            return []
         found: list[Target] = []
         for route in self.config.routes:
             relative = route.relative_key(source_url)

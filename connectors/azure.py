@@ -1,0 +1,923 @@
+"""Azure Blob Storage (``az://container/prefix``) on azure-storage-blob's asyncio client.
+
+Credentials are read from the environment when the store is opened:
+``AZURE_STORAGE_CONNECTION_STRING``, else ``AZURE_STORAGE_ACCOUNT`` with ``AZURE_STORAGE_KEY``
+(shared key) or ``AZURE_STORAGE_SAS_TOKEN``.
+
+Integrity: every block and every single put carries a transactional ``Content-MD5`` computed
+here from the bytes, so the service refuses damaged bytes (``Md5Mismatch``); part tokens carry
+that MD5 for the engine to compare with its own. A single put also sets the blob's Content-MD5,
+which ``head`` reports as the full-object MD5; a blob assembled from blocks has none. MD5 rather
+than CRC64 (``x-ms-content-crc64``, ~20x cheaper on the client): azure-storage-blob computes
+CRC64 only with the optional azure-storage-extensions package, the engine verifies parts by
+MD5, and Azurite computes CRC64 in JavaScript (its Put Block runs ~2.3x faster with an MD5).
+
+Multipart uploads are staged blocks of the destination blob with deterministic block ids
+(``<upload id>-<part:05d>``, the same width for every block, as Azure requires) committed in
+part-number order. Azure has no upload object to list, so each upload also writes a marker
+blob ``.replicator-uploads/<upload id>`` at the container root holding the destination key
+(metadata) and attributes (body); it is deleted on complete and abort, and the reserved
+prefix is hidden from listings and refused as a key. Uncommitted blocks of a blob that was
+never committed are dropped on abort by deleting the blob (Azurite removes them; Azure
+otherwise garbage-collects them after 7 days, and any later commit to the name discards them).
+
+Listing: Azure has no start-after and its continuation markers are opaque, so ``start_after``
+pages from the beginning of the prefix and skips keys up to it on the client: resuming costs a
+listing of every key before the resume point. Keys are yielded in the service's order
+(Azurite compares UTF-16 code units, so keys with characters above U+FFFF may sort before
+U+E000..U+FFFF, unlike Python's code-point order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import email.utils
+import hashlib
+import io
+import json
+import os
+import re
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, ClassVar, NoReturn, Self
+
+import aiohttp
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline.transport import AioHttpTransport
+from azure.storage.blob import BlobBlock, BlobProperties, ContentSettings
+from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient, LinearRetry
+
+from connectors.base import (
+    STAGING_PREFIX,
+    AlreadyExists,
+    ChecksumKind,
+    IntegrityError,
+    InvalidArgument,
+    InvalidKey,
+    InvalidStoreURL,
+    Limits,
+    MiB,
+    MultipartUpload,
+    NotFound,
+    ObjectAttributes,
+    ObjectMeta,
+    ObjectStore,
+    PartToken,
+    PermissionDenied,
+    PreconditionFailed,
+    StoreError,
+    StoreURL,
+    Throttled,
+    TransientError,
+    check_key,
+    clip_range,
+)
+
+UPLOADS_PREFIX = STAGING_PREFIX
+_UPLOAD_KEY_META = "replicator_upload_key"
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+_PART_DIGITS = 5  # max_parts is 50,000: five digits keep every block id the same length
+
+_CONTAINER_NAME = re.compile(r"^(?:\$root|\$web|\$logs|[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9])$")
+_METADATA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]*$")
+_XML_UNSAFE = re.compile("[\x00-\x1f\x7f\ufffe\uffff]")
+_MAX_SEGMENTS = 254
+_NAME_RULE = " (Azure Blob names: at most 1,024 characters, enforced here as UTF-8 bytes)"
+
+_POOL_CONNECTIONS = 128
+_CONNECT_TIMEOUT_S = 10
+_READ_TIMEOUT_S = 120
+_GET_CHUNK = 8 * MiB
+_DATA_BLOCK = 256 * 1024
+_STREAMED_BODY_BYTES = 1 * MiB
+_GET_CONCURRENCY = 4
+_THREAD_HASH_BYTES = 1 * MiB
+_COPY_POLL_S = (0.1, 2.0)
+
+_NO_CREDENTIALS = (
+    "no Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT "
+    "with AZURE_STORAGE_KEY (shared key) or AZURE_STORAGE_SAS_TOKEN"
+)
+
+
+# -- checksums -------------------------------------------------------------------------------
+
+
+async def _md5(data: bytes) -> bytes:
+    """MD5 of ``data``; large buffers are hashed off the event loop (hashlib releases the GIL)."""
+    if len(data) > _THREAD_HASH_BYTES:
+        return await asyncio.to_thread(lambda: hashlib.md5(data, usedforsecurity=False).digest())
+    return hashlib.md5(data, usedforsecurity=False).digest()
+
+
+def _md5_reported(digest: bytes | bytearray | None) -> dict[ChecksumKind, str]:
+    return {ChecksumKind.MD5: base64.b64encode(bytes(digest)).decode()} if digest else {}
+
+
+# -- names and attributes --------------------------------------------------------------------
+
+
+def _name_problem(name: str) -> str | None:
+    """Why Azure cannot hold the blob name ``name`` byte-exact, or None."""
+    if name.startswith(UPLOADS_PREFIX):
+        return f"blob names under {UPLOADS_PREFIX!r} are reserved for in-progress multipart uploads"
+    if "\\" in name:
+        return "Azure Blob names cannot contain '\\': the service turns it into '/'"
+    bad = _XML_UNSAFE.search(name)
+    if bad:
+        return (
+            f"Azure Blob names cannot contain control characters or U+FFFE/U+FFFF "
+            f"(found U+{ord(bad.group()):04X}): listings are XML and cannot carry them"
+        )
+    segments = name.split("/")
+    if len(segments) > _MAX_SEGMENTS:
+        return f"Azure Blob names have at most {_MAX_SEGMENTS} path segments, not {len(segments)}"
+    if any(segment.endswith(".") for segment in segments):
+        return (
+            "Azure Blob names must not have a path segment ending in '.' (URL normalisation "
+            "removes '.' and '..' segments and trailing dots)"
+        )
+    return None
+
+
+def _check_header_value(what: str, value: str, url: str) -> None:
+    if not _HEADER_VALUE.match(value) or value != value.strip(" \t"):
+        raise InvalidArgument(
+            f"{what} must be printable US-ASCII without leading or trailing blanks "
+            "(Azure carries it as an HTTP header)",
+            url=url,
+        )
+
+
+def _check_attributes(attributes: ObjectAttributes, url: str) -> None:
+    for what, value in (
+        ("Content-Type", attributes.content_type),
+        ("Cache-Control", attributes.cache_control),
+        ("Content-Encoding", attributes.content_encoding),
+        ("Content-Disposition", attributes.content_disposition),
+    ):
+        if value is not None:
+            _check_header_value(what, value, url)
+    seen: dict[str, str] = {}
+    for name, value in attributes.user_metadata.items():
+        if not _METADATA_NAME.match(name):
+            raise InvalidArgument(
+                f"user-metadata name {name!r} is not allowed: Azure metadata names must be "
+                "C# identifiers (a letter or '_', then letters, digits or '_')",
+                url=url,
+            )
+        folded = name.lower()
+        if folded in seen:
+            raise InvalidArgument(
+                f"user-metadata names {seen[folded]!r} and {name!r} are the same name on Azure "
+                "(metadata names are case-insensitive)",
+                url=url,
+            )
+        seen[folded] = name
+        _check_header_value(f"user-metadata value of {name!r}", value, url)
+
+
+def _content_settings(attributes: ObjectAttributes) -> ContentSettings:
+    return ContentSettings(
+        content_type=attributes.content_type,
+        content_encoding=attributes.content_encoding,
+        cache_control=attributes.cache_control,
+        content_disposition=attributes.content_disposition,
+    )
+
+
+def _attributes_of(props: BlobProperties) -> ObjectAttributes:
+    settings = props.content_settings
+    return ObjectAttributes(
+        content_type=settings.content_type,
+        cache_control=settings.cache_control,
+        content_encoding=settings.content_encoding,
+        content_disposition=settings.content_disposition,
+        user_metadata=dict(props.metadata or {}),
+    )
+
+
+def _attributes_to_json(name: str, attributes: ObjectAttributes) -> bytes:
+    return json.dumps(
+        {
+            "key": name,
+            "content_type": attributes.content_type,
+            "cache_control": attributes.cache_control,
+            "content_encoding": attributes.content_encoding,
+            "content_disposition": attributes.content_disposition,
+            "user_metadata": dict(attributes.user_metadata),
+        }
+    ).encode()
+
+
+def _attributes_from_json(raw: bytes) -> tuple[str, ObjectAttributes]:
+    doc = json.loads(raw)
+    return doc["key"], ObjectAttributes(
+        content_type=doc["content_type"],
+        cache_control=doc["cache_control"],
+        content_encoding=doc["content_encoding"],
+        content_disposition=doc["content_disposition"],
+        user_metadata=doc["user_metadata"],
+    )
+
+
+def _encode_marker_key(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode()
+
+
+def _decode_marker_key(value: str) -> str:
+    return base64.urlsafe_b64decode(value.encode()).decode()
+
+
+def block_id(upload_id: str, part_number: int) -> str:
+    """The block id of one part, before the SDK base64-encodes it for the wire."""
+    return f"{upload_id}-{part_number:0{_PART_DIGITS}d}"
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def _header(exc: HttpResponseError, name: str) -> str | None:
+    headers: Mapping[str, str] = getattr(exc.response, "headers", None) or {}
+    return headers.get(name)
+
+
+def _error_code(exc: HttpResponseError) -> str:
+    # The storage SDK sets error_code (it rewrites it for create-only conflicts); the header
+    # is the fallback for errors it did not process.
+    code: Any = getattr(exc, "error_code", None) or _header(exc, "x-ms-error-code")
+    if isinstance(code, Enum):
+        code = code.value
+    return str(code) if code else ""
+
+
+def _retry_after(exc: HttpResponseError) -> float | None:
+    raw = _header(exc, "Retry-After")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+# azure-core exports AioHttpTransport through a lazy module __getattr__, so mypy sees Any.
+class _Transport(AioHttpTransport):  # type: ignore[misc]
+    """aiohttp writes a bytes body in one piece, copying what the socket does not take at once
+    into the event loop's transport buffer (and warns about it); a BytesIO body is streamed in
+    chunks. Each attempt gets a fresh stream over the same bytes, so SDK retries still work."""
+
+    def _get_request_data(self, request: Any) -> Any:
+        data = super()._get_request_data(request)
+        if isinstance(data, bytes | bytearray) and len(data) > _STREAMED_BODY_BYTES:
+            return io.BytesIO(data)
+        return data
+
+
+class AzureStore(ObjectStore):
+    scheme: ClassVar[str] = "az"
+    limits = Limits(
+        min_part_size=1,
+        max_part_size=4000 * MiB,
+        max_parts=50_000,
+        max_object_size=50_000 * 4000 * MiB,
+        max_single_put=5000 * MiB,
+        max_key_bytes=1024,
+        native_checksums=frozenset({ChecksumKind.MD5}),
+        multipart=True,
+        server_side_copy=True,
+        versioned_reads=False,
+    )
+
+    def __init__(self, container: str, prefix: str, credentials: Mapping[str, str]) -> None:
+        super().__init__(f"az://{container}/{prefix}")
+        self._container_name = container
+        self._prefix = prefix
+        self._credentials = dict(credentials)
+        self._lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+        self._service: BlobServiceClient | None = None
+        self._container_client: ContainerClient | None = None
+        self._endpoint = "Azure Blob endpoint"
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        if not _CONTAINER_NAME.match(url.container):
+            raise InvalidStoreURL(
+                f"{url.container!r} is not an Azure container name: 3-63 lowercase letters, "
+                "digits and single hyphens, starting and ending with a letter or digit"
+            )
+        names = (
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "AZURE_STORAGE_ACCOUNT",
+            "AZURE_STORAGE_KEY",
+            "AZURE_STORAGE_SAS_TOKEN",
+        )
+        # Read now, not on first use: the store keeps the credentials it was opened with.
+        credentials = {name: os.environ[name] for name in names if os.environ.get(name)}
+        return cls(url.container, url.path, credentials)
+
+    # -- clients -------------------------------------------------------------------------
+
+    def _new_service(self, transport: _Transport) -> BlobServiceClient:
+        options: dict[str, Any] = {
+            "transport": transport,
+            # The engine owns the retry policy; one SDK-level retry at most so that the two
+            # never multiply, with a short back-off instead of the SDK's 15 s.
+            "retry_policy": LinearRetry(backoff=1, random_jitter_range=1, retry_total=1),
+            # Put Blob takes up to 5000 MiB: never let the SDK split a put into blocks.
+            "max_single_put_size": self.limits.max_single_put,
+            "max_chunk_get_size": _GET_CHUNK,
+        }
+        creds = self._credentials
+        connection_string = creds.get("AZURE_STORAGE_CONNECTION_STRING")
+        if connection_string:
+            try:
+                return BlobServiceClient.from_connection_string(connection_string, **options)
+            except ValueError:
+                raise InvalidArgument(
+                    "AZURE_STORAGE_CONNECTION_STRING is malformed", url=self.root_url
+                ) from None
+        account = creds.get("AZURE_STORAGE_ACCOUNT")
+        if not account:
+            raise PermissionDenied(_NO_CREDENTIALS, url=self.root_url)
+        account_url = f"https://{account}.blob.core.windows.net"
+        key = creds.get("AZURE_STORAGE_KEY")
+        if key:
+            return BlobServiceClient(
+                account_url, credential={"account_name": account, "account_key": key}, **options
+            )
+        sas = creds.get("AZURE_STORAGE_SAS_TOKEN")
+        if sas:
+            return BlobServiceClient(account_url, credential=sas.lstrip("?"), **options)
+        raise PermissionDenied(_NO_CREDENTIALS, url=self.root_url)
+
+    async def _container(self) -> ContainerClient:
+        if self._container_client is not None:
+            return self._container_client
+        async with self._lock:
+            if self._container_client is None:
+                session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=_POOL_CONNECTIONS),
+                    cookie_jar=aiohttp.DummyCookieJar(),
+                    auto_decompress=False,
+                    trust_env=True,
+                )
+                transport = _Transport(
+                    session=session,
+                    session_owner=False,
+                    connection_timeout=_CONNECT_TIMEOUT_S,
+                    read_timeout=_READ_TIMEOUT_S,
+                    # The SDK sets 256 KiB on transports it builds; azure-core's default is 4 KiB.
+                    connection_data_block_size=_DATA_BLOCK,
+                )
+                try:
+                    service = self._new_service(transport)
+                except BaseException:
+                    await session.close()
+                    raise
+                parts = urllib.parse.urlsplit(service.url)
+                # Named in error messages: scheme, host and path only, never a SAS query.
+                self._endpoint = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+                self._session = session
+                self._service = service
+                self._container_client = service.get_container_client(self._container_name)
+            return self._container_client
+
+    async def _blob(self, name: str) -> BlobClient:
+        return (await self._container()).get_blob_client(name)
+
+    async def close(self) -> None:
+        async with self._lock:
+            service, session = self._service, self._session
+            self._service = self._session = self._container_client = None
+            if service is not None:
+                await service.close()
+            if session is not None:
+                await session.close()
+
+    # -- error mapping -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, url: str, *, quiet_missing_blob: bool = False) -> Iterator[None]:
+        """Map SDK failures into connectors.base errors. Messages carry the status, the
+        service error code and the request id, never the response body or credentials."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except HttpResponseError as exc:
+            if quiet_missing_blob and _error_code(exc) == "BlobNotFound":
+                return
+            self._raise_http(exc, url)
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise TransientError(
+                f"cannot reach {self._endpoint}: {type(exc).__name__}", url=url
+            ) from None
+        except AzureError as exc:
+            raise TransientError(
+                f"request to {self._endpoint} failed: {type(exc).__name__}", url=url
+            ) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientError(
+                f"cannot reach {self._endpoint}: {type(exc).__name__}", url=url
+            ) from None
+
+    def _raise_http(self, exc: HttpResponseError, url: str) -> NoReturn:
+        status = exc.status_code or 0
+        code = _error_code(exc)
+        request_id = _header(exc, "x-ms-request-id")
+        detail = f"HTTP {status} {code or exc.reason or ''}".strip()
+        if request_id:
+            detail += f", request id {request_id}"
+        if code == "ContainerNotFound":
+            raise NotFound(
+                f"container {self._container_name!r} does not exist ({detail})", url=url
+            ) from None
+        if code in {"BlobAlreadyExists", "ContainerAlreadyExists"}:
+            raise AlreadyExists(f"already exists ({detail})", url=url) from None
+        if code in {"Md5Mismatch", "Crc64Mismatch"}:
+            raise IntegrityError(
+                f"the service received bytes that do not match their checksum ({detail})", url=url
+            ) from None
+        if status == 404:
+            raise NotFound(f"not found ({detail})", url=url) from None
+        if status in {401, 403}:
+            raise PermissionDenied(
+                f"{self._endpoint} refused the credentials or their permissions ({detail}); "
+                "check AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with "
+                "AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN",
+                url=url,
+            ) from None
+        if status in {409, 412}:
+            raise PreconditionFailed(
+                f"the object is not in the state the request requires ({detail})", url=url
+            ) from None
+        if status in {429, 503}:
+            raise Throttled(
+                f"{self._endpoint} is throttling requests ({detail})",
+                url=url,
+                retry_after=_retry_after(exc),
+            ) from None
+        if status >= 500 or status in {0, 408}:
+            raise TransientError(f"{self._endpoint} failed ({detail})", url=url) from None
+        raise InvalidArgument(f"the service refused the request ({detail})", url=url) from None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _name(self, key: str) -> str:
+        name = self._prefix + key
+        url = self.url_for(key)
+        check_key(name, self.limits, url, rule=_NAME_RULE)
+        problem = _name_problem(name)
+        if problem:
+            raise InvalidKey(problem, url=url)
+        return name
+
+    def _meta(self, key: str, props: BlobProperties) -> ObjectMeta:
+        return ObjectMeta(
+            url=self.url_for(key),
+            key=key,
+            size=props.size,
+            etag=props.etag,
+            version=props.version_id,
+            last_modified=props.last_modified,
+            attributes=_attributes_of(props),
+            checksums=_md5_reported(props.content_settings.content_md5),
+        )
+
+    async def _upload(
+        self,
+        client: BlobClient,
+        data: bytes,
+        attributes: ObjectAttributes,
+        md5: bytes,
+        **conditions: Any,
+    ) -> dict[str, Any]:
+        settings = _content_settings(attributes)
+        # x-ms-blob-content-md5 makes head report the MD5; Content-MD5 is the documented
+        # transactional check (both carry the same digest).
+        settings.content_md5 = bytearray(md5)
+        response: dict[str, Any] = await client.upload_blob(
+            data,
+            length=len(data),
+            content_settings=settings,
+            metadata=dict(attributes.user_metadata),
+            headers={"Content-MD5": base64.b64encode(md5).decode()},
+            **conditions,
+        )
+        return response
+
+    # -- objects -------------------------------------------------------------------------
+
+    async def create_container(self) -> None:
+        container = await self._container()
+        with self._errors(self.root_url):
+            try:
+                await container.create_container()
+            except HttpResponseError as exc:
+                if _error_code(exc) != "ContainerAlreadyExists":
+                    raise
+
+    async def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
+        name = self._name(key)
+        client = await self._blob(name)
+        with self._errors(self.url_for(key)):
+            props = await client.get_blob_properties(version_id=version)
+        return self._meta(key, props)
+
+    async def read(
+        self,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        if_match: str | None = None,
+        version: str | None = None,
+    ) -> bytes:
+        name = self._name(key)
+        url = self.url_for(key)
+        if start < 0 or (end is not None and end < start):
+            raise InvalidArgument(f"invalid byte range [{start}, {end})", url=url)
+        client = await self._blob(name)
+        conditions: dict[str, Any] = {"version_id": version}
+        if if_match is not None:
+            conditions.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
+        if end == start:
+            with self._errors(url):
+                props = await client.get_blob_properties(**conditions)
+            clip_range(props.size, start, end, url)
+            return b""
+        with self._errors(url):
+            try:
+                downloader = await client.download_blob(
+                    offset=None if start == 0 and end is None else start,
+                    length=None if end is None else end - start,
+                    max_concurrency=_GET_CONCURRENCY,
+                    # Bytes as stored: a gzip Content-Encoding must not be undone.
+                    decompress=False,
+                    **conditions,
+                )
+            except HttpResponseError as exc:
+                if exc.status_code != 416:
+                    raise
+                if start == 0:
+                    return b""  # only an empty blob refuses a range starting at 0
+                raise InvalidArgument(
+                    f"range start {start} is past the end of the object", url=url
+                ) from None
+            # Azurite answers a range starting exactly at the end with 206 and no bytes where
+            # Azure answers 416; a non-empty range that yields nothing started past the end.
+            if start > 0 and downloader.size == 0:
+                raise InvalidArgument(f"range start {start} is past the end of the object", url=url)
+            data: bytes = await downloader.readall()
+        return data
+
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectMeta:
+        name = self._name(key)
+        url = self.url_for(key)
+        attributes = attributes or ObjectAttributes()
+        _check_attributes(attributes, url)
+        if create_only and if_match is not None:
+            raise InvalidArgument("create_only and if_match exclude each other", url=url)
+        if len(data) > self.limits.max_single_put:
+            raise InvalidArgument(
+                f"{len(data)} bytes exceed Azure's single put limit of "
+                f"{self.limits.max_single_put} bytes; use a multipart upload",
+                url=url,
+            )
+        data = bytes(data)
+        md5 = await _md5(data)
+        conditions: dict[str, Any] = {"overwrite": not create_only}
+        if if_match is not None:
+            conditions.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
+        client = await self._blob(name)
+        with self._errors(url):
+            response = await self._upload(client, data, attributes, md5, **conditions)
+        self._check_echoed_md5(response, md5, url)
+        return ObjectMeta(
+            url=url,
+            key=key,
+            size=len(data),
+            etag=response.get("etag"),
+            version=response.get("version_id"),
+            last_modified=response.get("last_modified"),
+            attributes=attributes,
+            checksums=_md5_reported(md5),
+        )
+
+    @staticmethod
+    def _check_echoed_md5(response: Mapping[str, Any], md5: bytes, url: str) -> None:
+        echoed = response.get("content_md5")
+        if echoed and bytes(echoed) != md5:
+            raise IntegrityError(
+                "the service reports an MD5 other than the one of the bytes sent", url=url
+            )
+
+    async def list(
+        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
+    ) -> AsyncIterator[ObjectMeta]:
+        full_prefix = self._prefix + prefix
+        after = None if start_after is None else self._prefix + start_after
+        container = await self._container()
+        pages = container.list_blobs(
+            name_starts_with=full_prefix or None, include=["metadata"], results_per_page=page_size
+        ).by_page()
+        while True:
+            with self._errors(self.root_url + prefix):
+                try:
+                    page = await anext(pages)
+                except StopAsyncIteration:
+                    return
+                blobs = [blob async for blob in page]
+            for blob in blobs:
+                if blob.name.startswith(UPLOADS_PREFIX):
+                    continue
+                if after is not None and blob.name <= after:
+                    continue
+                yield self._meta(blob.name[len(self._prefix) :], blob)
+
+    async def delete(self, key: str, *, if_match: str | None = None) -> None:
+        name = self._name(key)
+        client = await self._blob(name)
+        conditions: dict[str, Any] = {}
+        if if_match is not None:
+            conditions.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
+        with self._errors(self.url_for(key), quiet_missing_blob=if_match is None):
+            await client.delete_blob(**conditions)
+
+    # -- multipart -----------------------------------------------------------------------
+
+    def _check_upload_id(self, upload_id: str, url: str) -> None:
+        if not _UPLOAD_ID.fullmatch(upload_id):
+            raise NotFound(f"no multipart upload {upload_id!r}", url=url)
+
+    async def create_multipart(
+        self, key: str, *, attributes: ObjectAttributes | None = None
+    ) -> str:
+        name = self._name(key)
+        url = self.url_for(key)
+        attributes = attributes or ObjectAttributes()
+        _check_attributes(attributes, url)
+        upload_id = uuid.uuid4().hex
+        body = _attributes_to_json(name, attributes)
+        marker = await self._blob(UPLOADS_PREFIX + upload_id)
+        marker_attributes = ObjectAttributes(
+            content_type="application/json",
+            user_metadata={_UPLOAD_KEY_META: _encode_marker_key(name)},
+        )
+        with self._errors(url):
+            md5 = await _md5(body)
+            response = await self._upload(marker, body, marker_attributes, md5, overwrite=False)
+        self._check_echoed_md5(response, md5, url)
+        return upload_id
+
+    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
+        # No marker lookup here: a part is one request on the hot path; complete checks it.
+        name = self._name(key)
+        url = self.url_for(key)
+        self._check_upload_id(upload_id, url)
+        if not 1 <= part_number <= self.limits.max_parts:
+            raise InvalidArgument(
+                f"part number {part_number} is outside 1..{self.limits.max_parts}", url=url
+            )
+        if len(data) > self.limits.max_part_size:
+            raise InvalidArgument(
+                f"part of {len(data)} bytes exceeds Azure's block limit of "
+                f"{self.limits.max_part_size} bytes",
+                url=url,
+            )
+        data = bytes(data)
+        md5 = await _md5(data)
+        block = block_id(upload_id, part_number)
+        client = await self._blob(name)
+        with self._errors(url):
+            response = await client.stage_block(
+                block,
+                data,
+                length=len(data),
+                headers={"Content-MD5": base64.b64encode(md5).decode()},
+            )
+        self._check_echoed_md5(response, md5, url)
+        return PartToken(part_number, block, len(data), _md5_reported(md5))
+
+    async def _read_marker(self, upload_id: str, url: str) -> tuple[str, ObjectAttributes] | None:
+        marker = await self._blob(UPLOADS_PREFIX + upload_id)
+        with self._errors(url):
+            try:
+                raw = await (await marker.download_blob()).readall()
+            except HttpResponseError as exc:
+                if _error_code(exc) == "BlobNotFound":
+                    return None
+                raise
+        return _attributes_from_json(raw)
+
+    async def _delete_marker(self, upload_id: str, url: str) -> None:
+        marker = await self._blob(UPLOADS_PREFIX + upload_id)
+        with self._errors(url, quiet_missing_blob=True):
+            await marker.delete_blob()
+
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[PartToken]
+    ) -> ObjectMeta:
+        name = self._name(key)
+        url = self.url_for(key)
+        self._check_upload_id(upload_id, url)
+        ordered = sorted(parts, key=lambda p: p.part_number)
+        numbers = [p.part_number for p in ordered]
+        if len(set(numbers)) != len(numbers):
+            raise InvalidArgument("a part number is given twice", url=url)
+        for part in ordered:
+            if part.token != block_id(upload_id, part.part_number):
+                raise InvalidArgument(
+                    f"part {part.part_number} was not uploaded by upload {upload_id}", url=url
+                )
+        ids = [p.token for p in ordered]
+        client = await self._blob(name)
+        marker = await self._read_marker(upload_id, url)
+        if marker is None:
+            # A retried complete whose first attempt committed and removed the marker.
+            with self._errors(url):
+                try:
+                    committed, _ = await client.get_block_list("committed")
+                except HttpResponseError as exc:
+                    if _error_code(exc) != "BlobNotFound":
+                        raise
+                    committed = []
+            if not ids or [b.id for b in committed] != ids:
+                raise NotFound(f"no multipart upload {upload_id}", url=url)
+        else:
+            marker_name, attributes = marker
+            if marker_name != name:
+                raise NotFound(f"multipart upload {upload_id} is for another key", url=url)
+            with self._errors(url):
+                await client.commit_block_list(
+                    [BlobBlock(block_id=i) for i in ids],
+                    content_settings=_content_settings(attributes),
+                    metadata=dict(attributes.user_metadata),
+                )
+        meta = await self.head(key)
+        expected = sum(p.size for p in ordered)
+        if meta.size != expected:
+            # Never leave a wrong object visible; the marker stays so the upload can be aborted.
+            with contextlib.suppress(StoreError):
+                await self.delete(key, if_match=meta.etag)
+            raise IntegrityError(
+                f"committed blob holds {meta.size} bytes, the parts hold {expected}", url=url
+            )
+        await self._delete_marker(upload_id, url)
+        return meta
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        name = self._name(key)
+        url = self.url_for(key)
+        if not _UPLOAD_ID.fullmatch(upload_id):
+            return
+        marker = await self._blob(UPLOADS_PREFIX + upload_id)
+        with self._errors(url):
+            try:
+                props = await marker.get_blob_properties()
+            except HttpResponseError as exc:
+                if _error_code(exc) != "BlobNotFound":
+                    raise
+                props = None
+        if props is not None and props.metadata.get(_UPLOAD_KEY_META) != _encode_marker_key(name):
+            return  # the upload belongs to another key
+        await self._drop_staged_blocks(name, upload_id, url)
+        if props is not None:
+            with self._errors(url, quiet_missing_blob=True):
+                await marker.delete_blob(
+                    etag=props.etag, match_condition=MatchConditions.IfNotModified
+                )
+
+    async def _drop_staged_blocks(self, name: str, upload_id: str, url: str) -> None:
+        """Delete the uncommitted blocks of this upload now rather than in 7 days, when that
+        is safe: only a blob that was never committed, and only if every block staged on it
+        is this upload's (another upload to the same key keeps its blocks)."""
+        client = await self._blob(name)
+        with self._errors(url):
+            try:
+                _, uncommitted = await client.get_block_list("uncommitted")
+            except HttpResponseError as exc:
+                if _error_code(exc) != "BlobNotFound":
+                    raise
+                return
+        if not uncommitted or any(not b.id.startswith(upload_id) for b in uncommitted):
+            return
+        with self._errors(url):
+            try:
+                await client.get_blob_properties()
+                return  # a committed blob: its name must not be deleted
+            except HttpResponseError as exc:
+                if _error_code(exc) != "BlobNotFound":
+                    raise
+        # If-None-Match: * keeps a blob committed in the meantime (Azure honours it).
+        with contextlib.suppress(NotFound, PreconditionFailed), self._errors(url):
+            await client.delete_blob(match_condition=MatchConditions.IfMissing)
+
+    async def list_multipart_uploads(self, prefix: str = "") -> AsyncIterator[MultipartUpload]:
+        full_prefix = self._prefix + prefix
+        container = await self._container()
+        pages = container.list_blobs(
+            name_starts_with=UPLOADS_PREFIX, include=["metadata"]
+        ).by_page()
+        while True:
+            with self._errors(self.root_url + prefix):
+                try:
+                    page = await anext(pages)
+                except StopAsyncIteration:
+                    return
+                markers = [blob async for blob in page]
+            for marker in markers:
+                upload_id = marker.name[len(UPLOADS_PREFIX) :]
+                encoded = (marker.metadata or {}).get(_UPLOAD_KEY_META)
+                if not _UPLOAD_ID.fullmatch(upload_id) or encoded is None:
+                    continue
+                name = _decode_marker_key(encoded)
+                if name.startswith(full_prefix):
+                    yield MultipartUpload(
+                        name[len(self._prefix) :],
+                        upload_id,
+                        marker.creation_time or marker.last_modified,
+                    )
+
+    # -- server-side copy ----------------------------------------------------------------
+
+    async def copy_within(
+        self,
+        source_key: str,
+        dest_key: str,
+        *,
+        if_match: str | None = None,
+        attributes: ObjectAttributes | None = None,
+    ) -> ObjectMeta:
+        """Copy Blob inside the account. The source is named by its blob URL: the request's
+        own shared key authorises a source in the same account, and with a SAS credential
+        the URL carries the SAS. Azurite copies within one instance synchronously; Azure
+        may answer ``pending``, so the copy status is polled until it settles."""
+        source = await self._blob(self._name(source_key))
+        dest = await self._blob(self._name(dest_key))
+        url = self.url_for(dest_key)
+        if attributes is not None:
+            _check_attributes(attributes, url)
+        options: dict[str, Any] = {}
+        if if_match is not None:
+            options.update(
+                source_etag=if_match, source_match_condition=MatchConditions.IfNotModified
+            )
+        if attributes is not None and attributes.user_metadata:
+            options["metadata"] = dict(attributes.user_metadata)
+        with self._errors(url):
+            response = await dest.start_copy_from_url(source.url, **options)
+            status = response.get("copy_status")
+            delay = _COPY_POLL_S[0]
+            while status == "pending":
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _COPY_POLL_S[1])
+                props = await dest.get_blob_properties()
+                status = props.copy.status
+                if status not in {"pending", "success"}:
+                    raise TransientError(
+                        f"server-side copy ended {status}: {props.copy.status_description}",
+                        url=url,
+                    )
+            if attributes is not None:
+                props = await dest.get_blob_properties()
+                settings = _content_settings(attributes)
+                settings.content_md5 = props.content_settings.content_md5
+                done = await dest.set_http_headers(
+                    settings, etag=props.etag, match_condition=MatchConditions.IfNotModified
+                )
+                if not attributes.user_metadata:
+                    await dest.set_blob_metadata(
+                        {}, etag=done["etag"], match_condition=MatchConditions.IfNotModified
+                    )
+        return await self.head(dest_key)
