@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import InvalidKey, NotFound
+from connectors.base import InvalidArgument, InvalidKey, NotFound
 from connectors.local import LocalStore
 
 
@@ -79,3 +79,19 @@ class TestAtomicity:
             await local.head("a/b")
         with pytest.raises(NotFound):
             await local.head("missing/x")
+
+
+class TestTornParts:
+    async def test_damaged_staged_part_is_caught_at_completion(self, local: LocalStore) -> None:
+        """A part whose bytes changed after it was acknowledged (a torn write after a power
+        loss) fails completion instead of being joined into the object."""
+        upload_id = await local.create_multipart("obj")
+        first = await local.put_part("obj", upload_id, 1, b"a" * 1000)
+        second = await local.put_part("obj", upload_id, 2, b"b" * 1000)
+        staged = local.root / ".replicator-uploads" / upload_id / "00002.part"
+        with open(staged, "r+b") as handle:
+            handle.write(b"\0" * 10)
+        with pytest.raises(InvalidArgument, match="part 2"):
+            await local.complete_multipart("obj", upload_id, [first, second])
+        with pytest.raises(NotFound):
+            await local.head("obj")
