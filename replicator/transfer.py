@@ -423,6 +423,11 @@ class Copier:
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self.concurrency, len(plan.parts))):
                     group.create_task(worker())
+            missing = [p.number for p in plan.parts if p.number not in record.parts]
+            if missing:
+                raise IntegrityError(
+                    f"parts {missing[:10]} were not uploaded; not completing short", url=dest_url
+                )
             tokens = [record.parts[p.number].token for p in plan.parts]
             meta = await self.retry.run(
                 lambda: dest.complete_multipart(dest_key, record.upload_id, tokens),
