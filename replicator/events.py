@@ -327,7 +327,9 @@ def parse_gcs(payload: bytes | str) -> list[ChangeEvent]:
             version=generation,
             sequencer=gcs_sequencer(generation, kind == "delete"),
             size=_size(resource.get("size"), "size") if kind == "put" else None,
-            etag=_optional_string(resource, "etag"),
+            # The generation identifies the content; the JSON API etag also changes on
+            # metadata-only updates, and GCSStore reports the generation as the etag.
+            etag=generation,
             event_time=_timestamp(event_time, "eventTime"),
             origin="gcs",
         )
