@@ -89,8 +89,9 @@ class TestTornParts:
         first = await local.put_part("obj", upload_id, 1, b"a" * 1000)
         second = await local.put_part("obj", upload_id, 2, b"b" * 1000)
         staged = local.root / ".replicator-uploads" / upload_id / "00002.part"
-        with open(staged, "r+b") as handle:
-            handle.write(b"\0" * 10)
+        damaged = bytearray(staged.read_bytes())
+        damaged[:10] = b"\0" * 10
+        staged.write_bytes(bytes(damaged))
         with pytest.raises(InvalidArgument, match="part 2"):
             await local.complete_multipart("obj", upload_id, [first, second])
         with pytest.raises(NotFound):

@@ -24,17 +24,30 @@ async def test_shuffled_event_storm_converges(devstack: StackState, tmp_path: Pa
     suffix = uuid.uuid4().hex[:8]
     source_root = tmp_path / "source"
     source_url, dest_url = f"file://{source_root}/", f"az://conv-{suffix}/"
-    config = DaemonConfig.model_validate({
-        "kafka": {"bootstrap": devstack.env["REPLICATOR_KAFKA_BOOTSTRAP"],
-                  "group": f"g-{suffix}", "partitions": 4, "changes_topic": f"c-{suffix}",
-                  "dlq_topic": f"d-{suffix}", "session_timeout_ms": 2000,
-                  "heartbeat_interval_ms": 300},
-        "catalog": {"url": f"sqlite:///{tmp_path}/catalog.db"},
-        "http": {"host": "127.0.0.1", "port": 0},
-        "copy": {"workers": 64},
-        "routes": [{"name": "conv", "source": source_url, "destinations": [dest_url],
-                    "max_deletes_per_minute": 100_000}],
-    })
+    config = DaemonConfig.model_validate(
+        {
+            "kafka": {
+                "bootstrap": devstack.env["REPLICATOR_KAFKA_BOOTSTRAP"],
+                "group": f"g-{suffix}",
+                "partitions": 4,
+                "changes_topic": f"c-{suffix}",
+                "dlq_topic": f"d-{suffix}",
+                "session_timeout_ms": 2000,
+                "heartbeat_interval_ms": 300,
+            },
+            "catalog": {"url": f"sqlite:///{tmp_path}/catalog.db"},
+            "http": {"host": "127.0.0.1", "port": 0},
+            "copy": {"workers": 64},
+            "routes": [
+                {
+                    "name": "conv",
+                    "source": source_url,
+                    "destinations": [dest_url],
+                    "max_deletes_per_minute": 100_000,
+                }
+            ],
+        }
+    )
     rng = random.Random(20261129)
     source, dest = open_store(source_url), open_store(dest_url)
     await source.create_container()
@@ -53,14 +66,34 @@ async def test_shuffled_event_storm_converges(devstack: StackState, tmp_path: Pa
                 state = f"{key} version {step}".encode()
                 kind = "put"
             sequencer = s3_sequencer(f"{index:08X}{step:04X}")
-            events.append(ChangeEvent(kind, source_url + key, None, sequencer, None, None,
-                                      start + timedelta(seconds=step), "s3"))
+            events.append(
+                ChangeEvent(
+                    kind,
+                    source_url + key,
+                    None,
+                    sequencer,
+                    None,
+                    None,
+                    start + timedelta(seconds=step),
+                    "s3",
+                )
+            )
         final[key] = state
         if state is not None:
             await source.put(key, state)
         if rng.random() < 0.1:  # a delete that arrives for a key that never existed
-            events.append(ChangeEvent("delete", source_url + f"ghost/{index}", None,
-                                      s3_sequencer("01"), None, None, start, "s3"))
+            events.append(
+                ChangeEvent(
+                    "delete",
+                    source_url + f"ghost/{index}",
+                    None,
+                    s3_sequencer("01"),
+                    None,
+                    None,
+                    start,
+                    "s3",
+                )
+            )
     events += rng.sample(events, len(events) // 5)  # duplicates
     rng.shuffle(events)
 
@@ -69,10 +102,14 @@ async def test_shuffled_event_storm_converges(devstack: StackState, tmp_path: Pa
     running = asyncio.create_task(daemon.run(stop, ready))
     await asyncio.wait_for(ready.wait(), 60)
     producer = AsyncProducer(daemon.kafka_settings())
-    publisher = Publisher(producer, daemon.router, changes_topic=config.kafka.changes_topic,
-                          dlq_topic=config.kafka.dlq_topic)
+    publisher = Publisher(
+        producer,
+        daemon.router,
+        changes_topic=config.kafka.changes_topic,
+        dlq_topic=config.kafka.dlq_topic,
+    )
     for start_index in range(0, len(events), 500):
-        await publisher.publish(events[start_index:start_index + 500])
+        await publisher.publish(events[start_index : start_index + 500])
     await producer.close()
 
     async def converged() -> bool:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -21,8 +21,9 @@ from tests.independent import read_object
 
 
 def aws_client(service: str) -> object:
-    return boto3.client(service, endpoint_url=os.environ["AWS_ENDPOINT_URL"],
-                        region_name="us-east-1")
+    return boto3.client(
+        service, endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1"
+    )
 
 
 class Lake:
@@ -38,24 +39,40 @@ class Lake:
         s3.create_bucket(Bucket=self.bucket)  # type: ignore[attr-defined]
         queue_url = sqs.create_queue(QueueName=f"events-{suffix}")["QueueUrl"]  # type: ignore[attr-defined]
         arn = sqs.get_queue_attributes(  # type: ignore[attr-defined]
-            QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            QueueUrl=queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
         s3.put_bucket_notification_configuration(  # type: ignore[attr-defined]
             Bucket=self.bucket,
-            NotificationConfiguration={"QueueConfigurations": [
-                {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]},
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
+                ]
+            },
         )
-        self.config = DaemonConfig.model_validate({
-            "kafka": {"bootstrap": devstack.env["REPLICATOR_KAFKA_BOOTSTRAP"],
-                      "group": f"replicator-{suffix}", "partitions": 4,
-                      "changes_topic": f"changes-{suffix}", "dlq_topic": f"dlq-{suffix}",
-                      "session_timeout_ms": 2000, "heartbeat_interval_ms": 300},
-            "catalog": {"url": f"sqlite:///{tmp_path}/catalog-{suffix}.db"},
-            "http": {"host": "127.0.0.1", "port": 0},
-            "copy": {"part_size": "8MiB", "workers": 16},
-            "sqs": [{"queue_url": queue_url, "wait_s": 1}],
-            "routes": [{"name": "lake", "source": f"s3://{self.bucket}/",
-                        "destinations": [self.gs, self.az]}],
-        })
+        self.config = DaemonConfig.model_validate(
+            {
+                "kafka": {
+                    "bootstrap": devstack.env["REPLICATOR_KAFKA_BOOTSTRAP"],
+                    "group": f"replicator-{suffix}",
+                    "partitions": 4,
+                    "changes_topic": f"changes-{suffix}",
+                    "dlq_topic": f"dlq-{suffix}",
+                    "session_timeout_ms": 2000,
+                    "heartbeat_interval_ms": 300,
+                },
+                "catalog": {"url": f"sqlite:///{tmp_path}/catalog-{suffix}.db"},
+                "http": {"host": "127.0.0.1", "port": 0},
+                "copy": {"part_size": "8MiB", "workers": 16},
+                "sqs": [{"queue_url": queue_url, "wait_s": 1}],
+                "routes": [
+                    {
+                        "name": "lake",
+                        "source": f"s3://{self.bucket}/",
+                        "destinations": [self.gs, self.az],
+                    }
+                ],
+            }
+        )
 
     async def open(self) -> tuple[ObjectStore, ObjectStore, ObjectStore]:
         stores = (open_store(f"s3://{self.bucket}"), open_store(self.gs), open_store(self.az))
@@ -73,8 +90,8 @@ async def until(condition: Callable[[], object], seconds: float = 90) -> None:
 
 
 @pytest.fixture
-async def lake(devstack: StackState, tmp_path: Path) -> AsyncIterator[Lake]:
-    yield Lake(devstack, tmp_path)
+async def lake(devstack: StackState, tmp_path: Path) -> Lake:
+    return Lake(devstack, tmp_path)
 
 
 async def test_notifications_replicate_puts_overwrites_and_deletes(lake: Lake) -> None:
@@ -99,7 +116,7 @@ async def test_notifications_replicate_puts_overwrites_and_deletes(lake: Lake) -
                     try:
                         if read_object(dest.url_for(key)) != data:
                             return False
-                    except Exception:  # noqa: BLE001 - not there yet
+                    except Exception:
                         return False
             return True
 
@@ -117,7 +134,7 @@ async def test_notifications_replicate_puts_overwrites_and_deletes(lake: Lake) -
                 await gs.head("empty")
             except NotFound:
                 return True
-            except Exception:  # noqa: BLE001 - not there yet
+            except Exception:
                 return False
             return False
 

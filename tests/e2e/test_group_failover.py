@@ -28,7 +28,7 @@ async def test_sigkill_of_one_member_loses_nothing(devstack: StackState, tmp_pat
     config = tmp_path / "replicator.toml"
     config.write_text(f"""
 [kafka]
-bootstrap = "{devstack.env['REPLICATOR_KAFKA_BOOTSTRAP']}"
+bootstrap = "{devstack.env["REPLICATOR_KAFKA_BOOTSTRAP"]}"
 group = "g-{suffix}"
 partitions = 4
 changes_topic = "{changes}"
@@ -59,20 +59,36 @@ destinations = ["{dest_url}"]
 
     async def start() -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "replicator", "run", "--config", str(config),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            sys.executable,
+            "-m",
+            "replicator",
+            "run",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
 
     doomed, survivor = await start(), await start()
     producer = AsyncProducer(settings)
-    publisher = Publisher(producer, Router(load_config({"routes": [
-        {"name": "failover", "source": source_url, "destinations": [dest_url]}]})),
-        changes_topic=changes, dlq_topic=dlq)
+    publisher = Publisher(
+        producer,
+        Router(
+            load_config(
+                {"routes": [{"name": "failover", "source": source_url, "destinations": [dest_url]}]}
+            )
+        ),
+        changes_topic=changes,
+        dlq_topic=dlq,
+    )
     now = datetime.now(UTC)
     try:
-        await publisher.publish([
-            ChangeEvent("put", source_url + key, None, "", len(data), None, now, "scan")
-            for key, data in payloads.items()
-        ])
+        await publisher.publish(
+            [
+                ChangeEvent("put", source_url + key, None, "", len(data), None, now, "scan")
+                for key, data in payloads.items()
+            ]
+        )
 
         async def replicated() -> int:
             return len([m async for m in dest.list()])

@@ -21,8 +21,9 @@ TOKEN = "s3cr3t-token"
 
 
 class Receiver:
-    def __init__(self, base: str, publisher: Publisher, settings: KafkaSettings,
-                 changes: str, dlq: str) -> None:
+    def __init__(
+        self, base: str, publisher: Publisher, settings: KafkaSettings, changes: str, dlq: str
+    ) -> None:
         self.base = base
         self.publisher = publisher
         self.settings = settings
@@ -30,9 +31,15 @@ class Receiver:
         self.dlq = dlq
 
     def read(self, topic: str, expected: int) -> list[tuple[bytes | None, bytes | None]]:
-        consumer = Consumer({"bootstrap.servers": self.settings.bootstrap,
-                             "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest",
-                             "session.timeout.ms": 2000, "heartbeat.interval.ms": 300})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.bootstrap,
+                "group.id": uuid.uuid4().hex,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 2000,
+                "heartbeat.interval.ms": 300,
+            }
+        )
         consumer.subscribe([topic])
         found: list[tuple[bytes | None, bytes | None]] = []
         try:
@@ -54,11 +61,17 @@ async def receiver(devstack: StackState) -> AsyncIterator[Receiver]:
     changes, dlq = f"changes-{suffix}", f"dlq-{suffix}"
     ensure_topics(settings, {changes: 2, dlq: 1})
     producer = AsyncProducer(settings)
-    router = Router(load_config({"routes": [
-        {"name": "s3", "source": "s3://lake/", "destinations": ["gs://copy/"]},
-        {"name": "gcs", "source": "gs://ml/", "destinations": ["az://copy/"]},
-        {"name": "azure", "source": "az://lake/", "destinations": ["s3://copy/"]},
-    ]}))
+    router = Router(
+        load_config(
+            {
+                "routes": [
+                    {"name": "s3", "source": "s3://lake/", "destinations": ["gs://copy/"]},
+                    {"name": "gcs", "source": "gs://ml/", "destinations": ["az://copy/"]},
+                    {"name": "azure", "source": "az://lake/", "destinations": ["s3://copy/"]},
+                ]
+            }
+        )
+    )
     publisher = Publisher(producer, router, changes_topic=changes, dlq_topic=dlq)
     app = web.Application()
     add_ingest_routes(app, publisher, TOKEN)
@@ -72,30 +85,37 @@ async def receiver(devstack: StackState) -> AsyncIterator[Receiver]:
     await producer.close()
 
 
-async def post(url: str, body: bytes, token: str | None = TOKEN,
-               headers: dict[str, str] | None = None) -> tuple[int, str]:
+async def post(
+    url: str, body: bytes, token: str | None = TOKEN, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     auth = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as session, session.post(
-        url, data=body, headers={**auth, **(headers or {})}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers={**auth, **(headers or {})}) as response,
+    ):
         return response.status, await response.text()
 
 
 async def test_each_cloud_format_is_published_keyed_by_source(receiver: Receiver) -> None:
     """S3 (SQS body and SNS envelope), GCS push and Event Grid bodies land on the changes
     topic, keyed by the source object URL."""
-    for path, sample in [("/ingest/s3", "s3_sqs_put.json"), ("/ingest/s3", "s3_sns_envelope.json"),
-                         ("/ingest/gcs", "gcs_finalize_push.json"),
-                         ("/ingest/azure", "azure_eventgrid_created.json")]:
+    for path, sample in [
+        ("/ingest/s3", "s3_sqs_put.json"),
+        ("/ingest/s3", "s3_sns_envelope.json"),
+        ("/ingest/gcs", "gcs_finalize_push.json"),
+        ("/ingest/azure", "azure_eventgrid_created.json"),
+    ]:
         status, _ = await post(receiver.base + path, (SAMPLES / sample).read_bytes())
         assert status == 202, sample
     keys = sorted(key or b"" for key, _ in receiver.read(receiver.changes, 4))
-    assert keys == sorted([
-        "s3://lake/clickstream/My Summer! photo €.jpg".encode(),
-        b"s3://lake/sns/key with spaces",
-        "gs://ml/datasets/tokens ü.bin".encode(),
-        b"az://lake/clickstream/day 1/part-0.parquet",
-    ])
+    assert keys == sorted(
+        [
+            "s3://lake/clickstream/My Summer! photo €.jpg".encode(),
+            b"s3://lake/sns/key with spaces",
+            "gs://ml/datasets/tokens ü.bin".encode(),
+            b"az://lake/clickstream/day 1/part-0.parquet",
+        ]
+    )
 
 
 async def test_wrong_or_missing_token_is_refused(receiver: Receiver) -> None:
@@ -120,15 +140,21 @@ async def test_poison_goes_to_the_dlq_and_ingestion_goes_on(receiver: Receiver) 
 
 
 async def test_event_grid_handshakes(receiver: Receiver) -> None:
-    status, text = await post(receiver.base + "/ingest/azure",
-                              (SAMPLES / "azure_validation.json").read_bytes())
+    status, text = await post(
+        receiver.base + "/ingest/azure", (SAMPLES / "azure_validation.json").read_bytes()
+    )
     assert status == 200
     assert "512d38b6-c7b8-40c8-89fe-f46f9e9622b6" in text
-    async with aiohttp.ClientSession() as session, session.options(
-        receiver.base + "/ingest/azure",
-        headers={"Authorization": f"Bearer {TOKEN}",
-                 "WebHook-Request-Origin": "eventgrid.azure.net"},
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.options(
+            receiver.base + "/ingest/azure",
+            headers={
+                "Authorization": f"Bearer {TOKEN}",
+                "WebHook-Request-Origin": "eventgrid.azure.net",
+            },
+        ) as response,
+    ):
         assert response.status == 200
         assert response.headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
 
@@ -143,9 +169,15 @@ async def test_unrouted_events_are_filtered(receiver: Receiver) -> None:
 
 async def test_sns_confirmation_refuses_foreign_hosts(receiver: Receiver) -> None:
     """A SubscribeURL outside the allowed hosts is never fetched."""
-    body = (SAMPLES / "s3_sns_subscription_confirmation.json").read_bytes().replace(
-        b"sns.us-west-2.amazonaws.com", b"evil.example.com")
-    status, text = await post(receiver.base + "/ingest/s3", body,
-                              headers={"x-amz-sns-message-type": "SubscriptionConfirmation"})
+    body = (
+        (SAMPLES / "s3_sns_subscription_confirmation.json")
+        .read_bytes()
+        .replace(b"sns.us-west-2.amazonaws.com", b"evil.example.com")
+    )
+    status, text = await post(
+        receiver.base + "/ingest/s3",
+        body,
+        headers={"x-amz-sns-message-type": "SubscriptionConfirmation"},
+    )
     assert status == 400
     assert "not allowed" in text

@@ -107,7 +107,11 @@ def test_sizes() -> None:
 
 
 def test_overlapping_sources_are_refused() -> None:
-    inner = {**BASE["routes"][0], "name": "inner", "source": "s3://lake/clickstream/eu/",
-             "destinations": ["gs://other/"]}
+    inner = {
+        **BASE["routes"][0],
+        "name": "inner",
+        "source": "s3://lake/clickstream/eu/",
+        "destinations": ["gs://other/"],
+    }
     with pytest.raises(ConfigError, match="overlap"):
         load_config({"routes": [BASE["routes"][0], inner]})
