@@ -18,7 +18,9 @@ import typer
 from connectors import open_object
 from connectors.base import StoreError
 from replicator import devstack as devstack_module
-from replicator.errors import ReplicatorError
+from replicator import logs
+from replicator.catalog.cli import catalog_app, status_command
+from replicator.errors import ConfigError, ReplicatorError
 from replicator.units import parse_size
 
 if TYPE_CHECKING:
@@ -43,6 +45,27 @@ devstack_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(devstack_app, name="devstack")
+
+
+@app.callback()
+def _global_options(
+    log_level: Annotated[
+        str, typer.Option(envvar="REPLICATOR_LOG_LEVEL", help="debug, info, warning or error.")
+    ] = "warning",
+    log_format: Annotated[
+        str, typer.Option(envvar="REPLICATOR_LOG_FORMAT", help="console or json (for containers).")
+    ] = "console",
+) -> None:
+    if log_format not in ("console", "json"):
+        raise ConfigError(f"--log-format must be console or json, not {log_format!r}")
+    try:
+        logs.configure(log_level, "json" if log_format == "json" else "console")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+app.add_typer(catalog_app, name="catalog")
+app.command("status")(status_command)
 uploads_app = typer.Typer(
     help="Multipart uploads left in progress (for example by a killed process).",
     no_args_is_help=True,
@@ -156,6 +179,14 @@ def cp(
         "256MiB"
     ),
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    catalog: Annotated[
+        str | None,
+        typer.Option(
+            envvar="REPLICATOR_CATALOG",
+            help="Keep the upload journal in this catalog, so a killed copy resumes from its "
+            "completed parts (sqlite:///PATH or postgresql://...).",
+        ),
+    ] = None,
 ) -> None:
     """Copy one object between any two stores, verified end to end."""
     from replicator.transfer import ByteBudget, Copier
@@ -165,7 +196,7 @@ def cp(
         concurrency=concurrency,
         budget=ByteBudget(parse_size(memory)),
     )
-    result = run_until_signalled(_copy_one(copier, source, destination))
+    result = run_until_signalled(_copy_one(copier, source, destination, catalog))
     summary = result.summary()
     if json_output:
         typer.echo(json.dumps(summary))
@@ -180,13 +211,24 @@ def cp(
     )
 
 
-async def _copy_one(copier: Copier, source_url: str, dest_url: str) -> CopyResult:
+async def _copy_one(
+    copier: Copier, source_url: str, dest_url: str, catalog_url: str | None
+) -> CopyResult:
+    from replicator.catalog import open_catalog
+
     source, source_key = open_object(source_url)
     if dest_url.endswith("/"):
         dest_url += source_key.rsplit("/", 1)[-1]
     dest, dest_key = open_object(dest_url)
-    async with source, dest:
-        return await copier.copy(source, source_key, dest, dest_key)
+    catalog = await open_catalog(catalog_url) if catalog_url else None
+    if catalog is not None:
+        copier.journal = catalog.journal()
+    try:
+        async with source, dest:
+            return await copier.copy(source, source_key, dest, dest_key)
+    finally:
+        if catalog is not None:
+            await catalog.close()
 
 
 def main() -> None:

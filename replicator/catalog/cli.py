@@ -1,0 +1,303 @@
+"""``replicator catalog ...`` and ``replicator status``: queries of the federated lake.
+
+Every command takes ``--catalog URL`` (or ``REPLICATOR_CATALOG``; default: the embedded SQLite
+file) and ``--json`` (one JSON document, or JSON lines for listings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from replicator.catalog.database import DEFAULT_CATALOG_URL
+from replicator.catalog.model import CatalogError, LocationSpec, Role
+from replicator.catalog.repository import Catalog, open_catalog
+from replicator.catalog.views import ExportFormat, plain
+from replicator.lag import RouteLag
+from replicator.units import parse_duration
+
+T = TypeVar("T")
+
+catalog_app = typer.Typer(
+    help="The metadata catalog: datasets, their objects and where fresh copies are.",
+    no_args_is_help=True,
+)
+
+CatalogURL = Annotated[
+    str,
+    typer.Option(
+        "--catalog",
+        envvar="REPLICATOR_CATALOG",
+        help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB[?schema=NAME]",
+    ),
+]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Limit = Annotated[int, typer.Option(min=1, max=10_000, help="At most this many rows.")]
+
+
+def _run(url: str, work: Callable[[Catalog], Awaitable[T]], **options: Any) -> T:
+    async def main() -> T:
+        catalog = await open_catalog(url, **options)
+        try:
+            return await work(catalog)
+        finally:
+            await catalog.close()
+
+    return asyncio.run(main())
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(plain(value)))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    )
+
+
+def _duration(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _location(text: str, role: Role) -> LocationSpec:
+    """``URL`` or ``URL@REGION``; location URLs end with '/', so the region follows '/@'."""
+    url, marker, region = text.rpartition("/@")
+    if not marker:
+        return LocationSpec(text, role)
+    return LocationSpec(url + "/", role, region)
+
+
+def _split_object(path: str) -> tuple[str, str]:
+    dataset, _, rest = path.partition("/")
+    return dataset, rest
+
+
+@catalog_app.command("add-dataset")
+def add_dataset(
+    name: Annotated[str, typer.Argument(help="Dataset name, e.g. clickstream")],
+    source: Annotated[
+        list[str] | None,
+        typer.Option(help="Source location URL ending in '/', optionally @REGION. Repeatable."),
+    ] = None,
+    replica: Annotated[
+        list[str] | None,
+        typer.Option(help="Replica location URL ending in '/', optionally @REGION. Repeatable."),
+    ] = None,
+    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    json_output: JsonOutput = False,
+) -> None:
+    """Create a dataset, or add locations to it: a logical name over store prefixes."""
+    specs = [_location(s, Role.SOURCE) for s in source or []]
+    specs += [_location(r, Role.REPLICA) for r in replica or []]
+    if not specs:
+        raise CatalogError("give at least one --source or --replica location")
+    dataset = _run(catalog, lambda c: c.add_dataset(name, specs))
+    if json_output:
+        _echo_json(dataset)
+        return
+    for loc in dataset.locations:
+        typer.echo(f"{dataset.name}  {loc.role.value:<7}  {loc.url}  {loc.region or '-'}")
+
+
+@catalog_app.command("datasets")
+def datasets_command(
+    catalog: CatalogURL = DEFAULT_CATALOG_URL, json_output: JsonOutput = False
+) -> None:
+    """List datasets and their locations."""
+    found = _run(catalog, lambda c: c.datasets())
+    if json_output:
+        for dataset in found:
+            _echo_json(dataset)
+        return
+    rows = [
+        (d.name, loc.role.value, loc.store, loc.region, loc.url)
+        for d in found
+        for loc in d.locations
+    ]
+    typer.echo(_table(("DATASET", "ROLE", "STORE", "REGION", "LOCATION"), rows))
+
+
+@catalog_app.command("ls")
+def ls_command(
+    path: Annotated[str, typer.Argument(help="DATASET or DATASET/PREFIX")],
+    after: Annotated[str | None, typer.Option(help="Start after this key (paging).")] = None,
+    limit: Limit = 1000,
+    include_deleted: Annotated[bool, typer.Option(help="List deleted objects too.")] = False,
+    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    json_output: JsonOutput = False,
+) -> None:
+    """List objects with every location and whether it holds the newest version."""
+    dataset, prefix = _split_object(path)
+    entries = _run(
+        catalog,
+        lambda c: c.ls(dataset, prefix, after=after, limit=limit, include_deleted=include_deleted),
+    )
+    if json_output:
+        for entry in entries:
+            _echo_json(entry)
+        return
+    rows = []
+    for entry in entries:
+        where = " ".join(
+            f"{loc.region or loc.location.partition('://')[0]}:"
+            f"{'fresh' if loc.fresh else loc.state}"
+            for loc in entry.locations
+        )
+        rows.append((entry.key, entry.size, entry.source_event_time.isoformat(), where))
+    typer.echo(_table(("KEY", "SIZE", "CHANGED", "LOCATIONS"), rows))
+
+
+@catalog_app.command("locate")
+def locate_command(
+    path: Annotated[str, typer.Argument(help="DATASET/KEY")],
+    prefer: Annotated[
+        str | None, typer.Option(help="Preferred region label or store kind (s3, gs, az, file).")
+    ] = None,
+    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    json_output: JsonOutput = False,
+) -> None:
+    """Print the URL of the best fresh copy of one object (never a stale replica)."""
+    dataset, key = _split_object(path)
+    if not key:
+        raise CatalogError("give DATASET/KEY")
+    found = _run(catalog, lambda c: c.locate(dataset, key, prefer))
+    if json_output:
+        _echo_json(found)
+    else:
+        typer.echo(found.url)
+
+
+@catalog_app.command("stale")
+def stale_command(
+    route: Annotated[
+        str | None,
+        typer.Option(help="Only this route: 'SOURCE -> DESTINATION' or a destination location."),
+    ] = None,
+    limit: Limit = 1000,
+    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    json_output: JsonOutput = False,
+) -> None:
+    """List replicas behind their source (pending, failed or stale), oldest first."""
+    source: str | None = None
+    destination = route
+    if route is not None and "->" in route:
+        source, _, destination = (part.strip() for part in route.partition("->"))
+    found = _run(catalog, lambda c: c.stale(destination=destination, source=source, limit=limit))
+    if json_output:
+        for replica in found:
+            _echo_json(replica)
+        return
+    now = datetime.now(UTC)
+    rows = [
+        (
+            r.state.value,
+            _duration((now - r.pending_since).total_seconds()) if r.pending_since else None,
+            r.attempts,
+            r.url,
+            r.last_error,
+        )
+        for r in found
+    ]
+    typer.echo(_table(("STATE", "BEHIND", "ATTEMPTS", "REPLICA", "LAST ERROR"), rows))
+
+
+@catalog_app.command("export")
+def export_command(
+    output: Annotated[str, typer.Option(help="File to write ('-': standard output, jsonl only).")],
+    format_: Annotated[ExportFormat, typer.Option("--format", help="parquet or jsonl")] = "parquet",
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    json_output: JsonOutput = False,
+) -> None:
+    """Export one row per (object, location) for lake tools (Spark, DuckDB, pandas...)."""
+    # pyarrow is imported only by the command that needs it: it slows every CLI start.
+    from replicator.catalog.export import export_catalog
+
+    rows = _run(catalog, lambda c: export_catalog(c, output, format_, dataset))
+    summary = {"rows": rows, "format": format_, "output": output}
+    if json_output and output != "-":
+        _echo_json(summary)
+    else:
+        typer.echo(f"exported {rows} rows to {output} ({format_})", err=True)
+
+
+@catalog_app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+) -> None:
+    """Serve the catalog queries and the lag metrics over HTTP (read-only JSON, /metrics)."""
+    from replicator.catalog.http import serve
+
+    asyncio.run(serve(catalog, host, port, log=lambda line: typer.echo(line, err=True)))
+
+
+def status_command(
+    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    json_output: JsonOutput = False,
+    slo: Annotated[
+        str, typer.Option(help="Latency objective: slower changes count as missed, e.g. 15m.")
+    ] = "15m",
+    window: Annotated[
+        str | None,
+        typer.Option(help="Latency figures over changes applied this recently, e.g. 1h."),
+    ] = None,
+) -> None:
+    """Consistency lag per route: pending, failed, latency, oldest pending, watermark."""
+    since = datetime.now(UTC) - parse_duration(window) if window else None
+    lags = _run(catalog, lambda c: c.route_lag(since=since), slo=parse_duration(slo))
+    now = datetime.now(UTC)
+    if json_output:
+        for lag in lags:
+            typer.echo(json.dumps(lag.as_dict(now)))
+        return
+    typer.echo(_status_table(lags, now))
+
+
+def _status_table(lags: Sequence[RouteLag], now: datetime) -> str:
+    rows = [
+        (
+            str(lag.route),
+            lag.pending_ops,
+            lag.pending_bytes,
+            lag.failed_ops,
+            _duration(lag.latency_max_seconds),
+            _duration(lag.latency_p50_seconds),
+            _duration(lag.latency_p99_seconds),
+            lag.slo_missed,
+            _duration(lag.oldest_pending_age(now)),
+            lag.watermark.isoformat(timespec="seconds") if lag.watermark else None,
+        )
+        for lag in lags
+    ]
+    headers = (
+        "ROUTE",
+        "PENDING",
+        "BYTES PENDING",
+        "FAILED",
+        "LATENCY",
+        "P50",
+        "P99",
+        "SLO MISSED",
+        "OLDEST PENDING",
+        "WATERMARK",
+    )
+    return _table(headers, rows) if rows else "no routes in the catalog yet"

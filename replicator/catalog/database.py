@@ -1,0 +1,167 @@
+"""Opening the catalog database: URL forms, engines, connection settings and migrations.
+
+Catalog URLs:
+
+* ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (``~`` is expanded): the
+  embedded default, in WAL mode with ``synchronous=FULL`` so that a committed row survives a
+  power cut. Writes go through one connection that takes the write lock when its transaction
+  begins (``BEGIN IMMEDIATE``), so a transaction never has to upgrade a read lock and fail;
+  reads use their own pool and never wait for writes.
+* ``postgresql://user@host:port/db`` (or ``postgres://``), optionally ``?schema=NAME`` to keep
+  the tables in their own schema (created if missing): several daemons share it.
+
+Migrations (Alembic, ``replicator/catalog/migrations``) run on every open, under a lock that
+makes concurrent opens by several daemons safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Table, event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from replicator.catalog.model import CatalogError
+
+DEFAULT_CATALOG_PATH = Path.home() / ".local" / "state" / "replicator" / "catalog.db"
+DEFAULT_CATALOG_URL = f"sqlite:///{DEFAULT_CATALOG_PATH}"
+MIGRATIONS = Path(__file__).parent / "migrations"
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# Any fixed number: every process that migrates a catalog takes the same advisory lock.
+_MIGRATION_LOCK = 0x7265706C
+
+
+Backend = Literal["sqlite", "postgresql"]
+
+
+@dataclass(frozen=True)
+class Database:
+    """Engines of one open catalog: ``writer`` for transactions that write, ``reader`` for
+    queries (the same engine on PostgreSQL)."""
+
+    backend: Backend
+    display_url: str
+    writer: AsyncEngine
+    reader: AsyncEngine
+
+    async def dispose(self) -> None:
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()
+
+
+def dialect_insert(backend: Backend, table: Table) -> Any:
+    """The backend's INSERT construct, the one with ``on_conflict_do_update`` (both dialects
+    spell upserts the same way, from different classes)."""
+    return sqlite_insert(table) if backend == "sqlite" else pg_insert(table)
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise CatalogError(
+            f"invalid catalog URL {url!r}: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+        ) from None
+
+
+async def open_database(url: str) -> Database:
+    """Connect to the catalog at ``url`` and bring its schema up to date."""
+    parsed = _parse(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = await _open_sqlite(parsed)
+    elif backend in ("postgresql", "postgres"):
+        database = _open_postgresql(parsed)
+    else:
+        raise CatalogError(
+            f"unsupported catalog URL {parsed.render_as_string(hide_password=True)!r}: "
+            "use sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+        )
+    try:
+        await _migrate(database, parsed.query.get("schema"))
+    except BaseException:
+        await database.dispose()
+        raise
+    return database
+
+
+async def _open_sqlite(parsed: URL) -> Database:
+    if not parsed.database or parsed.database == ":memory:":
+        raise CatalogError("the catalog needs a SQLite file: sqlite:///PATH")
+    path = await asyncio.to_thread(_prepare_file, parsed.database)
+    driver_url = URL.create("sqlite+aiosqlite", database=str(path))
+    # One writer connection: SQLite takes one writer at a time anyway, and the catalog batches
+    # concurrent writes into shared transactions instead of queueing on the file lock.
+    writer = create_async_engine(driver_url, pool_size=1, max_overflow=0)
+    reader = create_async_engine(driver_url)
+    _sqlite_settings(writer, begin="BEGIN IMMEDIATE")
+    _sqlite_settings(reader, begin="BEGIN")
+    return Database("sqlite", f"sqlite:///{path}", writer, reader)
+
+
+def _prepare_file(database: str) -> Path:
+    path = Path(database).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sqlite_settings(engine: AsyncEngine, *, begin: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def configure(dbapi_connection: Any, _record: Any) -> None:
+        # Transactions are begun explicitly below, not by the driver's own guesswork.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL",
+            "PRAGMA busy_timeout=30000",
+            "PRAGMA foreign_keys=ON",
+            # The default 2 MiB page cache thrashes once the catalog has ~100k objects.
+            "PRAGMA cache_size=-32768",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def start(connection: Connection) -> None:
+        connection.exec_driver_sql(begin)
+
+
+def _open_postgresql(parsed: URL) -> Database:
+    schema = parsed.query.get("schema")
+    connect_args: dict[str, Any] = {}
+    if schema is not None:
+        if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+            raise CatalogError(f"invalid schema name {schema!r} in the catalog URL")
+        connect_args["server_settings"] = {"search_path": schema}
+    driver_url = parsed.set(drivername="postgresql+asyncpg").difference_update_query(["schema"])
+    engine = create_async_engine(driver_url, connect_args=connect_args, pool_size=10)
+    return Database("postgresql", parsed.render_as_string(hide_password=True), engine, engine)
+
+
+async def _migrate(database: Database, schema: str | tuple[str, ...] | None) -> None:
+    async with database.writer.begin() as connection:
+        if database.backend == "postgresql":
+            await connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
+            if isinstance(schema, str):
+                quoted = connection.dialect.identifier_preparer.quote_schema(schema)
+                await connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
+        await connection.run_sync(_upgrade)
+
+
+def _upgrade(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

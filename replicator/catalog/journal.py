@@ -1,0 +1,130 @@
+"""The copy engine's upload journal, kept in the catalog so a copy resumes after a crash.
+
+A multipart upload's id and every completed part (its token, checksums and fingerprint block
+digests) are committed as the engine reports them. A new process asking for the same
+destination and source version gets them back, and the engine uploads only the missing parts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, delete, select
+
+from connectors.base import ChecksumKind, PartToken
+from replicator.catalog.database import Database, dialect_insert
+from replicator.catalog.schema import upload_parts, uploads
+from replicator.transfer import DonePart, UploadRecord
+
+
+class CatalogJournal:
+    """An ``UploadJournal`` (see ``replicator.transfer``) persisted in the catalog database."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def find(self, dest_url: str, source_version: str) -> UploadRecord | None:
+        async with self._db.reader.connect() as conn:
+            head = (
+                await conn.execute(
+                    select(uploads).where(
+                        uploads.c.dest_url == dest_url, uploads.c.source_version == source_version
+                    )
+                )
+            ).one_or_none()
+            if head is None:
+                return None
+            parts = (
+                await conn.execute(
+                    select(upload_parts).where(
+                        upload_parts.c.dest_url == dest_url,
+                        upload_parts.c.upload_id == head.upload_id,
+                    )
+                )
+            ).all()
+        record = UploadRecord(
+            dest_url=head.dest_url,
+            upload_id=head.upload_id,
+            source_url=head.source_url,
+            source_version=head.source_version,
+            part_size=head.part_size,
+            size=head.size,
+        )
+        for part in parts:
+            token = PartToken(
+                part_number=part.part_number,
+                token=part.token,
+                size=part.size,
+                checksums={ChecksumKind(k): v for k, v in part.checksums.items()},
+            )
+            digests = tuple((int(i), bytes.fromhex(h)) for i, h in part.block_digests)
+            record.parts[part.part_number] = DonePart(token, part.crc32c, digests)
+        return record
+
+    async def started(self, record: UploadRecord) -> None:
+        """Remember a new upload; it replaces any older one to the same destination."""
+        async with self._db.writer.begin() as conn:
+            await conn.execute(
+                delete(upload_parts).where(upload_parts.c.dest_url == record.dest_url)
+            )
+            stmt = dialect_insert(self._db.backend, uploads).values(
+                dest_url=record.dest_url,
+                upload_id=record.upload_id,
+                source_url=record.source_url,
+                source_version=record.source_version,
+                part_size=record.part_size,
+                size=record.size,
+                started_at=_now(),
+            )
+            replaced = {c.name: stmt.excluded[c.name] for c in uploads.c if c.name != "dest_url"}
+            await conn.execute(
+                stmt.on_conflict_do_update(index_elements=["dest_url"], set_=replaced)
+            )
+        for part in list(record.parts.values()):
+            await self.part_done(record, part)
+
+    async def part_done(self, record: UploadRecord, part: DonePart) -> None:
+        token = part.token
+        async with self._db.writer.begin() as conn:
+            stmt = dialect_insert(self._db.backend, upload_parts).values(
+                dest_url=record.dest_url,
+                upload_id=record.upload_id,
+                part_number=token.part_number,
+                token=token.token,
+                size=token.size,
+                checksums={str(k): v for k, v in token.checksums.items()},
+                crc32c=part.crc32c,
+                block_digests=[[i, digest.hex()] for i, digest in part.block_digests],
+            )
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["dest_url", "upload_id", "part_number"],
+                    set_={
+                        c: stmt.excluded[c]
+                        for c in ("token", "size", "checksums", "crc32c", "block_digests")
+                    },
+                )
+            )
+        # Only once it is durable: the engine completes the upload from this map.
+        record.parts[token.part_number] = part
+
+    async def finished(self, record: UploadRecord) -> None:
+        """Forget an upload that was completed or aborted (only that one, by its id)."""
+        async with self._db.writer.begin() as conn:
+            await conn.execute(
+                delete(upload_parts).where(
+                    and_(
+                        upload_parts.c.dest_url == record.dest_url,
+                        upload_parts.c.upload_id == record.upload_id,
+                    )
+                )
+            )
+            await conn.execute(
+                delete(uploads).where(
+                    uploads.c.dest_url == record.dest_url, uploads.c.upload_id == record.upload_id
+                )
+            )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,227 @@
+"""Values the catalog takes and returns; no I/O here."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from replicator.errors import ReplicatorError
+
+if TYPE_CHECKING:
+    from replicator.events import ChangeEvent
+    from replicator.transfer import CopyResult
+
+
+class CatalogError(ReplicatorError):
+    """A catalog request that cannot be served as asked (unknown names, bad URLs)."""
+
+
+class UnknownDataset(CatalogError):
+    pass
+
+
+class UnknownLocation(CatalogError):
+    pass
+
+
+class Role(enum.StrEnum):
+    SOURCE = "source"
+    REPLICA = "replica"
+
+
+class ReplicaState(enum.StrEnum):
+    """Where one replica stands against its source.
+
+    ``pending``: a change was accepted and is not yet applied; ``failed``: the last attempt
+    failed (it stays pending work); ``stale``: found behind its source without queued work (by a
+    reconciliation); ``replicated`` and ``deleted``: the change is applied and verified.
+    """
+
+    PENDING = "pending"
+    REPLICATED = "replicated"
+    FAILED = "failed"
+    STALE = "stale"
+    DELETED = "deleted"
+
+
+APPLIED = (ReplicaState.REPLICATED, ReplicaState.DELETED)
+UNAPPLIED = (ReplicaState.PENDING, ReplicaState.FAILED, ReplicaState.STALE)
+
+
+class Acceptance(enum.StrEnum):
+    """What the per-key high-water made of a change.
+
+    ``new``: newer than anything seen for the key; ``duplicate``: the newest change seen, again
+    (redoing it is safe: nothing rolls back, and the copy skips what is already there);
+    ``stale``: older than the newest seen: do nothing.
+    """
+
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+
+
+@dataclass(frozen=True)
+class LocationSpec:
+    """A location to register: a store URL prefix ending in '/', its role and region label."""
+
+    url: str
+    role: Role = Role.REPLICA
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class Location:
+    id: int
+    dataset: str
+    url: str
+    role: Role
+    region: str | None
+
+    @property
+    def store(self) -> str:
+        """The store kind: s3, gs, az, file or mem."""
+        return self.url.partition("://")[0]
+
+    def matches(self, preference: str) -> bool:
+        """Whether ``preference`` names this location's region or store kind."""
+        return preference in (self.region, self.store)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A logical data set: the same keys under several store locations."""
+
+    id: int
+    name: str
+    locations: tuple[Location, ...]
+
+    @property
+    def sources(self) -> tuple[Location, ...]:
+        return tuple(loc for loc in self.locations if loc.role is Role.SOURCE)
+
+    @property
+    def replicas(self) -> tuple[Location, ...]:
+        return tuple(loc for loc in self.locations if loc.role is Role.REPLICA)
+
+    def location(self, url: str) -> Location:
+        for loc in self.locations:
+            if loc.url == url:
+                return loc
+        raise UnknownLocation(f"{url} is not a location of dataset {self.name}")
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change at a source object, as its store's notification (or a listing) reported it.
+
+    ``sequencer`` orders the changes of one key (see ``catalog.sequencer``; empty: ordered by
+    event time); ``event_time`` is the store's own time of the change, from which replication
+    lag is measured.
+    """
+
+    source_url: str
+    sequencer: str
+    event_time: datetime
+    version: str | None = None
+    size: int | None = None
+    etag: str | None = None
+    deleted: bool = False
+
+    @classmethod
+    def from_event(cls, event: ChangeEvent) -> Change:
+        return cls(
+            source_url=event.source_url,
+            sequencer=event.sequencer,
+            event_time=event.event_time,
+            version=event.version,
+            size=event.size,
+            etag=event.etag,
+            deleted=event.kind == "delete",
+        )
+
+
+@dataclass(frozen=True)
+class Replica:
+    """What a verified write left at a destination, as the destination store reported it."""
+
+    source_version: str
+    size: int
+    version: str | None
+    etag: str | None
+    fingerprint: str | None
+    replicated_time: datetime
+    checksums: Mapping[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+
+    @classmethod
+    def from_copy(cls, result: CopyResult, *, replicated_time: datetime | None = None) -> Replica:
+        """From the copy engine's result, which exists only once the write was verified.
+
+        The replicated time is the destination store's own modification time, so that lag is
+        a difference of two store clocks; the local clock stands in only where a store reports
+        no time (and for a copy skipped because the replica was already there, the store's time
+        is when it was written).
+        """
+        dest = result.destination
+        if dest is None:
+            raise CatalogError(f"copy of {result.source.url} left no verified destination")
+        when = replicated_time or dest.last_modified or datetime.now(UTC)
+        return cls(
+            source_version=result.source_version,
+            size=dest.size,
+            version=dest.version,
+            etag=dest.etag,
+            fingerprint=result.fingerprint,
+            replicated_time=when,
+            checksums={str(kind): value for kind, value in dest.checksums.items()},
+            content_type=result.source.attributes.content_type,
+        )
+
+
+@dataclass(frozen=True)
+class LocationStatus:
+    """One location of one object, with how fresh it is."""
+
+    url: str
+    location: str
+    role: Role
+    region: str | None
+    state: str
+    fresh: bool
+    version: str | None
+    etag: str | None
+    size: int | None
+    replicated_at: datetime | None
+    lag_seconds: float | None
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class ObjectEntry:
+    dataset: str
+    key: str
+    size: int | None
+    fingerprint: str | None
+    content_type: str | None
+    source_version: str | None
+    source_event_time: datetime
+    deleted: bool
+    locations: tuple[LocationStatus, ...]
+
+
+@dataclass(frozen=True)
+class StaleReplica:
+    dataset: str
+    key: str
+    url: str
+    route: str
+    state: ReplicaState
+    source_version: str | None
+    pending_since: datetime | None
+    attempts: int
+    last_error: str | None

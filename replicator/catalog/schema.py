@@ -1,0 +1,193 @@
+"""The catalog's tables (SQLAlchemy Core), one schema for SQLite and PostgreSQL.
+
+Keys, URLs and sequencers are compared byte for byte: on PostgreSQL their columns use the "C"
+collation so that ordering, prefix ranges and sequencer comparisons agree with SQLite's binary
+comparison. Times are timezone-aware UTC on the way in and out of both databases.
+
+Rows are identified by natural keys (dataset id + object key + location id) so that every write
+is one upsert, without looking an id up first.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects import postgresql
+
+from replicator.catalog.model import ReplicaState, Role
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+
+def exact_text() -> Text:
+    """Text compared byte for byte on both databases."""
+    return Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
+
+
+class Timestamp(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime. SQLite keeps no zone, so it is stored as naive UTC there
+    (in one fixed text format, so that text comparison is time comparison)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: catalog times must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime from the database, got {value!r}")
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", exact_text(), nullable=False, unique=True),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+locations = Table(
+    "locations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False, index=True),
+    Column("url", exact_text(), nullable=False, unique=True),
+    Column("role", Text, nullable=False),
+    Column("region", Text),
+    Column("created_at", Timestamp, nullable=False),
+    CheckConstraint(_one_of("role", tuple(r.value for r in Role)), name="role"),
+)
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), primary_key=True),
+    Column("key", exact_text(), primary_key=True),
+    # Where the newest known change happened, and what it was.
+    Column("source_location_id", Integer, ForeignKey("locations.id"), nullable=False),
+    Column("source_sequencer", exact_text(), nullable=False),
+    Column("source_version", Text),
+    Column("source_event_time", Timestamp, nullable=False),
+    Column("size", BigInteger),
+    Column("etag", Text),
+    Column("fingerprint", Text),
+    Column("content_type", Text),
+    Column("deleted", Boolean, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), primary_key=True),
+    Column("key", exact_text(), primary_key=True),
+    Column("location_id", Integer, ForeignKey("locations.id"), primary_key=True),
+    Column("source_location_id", Integer, ForeignKey("locations.id"), nullable=False),
+    Column("state", Text, nullable=False),
+    # The source change this row is about: the one replicated, or the one still to replicate.
+    Column("source_sequencer", exact_text(), nullable=False),
+    Column("source_version", Text),
+    Column("source_event_time", Timestamp, nullable=False),
+    Column("source_size", BigInteger),
+    # Event time of the oldest source change not yet applied here (NULL once applied): a
+    # change superseded before it was replicated keeps the watermark from passing it.
+    Column("pending_since", Timestamp),
+    # What the destination holds, as reported by the store after a verified write.
+    Column("version", Text),
+    Column("etag", Text),
+    Column("size", BigInteger),
+    Column("fingerprint", Text),
+    Column("checksums", JSON),
+    Column("replicated_at", Timestamp),
+    Column("lag_seconds", Float),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("updated_at", Timestamp, nullable=False),
+    CheckConstraint(_one_of("state", tuple(s.value for s in ReplicaState)), name="state"),
+    Index("ix_replicas_route_state", "location_id", "source_location_id", "state"),
+    Index("ix_replicas_state_pending", "state", "pending_since"),
+    Index("ix_replicas_location_lag", "location_id", "state", "lag_seconds"),
+)
+
+high_water = Table(
+    "high_water",
+    metadata,
+    Column("source_url", exact_text(), primary_key=True),
+    Column("sequencer", exact_text(), nullable=False),
+    Column("version", Text),
+    Column("event_time", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("dest_url", exact_text(), primary_key=True),
+    Column("upload_id", Text, nullable=False),
+    Column("source_url", exact_text(), nullable=False),
+    Column("source_version", Text, nullable=False),
+    Column("part_size", BigInteger, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+)
+
+upload_parts = Table(
+    "upload_parts",
+    metadata,
+    Column("dest_url", exact_text(), primary_key=True),
+    Column("upload_id", Text, primary_key=True),
+    Column("part_number", Integer, primary_key=True),
+    Column("token", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("checksums", JSON, nullable=False),
+    Column("crc32c", BigInteger, nullable=False),
+    # [[block index, hex digest], ...]: enough to finish the fingerprint without re-reading.
+    Column("block_digests", JSON, nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("name", exact_text(), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
