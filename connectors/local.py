@@ -531,8 +531,10 @@ class LocalStore(ObjectStore):
                 try:
                     stored = os.getxattr(part_fd, XATTR).decode()
                     size = os.fstat(part_fd).st_size
-                    if stored != part.token or size != part.size or (
-                        _crc32c_b64(_file_crc32c(part_fd, size)) != stored
+                    if (
+                        stored != part.token
+                        or size != part.size
+                        or (_crc32c_b64(_file_crc32c(part_fd, size)) != stored)
                     ):
                         raise InvalidArgument(
                             f"part {part.part_number} does not match its token",
