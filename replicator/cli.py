@@ -342,3 +342,49 @@ def backfill(
         typer.echo(", ".join(f"{name}: {count}" for name, count in counts.items()))
     if counts.get("failed"):
         raise typer.Exit(1)
+
+
+@app.command()
+def scan(
+    config: ConfigPath,
+    route: Annotated[
+        list[str] | None, typer.Option(help="Only these routes (repeatable); default all.")
+    ] = None,
+) -> None:
+    """List the routes' sources and publish a change event per object to Kafka, for stores
+    without notifications or to reconcile; the daemons apply them (unchanged objects are cheap
+    no-ops)."""
+    from replicator.bus import AsyncProducer, ensure_topics
+    from replicator.ingest import Publisher
+    from replicator.ingest import scan as scan_source
+    from replicator.rules import Router
+    from replicator.service import Daemon, load_daemon_config
+
+    settings = load_daemon_config(config)
+    daemon = Daemon(settings)
+    routes = [r for r in settings.routes if route is None or r.name in route]
+    unknown = set(route or []) - {r.name for r in routes}
+    if unknown:
+        raise ConfigError(f"no route named {', '.join(sorted(unknown))}")
+
+    async def main() -> dict[str, int]:
+        kafka = settings.kafka
+        await asyncio.to_thread(
+            ensure_topics,
+            daemon.kafka_settings(),
+            {kafka.changes_topic: kafka.partitions, kafka.dlq_topic: 1},
+        )
+        producer = AsyncProducer(daemon.kafka_settings())
+        publisher = Publisher(
+            producer,
+            Router(settings),
+            changes_topic=settings.kafka.changes_topic,
+            dlq_topic=settings.kafka.dlq_topic,
+        )
+        try:
+            return {r.name: await scan_source(r.source, publisher) for r in routes}
+        finally:
+            await producer.close()
+
+    counts = run_until_signalled(main())
+    typer.echo(json.dumps({"published": counts}))

@@ -1,0 +1,52 @@
+"""The per-route delete safety limit pauses deletions once exceeded."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicator.rules import load_config
+from replicator.service import DeleteGuard
+from replicator.worker import PermanentFailure
+
+
+def test_limit_pauses_the_route_and_stays_paused() -> None:
+    config = load_config(
+        {
+            "routes": [
+                {
+                    "name": "a",
+                    "source": "s3://a/",
+                    "destinations": ["gs://a/"],
+                    "max_deletes_per_minute": 3,
+                },
+                {"name": "b", "source": "s3://b/", "destinations": ["gs://b/"]},
+            ]
+        }
+    )
+    route_a, route_b = config.routes
+    guard = DeleteGuard()
+    for _ in range(3):
+        guard.admit(route_a)
+    with pytest.raises(PermanentFailure, match="exceeded 3 deletes per minute"):
+        guard.admit(route_a)
+    with pytest.raises(PermanentFailure, match="paused"):
+        guard.admit(route_a)
+    assert guard.paused == {"a"}
+    guard.admit(route_b)  # other routes are unaffected
+
+
+def test_zero_means_no_deletions() -> None:
+    config = load_config(
+        {
+            "routes": [
+                {
+                    "name": "a",
+                    "source": "s3://a/",
+                    "destinations": ["gs://a/"],
+                    "max_deletes_per_minute": 0,
+                }
+            ]
+        }
+    )
+    with pytest.raises(PermanentFailure):
+        DeleteGuard().admit(config.routes[0])
