@@ -51,7 +51,7 @@ app.add_typer(devstack_app, name="devstack")
 def _global_options(
     log_level: Annotated[
         str, typer.Option(envvar="REPLICATOR_LOG_LEVEL", help="debug, info, warning or error.")
-    ] = "warning",
+    ] = "error",
     log_format: Annotated[
         str, typer.Option(envvar="REPLICATOR_LOG_FORMAT", help="console or json (for containers).")
     ] = "console",

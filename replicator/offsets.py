@@ -41,6 +41,11 @@ class OffsetTracker:
             raise ValueError(f"{topic}[{partition}]: offset {offset} was not started")
         state.in_flight.discard(offset)
 
+    def is_started(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether ``offset`` was started and is not finished yet."""
+        state = self._partitions.get((topic, partition))
+        return state is not None and offset in state.in_flight
+
     def committable(self, topic: str, partition: int) -> int | None:
         """The offset to commit (the next one to read), if it moved since the last commit."""
         state = self._partitions.get((topic, partition))

@@ -122,8 +122,10 @@ class Worker:
         if self._tails.get(record.key) is task:
             del self._tails[record.key]
         self._tasks.get((record.topic, record.partition), set()).discard(task)
-        owned = (record.topic, record.partition) not in self._revoked
-        if owned and not task.cancelled() and task.exception() is None:
+        # Work that finishes while its partition drains still counts towards the final
+        # commit; only a partition already handed back (forgotten) is no longer tracked.
+        tracked = self._tracker.is_started(record.topic, record.partition, record.offset)
+        if tracked and not task.cancelled() and task.exception() is None:
             self._tracker.finished(record.topic, record.partition, record.offset)
         self._room.release()
 
