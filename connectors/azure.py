@@ -42,6 +42,7 @@ import re
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, ClassVar, NoReturn, Self
@@ -307,6 +308,7 @@ class AzureStore(ObjectStore):
         multipart=True,
         server_side_copy=True,
         versioned_reads=False,
+        metadata_at_complete=True,
     )
 
     def __init__(self, container: str, prefix: str, credentials: Mapping[str, str]) -> None:
@@ -746,7 +748,12 @@ class AzureStore(ObjectStore):
             await marker.delete_blob()
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[PartToken]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartToken],
+        *,
+        extra_metadata: Mapping[str, str] | None = None,
     ) -> ObjectMeta:
         name = self._name(key)
         url = self.url_for(key)
@@ -776,6 +783,10 @@ class AzureStore(ObjectStore):
                 raise NotFound(f"no multipart upload {upload_id}", url=url)
         else:
             marker_name, attributes = marker
+            if extra_metadata:
+                attributes = replace(
+                    attributes, user_metadata={**attributes.user_metadata, **extra_metadata}
+                )
             if marker_name != name:
                 raise NotFound(f"multipart upload {upload_id} is for another key", url=url)
             with self._errors(url):

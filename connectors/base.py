@@ -175,6 +175,7 @@ class Limits:
     multipart: bool = True
     server_side_copy: bool = False
     versioned_reads: bool = False
+    metadata_at_complete: bool = False
 
 
 @dataclass(frozen=True)
@@ -286,9 +287,19 @@ class ObjectStore(abc.ABC):
         raise NotSupported(f"{self.scheme}:// has no multipart upload", url=self.url_for(key))
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[PartToken]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartToken],
+        *,
+        extra_metadata: Mapping[str, str] | None = None,
     ) -> ObjectMeta:
-        """Assemble the parts, in part-number order whatever order they are given in."""
+        """Assemble the parts, in part-number order whatever order they are given in.
+
+        ``extra_metadata`` is added to the user metadata given at creation; only stores whose
+        ``limits.metadata_at_complete`` is true take it (values known only at the end, such as
+        a fingerprint of the whole object).
+        """
         raise NotSupported(f"{self.scheme}:// has no multipart upload", url=self.url_for(key))
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:

@@ -78,6 +78,7 @@ import re
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self, cast
 
@@ -347,6 +348,7 @@ class GCSStore(ObjectStore):
         multipart=True,
         server_side_copy=True,
         versioned_reads=True,
+        metadata_at_complete=True,
     )
 
     def __init__(self, bucket: str, prefix: str = "") -> None:
@@ -973,7 +975,12 @@ class GCSStore(ObjectStore):
         return name, str(result["generation"])
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[PartToken]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartToken],
+        *,
+        extra_metadata: Mapping[str, str] | None = None,
     ) -> ObjectMeta:
         url = self.url_for(key)
         full = self._full(key)
@@ -982,6 +989,10 @@ class GCSStore(ObjectStore):
         if manifest["key"] != full:
             raise NotFound(f"multipart upload {upload_id} is not one of this key", url=url)
         attributes = _attributes_from_json(manifest.get("attributes") or {})
+        if extra_metadata:
+            attributes = replace(
+                attributes, user_metadata={**attributes.user_metadata, **extra_metadata}
+            )
         failure: BaseException | None = None
         try:
             resource = await self._assemble(full, upload_id, parts, attributes, url)

@@ -23,8 +23,8 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import asdict
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -95,6 +95,7 @@ class LocalStore(ObjectStore):
         multipart=True,
         server_side_copy=True,
         versioned_reads=False,
+        metadata_at_complete=True,
     )
 
     def __init__(self, root: str) -> None:
@@ -507,7 +508,12 @@ class LocalStore(ObjectStore):
         return token
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[PartToken]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartToken],
+        *,
+        extra_metadata: Mapping[str, str] | None = None,
     ) -> ObjectMeta:
         ordered = sorted(parts, key=lambda p: p.part_number)
 
@@ -555,6 +561,10 @@ class LocalStore(ObjectStore):
             return crc
 
         attributes = ObjectAttributes(**manifest["attributes"])
+        if extra_metadata:
+            attributes = replace(
+                attributes, user_metadata={**attributes.user_metadata, **extra_metadata}
+            )
         meta: ObjectMeta = await self._run(
             key, self._write_file, key, write, attributes, False, None
         )

@@ -10,7 +10,7 @@ import asyncio
 import base64
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import ClassVar, Self
@@ -75,6 +75,7 @@ class MemoryStore(ObjectStore):
         multipart=True,
         server_side_copy=True,
         versioned_reads=True,
+        metadata_at_complete=True,
     )
 
     _buckets: ClassVar[dict[str, _Bucket]] = {}
@@ -235,7 +236,12 @@ class MemoryStore(ObjectStore):
         return PartToken(part_number, checksum, len(data), {ChecksumKind.CRC32C: checksum})
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[PartToken]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartToken],
+        *,
+        extra_metadata: Mapping[str, str] | None = None,
     ) -> ObjectMeta:
         await asyncio.sleep(0)
         upload = self._upload(key, upload_id)
@@ -248,7 +254,12 @@ class MemoryStore(ObjectStore):
                     f"part {part.part_number} was not uploaded as given", url=self.url_for(key)
                 )
             chunks.append(stored)
-        meta = self._store(key, b"".join(chunks), upload.attributes)
+        attributes = upload.attributes
+        if extra_metadata:
+            attributes = replace(
+                attributes, user_metadata={**attributes.user_metadata, **extra_metadata}
+            )
+        meta = self._store(key, b"".join(chunks), attributes)
         del self._bucket.uploads[upload_id]
         return meta
 

@@ -641,8 +641,18 @@ class S3Store(ObjectStore):
         )
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[PartToken]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartToken],
+        *,
+        extra_metadata: Mapping[str, str] | None = None,
     ) -> ObjectMeta:
+        if extra_metadata:
+            raise NotSupported(
+                "S3 fixes user metadata when a multipart upload is created",
+                url=self.url_for(key),
+            )
         url = self.url_for(key)
         full = self._full(key)
         ordered = sorted(parts, key=lambda p: p.part_number)

@@ -44,6 +44,7 @@ from connectors.base import (
 from replicator import hashing
 from replicator.errors import ReplicatorError
 from replicator.metadata import (
+    FINGERPRINT_KEY,
     replica_attributes,
     replica_fingerprint,
     replica_source,
@@ -428,23 +429,30 @@ class Copier:
                 raise IntegrityError(
                     f"parts {missing[:10]} were not uploaded; not completing short", url=dest_url
                 )
+            fingerprint = hashing.Fingerprint(src.size)
+            crcs = hashing.PartCrcs()
+            for part in plan.parts:
+                done = record.parts[part.number]
+                fingerprint.add(done.block_digests)
+                crcs.add(part.number, done.crc32c, part.length)
+            whole_crc = crcs.whole()
+            # Checked before completing, so bytes that differ from the source never become an
+            # object at the destination.
+            _check_source_crc(src, whole_crc)
+            extra = (
+                {FINGERPRINT_KEY: fingerprint.value()} if dest.limits.metadata_at_complete else None
+            )
             tokens = [record.parts[p.number].token for p in plan.parts]
             meta = await self.retry.run(
-                lambda: dest.complete_multipart(dest_key, record.upload_id, tokens),
+                lambda: dest.complete_multipart(
+                    dest_key, record.upload_id, tokens, extra_metadata=extra
+                ),
                 what="complete multipart upload",
             )
         except BaseException as exc:
             await self._abort(dest, dest_key, record)
             raise _first_error(exc) from None
         await self.journal.finished(record)
-        fingerprint = hashing.Fingerprint(src.size)
-        crcs = hashing.PartCrcs()
-        for part in plan.parts:
-            done = record.parts[part.number]
-            fingerprint.add(done.block_digests)
-            crcs.add(part.number, done.crc32c, part.length)
-        whole_crc = crcs.whole()
-        _check_source_crc(src, whole_crc)
         _check_size(meta, src)
         head = await self.retry.run(lambda: dest.head(dest_key), what="head destination")
         _check_size(head, src)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Self
 
 from connectors.base import (
@@ -112,10 +112,17 @@ class FaultyStore(ObjectStore):
         return token
 
     async def complete_multipart(
-        self, key: str, upload_id: str, parts: Sequence[PartToken]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[PartToken],
+        *,
+        extra_metadata: Mapping[str, str] | None = None,
     ) -> ObjectMeta:
         self._maybe_throttle()
-        return await self.inner.complete_multipart(key, upload_id, parts)
+        return await self.inner.complete_multipart(
+            key, upload_id, parts, extra_metadata=extra_metadata
+        )
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         if not self.ignore_aborts:
