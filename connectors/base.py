@@ -23,10 +23,11 @@ Error tree (every connector maps its SDK's errors into these; nothing else leave
 from __future__ import annotations
 
 import abc
+import email.utils
 import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import ClassVar, Self
 
@@ -338,6 +339,23 @@ class ObjectStore(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def clip_range(size: int, start: int, end: int | None, url: str) -> tuple[int, int]:

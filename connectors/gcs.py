@@ -69,7 +69,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import email.utils
 import functools
 import io
 import json
@@ -79,7 +78,7 @@ import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Literal, Self, cast
 
 import aiohttp
@@ -112,6 +111,7 @@ from connectors.base import (
     TiB,
     TransientError,
     check_key,
+    parse_retry_after,
 )
 
 KEY_RULE = " (GCS object name rule: 1-1024 bytes of UTF-8)"
@@ -155,23 +155,6 @@ def _crc32c_b64(data: bytes) -> str:
 def _quote(name: str) -> str:
     # Every character but unreserved ones is encoded, '/' included: a name is one path segment.
     return urllib.parse.quote(name, safe="")
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _timestamp(value: Any) -> datetime | None:

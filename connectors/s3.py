@@ -33,11 +33,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import email.utils
 import re
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
 import aiohttp
@@ -84,6 +82,7 @@ from connectors.base import (
     TransientError,
     check_key,
     clip_range,
+    parse_retry_after,
 )
 
 DEFAULT_REGION = "us-east-1"
@@ -194,23 +193,6 @@ def _attribute_params(attributes: ObjectAttributes) -> dict[str, Any]:
 def _decode_key(encoded: str) -> str:
     # With EncodingType=url S3 form-encodes keys (a space may come back as '+', a '+' as %2B).
     return urllib.parse.unquote_plus(encoded, errors="strict")
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def map_error(

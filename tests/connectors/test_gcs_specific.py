@@ -41,8 +41,9 @@ from connectors.base import (
     PreconditionFailed,
     Throttled,
     TransientError,
+    parse_retry_after,
 )
-from connectors.gcs import STAGING_PREFIX, GCSStore, map_status, parse_retry_after
+from connectors.gcs import STAGING_PREFIX, GCSStore, map_status
 from replicator.devstack import StackState, environment
 from tests.conformance.test_store_conformance import HOSTILE_KEYS
 from tests.conftest import unique_name
