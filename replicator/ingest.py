@@ -119,11 +119,11 @@ class SQSPoller:
 
     async def poll_once(self) -> int:
         messages = await self.queue.receive(10, self.wait_s)
-        published = 0
-        for message in messages:
-            published += await self.publisher.ingest(message.body, parse_s3, "sqs")
+        counts = await asyncio.gather(
+            *(self.publisher.ingest(m.body, parse_s3, "sqs") for m in messages)
+        )
         await self.queue.delete(messages)
-        return published
+        return sum(counts)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
