@@ -29,7 +29,7 @@ import fnmatch
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -46,6 +46,9 @@ def _check_url(url: str) -> str:
     except InvalidStoreURL as exc:
         raise ValueError(str(exc)) from None
     return url
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Destination(BaseModel):
@@ -192,9 +195,10 @@ class Router:
         raise ConfigError(f"no route named {name!r}")
 
 
-def load_config(data: dict[str, object], origin: str = "configuration") -> RoutingConfig:
+def validate_config(model: type[M], data: dict[str, object], origin: str) -> M:
+    """``data`` as a ``model``, or one ConfigError listing every problem with its field."""
     try:
-        return RoutingConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc']) or 'top level'}: {error['msg']}"
@@ -203,11 +207,18 @@ def load_config(data: dict[str, object], origin: str = "configuration") -> Routi
         raise ConfigError(f"{origin}: {problems}") from None
 
 
-def load_config_file(path: Path) -> RoutingConfig:
+def read_toml(path: Path) -> dict[str, object]:
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return load_config(data, str(path))
+
+
+def load_config(data: dict[str, object], origin: str = "configuration") -> RoutingConfig:
+    return validate_config(RoutingConfig, data, origin)
+
+
+def load_config_file(path: Path) -> RoutingConfig:
+    return validate_config(RoutingConfig, read_toml(path), str(path))

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import tomllib
 from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -46,7 +45,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from connectors import open_store
 from connectors.base import NotFound, ObjectMeta, ObjectStore
@@ -62,12 +61,11 @@ from replicator.bus import (
 from replicator.catalog import Catalog, open_catalog
 from replicator.catalog.http import create_app
 from replicator.catalog.model import Acceptance, Change, LocationSpec, Replica, Role
-from replicator.errors import ConfigError
 from replicator.events import ChangeEvent, scan_event
 from replicator.ingest import Publisher, SQSPoller, add_ingest_routes
 from replicator.lag import LagMetrics
 from replicator.metadata import replica_source
-from replicator.rules import Route, Router, RoutingConfig, Target
+from replicator.rules import Route, Router, RoutingConfig, Target, read_toml, validate_config
 from replicator.transfer import ByteBudget, Copier
 from replicator.units import parse_size
 from replicator.worker import PermanentFailure, Worker
@@ -122,20 +120,7 @@ class DaemonConfig(RoutingConfig):
 
 
 def load_daemon_config(path: Path) -> DaemonConfig:
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        return DaemonConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'top level'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+    return validate_config(DaemonConfig, read_toml(path), str(path))
 
 
 class DeleteGuard:
