@@ -14,9 +14,15 @@ A configuration file (TOML) holds the routes::
     ]
     include = ["*.parquet"]          # relative to the source prefix; default: everything
     exclude = ["_tmp/*"]
-    delete_policy = "propagate"      # propagate | never
+    delete_policy = "delayed"        # propagate (default) | never | delayed
+    delete_delay = "7d"              # delayed only: how long a replica outlives its source
     concurrency = 8
     max_deletes_per_minute = 600
+
+Deletes: ``propagate`` deletes a replica as soon as its source is deleted; ``never`` keeps it;
+``delayed`` deletes it ``delete_delay`` after the source's deletion, unless the source is
+written again in the meantime (a safety net against mistaken deletes). Only objects carrying
+this route's replica mark are ever deleted, and at most ``max_deletes_per_minute`` per route.
 
 Residency: when ``allowed`` is set, every destination must match one of its patterns, either
 by URL (``gs://*``) or by region (``region:europe-*``); a route that breaks it is refused when
@@ -28,16 +34,26 @@ from __future__ import annotations
 import fnmatch
 import tomllib
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from connectors import parse_store_url
 from connectors.base import STAGING_PREFIX, InvalidStoreURL
 from replicator.errors import ConfigError
+from replicator.units import parse_duration
 
-DeletePolicy = Literal["propagate", "never"]
+DeletePolicy = Literal["propagate", "never", "delayed"]
 
 
 def _check_url(url: str) -> str:
@@ -47,6 +63,18 @@ def _check_url(url: str) -> str:
         raise ValueError(str(exc)) from None
     return url
 
+
+def _duration(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+"""A duration as operators write it ('90s', '6h', '7d')."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -67,10 +95,25 @@ class Route(BaseModel):
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     delete_policy: DeletePolicy = "propagate"
+    delete_delay: Duration | None = None
     concurrency: int = Field(default=8, ge=1, le=1024)
     max_deletes_per_minute: int = Field(default=600, ge=0)
 
     _valid_source = field_validator("source")(_check_url)
+
+    @model_validator(mode="after")
+    def _delay_with_policy(self) -> Route:
+        if self.delete_policy == "delayed":
+            if self.delete_delay is None or self.delete_delay.total_seconds() <= 0:
+                raise ValueError(
+                    'delete_policy = "delayed" needs a positive delete_delay, e.g. "7d"'
+                )
+        elif self.delete_delay is not None:
+            raise ValueError(
+                f'delete_delay applies only with delete_policy = "delayed" '
+                f"(this route's policy is {self.delete_policy!r})"
+            )
+        return self
 
     @field_validator("destinations", mode="before")
     @classmethod
@@ -200,9 +243,20 @@ def validate_config(model: type[M], data: dict[str, object], origin: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        errors = exc.errors()
+        # An invalid item also makes its list "too short"; only the item's own error helps.
+        errors = [
+            error
+            for error in errors
+            if error["type"] != "too_short"
+            or not any(
+                other["loc"][: len(error["loc"])] == error["loc"] and other["loc"] != error["loc"]
+                for other in errors
+            )
+        ]
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc']) or 'top level'}: {error['msg']}"
-            for error in exc.errors()
+            for error in errors
         )
         raise ConfigError(f"{origin}: {problems}") from None
 

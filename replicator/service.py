@@ -19,6 +19,9 @@ Configuration (TOML; the routes and residency sections are those of replicator.r
     concurrency = 8
     memory = "512MiB"
 
+    [deletes]
+    sweep_interval = "1m"            # how often deletions delayed by a route are carried out
+
     [[sqs]]
     queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/lake-events"
 
@@ -36,10 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections import deque
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -61,14 +62,15 @@ from replicator.bus import (
 from replicator.catalog import Catalog, open_catalog
 from replicator.catalog.http import create_app
 from replicator.catalog.model import Acceptance, Change, LocationSpec, Replica, Role
+from replicator.deletes import DeleteGuard, DeletionSweeper, delete_replica
 from replicator.events import ChangeEvent, scan_event
 from replicator.ingest import Publisher, SQSPoller, add_ingest_routes
 from replicator.lag import LagMetrics
 from replicator.metadata import replica_source
-from replicator.rules import Route, Router, RoutingConfig, Target, read_toml, validate_config
+from replicator.rules import Duration, Router, RoutingConfig, Target, read_toml, validate_config
 from replicator.transfer import ByteBudget, Copier
 from replicator.units import parse_size
-from replicator.worker import PermanentFailure, Worker
+from replicator.worker import Worker
 
 log = structlog.get_logger(__name__)
 
@@ -111,46 +113,22 @@ class SQSSection(BaseModel):
     wait_s: int = Field(default=10, ge=0, le=20)
 
 
+class DeletesSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sweep_interval: Duration = timedelta(minutes=1)
+
+
 class DaemonConfig(RoutingConfig):
     kafka: KafkaSection
     catalog: CatalogSection = CatalogSection()
     http: HttpSection = HttpSection()
     copy_: CopySection = Field(default=CopySection(), alias="copy")
     sqs: tuple[SQSSection, ...] = ()
+    deletes: DeletesSection = DeletesSection()
 
 
 def load_daemon_config(path: Path) -> DaemonConfig:
     return validate_config(DaemonConfig, read_toml(path), str(path))
-
-
-class DeleteGuard:
-    """At most ``limit`` deletions per minute per route; past it the route's deletions stop
-    until an operator looks (they go to the DLQ, nothing is deleted)."""
-
-    def __init__(self) -> None:
-        self._recent: dict[str, deque[float]] = {}
-        self.paused: set[str] = set()
-
-    def admit(self, route: Route) -> None:
-        if route.name in self.paused:
-            raise PermanentFailure(f"route {route.name!r} is paused: delete limit exceeded")
-        window = self._recent.setdefault(route.name, deque())
-        now = time.monotonic()
-        while window and now - window[0] > 60:
-            window.popleft()
-        if len(window) >= route.max_deletes_per_minute:
-            self.paused.add(route.name)
-            log.error(
-                "delete limit exceeded; pausing deletions of the route",
-                route=route.name,
-                limit=route.max_deletes_per_minute,
-                alert=True,
-            )
-            raise PermanentFailure(
-                f"route {route.name!r} exceeded {route.max_deletes_per_minute} deletes per "
-                "minute; deletions paused"
-            )
-        window.append(now)
 
 
 class Applier:
@@ -163,7 +141,7 @@ class Applier:
         self.guard = DeleteGuard()
         self._stores: dict[str, ObjectStore] = {}
 
-    def _store(self, root_url: str) -> ObjectStore:
+    def store(self, root_url: str) -> ObjectStore:
         """Stores are rooted at route locations, so a relative key is the same at every end."""
         store = self._stores.get(root_url)
         if store is None:
@@ -193,7 +171,7 @@ class Applier:
             log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
             return ["stale"] * len(targets)
         route = targets[0].route
-        source, key = self._store(route.source), targets[0].relative_key
+        source, key = self.store(route.source), targets[0].relative_key
         try:
             current: ObjectMeta | None = await self.copier.retry.run(
                 lambda: source.head(key), what="head source"
@@ -217,7 +195,7 @@ class Applier:
         try:
             if current is None:
                 return await self._delete(change, target)
-            dest = self._store(target.destination.url)
+            dest = self.store(target.destination.url)
             result = await self.copier.copy(source, key, dest, target.relative_key)
             if result.destination is not None:
                 await self.catalog.record_replica(
@@ -229,22 +207,26 @@ class Applier:
             raise
 
     async def _delete(self, change: Change, target: Target) -> str:
-        if target.route.delete_policy == "never":
-            return "kept"
-        dest, dest_key = self._store(target.destination.url), target.relative_key
-        try:
-            existing = await dest.head(dest_key)
-        except NotFound:
-            existing = None
-        if existing is not None:
-            if replica_source(existing.attributes.user_metadata) != change.source_url:
-                raise PermanentFailure(
-                    f"{target.dest_url} is not a replica of {change.source_url}; not deleting it"
-                )
-            self.guard.admit(target.route)
-            await dest.delete(dest_key, if_match=existing.etag)
-        await self.catalog.mark_deleted(change, target.destination.url, datetime.now(UTC))
+        """The source is gone: apply its deletion as the route's delete policy says."""
+        route, location = target.route, target.destination.url
+        now = datetime.now(UTC)
+        if route.delete_policy == "never":
+            await self.catalog.mark_retained(change, location, now)
+            return "retained"
+        if route.delete_policy == "delayed":
+            assert route.delete_delay is not None  # the configuration guarantees it
+            due = change.event_time + route.delete_delay
+            await self.catalog.schedule_delete(change, location, due=due, decided_time=now)
+            return "delete_scheduled"
+        await delete_replica(self.store(location), target, change.source_url, self.guard)
+        await self.catalog.mark_deleted(change, location, datetime.now(UTC))
         return "deleted"
+
+    def sweeper(self, interval: timedelta) -> DeletionSweeper:
+        """The sweeper of deletions this applier's routes delay, sharing its stores and limits."""
+        return DeletionSweeper(
+            self.router, self.catalog, self.store, self.guard, self.copier.retry, interval=interval
+        )
 
 
 async def register_datasets(catalog: Catalog, config: RoutingConfig) -> None:
@@ -313,6 +295,8 @@ class Daemon:
         try:
             await register_datasets(catalog, self.config)
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
+            sweeper = applier.sweeper(self.config.deletes.sweep_interval)
+            tasks.append(asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"))
             tasks += [asyncio.create_task(p.run(stop), name="sqs") for p in pollers]
             if ready is not None:
                 ready.set()

@@ -160,8 +160,8 @@ async def _migrate(database: Database, schema: str | tuple[str, ...] | None) -> 
         await connection.run_sync(_upgrade)
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, revision: str = "head") -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)

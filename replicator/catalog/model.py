@@ -38,6 +38,10 @@ class ReplicaState(enum.StrEnum):
     ``pending``: a change was accepted and is not yet applied; ``failed``: the last attempt
     failed (it stays pending work); ``stale``: found behind its source without queued work (by a
     reconciliation); ``replicated`` and ``deleted``: the change is applied and verified.
+
+    A source deletion is applied as its route's delete policy says: ``deleted`` (propagated),
+    ``retained`` (the policy keeps replicas), or ``delete_scheduled`` (the policy delays the
+    deletion; the row's ``delete_due`` says when, and the deletion then makes it ``deleted``).
     """
 
     PENDING = "pending"
@@ -45,9 +49,16 @@ class ReplicaState(enum.StrEnum):
     FAILED = "failed"
     STALE = "stale"
     DELETED = "deleted"
+    RETAINED = "retained"
+    DELETE_SCHEDULED = "delete_scheduled"
 
 
-APPLIED = (ReplicaState.REPLICATED, ReplicaState.DELETED)
+APPLIED = (
+    ReplicaState.REPLICATED,
+    ReplicaState.DELETED,
+    ReplicaState.RETAINED,
+    ReplicaState.DELETE_SCHEDULED,
+)
 UNAPPLIED = (ReplicaState.PENDING, ReplicaState.FAILED, ReplicaState.STALE)
 
 
@@ -212,6 +223,26 @@ class ObjectEntry:
     source_event_time: datetime
     deleted: bool
     locations: tuple[LocationStatus, ...]
+
+
+@dataclass(frozen=True)
+class ScheduledDelete:
+    """A replica whose deletion a route's delayed delete policy put off until ``due``.
+
+    ``sequencer`` identifies the deletion change, so that settling it does nothing once a newer
+    change of the key has replaced it.
+    """
+
+    dataset: str
+    key: str
+    source_url: str
+    location: str
+    sequencer: str
+    due: datetime
+
+    @property
+    def url(self) -> str:
+        return self.location + self.key
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ from replicator.catalog.model import (
     Replica,
     ReplicaState,
     Role,
+    ScheduledDelete,
     StaleReplica,
     UnknownDataset,
     UnknownLocation,
@@ -432,16 +433,42 @@ class Catalog:
 
     async def mark_deleted(self, change: Change, location: str, deleted_time: datetime) -> bool:
         """Record that the deletion ``change`` was applied at ``location``."""
+        return await self._record_removal(change, location, ReplicaState.DELETED, deleted_time)
+
+    async def mark_retained(self, change: Change, location: str, decided_time: datetime) -> bool:
+        """Record that the deletion ``change`` leaves the replica at ``location`` in place (the
+        route's policy never deletes replicas)."""
+        return await self._record_removal(change, location, ReplicaState.RETAINED, decided_time)
+
+    async def schedule_delete(
+        self, change: Change, location: str, *, due: datetime, decided_time: datetime
+    ) -> bool:
+        """Record that the deletion ``change`` reaches ``location`` at ``due`` (the route's
+        delayed delete policy). A duplicate of the change keeps the first due time."""
+        return await self._record_removal(
+            change, location, ReplicaState.DELETE_SCHEDULED, decided_time, due=due
+        )
+
+    async def _record_removal(
+        self,
+        change: Change,
+        location: str,
+        state: ReplicaState,
+        when: datetime,
+        *,
+        due: datetime | None = None,
+    ) -> bool:
         dataset, source, key, target = await self._route_of(change, location)
         seq = self._seq(change)
-        lag = (deleted_time - change.event_time).total_seconds()
+        lag = (when - change.event_time).total_seconds()
         row = {
             **_replica_base(dataset.id, key, target.id, source.id, seq, change, _now()),
-            "state": str(ReplicaState.DELETED),
+            "state": str(state),
             "pending_since": None,
-            "replicated_at": deleted_time,
+            "replicated_at": when,
             "lag_seconds": lag,
             "attempts": 1,
+            "delete_due": due,
         }
         object_row = _object_row(dataset.id, key, source.id, seq, change)
         write = _Write(
@@ -450,6 +477,91 @@ class Catalog:
         result = await self._writes.submit(write)
         assert isinstance(result, bool)
         return result
+
+    # -- delayed deletions ------------------------------------------------------------------
+
+    async def due_deletes(self, now: datetime, *, limit: int = 100) -> list[ScheduledDelete]:
+        """Scheduled deletions due at ``now``, the longest overdue first."""
+        index = await self._load_index()
+        r = replicas.c
+        async with self.database.reader.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        r.key, r.location_id, r.source_location_id, r.source_sequencer, r.delete_due
+                    )
+                    .where(r.state == str(ReplicaState.DELETE_SCHEDULED), r.delete_due <= now)
+                    .order_by(r.delete_due, r.key, r.location_id)
+                    .limit(limit)
+                )
+            ).all()
+        out = []
+        for key, location_id, source_id, seq, due in rows:
+            target, origin = index.by_id[location_id], index.by_id[source_id]
+            out.append(ScheduledDelete(target.dataset, key, origin.url + key, target.url, seq, due))
+        return out
+
+    async def scheduled_delete_count(self) -> int:
+        async with self.database.reader.connect() as conn:
+            count = (
+                await conn.execute(
+                    select(func.count()).where(
+                        replicas.c.state == str(ReplicaState.DELETE_SCHEDULED)
+                    )
+                )
+            ).scalar_one()
+        return int(count)
+
+    async def claim_delete(self, item: ScheduledDelete, until: datetime) -> bool:
+        """Take ``item`` for this process by moving its due time to ``until``: concurrent
+        sweepers claim each deletion once, and one that dies leaves it due again at ``until``."""
+        return await self._update_scheduled(
+            item, {"delete_due": until}, replicas.c.delete_due == item.due
+        )
+
+    async def settle_delete(
+        self,
+        item: ScheduledDelete,
+        state: ReplicaState,
+        *,
+        when: datetime,
+        error: str | None = None,
+    ) -> bool:
+        """End a scheduled deletion as ``deleted`` (done), ``retained`` (the policy changed to
+        keep replicas) or ``stale`` (the source is back, or the replica is not ours: it needs a
+        look). Nothing happens if a newer change of the key has replaced the deletion."""
+        values: dict[str, Any] = {"state": str(state), "delete_due": None, "last_error": error}
+        if state is ReplicaState.DELETED:
+            values["replicated_at"] = when
+        elif state is ReplicaState.STALE:
+            values["pending_since"] = replicas.c.source_event_time
+        elif state is not ReplicaState.RETAINED:
+            raise CatalogError(f"a scheduled deletion cannot end as {state}")
+        return await self._update_scheduled(item, values)
+
+    async def _update_scheduled(
+        self,
+        item: ScheduledDelete,
+        values: dict[str, Any],
+        *conditions: ColumnElement[bool],
+    ) -> bool:
+        found = await self.dataset(item.dataset)
+        target = await self._location(found, item.location)
+        r = replicas.c
+        async with self.database.writer.begin() as conn:
+            result = await conn.execute(
+                update(replicas)
+                .where(
+                    r.dataset_id == found.id,
+                    r.key == item.key,
+                    r.location_id == target.id,
+                    r.state == str(ReplicaState.DELETE_SCHEDULED),
+                    r.source_sequencer == item.sequencer,
+                    *conditions,
+                )
+                .values(**values, updated_at=_now())
+            )
+        return bool(result.rowcount)
 
     async def mark_failed(self, change: Change, location: str, error: str) -> int | None:
         """Record a failed attempt to apply ``change`` at ``location``.
@@ -666,6 +778,7 @@ class Catalog:
                 "source_version": ex.source_version,
                 "source_event_time": ex.source_event_time,
                 "source_size": ex.source_size,
+                "delete_due": ex.delete_due,
                 "updated_at": ex.updated_at,
             }
 
@@ -1123,6 +1236,7 @@ def _replica_base(
         "lag_seconds": None,
         "attempts": 0,
         "last_error": None,
+        "delete_due": None,
         "updated_at": now,
     }
 

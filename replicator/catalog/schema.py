@@ -142,10 +142,13 @@ replicas = Table(
     Column("attempts", Integer, nullable=False),
     Column("last_error", Text),
     Column("updated_at", Timestamp, nullable=False),
+    # When a delayed deletion falls due (state delete_scheduled only).
+    Column("delete_due", Timestamp),
     CheckConstraint(_one_of("state", tuple(s.value for s in ReplicaState)), name="state"),
     Index("ix_replicas_route_state", "location_id", "source_location_id", "state"),
     Index("ix_replicas_state_pending", "state", "pending_since"),
     Index("ix_replicas_location_lag", "location_id", "state", "lag_seconds"),
+    Index("ix_replicas_state_due", "state", "delete_due"),
 )
 
 high_water = Table(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,9 @@ def aws_client(service: str) -> object:
 class Lake:
     """A source bucket wired to an SQS queue, two destination containers, a daemon config."""
 
-    def __init__(self, devstack: StackState, tmp_path: Path) -> None:
+    def __init__(
+        self, devstack: StackState, tmp_path: Path, extra: dict[str, object] | None = None
+    ) -> None:
         suffix = uuid.uuid4().hex[:10]
         self.bucket = f"src-{suffix}"
         self.gs = f"gs://dst-{suffix}/"
@@ -69,8 +72,10 @@ class Lake:
                         "name": "lake",
                         "source": f"s3://{self.bucket}/",
                         "destinations": [self.gs, self.az],
+                        **(extra or {}).get("route", {}),  # type: ignore[dict-item]
                     }
                 ],
+                **{k: v for k, v in (extra or {}).items() if k != "route"},
             }
         )
 
@@ -141,6 +146,57 @@ async def test_notifications_replicate_puts_overwrites_and_deletes(lake: Lake) -
         await until(followed)
         with pytest.raises(NotFound):
             await az.head("empty")
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+        for store in (source, gs, az):
+            await store.close()
+
+
+async def test_delayed_deletes_reach_replicas_after_the_delay(
+    devstack: StackState, tmp_path: Path
+) -> None:
+    """Under a delayed delete policy the daemon's sweeper deletes replicas once the delay since
+    the source's deletion has passed, and not before."""
+    delay = 3.0
+    lake = Lake(
+        devstack,
+        tmp_path,
+        {
+            "route": {"delete_policy": "delayed", "delete_delay": f"{delay:.0f}s"},
+            "deletes": {"sweep_interval": "1s"},
+        },
+    )
+    source, gs, az = await lake.open()
+    daemon = Daemon(lake.config)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(daemon.run(stop, ready))
+    await asyncio.wait_for(ready.wait(), 60)
+    try:
+        await source.put("doomed.bin", b"short-lived")
+
+        async def replicated() -> bool:
+            try:
+                return all(read_object(d.url_for("doomed.bin")) == b"short-lived" for d in (gs, az))
+            except Exception:
+                return False
+
+        await until(replicated)
+        await source.delete("doomed.bin")
+        deleted_at = time.time()
+
+        async def gone() -> bool:
+            for dest in (gs, az):
+                try:
+                    await dest.head("doomed.bin")
+                    return False
+                except NotFound:
+                    pass
+            return True
+
+        await until(gone)
+        # The store's deletion time is at or after the client's call returned.
+        assert time.time() - deleted_at >= delay - 1.0
     finally:
         stop.set()
         await asyncio.wait_for(running, 60)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from replicator.deletes import DeleteGuard
 from replicator.rules import load_config
-from replicator.service import DeleteGuard
 from replicator.worker import PermanentFailure
 
 

@@ -69,12 +69,32 @@ def test_residency_allows_by_url_or_region() -> None:
         ({"concurrency": 0}, "concurrency"),
         ({"destinations": ["s3://lake/clickstream/copy/"]}, "overlaps the source"),
         ({"colour": "blue"}, "colour"),
+        ({"delete_policy": "delayed"}, "needs a positive delete_delay"),
+        ({"delete_policy": "delayed", "delete_delay": "0s"}, "needs a positive delete_delay"),
+        ({"delete_policy": "delayed", "delete_delay": "soon"}, "invalid duration 'soon'"),
+        ({"delete_delay": "7d"}, "applies only with delete_policy"),
     ],
 )
 def test_bad_route_is_refused_with_its_field(change: dict[str, object], message: str) -> None:
     config = {"routes": [{**BASE["routes"][0], **change}]}  # type: ignore[dict-item]
     with pytest.raises(ConfigError, match=message):
         load_config(config)
+
+
+def test_delayed_deletes_carry_their_delay() -> None:
+    config = {"routes": [{**BASE["routes"][0], "delete_policy": "delayed", "delete_delay": "7d"}]}
+    route = load_config(config).routes[0]  # type: ignore[arg-type]
+    assert route.delete_delay is not None
+    assert route.delete_delay.days == 7
+
+
+def test_an_invalid_item_is_reported_once_with_its_own_reason() -> None:
+    """Not also as a list 'too short' for every enclosing list."""
+    bad = {**BASE["routes"][0], "destinations": ["ftp://x/"]}
+    with pytest.raises(ConfigError) as caught:
+        load_config({"routes": [bad]})
+    assert "unknown store scheme" in str(caught.value)
+    assert "at least 1 item" not in str(caught.value)
 
 
 def test_duplicate_route_names() -> None:
