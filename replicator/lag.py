@@ -81,6 +81,14 @@ class RouteLag:
     slo_missed: int
     oldest_pending: datetime | None
     watermark: datetime | None
+    deletes_scheduled: int = 0
+    next_delete_due: datetime | None = None
+
+    def delete_overdue_seconds(self, now: datetime) -> float:
+        """How long the earliest scheduled deletion has been due (0: none is due yet)."""
+        if self.next_delete_due is None:
+            return 0.0
+        return max(0.0, (now - self.next_delete_due).total_seconds())
 
     def oldest_pending_age(self, now: datetime) -> float | None:
         if self.oldest_pending is None:
@@ -102,6 +110,8 @@ class RouteLag:
             "slo_missed": self.slo_missed,
             "oldest_pending_age_seconds": self.oldest_pending_age(now),
             "watermark": self.watermark.isoformat() if self.watermark else None,
+            "deletes_scheduled": self.deletes_scheduled,
+            "next_delete_due": self.next_delete_due.isoformat() if self.next_delete_due else None,
         }
 
 
@@ -153,6 +163,18 @@ class LagMetrics:
             ["route"],
             registry=registry,
         )
+        self.deletes_scheduled = Gauge(
+            "replicator_deletes_scheduled",
+            "Replica deletions a delayed delete policy has scheduled and not yet carried out.",
+            ["route"],
+            registry=registry,
+        )
+        self.delete_overdue = Gauge(
+            "replicator_delete_overdue_seconds",
+            "How long the earliest scheduled deletion has been due (0: none is due).",
+            ["route"],
+            registry=registry,
+        )
         self._routes: set[str] = set()
 
     def observe_replicated(self, route: Route, lag_seconds: float, *, missed_slo: bool) -> None:
@@ -172,6 +194,8 @@ class LagMetrics:
                 self.pending_bytes,
                 self.oldest_pending_age,
                 self.watermark,
+                self.deletes_scheduled,
+                self.delete_overdue,
             ):
                 try:
                     gauge.remove(gone)
@@ -184,6 +208,8 @@ class LagMetrics:
             self.pending_bytes.labels(name).set(lag.pending_bytes)
             age = lag.oldest_pending_age(now)
             self.oldest_pending_age.labels(name).set(age or 0.0)
+            self.deletes_scheduled.labels(name).set(lag.deletes_scheduled)
+            self.delete_overdue.labels(name).set(lag.delete_overdue_seconds(now))
             if lag.watermark is None:
                 try:
                     self.watermark.remove(name)

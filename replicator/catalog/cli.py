@@ -285,6 +285,7 @@ def _status_table(lags: Sequence[RouteLag], now: datetime) -> str:
             lag.slo_missed,
             _duration(lag.oldest_pending_age(now)),
             lag.watermark.isoformat(timespec="seconds") if lag.watermark else None,
+            lag.deletes_scheduled,
         )
         for lag in lags
     ]
@@ -299,5 +300,6 @@ def _status_table(lags: Sequence[RouteLag], now: datetime) -> str:
         "SLO MISSED",
         "OLDEST PENDING",
         "WATERMARK",
+        "DELETES SCHEDULED",
     )
     return _table(headers, rows) if rows else "no routes in the catalog yet"

@@ -1059,6 +1059,7 @@ class Catalog:
             routes.append(r.location_id == target.id)
         unapplied = r.state.in_(_UNAPPLIED)
         applied = r.state.in_(_APPLIED)
+        scheduled = r.state == str(ReplicaState.DELETE_SCHEDULED)
         timed = and_(applied, r.lag_seconds.is_not(None))
         if since is not None:
             timed = and_(timed, r.replicated_at >= since)
@@ -1075,6 +1076,8 @@ class Catalog:
                 func.sum(case((and_(timed, r.lag_seconds > slo), 1), else_=0)),
                 func.min(case((unapplied, r.pending_since))),
                 func.max(case((applied, r.source_event_time))),
+                func.sum(case((scheduled, 1), else_=0)),
+                func.min(case((scheduled, r.delete_due))),
             )
             .where(*routes)
             .group_by(r.source_location_id, r.location_id)
@@ -1093,6 +1096,8 @@ class Catalog:
                     missed,
                     oldest,
                     newest,
+                    deletes,
+                    next_due,
                 ) = row
                 route_filter = and_(timed, r.source_location_id == src_id, r.location_id == dst_id)
                 quantiles: dict[float, float | None] = {}
@@ -1121,6 +1126,8 @@ class Catalog:
                         slo_missed=int(missed or 0),
                         oldest_pending=oldest,
                         watermark=watermark(oldest, newest),
+                        deletes_scheduled=int(deletes or 0),
+                        next_delete_due=next_due,
                     )
                 )
         return sorted(out, key=lambda lag: lag.route)

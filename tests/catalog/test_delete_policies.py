@@ -132,3 +132,20 @@ async def test_a_catalog_of_the_first_schema_upgrades_with_its_rows(tmp_path: Pa
         assert await catalog.schedule_delete(gone, "gs://c/p/", due=T0 + DAY, decided_time=T0)
     finally:
         await catalog.close()
+
+
+async def test_scheduled_deletions_show_in_the_route_figures(
+    catalog: Catalog, make_dataset: DatasetFactory
+) -> None:
+    ds = await make_dataset(replicas=1)
+    gs = store_url(ds, "gs")
+    for n, key in enumerate(("a", "b")):
+        gone = change(ds, key, 2, at=10 + n, deleted=True)
+        await catalog.mark_pending(gone)
+        await catalog.schedule_delete(gone, gs, due=gone.event_time + DAY, decided_time=T0)
+    [lag] = await catalog.route_lag(destination=gs)
+    assert lag.deletes_scheduled == 2
+    assert lag.next_delete_due == T0 + timedelta(seconds=10) + DAY
+    assert lag.delete_overdue_seconds(T0) == 0.0
+    assert lag.delete_overdue_seconds(T0 + 2 * DAY) > 0
+    assert lag.pending_ops == 0
