@@ -287,6 +287,17 @@ class ObjectStore(abc.ABC):
     async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
         raise NotSupported(f"{self.scheme}:// has no multipart upload", url=self.url_for(key))
 
+    async def put_part_at(
+        self, key: str, upload_id: str, part_number: int, offset: int, data: bytes
+    ) -> PartToken:
+        """``put_part`` for a part that starts ``offset`` bytes into the finished object.
+
+        A store that can write each part straight into its place uses the offset so that
+        completion need not join the parts; every other store ignores it. Completion still
+        assembles exactly the parts it is given, in part-number order.
+        """
+        return await self.put_part(key, upload_id, part_number, data)
+
     async def complete_multipart(
         self,
         key: str,

@@ -18,13 +18,14 @@ import asyncio
 import base64
 import contextlib
 import errno
+import itertools
 import json
 import os
 import shutil
 import stat
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import asdict, replace
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -61,6 +62,9 @@ TEMP_MARKER = ".replicator-tmp-"
 UPLOADS_DIR = STAGING_PREFIX.rstrip("/")
 NAME_MAX = 255
 COPY_CHUNK = 8 * 1024 * 1024
+PART_FILE = ".part"
+PLACED_RECORD = ".placed"
+STAGED_OBJECT = "object"
 
 
 def _crc32c_b64(value: int) -> str:
@@ -80,6 +84,20 @@ def _file_crc32c(fd: int, size: int) -> int:
 
 def _crc32c_int(encoded: str) -> int:
     return int.from_bytes(base64.b64decode(encoded), "big")
+
+
+@dataclass(frozen=True)
+class _StagedPart:
+    """A part of an upload being completed: the bytes ``[offset, offset + size)`` of the
+    staging file at ``path`` (offset None: a file of its own, not yet re-checked)."""
+
+    token: PartToken
+    path: Path
+    offset: int | None
+
+    @property
+    def size(self) -> int:
+        return self.token.size
 
 
 class LocalStore(ObjectStore):
@@ -301,14 +319,13 @@ class LocalStore(ObjectStore):
     def _write_file(
         self,
         key: str,
-        write: Any,
+        write: Callable[[int], int],
         attributes: ObjectAttributes | None,
         create_only: bool,
         if_match: str | None,
     ) -> ObjectMeta:
         """Write through a temporary file, then move it into place atomically."""
         segments = self._segments(key)
-        name = segments[-1]
         dir_fd = self._open_dir(segments, key, create=True)
         temp = f".{uuid.uuid4().hex[:12]}{TEMP_MARKER}"
         try:
@@ -316,36 +333,59 @@ class LocalStore(ObjectStore):
                 temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
             )
             try:
-                crc = write(fd)
-                record = {
-                    "attributes": asdict(attributes or ObjectAttributes()),
-                    "crc32c": _crc32c_b64(crc),
-                }
-                try:
-                    os.setxattr(fd, XATTR, json.dumps(record).encode())
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
-                        raise
-                    if attributes is not None and attributes != ObjectAttributes():
-                        raise NotSupported(
-                            f"{self.root} does not support user extended attributes, so "
-                            "object attributes cannot be kept",
-                            url=self.url_for(key),
-                        ) from None
-                os.fsync(fd)
+                self._seal(key, fd, write(fd), attributes)
             finally:
                 os.close(fd)
-            self._commit_temp(key, dir_fd, temp, name, create_only, if_match)
-            os.fsync(dir_fd)
-            with self._open_object(key) as (fd, st):
-                return self._meta(key, fd, st)
+            return self._publish(key, dir_fd, dir_fd, temp, segments[-1], create_only, if_match)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp, dir_fd=dir_fd)
             os.close(dir_fd)
 
+    def _seal(self, key: str, fd: int, crc: int, attributes: ObjectAttributes | None) -> None:
+        """Record the attributes and CRC32C of a finished file and make it durable."""
+        record = {
+            "attributes": asdict(attributes or ObjectAttributes()),
+            "crc32c": _crc32c_b64(crc),
+        }
+        try:
+            os.setxattr(fd, XATTR, json.dumps(record).encode())
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            if attributes is not None and attributes != ObjectAttributes():
+                raise NotSupported(
+                    f"{self.root} does not support user extended attributes, so "
+                    "object attributes cannot be kept",
+                    url=self.url_for(key),
+                ) from None
+        os.fsync(fd)
+
+    def _publish(
+        self,
+        key: str,
+        dir_fd: int,
+        temp_dir_fd: int,
+        temp: str,
+        name: str,
+        create_only: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectMeta:
+        """Move a sealed file to its key's name and make the move durable."""
+        self._commit_temp(key, dir_fd, temp_dir_fd, temp, name, create_only, if_match)
+        os.fsync(dir_fd)
+        with self._open_object(key) as (fd, st):
+            return self._meta(key, fd, st)
+
     def _commit_temp(
-        self, key: str, dir_fd: int, temp: str, name: str, create_only: bool, if_match: str | None
+        self,
+        key: str,
+        dir_fd: int,
+        temp_dir_fd: int,
+        temp: str,
+        name: str,
+        create_only: bool,
+        if_match: str | None,
     ) -> None:
         url = self.url_for(key)
         try:
@@ -360,11 +400,13 @@ class LocalStore(ObjectStore):
             raise PreconditionFailed(f"etag is not {if_match}", url=url)
         if create_only:
             try:
-                os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                os.link(
+                    temp, name, src_dir_fd=temp_dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False
+                )
             except FileExistsError:
                 raise AlreadyExists("object already exists", url=url) from None
         else:
-            os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.rename(temp, name, src_dir_fd=temp_dir_fd, dst_dir_fd=dir_fd)
 
     async def list(
         self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
@@ -449,7 +491,13 @@ class LocalStore(ObjectStore):
             except OSError:
                 return
 
-    # -- multipart: parts are files in a staging directory, joined on completion ----------
+    # -- multipart: parts staged in an upload directory, published by a rename ------------
+    #
+    # A part sent with its offset (put_part_at) is written straight into its place in one
+    # staging file and made durable before its record is written, so completing an upload
+    # whose parts tile that file is an fsync and a rename. A part sent without an offset is
+    # a file of its own, not fsynced, re-checked against its CRC32C and joined in the kernel
+    # at completion; so is every part of an upload whose parts do not tile the staging file.
 
     def _upload_dir(self, upload_id: str, key: str) -> Path:
         if not upload_id.isalnum():
@@ -487,25 +535,89 @@ class LocalStore(ObjectStore):
         await self._run(key, work)
         return upload_id
 
-    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
+    def _check_part_number(self, key: str, part_number: int) -> None:
         if not 1 <= part_number <= self.limits.max_parts:
             raise InvalidArgument(f"part number {part_number} out of range", url=self.url_for(key))
+
+    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
+        self._check_part_number(key, part_number)
 
         def work() -> PartToken:
             self._manifest(key, upload_id)
             staging = self._upload_dir(upload_id, key)
             temp = staging / f"{part_number:05d}{TEMP_MARKER}{uuid.uuid4().hex[:8]}"
             checksum = _crc32c_b64(google_crc32c.value(data))
-            # Not fsynced: completion re-checks every part's CRC32C before joining, so a part
-            # torn by a power loss is caught there, and the joined file is fsynced once.
             with open(temp, "wb") as handle:
                 handle.write(data)
                 os.setxattr(handle.fileno(), XATTR, checksum.encode())
-            os.replace(temp, staging / f"{part_number:05d}.part")
+            os.replace(temp, staging / f"{part_number:05d}{PART_FILE}")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staging / f"{part_number:05d}{PLACED_RECORD}")
             return PartToken(part_number, checksum, len(data), {ChecksumKind.CRC32C: checksum})
 
         token: PartToken = await self._run(key, work)
         return token
+
+    async def put_part_at(
+        self, key: str, upload_id: str, part_number: int, offset: int, data: bytes
+    ) -> PartToken:
+        self._check_part_number(key, part_number)
+        if offset < 0:
+            raise InvalidArgument(f"part offset {offset} is negative", url=self.url_for(key))
+
+        def work() -> PartToken:
+            self._manifest(key, upload_id)
+            staging = self._upload_dir(upload_id, key)
+            checksum = _crc32c_b64(google_crc32c.value(data))
+            fd = os.open(
+                staging / STAGED_OBJECT,
+                os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o644,
+            )
+            try:
+                view, at = memoryview(data), offset
+                while view:
+                    written = os.pwrite(fd, view, at)
+                    view, at = view[written:], at + written
+                # Durable before it is recorded: a recorded part needs no re-reading at
+                # completion, even after a power loss.
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            record = {"crc32c": checksum, "size": len(data), "offset": offset}
+            temp = staging / f"{part_number:05d}{TEMP_MARKER}{uuid.uuid4().hex[:8]}"
+            temp.write_text(json.dumps(record))
+            os.replace(temp, staging / f"{part_number:05d}{PLACED_RECORD}")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staging / f"{part_number:05d}{PART_FILE}")
+            return PartToken(part_number, checksum, len(data), {ChecksumKind.CRC32C: checksum})
+
+        token: PartToken = await self._run(key, work)
+        return token
+
+    def _staged(self, key: str, staging: Path, part: PartToken) -> _StagedPart:
+        """Where a completed upload's part is, checked against its token."""
+        name = f"{part.part_number:05d}"
+        placed = staging / f"{name}{PLACED_RECORD}"
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            record = json.loads(placed.read_text())
+            if record["crc32c"] == part.token and record["size"] == part.size:
+                return _StagedPart(part, staging / STAGED_OBJECT, int(record["offset"]))
+        path = staging / f"{name}{PART_FILE}"
+        try:
+            stored = os.getxattr(path, XATTR).decode()
+        except FileNotFoundError:
+            if placed.exists():
+                stored = ""
+            else:
+                raise InvalidArgument(
+                    f"part {part.part_number} was never uploaded", url=self.url_for(key)
+                ) from None
+        if stored != part.token:
+            raise InvalidArgument(
+                f"part {part.part_number} does not match its token", url=self.url_for(key)
+            )
+        return _StagedPart(part, path, None)
 
     async def complete_multipart(
         self,
@@ -516,60 +628,97 @@ class LocalStore(ObjectStore):
         extra_metadata: Mapping[str, str] | None = None,
     ) -> ObjectMeta:
         ordered = sorted(parts, key=lambda p: p.part_number)
-
-        def load_manifest() -> dict[str, Any]:
-            return self._manifest(key, upload_id)
-
-        manifest: dict[str, Any] = await self._run(key, load_manifest)
         staging = self._upload_dir(upload_id, key)
 
+        def work() -> ObjectMeta:
+            manifest = self._manifest(key, upload_id)
+            attributes = ObjectAttributes(**manifest["attributes"])
+            if extra_metadata:
+                attributes = replace(
+                    attributes, user_metadata={**attributes.user_metadata, **extra_metadata}
+                )
+            staged = [self._staged(key, staging, part) for part in ordered]
+            crc, size = 0, 0
+            for part in staged:
+                crc = checksums.combine_crc32c(crc, _crc32c_int(part.token.token), part.size)
+                size += part.size
+            tiled = bool(staged) and all(
+                part.offset == start
+                for part, start in zip(
+                    staged, itertools.accumulate((p.size for p in staged), initial=0), strict=False
+                )
+            )
+            if tiled:
+                published = self._publish_staged(key, staging, size, crc, attributes)
+                if published is not None:
+                    return published
+            return self._write_file(key, self._joiner(key, staged), attributes, False, None)
+
+        meta: ObjectMeta = await self._run(key, work)
+        await asyncio.to_thread(shutil.rmtree, staging, True)
+        return meta
+
+    def _publish_staged(
+        self, key: str, staging: Path, size: int, crc: int, attributes: ObjectAttributes
+    ) -> ObjectMeta | None:
+        """Move the staging file, which holds exactly the object, into place; None when the
+        key's directory is on another file system than the staging area."""
+        segments = self._segments(key)
+        dir_fd = self._open_dir(segments, key, create=True)
+        try:
+            staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                fd = os.open(STAGED_OBJECT, os.O_RDWR | os.O_NOFOLLOW, dir_fd=staging_fd)
+                try:
+                    # A part sent again shorter than before may have left bytes past the end.
+                    os.ftruncate(fd, size)
+                    self._seal(key, fd, crc, attributes)
+                finally:
+                    os.close(fd)
+                try:
+                    return self._publish(key, dir_fd, staging_fd, STAGED_OBJECT, segments[-1])
+                except OSError as exc:
+                    if exc.errno == errno.EXDEV:
+                        return None
+                    raise
+            finally:
+                os.close(staging_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _joiner(self, key: str, staged: Sequence[_StagedPart]) -> Callable[[int], int]:
         def write(fd: int) -> int:
-            """Check each part against the CRC32C recorded when it was stored (reading it back,
-            from the page cache in the common case), then join the parts in the kernel."""
+            """Join the parts in the kernel, first checking each part that was not made
+            durable when stored against the CRC32C recorded then (reading it back, from the
+            page cache in the common case)."""
             crc = 0
-            for part in ordered:
+            for part in staged:
+                part_fd = os.open(part.path, os.O_RDONLY | os.O_NOFOLLOW)
                 try:
-                    part_fd = os.open(staging / f"{part.part_number:05d}.part", os.O_RDONLY)
-                except FileNotFoundError:
-                    raise InvalidArgument(
-                        f"part {part.part_number} was never uploaded", url=self.url_for(key)
-                    ) from None
-                try:
-                    stored = os.getxattr(part_fd, XATTR).decode()
-                    size = os.fstat(part_fd).st_size
-                    if (
-                        stored != part.token
-                        or size != part.size
-                        or (_crc32c_b64(_file_crc32c(part_fd, size)) != stored)
+                    start = part.offset or 0
+                    if part.offset is None and (
+                        os.fstat(part_fd).st_size != part.size
+                        or _crc32c_b64(_file_crc32c(part_fd, part.size)) != part.token.token
                     ):
                         raise InvalidArgument(
-                            f"part {part.part_number} does not match its token",
+                            f"part {part.token.part_number} does not match its token",
                             url=self.url_for(key),
                         )
                     copied = 0
-                    while copied < size:
-                        done = os.copy_file_range(part_fd, fd, size - copied)
+                    while copied < part.size:
+                        done = os.copy_file_range(part_fd, fd, part.size - copied, start + copied)
                         if done == 0:
                             raise TransientError(
-                                f"part {part.part_number} shrank while being joined",
+                                f"part {part.token.part_number} shrank while being joined",
                                 url=self.url_for(key),
                             )
                         copied += done
                 finally:
                     os.close(part_fd)
-                crc = checksums.combine_crc32c(crc, _crc32c_int(stored), size)
+                crc = checksums.combine_crc32c(crc, _crc32c_int(part.token.token), part.size)
             return crc
 
-        attributes = ObjectAttributes(**manifest["attributes"])
-        if extra_metadata:
-            attributes = replace(
-                attributes, user_metadata={**attributes.user_metadata, **extra_metadata}
-            )
-        meta: ObjectMeta = await self._run(
-            key, self._write_file, key, write, attributes, False, None
-        )
-        await asyncio.to_thread(shutil.rmtree, staging, True)
-        return meta
+        return write
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         if not upload_id.isalnum():

@@ -243,12 +243,38 @@ class TestMultipart:
         assert await collect_keys(store) == ["big/object"]
         assert await collect_uploads(store) == []
 
-    async def test_abort_leaves_nothing(self, store: ObjectStore) -> None:
+    async def test_parts_placed_at_their_offsets(self, store: ObjectStore) -> None:
+        """Parts sent with their offsets, concurrently and in reverse, assemble in number
+        order with the attributes and checksum of the whole object."""
+        size = part_size(store)
+        chunks = [os.urandom(size), os.urandom(size), os.urandom(1000)]
+        attributes = ObjectAttributes(user_metadata={"source": "conformance"})
+        upload_id = await store.create_multipart("placed", attributes=attributes)
+        tokens = await asyncio.gather(
+            *(
+                store.put_part_at("placed", upload_id, n, (n - 1) * size, chunks[n - 1])
+                for n in reversed(range(1, 4))
+            )
+        )
+        meta = await store.complete_multipart("placed", upload_id, tokens)
+        assert meta.size == sum(map(len, chunks))
+        assert await store.read("placed") == b"".join(chunks)
+        head = await store.head("placed")
+        assert dict(head.attributes.user_metadata) == {"source": "conformance"}
+        assert await collect_keys(store) == ["placed"]
+        assert await collect_uploads(store) == []
+
+    @pytest.mark.parametrize("placed", [False, True], ids=["put_part", "put_part_at"])
+    async def test_abort_leaves_nothing(self, store: ObjectStore, placed: bool) -> None:
         """An aborted upload leaves no object, no listed upload and no staged parts."""
         size = part_size(store)
         upload_id = await store.create_multipart("aborted")
-        await store.put_part("aborted", upload_id, 1, os.urandom(size))
-        await store.put_part("aborted", upload_id, 2, os.urandom(10))
+        if placed:
+            await store.put_part_at("aborted", upload_id, 1, 0, os.urandom(size))
+            await store.put_part_at("aborted", upload_id, 2, size, os.urandom(10))
+        else:
+            await store.put_part("aborted", upload_id, 1, os.urandom(size))
+            await store.put_part("aborted", upload_id, 2, os.urandom(10))
         assert await collect_uploads(store) == [("aborted", upload_id)]
         await store.abort_multipart("aborted", upload_id)
         with pytest.raises(NotFound):

@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import InvalidArgument, InvalidKey, NotFound
+from connectors.base import (
+    ChecksumKind,
+    InvalidArgument,
+    InvalidKey,
+    NotFound,
+    ObjectAttributes,
+    PartToken,
+)
 from connectors.local import LocalStore
+from replicator import hashing
 
 
 @pytest.fixture
@@ -96,3 +104,89 @@ class TestTornParts:
             await local.complete_multipart("obj", upload_id, [first, second])
         with pytest.raises(NotFound):
             await local.head("obj")
+
+
+class TestPartsInPlace:
+    """Parts sent with their offsets are written into one staging file, published by a rename."""
+
+    @staticmethod
+    def staged_object(local: LocalStore, upload_id: str) -> Path:
+        return local.root / ".replicator-uploads" / upload_id / "object"
+
+    async def test_tiled_upload_is_published_without_copying(self, local: LocalStore) -> None:
+        """When the parts tile the staging file, that very file (same inode) becomes the
+        object, with its attributes, fingerprint metadata and whole-object CRC32C."""
+        chunks = [os.urandom(4096), os.urandom(4096), os.urandom(100)]
+        attributes = ObjectAttributes(user_metadata={"origin": "test"})
+        upload_id = await local.create_multipart("a/obj", attributes=attributes)
+        tokens = [
+            await local.put_part_at("a/obj", upload_id, n, (n - 1) * 4096, chunks[n - 1])
+            for n in (3, 1, 2)
+        ]
+        inode = self.staged_object(local, upload_id).stat().st_ino
+        meta = await local.complete_multipart(
+            "a/obj", upload_id, tokens, extra_metadata={"fingerprint": "f"}
+        )
+        assert (local.root / "a" / "obj").stat().st_ino == inode
+        assert await local.read("a/obj") == b"".join(chunks)
+        assert meta.checksums[ChecksumKind.CRC32C] == hashing.crc32c_b64(
+            hashing.crc32c(b"".join(chunks))
+        )
+        assert dict(meta.attributes.user_metadata) == {"origin": "test", "fingerprint": "f"}
+        assert not (local.root / ".replicator-uploads" / upload_id).exists()
+
+    async def test_part_sent_again_shorter_leaves_no_tail(self, local: LocalStore) -> None:
+        """A last part sent again with fewer bytes does not leave the old bytes past the end."""
+        upload_id = await local.create_multipart("obj")
+        first = await local.put_part_at("obj", upload_id, 1, 0, b"a" * 100)
+        await local.put_part_at("obj", upload_id, 2, 100, b"b" * 100)
+        second = await local.put_part_at("obj", upload_id, 2, 100, b"c" * 10)
+        await local.complete_multipart("obj", upload_id, [first, second])
+        assert await local.read("obj") == b"a" * 100 + b"c" * 10
+
+    async def test_parts_that_do_not_tile_are_joined(self, local: LocalStore) -> None:
+        """Completing with a subset of the parts, or with parts sent both ways, still gives
+        exactly the listed parts in number order."""
+        upload_id = await local.create_multipart("obj")
+        one = await local.put_part_at("obj", upload_id, 1, 0, b"1" * 50)
+        await local.put_part_at("obj", upload_id, 2, 50, b"2" * 50)
+        three = await local.put_part_at("obj", upload_id, 3, 100, b"3" * 7)
+        four = await local.put_part("obj", upload_id, 4, b"4" * 9)
+        await local.complete_multipart("obj", upload_id, [four, three, one])
+        assert await local.read("obj") == b"1" * 50 + b"3" * 7 + b"4" * 9
+
+    async def test_part_sent_again_without_offset_replaces_the_placed_one(
+        self, local: LocalStore
+    ) -> None:
+        """The later of two uploads of one part number is the one completion uses."""
+        upload_id = await local.create_multipart("obj")
+        await local.put_part_at("obj", upload_id, 1, 0, b"old")
+        token = await local.put_part("obj", upload_id, 1, b"new!")
+        await local.complete_multipart("obj", upload_id, [token])
+        assert await local.read("obj") == b"new!"
+
+    async def test_token_for_other_bytes_is_refused(self, local: LocalStore) -> None:
+        """A token that does not match what was stored fails completion; nothing is published."""
+        upload_id = await local.create_multipart("obj")
+        token = await local.put_part_at("obj", upload_id, 1, 0, b"stored bytes")
+        forged = PartToken(1, hashing.crc32c_b64(hashing.crc32c(b"other bytes!")), token.size)
+        with pytest.raises(InvalidArgument, match="part 1"):
+            await local.complete_multipart("obj", upload_id, [forged])
+        with pytest.raises(NotFound):
+            await local.head("obj")
+
+    async def test_unrecorded_part_is_never_uploaded(self, local: LocalStore) -> None:
+        """Bytes in the staging file without a record (a crash before the part was made
+        durable) do not count as a part."""
+        upload_id = await local.create_multipart("obj")
+        token = await local.put_part_at("obj", upload_id, 1, 0, b"bytes")
+        (local.root / ".replicator-uploads" / upload_id / "00001.placed").unlink()
+        with pytest.raises(InvalidArgument, match="never uploaded"):
+            await local.complete_multipart("obj", upload_id, [token])
+
+    async def test_negative_offset_refused(self, local: LocalStore) -> None:
+        """A part cannot start before the object."""
+        upload_id = await local.create_multipart("obj")
+        with pytest.raises(InvalidArgument):
+            await local.put_part_at("obj", upload_id, 1, -1, b"x")
+        await local.abort_multipart("obj", upload_id)
