@@ -494,7 +494,9 @@ class Copier:
                     hashing.block_digests(data, part.offset),
                 )
                 token = await self.retry.run(
-                    functools.partial(dest.put_part, dest_key, record.upload_id, part.number, data),
+                    functools.partial(
+                        dest.put_part_at, dest_key, record.upload_id, part.number, part.offset, data
+                    ),
                     what=f"upload part {part.number}",
                 )
                 try:

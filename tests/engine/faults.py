@@ -111,6 +111,17 @@ class FaultyStore(ObjectStore):
         self.parts_uploaded.append(part_number)
         return token
 
+    async def put_part_at(
+        self, key: str, upload_id: str, part_number: int, offset: int, data: bytes
+    ) -> PartToken:
+        self._maybe_throttle()
+        if self.flip_next_parts > 0:
+            self.flip_next_parts -= 1
+            data = self._flip(data)
+        token = await self.inner.put_part_at(key, upload_id, part_number, offset, data)
+        self.parts_uploaded.append(part_number)
+        return token
+
     async def complete_multipart(
         self,
         key: str,
