@@ -8,8 +8,12 @@ For each route and data set this measures, in the same run and on the same data:
 * rclone:     ``rclone copy`` of the same objects (when rclone is installed);
 * cp:         coreutils ``cp`` for file -> file.
 
+Each tool runs ``--repeat`` times into a fresh destination prefix and the median is reported
+(the peak RSS is the largest seen). Dirty pages are written back before every timed run, so no
+tool pays for the write-back of the one before it; the replicator's own fsyncs stay on its time.
+
 Usage: python -m benchmarks.copy_throughput [--large-mib 512] [--small-count 64] [--small-mib 4]
-       [--routes s3-gs,s3-az,gs-az,file-file] [--json FILE]
+       [--routes s3-gs,s3-az,gs-az,file-file] [--repeat 3] [--json FILE]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,14 +149,14 @@ async def gather_bounded(jobs: list[Callable[[], Awaitable[None]]]) -> None:
     await asyncio.gather(*(one(job) for job in jobs))
 
 
-async def measure_raw(source: str, dest: str, keys: list[str]) -> float:
+async def measure_raw(source: str, dest: str, keys: list[str], prefix: str) -> float:
     src_scheme, dst_scheme = source.split("://")[0], dest.split("://")[0]
     src_container, dst_container = container_of(source), container_of(dest)
     async with RawClients() as raw:
 
         async def one(key: str) -> None:
             data = await raw.get(src_scheme, src_container, key)
-            await raw.put(dst_scheme, dst_container, f"raw/{key}", data)
+            await raw.put(dst_scheme, dst_container, f"{prefix}{key}", data)
 
         started = time.perf_counter()
         await gather_bounded([lambda k=key: one(k) for key in keys])  # type: ignore[misc]
@@ -215,7 +220,9 @@ def rclone_path(url: str) -> str:
     return rest if scheme == "file" else f"{scheme.upper()}:{rest}"
 
 
-def measure_rclone(source: str, dest: str, prefix: str, env: dict[str, str]) -> float | None:
+def measure_rclone(
+    source: str, dest: str, prefix: str, env: dict[str, str], target: str
+) -> float | None:
     if shutil.which("rclone") is None:
         return None
     started = time.perf_counter()
@@ -224,7 +231,7 @@ def measure_rclone(source: str, dest: str, prefix: str, env: dict[str, str]) -> 
             "rclone",
             "copy",
             f"{rclone_path(source)}/{prefix}",
-            f"{rclone_path(dest)}/rclone/{prefix}",
+            f"{rclone_path(dest)}/{target}{prefix}",
             "--transfers",
             str(OBJECT_CONCURRENCY),
             "--checkers",
@@ -237,8 +244,8 @@ def measure_rclone(source: str, dest: str, prefix: str, env: dict[str, str]) -> 
     return time.perf_counter() - started
 
 
-def measure_cp(source: str, dest: str, prefix: str) -> float:
-    target = Path(container_of(dest), "cp")
+def measure_cp(source: str, dest: str, prefix: str, into: str) -> float:
+    target = Path(container_of(dest), into)
     target.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     subprocess.run(["cp", "-r", str(Path(container_of(source), prefix)), str(target)], check=True)
@@ -283,36 +290,57 @@ def run(args: argparse.Namespace) -> list[Measurement]:
                     keys = [key for key, _ in objects]
                     prefix = keys[0].split("/")[0]
                     total = sum(size for _, size in objects)
-                    raw = asyncio.run(measure_raw(source, dest, keys))
-                    results.append(Measurement(route, name, "raw GET+PUT", total, raw))
-                    seconds, rss = measure_replicator(source, dest, keys, "replicator/")
-                    results.append(Measurement(route, name, "replicator", total, seconds, rss))
-                    rclone = measure_rclone(source, dest, prefix, env)
-                    if rclone is not None:
-                        results.append(Measurement(route, name, "rclone copy", total, rclone))
-                    if route == "file-file":
-                        results.append(
-                            Measurement(route, name, "cp", total, measure_cp(source, dest, prefix))
-                        )
+                    runs: dict[str, list[float]] = {}
+                    peak_rss = 0.0
+                    for n in range(args.repeat):
+                        settle()
+                        raw = asyncio.run(measure_raw(source, dest, keys, f"raw{n}/"))
+                        runs.setdefault("raw GET+PUT", []).append(raw)
+                        settle()
+                        seconds, rss = measure_replicator(source, dest, keys, f"replicator{n}/")
+                        runs.setdefault("replicator", []).append(seconds)
+                        peak_rss = max(peak_rss, rss)
+                        settle()
+                        rclone = measure_rclone(source, dest, prefix, env, f"rclone{n}/")
+                        if rclone is not None:
+                            runs.setdefault("rclone copy", []).append(rclone)
+                        if route == "file-file":
+                            settle()
+                            cp = measure_cp(source, dest, prefix, f"cp{n}")
+                            runs.setdefault("cp", []).append(cp)
+                    for tool, times in runs.items():
+                        rss_of = peak_rss if tool == "replicator" else None
+                        median = statistics.median(times)
+                        results.append(Measurement(route, name, tool, total, median, rss_of))
                     print(f"{route} {name}: done", file=sys.stderr)
     return results
 
 
+def settle() -> None:
+    """Write back every dirty page before a timed run, so it pays only for its own."""
+    os.sync()
+
+
 def table(results: list[Measurement]) -> str:
     lines = [
-        "| route | data | tool | MB/s | vs raw | vs rclone/cp | peak RSS MB |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| route | data | tool | MB/s | vs raw | vs cp | vs rclone | peak RSS MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for m in results:
         peers = {r.tool: r for r in results if r.route == m.route and r.dataset == m.dataset}
-        raw = peers.get("raw GET+PUT")
-        other = peers.get("cp") or peers.get("rclone copy")
-        vs_raw = f"{m.mb_per_s / raw.mb_per_s:.0%}" if raw and m is not raw else ""
-        vs_peer = f"{m.mb_per_s / other.mb_per_s:.0%}" if other and m.tool == "replicator" else ""
+
+        def ratio(tool: str, m: Measurement = m, peers: dict[str, Measurement] = peers) -> str:
+            peer = peers.get(tool)
+            return f"{m.mb_per_s / peer.mb_per_s:.0%}" if peer and peer is not m else ""
+
+        vs_raw = ratio("raw GET+PUT")
+        vs_cp, vs_rclone = (
+            ratio(t) if m.tool == "replicator" else "" for t in ("cp", "rclone copy")
+        )
         rss = f"{m.peak_rss_mb:.0f}" if m.peak_rss_mb is not None else ""
         lines.append(
-            f"| {m.route} | {m.dataset} | {m.tool} | {m.mb_per_s:.1f} | {vs_raw} | "
-            f"{vs_peer} | {rss} |"
+            f"| {m.route} | {m.dataset} | {m.tool} | {m.mb_per_s:.1f} | {vs_raw} | {vs_cp} | "
+            f"{vs_rclone} | {rss} |"
         )
     return "\n".join(lines)
 
@@ -323,6 +351,7 @@ def main() -> None:
     parser.add_argument("--small-count", type=int, default=64)
     parser.add_argument("--small-mib", type=int, default=4)
     parser.add_argument("--routes", type=lambda s: s.split(","), default=list(ROUTES))
+    parser.add_argument("--repeat", type=int, default=3, help="runs per tool; the median counts")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args()
     results = run(args)
