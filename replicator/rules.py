@@ -16,7 +16,7 @@ A configuration file (TOML) holds the routes::
     exclude = ["_tmp/*"]
     delete_policy = "delayed"        # propagate (default) | never | delayed
     delete_delay = "7d"              # delayed only: how long a replica outlives its source
-    concurrency = 8
+    concurrency = 8                  # objects of this route applied at once (per daemon)
     max_deletes_per_minute = 600
 
 Deletes: ``propagate`` deletes a replica as soon as its source is deleted; ``never`` keeps it;

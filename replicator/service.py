@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -67,7 +67,15 @@ from replicator.events import ChangeEvent, scan_event
 from replicator.ingest import Publisher, SQSPoller, add_ingest_routes
 from replicator.lag import LagMetrics
 from replicator.metadata import replica_source
-from replicator.rules import Duration, Router, RoutingConfig, Target, read_toml, validate_config
+from replicator.rules import (
+    Duration,
+    Route,
+    Router,
+    RoutingConfig,
+    Target,
+    read_toml,
+    validate_config,
+)
 from replicator.transfer import ByteBudget, Copier
 from replicator.units import parse_size
 from replicator.worker import Worker
@@ -134,18 +142,27 @@ def load_daemon_config(path: Path) -> DaemonConfig:
 class Applier:
     """Applies one change event to every destination of its route (the worker's handler)."""
 
-    def __init__(self, router: Router, catalog: Catalog, copier: Copier) -> None:
+    def __init__(
+        self,
+        router: Router,
+        catalog: Catalog,
+        copier: Copier,
+        *,
+        store_factory: Callable[[str], ObjectStore] = open_store,
+    ) -> None:
         self.router = router
         self.catalog = catalog
         self.copier = copier
+        self.store_factory = store_factory
         self.guard = DeleteGuard()
         self._stores: dict[str, ObjectStore] = {}
+        self._gates: dict[str, asyncio.Semaphore] = {}
 
     def store(self, root_url: str) -> ObjectStore:
         """Stores are rooted at route locations, so a relative key is the same at every end."""
         store = self._stores.get(root_url)
         if store is None:
-            store = self._stores[root_url] = open_store(root_url)
+            store = self._stores[root_url] = self.store_factory(root_url)
         return store
 
     async def close(self) -> None:
@@ -172,17 +189,26 @@ class Applier:
             return ["stale"] * len(targets)
         route = targets[0].route
         source, key = self.store(route.source), targets[0].relative_key
-        try:
-            current: ObjectMeta | None = await self.copier.retry.run(
-                lambda: source.head(key), what="head source"
+        async with self._gate(route):
+            try:
+                current: ObjectMeta | None = await self.copier.retry.run(
+                    lambda: source.head(key), what="head source"
+                )
+            except NotFound:
+                current = None
+            return list(
+                await asyncio.gather(
+                    *(self._apply(change, target, source, key, current) for target in targets)
+                )
             )
-        except NotFound:
-            current = None
-        return list(
-            await asyncio.gather(
-                *(self._apply(change, target, source, key, current) for target in targets)
-            )
-        )
+
+    def _gate(self, route: Route) -> asyncio.Semaphore:
+        """At most ``route.concurrency`` objects of one route are applied at once, so that one
+        busy route cannot take every worker slot or overload its stores."""
+        gate = self._gates.get(route.name)
+        if gate is None:
+            gate = self._gates[route.name] = asyncio.Semaphore(route.concurrency)
+        return gate
 
     async def _apply(
         self,
