@@ -21,7 +21,7 @@ from replicator import devstack as devstack_module
 from replicator import logs
 from replicator.catalog.cli import catalog_app, status_command
 from replicator.errors import ConfigError, ReplicatorError
-from replicator.units import parse_size
+from replicator.units import parse_part_size, parse_size
 
 if TYPE_CHECKING:
     from replicator.transfer import Copier, CopyResult
@@ -171,9 +171,13 @@ def cp(
     destination: Annotated[
         str, typer.Argument(help="Destination object URL; ending in '/' keeps the source name")
     ],
-    part_size: Annotated[str, typer.Option(help="Part size (raised to fit the destination).")] = (
-        "16MiB"
-    ),
+    part_size: Annotated[
+        str,
+        typer.Option(
+            help="Part size, raised to fit the destination; 'auto' sizes parts to the object "
+            "(one per parallel slot, within the memory limit, at least 16MiB)."
+        ),
+    ] = "auto",
     concurrency: Annotated[int, typer.Option(min=1, help="Parts in flight at once.")] = 8,
     memory: Annotated[str, typer.Option(help="Most object bytes held in memory at once.")] = (
         "256MiB"
@@ -192,7 +196,7 @@ def cp(
     from replicator.transfer import ByteBudget, Copier
 
     copier = Copier(
-        part_size=parse_size(part_size),
+        part_size=parse_part_size(part_size),
         concurrency=concurrency,
         budget=ByteBudget(parse_size(memory)),
     )
@@ -322,7 +326,7 @@ def backfill(
 
     async def main() -> dict[str, int]:
         copier = Copier(
-            part_size=parse_size(settings.copy_.part_size),
+            part_size=parse_part_size(settings.copy_.part_size),
             concurrency=settings.copy_.concurrency,
             budget=ByteBudget(parse_size(settings.copy_.memory)),
         )

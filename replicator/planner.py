@@ -3,8 +3,10 @@
 Fallback chain, as in the best copy tools: server-side copy when both ends are the same store
 and it can copy internally; otherwise a single put for objects no larger than one part;
 otherwise a parallel multipart upload whose part size is the configured size raised until the
-part count fits the destination. Parts are multiples of the fingerprint block so each part can
-be fingerprinted on its own, in any order.
+part count fits the destination. Without a configured size, parts are sized to the object
+(``auto_part_size``): one part per parallel slot, as large as the memory budget allows for
+every slot at once, and never below ``DEFAULT_PART_SIZE``. Parts are multiples of the
+fingerprint block so each part can be fingerprinted on its own, in any order.
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ def choose_part_size(size: int, dest: Limits, requested: int = DEFAULT_PART_SIZE
             f"{dest.max_part_size} bytes"
         )
     return part_size
+
+
+def auto_part_size(size: int, *, concurrency: int, budget: int) -> int:
+    """A part size for an object of ``size`` bytes copied ``concurrency`` parts at a time with
+    ``budget`` bytes of memory: large parts cost fewer requests (each has a fixed overhead at
+    the store, and some stores re-read the object for every ranged read), but all parallel
+    parts must fit in the budget together, and parallelism needs at least one part per slot."""
+    per_slot = max(1, budget // max(1, concurrency))
+    return max(DEFAULT_PART_SIZE, min(-(-size // max(1, concurrency)), per_slot))
 
 
 def split(size: int, part_size: int) -> tuple[Part, ...]:

@@ -15,7 +15,7 @@ Configuration (TOML; the routes and residency sections are those of replicator.r
     ingest_token_env = "REPLICATOR_INGEST_TOKEN"   # ingest endpoints need this shared secret
 
     [copy]
-    part_size = "16MiB"
+    part_size = "auto"               # or a size: parts of every multipart copy
     concurrency = 8
     memory = "512MiB"
 
@@ -46,7 +46,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors import open_store
 from connectors.base import NotFound, ObjectMeta, ObjectStore
@@ -63,6 +63,7 @@ from replicator.catalog import Catalog, open_catalog
 from replicator.catalog.http import create_app
 from replicator.catalog.model import Acceptance, Change, LocationSpec, Replica, Role
 from replicator.deletes import DeleteGuard, DeletionSweeper, delete_replica
+from replicator.errors import ConfigError
 from replicator.events import ChangeEvent, scan_event
 from replicator.ingest import Publisher, SQSPoller, add_ingest_routes
 from replicator.lag import LagMetrics
@@ -77,7 +78,7 @@ from replicator.rules import (
     validate_config,
 )
 from replicator.transfer import ByteBudget, Copier
-from replicator.units import parse_size
+from replicator.units import parse_part_size, parse_size
 from replicator.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -109,10 +110,29 @@ class HttpSection(BaseModel):
 
 class CopySection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    part_size: str = "16MiB"
+    part_size: str = "auto"
     concurrency: int = Field(default=8, ge=1)
     memory: str = "512MiB"
     workers: int = Field(default=64, ge=1, description="events applied at once")
+
+    @field_validator("part_size")
+    @classmethod
+    def _part_size(cls, value: str) -> str:
+        return _checked(parse_part_size, value)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        return _checked(parse_size, value)
+
+
+def _checked(parse: Callable[[str], object], value: str) -> str:
+    """``value`` if ``parse`` accepts it (sizes stay text in the configuration model)."""
+    try:
+        parse(value)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return value
 
 
 class SQSSection(BaseModel):
@@ -296,7 +316,7 @@ class Daemon:
         producer = AsyncProducer(settings)
         copy = self.config.copy_
         copier = Copier(
-            part_size=parse_size(copy.part_size),
+            part_size=parse_part_size(copy.part_size),
             concurrency=copy.concurrency,
             budget=ByteBudget(parse_size(copy.memory)),
             journal=catalog.journal(),

@@ -50,7 +50,7 @@ from replicator.metadata import (
     replica_source,
     replica_source_version,
 )
-from replicator.planner import DEFAULT_PART_SIZE, CopyPlan, Part, Strategy, plan_copy
+from replicator.planner import CopyPlan, Part, Strategy, auto_part_size, plan_copy
 from replicator.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -213,12 +213,15 @@ class _PartDigest:
 
 
 class Copier:
-    """The copy engine. One instance serves many concurrent copies and shares one byte budget."""
+    """The copy engine. One instance serves many concurrent copies and shares one byte budget.
+
+    ``part_size`` None sizes the parts of each object to it (``planner.auto_part_size``).
+    """
 
     def __init__(
         self,
         *,
-        part_size: int = DEFAULT_PART_SIZE,
+        part_size: int | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         budget: ByteBudget | None = None,
         retry: RetryPolicy | None = None,
@@ -252,7 +255,10 @@ class Copier:
                 src.size,
                 dest.limits,
                 same_store=_same_store(source, dest),
-                part_size=self.part_size,
+                part_size=self.part_size
+                or auto_part_size(
+                    src.size, concurrency=self.concurrency, budget=self.budget.capacity
+                ),
             )
             try:
                 result = await self._execute(plan, src, source, source_key, dest, dest_key)

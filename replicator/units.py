@@ -32,6 +32,11 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
+def parse_part_size(text: str) -> int | None:
+    """'auto' (None: sized to each object) or a size."""
+    return None if text.strip().lower() == "auto" else parse_size(text)
+
+
 def parse_duration(text: str) -> timedelta:
     """'90s', '30m', '6h', '2d' -> timedelta."""
     match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)

@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 
 from connectors.base import ChecksumKind, GiB, Limits, MiB, TiB
 from replicator.hashing import FINGERPRINT_BLOCK
-from replicator.planner import PlanError, Strategy, choose_part_size, plan_copy
+from replicator.planner import (
+    DEFAULT_PART_SIZE,
+    PlanError,
+    Strategy,
+    auto_part_size,
+    choose_part_size,
+    plan_copy,
+)
 
 S3 = Limits(
     min_part_size=5 * MiB,
@@ -99,3 +106,24 @@ class TestPartSize:
         if plan.strategy is Strategy.MULTIPART:
             assert all(p.length >= S3.min_part_size for p in plan.parts[:-1])
             assert all(p.length <= S3.max_part_size for p in plan.parts)
+
+
+@pytest.mark.parametrize(
+    ("size", "concurrency", "budget", "expected"),
+    [
+        (512 * MiB, 8, 256 * MiB, 32 * MiB),  # one part per slot would exceed the budget
+        (512 * MiB, 8, 1024 * MiB, 64 * MiB),  # one part per slot
+        (64 * MiB, 8, 256 * MiB, DEFAULT_PART_SIZE),  # never below the default
+        (10 * GiB, 4, 64 * MiB, DEFAULT_PART_SIZE),  # a small budget keeps the default
+        (0, 8, 256 * MiB, DEFAULT_PART_SIZE),
+    ],
+)
+def test_auto_part_size(size: int, concurrency: int, budget: int, expected: int) -> None:
+    assert auto_part_size(size, concurrency=concurrency, budget=budget) == expected
+
+
+def test_auto_parts_still_fit_the_destination() -> None:
+    size = 4 * 1024 * GiB
+    requested = auto_part_size(size, concurrency=8, budget=256 * MiB)
+    plan = plan_copy(size, S3, same_store=False, part_size=requested)
+    assert len(plan.parts) <= S3.max_parts
