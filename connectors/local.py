@@ -119,6 +119,10 @@ class LocalStore(ObjectStore):
     def __init__(self, root: str) -> None:
         self.root = Path(root)
         super().__init__(f"file://{root.rstrip('/')}/")
+        # Part writes run in threads that a cancelled caller cannot stop; an abort waits for
+        # them, or a write finishing after the staging folder was removed would leave an
+        # orphan file behind.
+        self._part_writes: dict[str, set[asyncio.Task[Any]]] = {}
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
@@ -253,6 +257,21 @@ class LocalStore(ObjectStore):
                     f"file system full: {exc.strerror}", url=self.url_for(key)
                 ) from None
             raise TransientError(f"I/O error: {exc.strerror}", url=self.url_for(key)) from None
+
+    async def _run_part_write(self, key: str, upload_id: str, func: Any) -> Any:
+        task = asyncio.ensure_future(self._run(key, func))
+        writes = self._part_writes.setdefault(upload_id, set())
+        writes.add(task)
+
+        def finished(done: asyncio.Task[Any]) -> None:
+            writes.discard(done)
+            if not writes:
+                self._part_writes.pop(upload_id, None)
+            if not done.cancelled():
+                done.exception()  # retrieved: a cancelled caller no longer awaits it
+
+        task.add_done_callback(finished)
+        return await asyncio.shield(task)
 
     # -- required operations ------------------------------------------------------------
 
@@ -555,7 +574,7 @@ class LocalStore(ObjectStore):
                 os.unlink(staging / f"{part_number:05d}{PLACED_RECORD}")
             return PartToken(part_number, checksum, len(data), {ChecksumKind.CRC32C: checksum})
 
-        token: PartToken = await self._run(key, work)
+        token: PartToken = await self._run_part_write(key, upload_id, work)
         return token
 
     async def put_part_at(
@@ -592,7 +611,7 @@ class LocalStore(ObjectStore):
                 os.unlink(staging / f"{part_number:05d}{PART_FILE}")
             return PartToken(part_number, checksum, len(data), {ChecksumKind.CRC32C: checksum})
 
-        token: PartToken = await self._run(key, work)
+        token: PartToken = await self._run_part_write(key, upload_id, work)
         return token
 
     def _staged(self, key: str, staging: Path, part: PartToken) -> _StagedPart:
@@ -723,6 +742,8 @@ class LocalStore(ObjectStore):
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         if not upload_id.isalnum():
             return
+        in_flight = self._part_writes.get(upload_id, set())
+        await asyncio.gather(*in_flight, return_exceptions=True)
         await asyncio.to_thread(shutil.rmtree, self.root / UPLOADS_DIR / upload_id, True)
 
     async def list_multipart_uploads(self, prefix: str = "") -> AsyncIterator[MultipartUpload]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from connectors.base import (
     ObjectAttributes,
     PartToken,
 )
-from connectors.local import LocalStore
+from connectors.local import UPLOADS_DIR, LocalStore
 from replicator import hashing
 
 
@@ -190,3 +191,30 @@ class TestPartsInPlace:
         with pytest.raises(InvalidArgument):
             await local.put_part_at("obj", upload_id, 1, -1, b"x")
         await local.abort_multipart("obj", upload_id)
+
+
+class TestAbortDuringPartWrites:
+    @pytest.mark.parametrize("placed", [True, False])
+    async def test_abort_waits_for_part_writes_of_cancelled_callers(
+        self, local: LocalStore, placed: bool
+    ) -> None:
+        """A cancelled copy's part writes keep running in their threads; aborting the upload
+        waits for them, so nothing is left in the staging area afterwards."""
+        data = b"x" * (32 * 1024 * 1024)
+        for _ in range(3):
+            upload = await local.create_multipart("big")
+            writes = [
+                asyncio.create_task(
+                    local.put_part_at("big", upload, n, (n - 1) * len(data), data)
+                    if placed
+                    else local.put_part("big", upload, n, data)
+                )
+                for n in range(1, 5)
+            ]
+            await asyncio.sleep(0.01)
+            for write in writes:
+                write.cancel()
+            await asyncio.gather(*writes, return_exceptions=True)
+            await local.abort_multipart("big", upload)
+            assert not (local.root / UPLOADS_DIR / upload).exists()
+            assert [u async for u in local.list_multipart_uploads()] == []
