@@ -218,6 +218,36 @@ def stale_command(
     typer.echo(_table(("STATE", "BEHIND", "ATTEMPTS", "REPLICA", "LAST ERROR"), rows))
 
 
+@catalog_app.command("deletes")
+def deletes_command(
+    due_within: Annotated[
+        str | None,
+        typer.Option(help="Only deletions due this soon (or overdue), e.g. 1d; default: all."),
+    ] = None,
+    limit: Limit = 1000,
+    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    json_output: JsonOutput = False,
+) -> None:
+    """List replica deletions scheduled by delayed delete policies, the earliest due first."""
+    now = datetime.now(UTC)
+    before = now + parse_duration(due_within) if due_within else datetime.max.replace(tzinfo=UTC)
+    found = _run(catalog, lambda c: c.due_deletes(before, limit=limit))
+    if json_output:
+        for item in found:
+            _echo_json(item)
+        return
+    rows = [
+        (
+            item.due.isoformat(timespec="seconds"),
+            _duration((item.due - now).total_seconds()) if item.due > now else "overdue",
+            item.url,
+            item.source_url,
+        )
+        for item in found
+    ]
+    typer.echo(_table(("DUE", "IN", "REPLICA", "DELETED SOURCE"), rows))
+
+
 @catalog_app.command("export")
 def export_command(
     output: Annotated[str, typer.Option(help="File to write ('-': standard output, jsonl only).")],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
@@ -121,3 +122,24 @@ async def test_errors_reach_the_caller(catalog_url: str) -> None:
     )
     assert result.exit_code != 0
     assert "no dataset named" in str(result.exception)
+
+
+async def test_scheduled_deletions_are_listed_soonest_first(
+    catalog: Catalog, catalog_url: str, make_dataset: DatasetFactory
+) -> None:
+    ds = await make_dataset(replicas=1)
+    gs = store_url(ds, "gs")
+    now = datetime.now(UTC)
+    for key, days in (("later", 5), ("sooner", 1)):
+        gone = change(ds, key, 2, deleted=True)
+        await catalog.mark_pending(gone)
+        await catalog.schedule_delete(gone, gs, due=now + timedelta(days=days), decided_time=now)
+    common = ("--catalog", catalog_url)
+    listed = await run("catalog", "deletes", "--json", *common)
+    mine = [json.loads(line) for line in listed.stdout.splitlines()]
+    mine = [item for item in mine if item["dataset"] == ds.name]
+    assert [item["key"] for item in mine] == ["sooner", "later"]
+    assert mine[0]["location"] + mine[0]["key"] == gs + "sooner"
+    soon = await run("catalog", "deletes", "--due-within", "2d", *common)
+    assert gs + "sooner" in soon.stdout
+    assert gs + "later" not in soon.stdout
