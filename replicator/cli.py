@@ -180,7 +180,7 @@ def cp(
     ] = "auto",
     concurrency: Annotated[int, typer.Option(min=1, help="Parts in flight at once.")] = 8,
     memory: Annotated[str, typer.Option(help="Most object bytes held in memory at once.")] = (
-        "256MiB"
+        "512MiB"
     ),
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     catalog: Annotated[

@@ -57,7 +57,11 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 DEFAULT_CONCURRENCY = 8
-DEFAULT_BYTE_BUDGET = 256 * MiB
+DEFAULT_BYTE_BUDGET = 512 * MiB
+# A part is in memory twice while it is received (the transport's buffers, then the joined
+# bytes), so it reserves twice its size: the budget bounds the process's memory, not only the
+# payload it holds.
+RECEIVE_COPIES = 2
 PART_INTEGRITY_ATTEMPTS = 3
 
 
@@ -257,7 +261,9 @@ class Copier:
                 same_store=_same_store(source, dest),
                 part_size=self.part_size
                 or auto_part_size(
-                    src.size, concurrency=self.concurrency, budget=self.budget.capacity
+                    src.size,
+                    concurrency=self.concurrency,
+                    budget=self.budget.capacity // RECEIVE_COPIES,
                 ),
             )
             try:
@@ -346,7 +352,7 @@ class Copier:
         dest_key: str,
     ) -> _Executed:
         pin = self._pin(source, src)
-        async with self.budget.reserve(src.size):
+        async with self.budget.reserve(src.size * RECEIVE_COPIES):
             data = await _pinned(
                 lambda: self.retry.run(
                     lambda: source.read(source_key, 0, None, **pin), what="read source"
@@ -479,7 +485,7 @@ class Copier:
         pin: Mapping[str, str | None],
         want_md5: bool,
     ) -> None:
-        async with self.budget.reserve(part.length):
+        async with self.budget.reserve(part.length * RECEIVE_COPIES):
             for attempt in range(1, PART_INTEGRITY_ATTEMPTS + 1):
                 data = await _pinned(
                     lambda: self.retry.run(
