@@ -79,8 +79,9 @@ class Worker:
         self._tails: dict[bytes | None, asyncio.Task[None]] = {}
         self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = {}
         self._revoked: set[TopicPartitionKey] = set()
-        # Backpressure: stop polling while this many records are unfinished.
-        self._room = asyncio.Semaphore(max_in_flight)
+        # Backpressure: stop polling while max_in_flight records are unfinished.
+        self._unfinished = 0
+        self._room_freed = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain, commit and leave the group."""
@@ -88,15 +89,19 @@ class Worker:
         next_commit = time.monotonic() + self.commit_interval_s
         try:
             while not stop.is_set():
-                await self._room.acquire()
+                while self._unfinished >= self.max_in_flight:
+                    self._room_freed.clear()
+                    await self._room_freed.wait()
                 positions: dict[TopicPartitionKey, int] = {}
                 if time.monotonic() >= next_commit:
                     positions = self._positions(self._tracker.partitions())
                     next_commit = time.monotonic() + self.commit_interval_s
-                record = await self.consumer.poll(0.2, commit=positions)
+                records = await self.consumer.poll(
+                    0.2, commit=positions, max_records=self.max_in_flight - self._unfinished
+                )
                 self._committed(positions)
-                if record is None or not self._dispatch(record):
-                    self._room.release()
+                for record in records:
+                    self._dispatch(record)
         finally:
             # Leaving the group revokes every partition: drained and committed in _drain.
             await self.consumer.close()
@@ -106,17 +111,17 @@ class Worker:
     def _assigned(self, partitions: list[TopicPartitionKey]) -> None:
         self._revoked.difference_update(partitions)
 
-    def _dispatch(self, record: Record) -> bool:
+    def _dispatch(self, record: Record) -> None:
         tp = (record.topic, record.partition)
         if tp in self._revoked:
-            return False
+            return
         self._tracker.started(record.topic, record.partition, record.offset)
+        self._unfinished += 1
         previous = self._tails.get(record.key)
         task = asyncio.create_task(self._process(record, previous))
         self._tails[record.key] = task
         self._tasks.setdefault(tp, set()).add(task)
         task.add_done_callback(lambda done: self._finished(record, done))
-        return True
 
     def _finished(self, record: Record, task: asyncio.Task[None]) -> None:
         if self._tails.get(record.key) is task:
@@ -127,7 +132,8 @@ class Worker:
         tracked = self._tracker.is_started(record.topic, record.partition, record.offset)
         if tracked and not task.cancelled() and task.exception() is None:
             self._tracker.finished(record.topic, record.partition, record.offset)
-        self._room.release()
+        self._unfinished -= 1
+        self._room_freed.set()
 
     async def _process(self, record: Record, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:

@@ -7,6 +7,7 @@ import collections
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
@@ -41,7 +42,7 @@ class Bed:
         partition, offset = await self.producer.send(self.topic, key.encode(), value)
         self.end[partition] = max(self.end.get(partition, 0), offset + 1)
 
-    def worker(self, handler: Callable[[ChangeEvent], Awaitable[None]], **kwargs: object) -> Worker:
+    def worker(self, handler: Callable[[ChangeEvent], Awaitable[None]], **kwargs: Any) -> Worker:
         return Worker(
             AsyncConsumer(self.settings, [self.topic]),
             self.producer,
@@ -50,7 +51,7 @@ class Bed:
             dlq_topic=self.dlq,
             commit_interval_s=0.2,
             **kwargs,
-        )  # type: ignore[arg-type]
+        )
 
     def committed(self) -> dict[int, int]:
         consumer = Consumer(
@@ -77,12 +78,15 @@ class Bed:
             }
         )
         consumer.subscribe([self.dlq])
-        found = []
+        found: list[tuple[bytes | None, dict[str, bytes]]] = []
         try:
             for _ in range(200):
                 message = consumer.poll(0.2)
                 if message is not None and message.error() is None:
-                    found.append((message.value(), dict(message.headers() or [])))
+                    raw = message.headers() or []
+                    pairs = raw.items() if isinstance(raw, dict) else raw
+                    headers = {name: value for name, value in pairs if isinstance(value, bytes)}
+                    found.append((message.value(), headers))
                 if len(found) >= expected:
                     break
         finally:
@@ -232,4 +236,66 @@ async def test_clean_stop_hands_over_without_loss_or_duplicates(bed: Bed) -> Non
     await running_second
     assert len(applied) == total
     assert max(applied.values()) == 1, "a clean hand-over redoes nothing"
+    assert bed.committed() == bed.end
+
+
+async def test_consumer_hands_over_what_is_fetched_in_one_poll(bed: Bed) -> None:
+    """Records already fetched come back together, at most ``max_records`` at a time, each
+    partition's in offset order, none twice."""
+    for number in range(60):
+        await bed.publish(f"key-{number % 6}", event(f"key-{number % 6}", number))
+    consumer = AsyncConsumer(bed.settings, [bed.topic])
+
+    async def revoke(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {}
+
+    await consumer.start(on_revoke=revoke, on_assign=lambda partitions: None)
+    received: dict[int, list[int]] = collections.defaultdict(list)
+    sizes = []
+    try:
+        for _ in range(600):
+            records = await consumer.poll(0.1, max_records=7)
+            if records:
+                sizes.append(len(records))
+            for record in records:
+                received[record.partition].append(record.offset)
+            if sum(map(len, received.values())) >= 60:
+                break
+    finally:
+        await consumer.close()
+    assert max(sizes) <= 7
+    assert max(sizes) > 1, "records fetched together are handed over together"
+    for partition, offsets in received.items():
+        assert offsets == list(range(bed.end[partition])), partition
+
+
+async def test_backpressure_bounds_unfinished_records(bed: Bed) -> None:
+    """No more than ``max_in_flight`` records are taken before earlier ones finish, and every
+    record is still applied and committed."""
+    for number in range(80):
+        await bed.publish(f"key-{number}", event(f"key-{number}", number))
+    unfinished = 0
+    peak = 0
+    release = asyncio.Event()
+
+    async def handler(change: ChangeEvent) -> None:
+        nonlocal unfinished, peak
+        unfinished += 1
+        peak = max(peak, unfinished)
+        await release.wait()
+        unfinished -= 1
+
+    worker = bed.worker(handler, concurrency=32, max_in_flight=5)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await until(lambda: unfinished == 5)
+    # Held records keep the worker from taking more, however long they are held.
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        assert unfinished == 5
+    release.set()
+    await until(lambda: worker.stats.applied == 80)
+    stop.set()
+    await running
+    assert peak == 5
     assert bed.committed() == bed.end
