@@ -1,19 +1,24 @@
-"""The push receivers on a real HTTP port, publishing to the real broker."""
+"""The push receivers on a real HTTP port and the SQS poller on the real queue service, publishing
+to the real broker."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiobotocore.session import AioSession
 from aiohttp import web
 from confluent_kafka import Consumer
 
+from connectors import open_store
+from connectors.sqs import SQSQueue
 from replicator.bus import AsyncProducer, KafkaSettings, ensure_topics
 from replicator.devstack import StackState
-from replicator.ingest import Publisher, add_ingest_routes
+from replicator.ingest import Publisher, SQSPoller, add_ingest_routes
 from replicator.rules import Router, load_config
 
 SAMPLES = Path(__file__).parent.parent / "events" / "samples"
@@ -181,3 +186,51 @@ async def test_sns_confirmation_refuses_foreign_hosts(receiver: Receiver) -> Non
     )
     assert status == 400
     assert "not allowed" in text
+
+
+async def test_sqs_poller_with_several_receivers_publishes_and_deletes_every_message(
+    receiver: Receiver,
+) -> None:
+    """Receivers drain one queue together: every object's notification reaches the changes
+    topic keyed by its URL, and no message is left in the queue, visible or in flight."""
+    bucket = f"sqs-{uuid.uuid4().hex[:12]}"
+    router = Router(
+        load_config(
+            {
+                "routes": [
+                    {"name": bucket, "source": f"s3://{bucket}/", "destinations": ["gs://copy/"]}
+                ]
+            }
+        )
+    )
+    publisher = Publisher(
+        receiver.publisher.producer, router, changes_topic=receiver.changes, dlq_topic=receiver.dlq
+    )
+    async with open_store(f"s3://{bucket}") as source:
+        await source.create_container()
+        queue_url = await SQSQueue.create(bucket)
+        await SQSQueue.notify_bucket(bucket, queue_url)
+        keys = [f"obj-{index:02d}" for index in range(30)]
+        for key in keys:
+            await source.put(key, key.encode())
+    poller = SQSPoller(SQSQueue(queue_url), publisher, wait_s=1, receivers=3)
+    stop = asyncio.Event()
+    running = asyncio.create_task(poller.run(stop))
+    for _ in range(1200):
+        if publisher.published >= len(keys):
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await running
+    await poller.queue.close()
+    published = {key for key, _ in receiver.read(receiver.changes, publisher.published)}
+    assert published == {f"s3://{bucket}/{key}".encode() for key in keys}
+    async with AioSession().create_client("sqs", region_name="us-east-1") as sqs:
+        attributes = await sqs.get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+    assert attributes["Attributes"] == {
+        "ApproximateNumberOfMessages": "0",
+        "ApproximateNumberOfMessagesNotVisible": "0",
+    }
