@@ -242,7 +242,9 @@ class Applier:
             if current is None:
                 return await self._delete(change, target)
             dest = self.store(target.destination.url)
-            result = await self.copier.copy(source, key, dest, target.relative_key)
+            result = await self.copier.copy(
+                source, key, dest, target.relative_key, observed=current
+            )
             if result.destination is not None:
                 await self.catalog.record_replica(
                     change, target.destination.url, Replica.from_copy(result)

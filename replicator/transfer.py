@@ -242,12 +242,24 @@ class Copier:
         self.max_restarts = max_restarts
 
     async def copy(
-        self, source: ObjectStore, source_key: str, dest: ObjectStore, dest_key: str
+        self,
+        source: ObjectStore,
+        source_key: str,
+        dest: ObjectStore,
+        dest_key: str,
+        *,
+        observed: ObjectMeta | None = None,
     ) -> CopyResult:
+        """Copy ``source_key`` to ``dest_key``. ``observed``: the source's metadata, just read
+        by the caller, used instead of a HEAD of its own for the first attempt (reads stay
+        pinned to it, so a source changed since is detected as usual)."""
         started = time.monotonic()
         last_change: Exception | None = None
         for _ in range(self.max_restarts + 1):
-            src = await self.retry.run(lambda: source.head(source_key), what="head source")
+            if observed is not None:
+                src, observed = observed, None
+            else:
+                src = await self.retry.run(lambda: source.head(source_key), what="head source")
             skipped = await self._skip_reason(src, dest, dest_key)
             if skipped is not None:
                 reason, existing = skipped

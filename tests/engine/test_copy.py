@@ -154,6 +154,25 @@ async def test_source_overwritten_mid_copy(store_factory: StoreFactory, source_s
     assert [u async for u in dest.list_multipart_uploads()] == []
 
 
+@pytest.mark.parametrize("source_scheme", ["s3", "gs", "az", "file"])
+@pytest.mark.parametrize("size", [1000, 3 * PART])
+async def test_metadata_observed_before_an_overwrite_is_not_trusted(
+    store_factory: StoreFactory, source_scheme: str, size: int
+) -> None:
+    """A caller's HEAD taken before the source changed saves a request, never a stale copy:
+    the reads pinned to it fail and the copy restarts on the current version."""
+    source = await store_factory(source_scheme)
+    dest = await store_factory("file" if source_scheme != "file" else "gs")
+    await source.put("k", os.urandom(size))
+    observed = await source.head("k")
+    current = os.urandom(size + 1)
+    await source.put("k", current)
+    result = await copier().copy(source, "k", dest, "k", observed=observed)
+    assert read_object(dest.url_for("k")) == current
+    assert result.source.etag != observed.etag
+    assert result.fingerprint == hashing.fingerprint(current)
+
+
 @pytest.mark.parametrize("dest_scheme", CLOUDS)
 async def test_cancelled_copy_leaves_nothing(store_factory: StoreFactory, dest_scheme: str) -> None:
     """Cancelling a copy mid-way aborts its upload: no object, no upload, no staged parts."""
