@@ -16,7 +16,8 @@ A configuration file (TOML) holds the routes::
     exclude = ["_tmp/*"]
     delete_policy = "delayed"        # propagate (default) | never | delayed
     delete_delay = "7d"              # delayed only: how long a replica outlives its source
-    concurrency = 8                  # objects of this route applied at once (per daemon)
+    concurrency = 8                  # objects of this route applied at once (per daemon);
+                                     # default: no limit beyond the daemon's [copy] workers
     max_deletes_per_minute = 600
 
 Deletes: ``propagate`` deletes a replica as soon as its source is deleted; ``never`` keeps it;
@@ -96,7 +97,7 @@ class Route(BaseModel):
     exclude: tuple[str, ...] = ()
     delete_policy: DeletePolicy = "propagate"
     delete_delay: Duration | None = None
-    concurrency: int = Field(default=8, ge=1, le=1024)
+    concurrency: int | None = Field(default=None, ge=1, le=1024)
     max_deletes_per_minute: int = Field(default=600, ge=0)
 
     _valid_source = field_validator("source")(_check_url)

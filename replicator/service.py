@@ -6,6 +6,7 @@ Configuration (TOML; the routes and residency sections are those of replicator.r
     bootstrap = "kafka-1:9092,kafka-2:9092"
     group = "replicator"
     partitions = 12                  # used when the topics are created
+    fetch_wait_max_ms = 100          # longest a fetch waits for records (delivery latency)
 
     [catalog]
     url = "postgresql://replicator@db:5432/replicator"   # or sqlite:///var/lib/...
@@ -24,6 +25,7 @@ Configuration (TOML; the routes and residency sections are those of replicator.r
 
     [[sqs]]
     queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/lake-events"
+    receivers = 4                    # receive loops at once (one drains at most ~10 per call)
 
 Applying one event (events are hints; the source's current state is the truth):
 
@@ -38,6 +40,8 @@ Applying one event (events are hints; the source's current state is the truth):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -91,6 +95,7 @@ class KafkaSection(BaseModel):
     partitions: int = Field(default=12, ge=1)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    fetch_wait_max_ms: int = Field(default=100, ge=0)
     changes_topic: str = CHANGES_TOPIC
     dlq_topic: str = DLQ_TOPIC
 
@@ -139,6 +144,7 @@ class SQSSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     queue_url: str
     wait_s: int = Field(default=10, ge=0, le=20)
+    receivers: int = Field(default=4, ge=1, le=64)
 
 
 class DeletesSection(BaseModel):
@@ -203,28 +209,39 @@ class Applier:
             event.etag,
             event.kind == "delete",
         )
-        acceptance = await self.catalog.mark_pending(change, [t.destination.url for t in targets])
-        if acceptance is Acceptance.STALE:
-            log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
-            return ["stale"] * len(targets)
         route = targets[0].route
         source, key = self.store(route.source), targets[0].relative_key
         async with self._gate(route):
-            try:
-                current: ObjectMeta | None = await self.copier.retry.run(
-                    lambda: source.head(key), what="head source"
-                )
-            except NotFound:
-                current = None
+            # The source is read while the change is accepted: a read is harmless, and it is
+            # simply unused when the change turns out to be stale.
+            acceptance, current = await asyncio.gather(
+                self.catalog.mark_pending(change, [t.destination.url for t in targets]),
+                self._head(source, key),
+            )
+            if acceptance is Acceptance.STALE:
+                log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
+                return ["stale"] * len(targets)
             return list(
                 await asyncio.gather(
                     *(self._apply(change, target, source, key, current) for target in targets)
                 )
             )
 
-    def _gate(self, route: Route) -> asyncio.Semaphore:
-        """At most ``route.concurrency`` objects of one route are applied at once, so that one
-        busy route cannot take every worker slot or overload its stores."""
+    async def _head(self, source: ObjectStore, key: str) -> ObjectMeta | None:
+        """The source's current state (None: it is gone)."""
+        try:
+            meta: ObjectMeta = await self.copier.retry.run(
+                lambda: source.head(key), what="head source"
+            )
+        except NotFound:
+            return None
+        return meta
+
+    def _gate(self, route: Route) -> asyncio.Semaphore | contextlib.nullcontext[None]:
+        """At most ``route.concurrency`` objects of one route are applied at once (when set),
+        so that one busy route cannot take every worker slot or overload its stores."""
+        if route.concurrency is None:
+            return contextlib.nullcontext()
         gate = self._gates.get(route.name)
         if gate is None:
             gate = self._gates[route.name] = asyncio.Semaphore(route.concurrency)
@@ -305,6 +322,7 @@ class Daemon:
             group_id=k.group,
             session_timeout_ms=k.session_timeout_ms,
             heartbeat_interval_ms=k.heartbeat_interval_ms,
+            fetch_wait_max_ms=k.fetch_wait_max_ms,
         )
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -336,7 +354,7 @@ class Daemon:
         )
         queues = [SQSQueue(q.queue_url) for q in self.config.sqs]
         pollers = [
-            SQSPoller(queue, publisher, wait_s=q.wait_s)
+            SQSPoller(queue, publisher, wait_s=q.wait_s, receivers=q.receivers)
             for queue, q in zip(queues, self.config.sqs, strict=True)
         ]
         runner = await self._serve_http(create_app(catalog, metrics), publisher, worker)
@@ -346,6 +364,9 @@ class Daemon:
             sweeper = applier.sweeper(self.config.deletes.sweep_interval)
             tasks.append(asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"))
             tasks += [asyncio.create_task(p.run(stop), name="sqs") for p in pollers]
+            # Start-up objects live as long as the daemon: keep full collections from scanning
+            # them again and again (their pauses showed in the latency tail).
+            gc.freeze()
             if ready is not None:
                 ready.set()
             log.info(
