@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors import open_store
-from connectors.base import ObjectStore
+from connectors.base import ObjectMeta, ObjectStore
 from connectors.sqs import QueueMessage, SQSQueue
 from replicator.bus import AsyncConsumer, AsyncProducer, KafkaSettings, Record, ensure_topics
 from replicator.catalog import open_catalog
@@ -37,7 +37,7 @@ from replicator.events import ChangeEvent, ParseError, parse_s3
 from replicator.ingest import Publisher, SQSPoller
 from replicator.rules import Router, load_config
 from replicator.service import Applier, register_datasets
-from replicator.transfer import Copier, CopyResult
+from replicator.transfer import Copier, CopyResult, SharedSourceRead
 from replicator.worker import Worker
 
 WORKER_SLOTS = 64
@@ -139,12 +139,8 @@ class TimedCopier(Copier):
     def __init__(self, marks: Marks) -> None:
         super().__init__()
         self.marks = marks
-        self._timed: set[int] = set()
 
-    def _time_calls(self, store: ObjectStore, label: str) -> None:
-        if id(store) in self._timed:
-            return
-        self._timed.add(id(store))
+    def time_calls(self, store: ObjectStore, label: str) -> None:
         for name in ("head", "read", "put"):
             original = getattr(store, name)
             setattr(store, name, self._timer(original, f"{label}.{name}"))
@@ -164,13 +160,20 @@ class TimedCopier(Copier):
         return timed
 
     async def copy(
-        self, source: ObjectStore, source_key: str, dest: ObjectStore, dest_key: str
+        self,
+        source: ObjectStore,
+        source_key: str,
+        dest: ObjectStore,
+        dest_key: str,
+        *,
+        observed: ObjectMeta | None = None,
+        shared: SharedSourceRead | None = None,
     ) -> CopyResult:
-        self._time_calls(source, "source")
-        self._time_calls(dest, dest.scheme)
         began = time.perf_counter()
         try:
-            return await super().copy(source, source_key, dest, dest_key)
+            return await super().copy(
+                source, source_key, dest, dest_key, observed=observed, shared=shared
+            )
         finally:
             self.marks.spend(dest_key, f"copy to {dest.scheme}", time.perf_counter() - began)
             self.marks.at[dest_key]["copied"] = time.perf_counter()
@@ -280,7 +283,14 @@ async def measure(
     await register_datasets(catalog, config)
     marks = Marks()
     producer = TimedProducer(settings, marks)
-    applier = Applier(Router(config), catalog, TimedCopier(marks))
+    copier = TimedCopier(marks)
+
+    def timed_store(url: str) -> ObjectStore:
+        store = open_store(url)
+        copier.time_calls(store, "source" if url.startswith("s3://") else store.scheme)
+        return store
+
+    applier = Applier(Router(config), catalog, copier, store_factory=timed_store)
     mark_pending = catalog.mark_pending
 
     async def timed_mark_pending(*args: Any, **kwargs: Any) -> Any:

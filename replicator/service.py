@@ -81,7 +81,7 @@ from replicator.rules import (
     read_toml,
     validate_config,
 )
-from replicator.transfer import ByteBudget, Copier
+from replicator.transfer import ByteBudget, Copier, SharedSourceRead
 from replicator.units import parse_part_size, parse_size
 from replicator.worker import Worker
 
@@ -221,9 +221,13 @@ class Applier:
             if acceptance is Acceptance.STALE:
                 log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
                 return ["stale"] * len(targets)
+            shared = SharedSourceRead()
             return list(
                 await asyncio.gather(
-                    *(self._apply(change, target, source, key, current) for target in targets)
+                    *(
+                        self._apply(change, target, source, key, current, shared)
+                        for target in targets
+                    )
                 )
             )
 
@@ -254,13 +258,14 @@ class Applier:
         source: ObjectStore,
         key: str,
         current: ObjectMeta | None,
+        shared: SharedSourceRead,
     ) -> str:
         try:
             if current is None:
                 return await self._delete(change, target)
             dest = self.store(target.destination.url)
             result = await self.copier.copy(
-                source, key, dest, target.relative_key, observed=current
+                source, key, dest, target.relative_key, observed=current, shared=shared
             )
             if result.destination is not None:
                 await self.catalog.record_replica(

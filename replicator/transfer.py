@@ -84,6 +84,36 @@ async def _pinned(operation: Callable[[], Awaitable[T]]) -> T:
         raise _SourceMoved(exc) from exc
 
 
+class SharedSourceRead:
+    """One read of a whole (small) source object, shared by the copies of it to several
+    destinations that run at once: each destination costs a put, not also a GET.
+
+    Reads are keyed by the exact version they are pinned to, so copies that saw different
+    versions never share bytes; a failed read fails every copy waiting on it, and each then
+    restarts on its own.
+    """
+
+    def __init__(self) -> None:
+        self._reads: dict[tuple[str, str | None, str | None], asyncio.Future[bytes]] = {}
+
+    async def read(self, src: ObjectMeta, load: Callable[[], Awaitable[bytes]]) -> bytes:
+        key = (src.url, src.etag, src.version)
+        read = self._reads.get(key)
+        if read is None:
+            read = self._reads[key] = asyncio.ensure_future(load())
+            read.add_done_callback(functools.partial(self._forget_failed, key))
+        # One copy being cancelled must not cancel the read the others wait on.
+        return await asyncio.shield(read)
+
+    def _forget_failed(
+        self, key: tuple[str, str | None, str | None], done: asyncio.Future[bytes]
+    ) -> None:
+        """A failed read is not kept: a copy restarting on the same version reads again."""
+        if done.cancelled() or done.exception() is not None:
+            if self._reads.get(key) is done:
+                del self._reads[key]
+
+
 class ByteBudget:
     """Bytes of object data allowed in memory at once, shared by every copy in a process.
 
@@ -249,10 +279,12 @@ class Copier:
         dest_key: str,
         *,
         observed: ObjectMeta | None = None,
+        shared: SharedSourceRead | None = None,
     ) -> CopyResult:
         """Copy ``source_key`` to ``dest_key``. ``observed``: the source's metadata, just read
         by the caller, used instead of a HEAD of its own for the first attempt (reads stay
-        pinned to it, so a source changed since is detected as usual)."""
+        pinned to it, so a source changed since is detected as usual). ``shared``: copies of
+        the same source to other destinations share its read (single-put objects)."""
         started = time.monotonic()
         last_change: Exception | None = None
         for _ in range(self.max_restarts + 1):
@@ -279,7 +311,7 @@ class Copier:
                 ),
             )
             try:
-                result = await self._execute(plan, src, source, source_key, dest, dest_key)
+                result = await self._execute(plan, src, source, source_key, dest, dest_key, shared)
             except _SourceMoved as moved:
                 last_change = moved.cause
                 log.info("source changed during copy; restarting", source=src.url, error=str(moved))
@@ -323,6 +355,7 @@ class Copier:
         source_key: str,
         dest: ObjectStore,
         dest_key: str,
+        shared: SharedSourceRead | None = None,
     ) -> _Executed:
         if plan.strategy is Strategy.SERVER_SIDE:
             attributes = replica_attributes(
@@ -348,7 +381,7 @@ class Copier:
             _check_size(meta, src)
             return _Executed(meta, 0, 0, replica_fingerprint(src.attributes.user_metadata))
         if plan.strategy is Strategy.SINGLE:
-            return await self._single(src, source, source_key, dest, dest_key)
+            return await self._single(src, source, source_key, dest, dest_key, shared)
         return await self._multipart(plan, src, source, source_key, dest, dest_key)
 
     def _pin(self, source: ObjectStore, src: ObjectMeta) -> dict[str, str | None]:
@@ -362,14 +395,19 @@ class Copier:
         source_key: str,
         dest: ObjectStore,
         dest_key: str,
+        shared: SharedSourceRead | None = None,
     ) -> _Executed:
         pin = self._pin(source, src)
-        async with self.budget.reserve(src.size * RECEIVE_COPIES):
-            data = await _pinned(
+
+        def load() -> Awaitable[bytes]:
+            return _pinned(
                 lambda: self.retry.run(
                     lambda: source.read(source_key, 0, None, **pin), what="read source"
                 )
             )
+
+        async with self.budget.reserve(src.size * RECEIVE_COPIES):
+            data = await (shared.read(src, load) if shared is not None else load())
             if len(data) != src.size:
                 raise _SourceMoved(
                     PreconditionFailed(f"read {len(data)} bytes, expected {src.size}", url=src.url)

@@ -12,7 +12,7 @@ from replicator import hashing
 from replicator.metadata import replica_fingerprint, replica_source, replica_source_version
 from replicator.planner import Strategy
 from replicator.retry import RetryPolicy
-from replicator.transfer import ByteBudget, Copier
+from replicator.transfer import ByteBudget, Copier, SharedSourceRead
 from tests.conftest import StoreFactory
 from tests.engine.faults import FaultyStore
 from tests.independent import read_object
@@ -171,6 +171,46 @@ async def test_metadata_observed_before_an_overwrite_is_not_trusted(
     assert read_object(dest.url_for("k")) == current
     assert result.source.etag != observed.etag
     assert result.fingerprint == hashing.fingerprint(current)
+
+
+async def test_copies_to_several_destinations_share_one_source_read(
+    store_factory: StoreFactory,
+) -> None:
+    source = FaultyStore(await store_factory("s3"))
+    dests = [await store_factory(scheme) for scheme in ("gs", "az", "file")]
+    data = os.urandom(100_000)
+    await source.put("k", data)
+    shared = SharedSourceRead()
+    engine = copier()
+    results = await asyncio.gather(
+        *(engine.copy(source, "k", dest, "k", shared=shared) for dest in dests)
+    )
+    assert [r.status for r in results] == ["copied"] * 3
+    assert source.reads == 1
+    for dest in dests:
+        assert read_object(dest.url_for("k")) == data
+
+
+async def test_a_failed_shared_read_is_not_reused(store_factory: StoreFactory) -> None:
+    """The source overwritten under a shared read: every copy restarts and reads again."""
+    source = FaultyStore(await store_factory("s3"))
+    dests = [await store_factory(scheme) for scheme in ("gs", "az")]
+    await source.put("k", b"first")
+    current = b"second version"
+
+    async def overwrite_once(read_number: int) -> None:
+        if read_number == 1:
+            await source.inner.put("k", current)
+
+    source.before_read = overwrite_once
+    shared = SharedSourceRead()
+    observed = await source.head("k")
+    engine = copier()
+    await asyncio.gather(
+        *(engine.copy(source, "k", d, "k", observed=observed, shared=shared) for d in dests)
+    )
+    for dest in dests:
+        assert read_object(dest.url_for("k")) == current
 
 
 @pytest.mark.parametrize("dest_scheme", CLOUDS)
