@@ -109,9 +109,9 @@ class SharedSourceRead:
         self, key: tuple[str, str | None, str | None], done: asyncio.Future[bytes]
     ) -> None:
         """A failed read is not kept: a copy restarting on the same version reads again."""
-        if done.cancelled() or done.exception() is not None:
-            if self._reads.get(key) is done:
-                del self._reads[key]
+        failed = done.cancelled() or done.exception() is not None
+        if failed and self._reads.get(key) is done:
+            del self._reads[key]
 
 
 class ByteBudget:
