@@ -177,6 +177,12 @@ class Limits:
     server_side_copy: bool = False
     versioned_reads: bool = False
     metadata_at_complete: bool = False
+    # Largest object copy_within copies (0: max_single_put).
+    max_server_side_copy: int = 0
+
+    @property
+    def server_side_copy_limit(self) -> int:
+        return self.max_server_side_copy or self.max_single_put
 
 
 @dataclass(frozen=True)

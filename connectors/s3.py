@@ -302,7 +302,13 @@ class S3Store(ObjectStore):
         multipart=True,
         server_side_copy=True,
         versioned_reads=True,
+        # Beyond CopyObject's 5 GiB, copy_within copies in parts (UploadPartCopy).
+        max_server_side_copy=MAX_PARTS * MAX_PART_SIZE,
     )
+    # Larger objects are copied within the bucket part by part, in parallel.
+    copy_in_parts_above = 5 * GiB
+    copy_part_size = 512 * MiB
+    copy_part_concurrency = 8
 
     def __init__(self, bucket: str, prefix: str = "") -> None:
         super().__init__(f"s3://{bucket}/{prefix}")
@@ -664,6 +670,74 @@ class S3Store(ObjectStore):
             checksums=_full_object_crc32c(response, etag),
         )
 
+    async def _copy_in_parts(
+        self,
+        source_key: str,
+        dest_key: str,
+        source: Mapping[str, Any],
+        attributes: ObjectAttributes | None,
+    ) -> ObjectMeta:
+        """A server-side copy too large for CopyObject: a multipart upload whose parts are
+        copied from ranges of the source (UploadPartCopy), every range pinned to its etag."""
+        size = int(source["ContentLength"])
+        part_size = max(self.copy_part_size, -(-size // MAX_PARTS))
+        kept = attributes if attributes is not None else _attributes(source)
+        upload_id = await self.create_multipart(dest_key, attributes=kept)
+        ranges = [
+            (number, start, min(start + part_size, size))
+            for number, start in enumerate(range(0, size, part_size), start=1)
+        ]
+        gate = asyncio.Semaphore(self.copy_part_concurrency)
+
+        async def copy_part(number: int, start: int, end: int) -> PartToken:
+            async with gate:
+                return await self._copy_part(
+                    dest_key, upload_id, number, source_key, start, end, str(source["ETag"])
+                )
+
+        try:
+            # A failed part cancels the others: nothing keeps copying into an aborted upload.
+            async with asyncio.TaskGroup() as group:
+                copying = [group.create_task(copy_part(*r)) for r in ranges]
+            await self.complete_multipart(dest_key, upload_id, [t.result() for t in copying])
+        except BaseException as exc:
+            await asyncio.shield(self.abort_multipart(dest_key, upload_id))
+            first: BaseException = exc
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+        return await self.head(dest_key)
+
+    async def _copy_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        source_key: str,
+        start: int,
+        end: int,
+        source_etag: str,
+    ) -> PartToken:
+        client = await self._s3()
+        with self._errors(self.url_for(source_key)):
+            response = await client.upload_part_copy(
+                Bucket=self.bucket,
+                Key=self._full(key),
+                UploadId=upload_id,
+                PartNumber=part_number,
+                CopySource={"Bucket": self.bucket, "Key": self._full(source_key)},
+                CopySourceRange=f"bytes={start}-{end - 1}",
+                CopySourceIfMatch=source_etag,
+            )
+        result = response.get("CopyPartResult") or {}
+        crc = result.get("ChecksumCRC32C")
+        return PartToken(
+            part_number,
+            str(result["ETag"]),
+            end - start,
+            {ChecksumKind.CRC32C: str(crc)} if crc else {},
+        )
+
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         url = self.url_for(key)
         full = self._full(key)
@@ -724,12 +798,8 @@ class S3Store(ObjectStore):
         with self._errors(source_url):
             source = await client.head_object(**head_params)
         size = int(source["ContentLength"])
-        if size > self.limits.max_single_put:
-            raise NotSupported(
-                f"S3 CopyObject copies at most {self.limits.max_single_put} bytes; this source "
-                f"has {size}: copy it in multipart parts",
-                url=source_url,
-            )
+        if size > self.copy_in_parts_above:
+            return await self._copy_in_parts(source_key, dest_key, source, attributes)
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": dest_full,

@@ -96,7 +96,7 @@ def plan_copy(
             f"object of {size} bytes is larger than the destination's maximum object size "
             f"of {dest.max_object_size} bytes"
         )
-    if same_store and dest.server_side_copy and size <= dest.max_single_put:
+    if same_store and dest.server_side_copy and size <= dest.server_side_copy_limit:
         return CopyPlan(Strategy.SERVER_SIDE, size, size, ())
     if size <= min(part_size, dest.max_single_put) or not dest.multipart:
         if size > dest.max_single_put:

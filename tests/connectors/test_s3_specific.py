@@ -20,6 +20,7 @@ from connectors.base import (
     AlreadyExists,
     ChecksumKind,
     InvalidKey,
+    MiB,
     NotFound,
     NotSupported,
     ObjectAttributes,
@@ -275,3 +276,35 @@ class TestCopy:
         assert dict(head.attributes.user_metadata) == {"replica": "1"}
         assert head.checksums[ChecksumKind.CRC32C] == crc32c_b64(data)
         assert await s3.read("to+plus") == data
+
+    async def test_copy_beyond_copy_object_goes_part_by_part(self, s3: S3Store) -> None:
+        """Objects over CopyObject's limit (5 GiB; lowered here) are copied with UploadPartCopy,
+        range by range, with the new attributes and no upload left behind."""
+        s3.copy_in_parts_above = 6 * MiB
+        s3.copy_part_size = 5 * MiB
+        data = os.urandom(12 * MiB + 7)
+        source = await s3.put("huge", data, attributes=ObjectAttributes("text/csv"))
+        copied = await s3.copy_within(
+            "huge",
+            "huge-copy",
+            if_match=source.etag,
+            attributes=ObjectAttributes("text/csv", user_metadata={"replica": "1"}),
+        )
+        assert copied.size == len(data)
+        assert await s3.read("huge-copy") == data
+        head = await s3.head("huge-copy")
+        assert dict(head.attributes.user_metadata) == {"replica": "1"}
+        assert [u async for u in s3.list_multipart_uploads()] == []
+
+    async def test_copy_in_parts_of_a_changed_source_fails_and_leaves_nothing(
+        self, s3: S3Store
+    ) -> None:
+        s3.copy_in_parts_above = 6 * MiB
+        s3.copy_part_size = 5 * MiB
+        old = await s3.put("moving", os.urandom(12 * MiB))
+        await s3.put("moving", os.urandom(12 * MiB))
+        with pytest.raises(PreconditionFailed):
+            await s3.copy_within("moving", "moving-copy", if_match=old.etag)
+        with pytest.raises(NotFound):
+            await s3.head("moving-copy")
+        assert [u async for u in s3.list_multipart_uploads()] == []

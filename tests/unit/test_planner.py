@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -52,6 +54,13 @@ class TestStrategy:
     def test_same_store_uses_server_side_copy(self) -> None:
         """Both ends in one store that copies internally: no bytes through the client."""
         assert plan_copy(100 * MiB, S3, same_store=True).strategy is Strategy.SERVER_SIDE
+
+    def test_server_side_copy_up_to_the_stores_copy_limit(self) -> None:
+        """Past a single request's limit only a store that copies in parts copies internally."""
+        big = 6 * GiB
+        assert plan_copy(big, S3, same_store=True).strategy is Strategy.MULTIPART
+        in_parts = dataclasses.replace(S3, max_server_side_copy=S3.max_object_size)
+        assert plan_copy(big, in_parts, same_store=True).strategy is Strategy.SERVER_SIDE
 
     def test_small_object_is_a_single_put(self) -> None:
         plan = plan_copy(MiB, S3, same_store=False, part_size=16 * MiB)
