@@ -35,6 +35,8 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.copy_throughput
+	$(BIN)/python -m benchmarks.s3_capacity
+	$(BIN)/python -m benchmarks.event_latency
 
 devstack-up: setup
 	$(BIN)/replicator devstack up
