@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
+from prometheus_client import CollectorRegistry, Gauge
 
 from connectors.base import NotFound, ObjectStore
 from replicator.catalog import Catalog, ReplicaState, ScheduledDelete
@@ -40,9 +41,19 @@ class DeleteGuard:
     """At most ``limit`` deletions per minute per route; past it the route's deletions stop
     until an operator looks (they go to the DLQ, nothing is deleted)."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._recent: dict[str, deque[float]] = {}
         self.paused: set[str] = set()
+        self._paused_gauge = (
+            Gauge(
+                "replicator_route_deletes_paused",
+                "1 while a route's deletions are paused for exceeding max_deletes_per_minute.",
+                ["route"],
+                registry=registry,
+            )
+            if registry is not None
+            else None
+        )
 
     def admit(self, route: Route) -> None:
         if route.name in self.paused:
@@ -53,6 +64,8 @@ class DeleteGuard:
             window.popleft()
         if len(window) >= route.max_deletes_per_minute:
             self.paused.add(route.name)
+            if self._paused_gauge is not None:
+                self._paused_gauge.labels(route.name).set(1)
             log.error(
                 "delete limit exceeded; pausing deletions of the route",
                 route=route.name,

@@ -175,12 +175,13 @@ class Applier:
         copier: Copier,
         *,
         store_factory: Callable[[str], ObjectStore] = open_store,
+        guard: DeleteGuard | None = None,
     ) -> None:
         self.router = router
         self.catalog = catalog
         self.copier = copier
         self.store_factory = store_factory
-        self.guard = DeleteGuard()
+        self.guard = guard or DeleteGuard()
         self._stores: dict[str, ObjectStore] = {}
         self._gates: dict[str, asyncio.Semaphore] = {}
 
@@ -346,7 +347,7 @@ class Daemon:
             budget=ByteBudget(parse_size(copy.memory)),
             journal=catalog.journal(),
         )
-        applier = Applier(self.router, catalog, copier)
+        applier = Applier(self.router, catalog, copier, guard=DeleteGuard(metrics.registry))
         worker = Worker(
             AsyncConsumer(settings, [k.changes_topic]),
             producer,
@@ -362,7 +363,9 @@ class Daemon:
             SQSPoller(queue, publisher, wait_s=q.wait_s, receivers=q.receivers)
             for queue, q in zip(queues, self.config.sqs, strict=True)
         ]
-        runner = await self._serve_http(create_app(catalog, metrics), publisher, worker)
+        runner = await self._serve_http(
+            create_app(catalog, metrics), publisher, worker, applier.guard
+        )
         try:
             await register_datasets(catalog, self.config)
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
@@ -389,7 +392,7 @@ class Daemon:
             await catalog.close()
 
     async def _serve_http(
-        self, app: web.Application, publisher: Publisher, worker: Worker
+        self, app: web.Application, publisher: Publisher, worker: Worker, guard: DeleteGuard
     ) -> web.AppRunner:
         """One port: catalog queries and /metrics, /healthz, and the ingest receivers."""
 
@@ -399,6 +402,8 @@ class Daemon:
                     "status": "ok",
                     "applied": worker.stats.applied,
                     "dead_lettered": worker.stats.dead_lettered,
+                    # Routes whose deletions wait for an operator (restart to resume).
+                    "deletes_paused": sorted(guard.paused),
                 }
             )
 

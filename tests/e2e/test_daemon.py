@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import boto3
 import pytest
 
@@ -197,6 +198,12 @@ async def test_delayed_deletes_reach_replicas_after_the_delay(
         await until(gone)
         # The store's deletion time is at or after the client's call returned.
         assert time.time() - deleted_at >= delay - 1.0
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{daemon.http_port}/healthz") as response,
+        ):
+            health = await response.json()
+        assert (health["status"], health["deletes_paused"]) == ("ok", [])
     finally:
         stop.set()
         await asyncio.wait_for(running, 60)

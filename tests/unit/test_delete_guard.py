@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from replicator.deletes import DeleteGuard
 from replicator.rules import load_config
@@ -50,3 +51,25 @@ def test_zero_means_no_deletions() -> None:
     )
     with pytest.raises(PermanentFailure):
         DeleteGuard().admit(config.routes[0])
+
+
+def test_a_paused_route_shows_in_the_metrics() -> None:
+    registry = CollectorRegistry()
+    config = load_config(
+        {
+            "routes": [
+                {
+                    "name": "a",
+                    "source": "s3://a/",
+                    "destinations": ["gs://a/"],
+                    "max_deletes_per_minute": 1,
+                }
+            ]
+        }
+    )
+    guard = DeleteGuard(registry)
+    guard.admit(config.routes[0])
+    assert registry.get_sample_value("replicator_route_deletes_paused", {"route": "a"}) is None
+    with pytest.raises(PermanentFailure):
+        guard.admit(config.routes[0])
+    assert registry.get_sample_value("replicator_route_deletes_paused", {"route": "a"}) == 1
