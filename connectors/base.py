@@ -177,6 +177,9 @@ class Limits:
     server_side_copy: bool = False
     versioned_reads: bool = False
     metadata_at_complete: bool = False
+    # read_stream streams a range in one request (else it is one read); the engine then reads
+    # a run of parts with one request instead of one request per part.
+    streamed_reads: bool = False
     # Largest object copy_within copies (0: max_single_put).
     max_server_side_copy: int = 0
 
@@ -249,6 +252,19 @@ class ObjectStore(abc.ABC):
         object raises InvalidArgument. ``if_match`` (an etag) or ``version`` pins the read to
         one version: if the object changed, PreconditionFailed (or NotFound for a version gone).
         """
+
+    async def read_stream(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        *,
+        if_match: str | None = None,
+        version: str | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` as a stream of chunks, pinned like ``read``. Stores whose
+        ``limits.streamed_reads`` is set send it as one request; by default it is one read."""
+        yield await self.read(key, start, end, if_match=if_match, version=version)
 
     @abc.abstractmethod
     async def put(

@@ -134,6 +134,9 @@ _BAD_KEY = frozenset({"KeyTooLongError"})
 _NOT_SUPPORTED = frozenset({"NotImplemented", "501"})
 
 
+STREAM_CHUNK = 1024 * 1024
+
+
 class _UnsatisfiableRange(InvalidArgument):
     """S3's 416: the range starts at or past the end of the object."""
 
@@ -302,6 +305,7 @@ class S3Store(ObjectStore):
         multipart=True,
         server_side_copy=True,
         versioned_reads=True,
+        streamed_reads=True,
         # Beyond CopyObject's 5 GiB, copy_within copies in parts (UploadPartCopy).
         max_server_side_copy=MAX_PARTS * MAX_PART_SIZE,
     )
@@ -487,6 +491,34 @@ class S3Store(ObjectStore):
                 return b""
             raise
         return data
+
+    async def read_stream(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        *,
+        if_match: str | None = None,
+        version: str | None = None,
+    ) -> AsyncIterator[bytes]:
+        url = self.url_for(key)
+        if not 0 <= start < end:
+            raise InvalidArgument(f"invalid byte range [{start}, {end}) for a stream", url=url)
+        client = await self._s3()
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self._full(key),
+            "Range": f"bytes={start}-{end - 1}",
+        }
+        if if_match is not None:
+            params["IfMatch"] = if_match
+        if version is not None:
+            params["VersionId"] = version
+        with self._errors(url):
+            response = await client.get_object(**params)
+            async with response["Body"] as body:
+                async for chunk in body.iter_chunks(STREAM_CHUNK):
+                    yield chunk
 
     async def put(
         self,

@@ -12,6 +12,7 @@ fingerprint block so each part can be fingerprinted on its own, in any order.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from connectors.base import Limits, MiB
@@ -107,3 +108,19 @@ def plan_copy(
         return CopyPlan(Strategy.SINGLE, size, size, (Part(1, 0, size),))
     chosen = choose_part_size(size, dest, part_size)
     return CopyPlan(Strategy.MULTIPART, size, chosen, split(size, chosen))
+
+
+def stripes(parts: Sequence[Part], count: int) -> list[list[Part]]:
+    """``parts`` in about ``count`` runs of consecutive parts, so each run is one range."""
+    if not parts:
+        return []
+    per_stripe = -(-len(parts) // count)
+    runs: list[list[Part]] = []
+    current: list[Part] = []
+    for part in parts:
+        if current and (len(current) == per_stripe or part.number != current[-1].number + 1):
+            runs.append(current)
+            current = []
+        current.append(part)
+    runs.append(current)
+    return runs

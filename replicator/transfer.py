@@ -50,7 +50,7 @@ from replicator.metadata import (
     replica_source,
     replica_source_version,
 )
-from replicator.planner import CopyPlan, Part, Strategy, auto_part_size, plan_copy
+from replicator.planner import CopyPlan, Part, Strategy, auto_part_size, plan_copy, stripes
 from replicator.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -112,6 +112,58 @@ class SharedSourceRead:
         failed = done.cancelled() or done.exception() is not None
         if failed and self._reads.get(key) is done:
             del self._reads[key]
+
+
+class _StripeReader:
+    """Consecutive parts of one stripe, taken in order from one streamed read of their range.
+
+    A stream that breaks (connection lost, throttled) is not resumed: every part still to take
+    from it raises, and is read by itself instead.
+    """
+
+    def __init__(self, open_stream: Callable[[], AsyncIterator[bytes]]) -> None:
+        self._open = open_stream
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._buffer = bytearray()
+        self._broken: Exception | None = None
+        self._taken: dict[int, asyncio.Event] = {}
+
+    def _event(self, part_number: int) -> asyncio.Event:
+        return self._taken.setdefault(part_number, asyncio.Event())
+
+    def mark_taken(self, part_number: int) -> None:
+        """The part's turn at the stream is over (it has its bytes, or will read them alone)."""
+        self._event(part_number).set()
+
+    async def wait_taken(self, part_number: int) -> None:
+        await self._event(part_number).wait()
+
+    async def take(self, size: int) -> bytes:
+        if self._broken is not None:
+            raise self._broken
+        try:
+            if self._chunks is None:
+                self._chunks = aiter(self._open())
+            while len(self._buffer) < size:
+                self._buffer += await anext(self._chunks)
+        except StopAsyncIteration:
+            # The object is shorter than the version seen: it changed.
+            raise _SourceMoved(
+                PreconditionFailed("the source ended before the range read", url="")
+            ) from None
+        except (PreconditionFailed, NotFound) as exc:
+            raise _SourceMoved(exc) from exc
+        except Exception as exc:
+            self._broken = exc
+            raise
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    async def close(self) -> None:
+        closing = getattr(self._chunks, "aclose", None)
+        if closing is not None:
+            await closing()
 
 
 class ByteBudget:
@@ -471,21 +523,43 @@ class Copier:
         want_md5 = ChecksumKind.MD5 in dest.limits.native_checksums and (
             ChecksumKind.CRC32C not in dest.limits.native_checksums
         )
-        todo = iter([p for p in plan.parts if p.number not in record.parts])
+        remaining = [p for p in plan.parts if p.number not in record.parts]
+        todo = iter(remaining)
         transferred = 0
 
-        async def worker() -> None:
+        async def copy_part(part: Part, stripe: _StripeReader | None = None) -> None:
             nonlocal transferred
+            await self._copy_part(
+                part, record, src, source, source_key, dest, dest_key, pin, want_md5, stripe
+            )
+            transferred += part.length
+
+        async def worker() -> None:
             for part in todo:
-                await self._copy_part(
-                    part, record, src, source, source_key, dest, dest_key, pin, want_md5
-                )
-                transferred += part.length
+                await copy_part(part)
+
+        async def stripe_worker(parts: list[Part]) -> None:
+            stripe = _StripeReader(
+                lambda: source.read_stream(source_key, parts[0].offset, parts[-1].end, **pin)
+            )
+            try:
+                async with asyncio.TaskGroup() as uploads:
+                    for part in parts:
+                        # The next part waits until this one has its bytes (and its budget):
+                        # reads stay in stream order, uploads overlap the following reads.
+                        uploads.create_task(copy_part(part, stripe))
+                        await stripe.wait_taken(part.number)
+            finally:
+                await stripe.close()
 
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(self.concurrency, len(plan.parts))):
-                    group.create_task(worker())
+                if source.limits.streamed_reads:
+                    for stripe_parts in stripes(remaining, self.concurrency):
+                        group.create_task(stripe_worker(stripe_parts))
+                else:
+                    for _ in range(min(self.concurrency, len(plan.parts))):
+                        group.create_task(worker())
             missing = [p.number for p in plan.parts if p.number not in record.parts]
             if missing:
                 raise IntegrityError(
@@ -534,15 +608,35 @@ class Copier:
         dest_key: str,
         pin: Mapping[str, str | None],
         want_md5: bool,
+        stripe: _StripeReader | None = None,
     ) -> None:
+        def read_alone() -> Awaitable[bytes]:
+            return _pinned(
+                lambda: self.retry.run(
+                    lambda: source.read(source_key, part.offset, part.end, **pin),
+                    what=f"read part {part.number}",
+                )
+            )
+
+        async def read_first() -> bytes:
+            if stripe is None:
+                return await read_alone()
+            try:
+                return await stripe.take(part.length)
+            except _SourceMoved:
+                raise
+            except Exception as exc:
+                broke = exc
+            finally:
+                stripe.mark_taken(part.number)
+            log.info(
+                "streamed read broke; reading the part alone", part=part.number, error=str(broke)
+            )
+            return await read_alone()
+
         async with self.budget.reserve(part.length * RECEIVE_COPIES):
             for attempt in range(1, PART_INTEGRITY_ATTEMPTS + 1):
-                data = await _pinned(
-                    lambda: self.retry.run(
-                        lambda: source.read(source_key, part.offset, part.end, **pin),
-                        what=f"read part {part.number}",
-                    )
-                )
+                data = await (read_first() if attempt == 1 else read_alone())
                 if len(data) != part.length:
                     raise _SourceMoved(
                         PreconditionFailed(

@@ -308,3 +308,19 @@ class TestCopy:
         with pytest.raises(NotFound):
             await s3.head("moving-copy")
         assert [u async for u in s3.list_multipart_uploads()] == []
+
+
+class TestStreamedReads:
+    async def test_a_range_streams_in_chunks_and_is_pinned(self, s3: S3Store) -> None:
+        data = os.urandom(3 * 1024 * 1024 + 5)
+        meta = await s3.put("streamed", data)
+        chunks = [
+            chunk
+            async for chunk in s3.read_stream("streamed", 7, len(data) - 1, if_match=meta.etag)
+        ]
+        assert len(chunks) > 1
+        assert b"".join(chunks) == data[7:-1]
+        await s3.put("streamed", b"changed")
+        with pytest.raises(PreconditionFailed):
+            async for _ in s3.read_stream("streamed", 0, 10, if_match=meta.etag):
+                pass

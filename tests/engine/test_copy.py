@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 
 import pytest
 
-from connectors.base import IntegrityError, MiB, NotFound, ObjectAttributes
+from connectors.base import IntegrityError, MiB, NotFound, ObjectAttributes, TransientError
 from replicator import hashing
 from replicator.metadata import replica_fingerprint, replica_source, replica_source_version
 from replicator.planner import Strategy
@@ -211,6 +212,50 @@ async def test_a_failed_shared_read_is_not_reused(store_factory: StoreFactory) -
     )
     for dest in dests:
         assert read_object(dest.url_for("k")) == current
+
+
+class BrokenStreams(FaultyStore):
+    """A store whose streamed reads break after their first chunk."""
+
+    async def read_stream(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        *,
+        if_match: str | None = None,
+        version: str | None = None,
+    ) -> AsyncIterator[bytes]:
+        yield await self.read(key, start, min(end, start + PART), if_match=if_match)
+        raise TransientError("connection reset mid-stream", url=self.url_for(key))
+
+
+async def test_parts_are_read_in_streamed_stripes(store_factory: StoreFactory) -> None:
+    """From a store that streams, each stripe of consecutive parts is one request."""
+    source = FaultyStore(await store_factory("s3"))
+    dest = await store_factory("gs")
+    data = os.urandom(6 * PART + 3)
+    await source.put("k", data)
+    result = await Copier(part_size=PART, concurrency=3, retry=FAST_RETRY).copy(
+        source, "k", dest, "k"
+    )
+    assert result.parts == 7
+    assert source.reads == 3  # stripes of 3, 3 and 1 parts
+    assert read_object(dest.url_for("k")) == data
+
+
+async def test_a_broken_stream_falls_back_to_reading_parts_alone(
+    store_factory: StoreFactory,
+) -> None:
+    source = BrokenStreams(await store_factory("s3"))
+    dest = await store_factory("az")
+    data = os.urandom(5 * PART + 1)
+    await source.put("k", data)
+    result = await Copier(part_size=PART, concurrency=2, retry=FAST_RETRY).copy(
+        source, "k", dest, "k"
+    )
+    assert result.fingerprint == hashing.fingerprint(data)
+    assert read_object(dest.url_for("k")) == data
 
 
 @pytest.mark.parametrize("dest_scheme", CLOUDS)

@@ -17,6 +17,8 @@ from replicator.planner import (
     auto_part_size,
     choose_part_size,
     plan_copy,
+    split,
+    stripes,
 )
 
 S3 = Limits(
@@ -136,3 +138,10 @@ def test_auto_parts_still_fit_the_destination() -> None:
     requested = auto_part_size(size, concurrency=8, budget=256 * MiB)
     plan = plan_copy(size, S3, same_store=False, part_size=requested)
     assert len(plan.parts) <= S3.max_parts
+
+
+def test_stripes_are_runs_of_consecutive_parts() -> None:
+    parts = [p for p in split(10 * MiB, MiB) if p.number not in (4, 5)]
+    runs = stripes(parts, 3)
+    assert [[p.number for p in run] for run in runs] == [[1, 2, 3], [6, 7, 8], [9, 10]]
+    assert stripes([], 4) == []
