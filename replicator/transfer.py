@@ -156,7 +156,8 @@ class _StripeReader:
         except Exception as exc:
             self._broken = exc
             raise
-        data = bytes(self._buffer[:size])
+        with memoryview(self._buffer) as view:
+            data = bytes(view[:size])  # one copy: a bytearray slice would be another
         del self._buffer[:size]
         return data
 
