@@ -10,16 +10,17 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from replicator.catalog.database import DEFAULT_CATALOG_URL
-from replicator.catalog.model import CatalogError, LocationSpec, Role
-from replicator.catalog.repository import Catalog, open_catalog
+from replicator.catalog.model import DEFAULT_CATALOG_URL, CatalogError, LocationSpec, Role
 from replicator.catalog.views import ExportFormat, plain
 from replicator.lag import RouteLag
 from replicator.units import parse_duration
+
+if TYPE_CHECKING:
+    from replicator.catalog.repository import Catalog
 
 T = TypeVar("T")
 
@@ -41,6 +42,9 @@ Limit = Annotated[int, typer.Option(min=1, max=10_000, help="At most this many r
 
 
 def _run(url: str, work: Callable[[Catalog], Awaitable[T]], **options: Any) -> T:
+    # The SQL libraries are loaded by the commands that use them: they slow every CLI start.
+    from replicator.catalog.repository import open_catalog
+
     async def main() -> T:
         catalog = await open_catalog(url, **options)
         try:

@@ -33,8 +33,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from replicator.catalog.model import CatalogError
 
-DEFAULT_CATALOG_PATH = Path.home() / ".local" / "state" / "replicator" / "catalog.db"
-DEFAULT_CATALOG_URL = f"sqlite:///{DEFAULT_CATALOG_PATH}"
 MIGRATIONS = Path(__file__).parent / "migrations"
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # Any fixed number: every process that migrates a catalog takes the same advisory lock.

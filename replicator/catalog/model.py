@@ -6,6 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from replicator.errors import ReplicatorError
@@ -13,6 +14,10 @@ from replicator.errors import ReplicatorError
 if TYPE_CHECKING:
     from replicator.events import ChangeEvent
     from replicator.transfer import CopyResult
+
+
+# The embedded catalog a single machine uses when no catalog URL is given.
+DEFAULT_CATALOG_URL = f"sqlite:///{Path.home() / '.local' / 'state' / 'replicator' / 'catalog.db'}"
 
 
 class CatalogError(ReplicatorError):
