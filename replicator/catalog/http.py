@@ -120,7 +120,8 @@ async def _status(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
-    metrics.update(await request.app[CATALOG].route_lag(), datetime.now(UTC))
+    lags = await request.app[CATALOG].route_lag(percentiles=False)
+    metrics.update(lags, datetime.now(UTC))
     return web.Response(
         body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

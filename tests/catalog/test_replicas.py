@@ -386,6 +386,9 @@ class TestLag:
             for lag in await catalog.route_lag(since=T0 + timedelta(seconds=1089))
         }
         assert recent[gs].replicated_ops == 2
+        [lean] = await catalog.route_lag(destination=gs, percentiles=False)
+        assert (lean.replicated_ops, lean.pending_ops, lean.latency_max_seconds) == (100, 3, 1000.0)
+        assert (lean.latency_p50_seconds, lean.latency_p99_seconds) == (None, None)
 
     async def test_slo_miss_is_logged_and_counted(
         self, catalog: Catalog, make_dataset: DatasetFactory, registry: CollectorRegistry
