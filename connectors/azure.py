@@ -610,12 +610,7 @@ class AzureStore(ObjectStore):
         _check_attributes(attributes, url)
         if create_only and if_match is not None:
             raise InvalidArgument("create_only and if_match exclude each other", url=url)
-        if len(data) > self.limits.max_single_put:
-            raise InvalidArgument(
-                f"{len(data)} bytes exceed Azure's single put limit of "
-                f"{self.limits.max_single_put} bytes; use a multipart upload",
-                url=url,
-            )
+        self.check_single_put(key, len(data))
         data = bytes(data)
         md5 = await _md5(data)
         conditions: dict[str, Any] = {"overwrite": not create_only}
@@ -644,22 +639,30 @@ class AzureStore(ObjectStore):
                 "the service reports an MD5 other than the one of the bytes sent", url=url
             )
 
-    async def list(
-        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
-    ) -> AsyncIterator[ObjectMeta]:
-        full_prefix = self._prefix + prefix
-        after = None if start_after is None else self._prefix + start_after
+    async def _blob_pages(
+        self, name_prefix: str, url: str, page_size: int | None = None
+    ) -> AsyncIterator[list[BlobProperties]]:
+        """The blobs whose names start with ``name_prefix`` (with metadata), a page per
+        request; SDK errors are mapped against ``url``."""
         container = await self._container()
         pages = container.list_blobs(
-            name_starts_with=full_prefix or None, include=["metadata"], results_per_page=page_size
+            name_starts_with=name_prefix or None, include=["metadata"], results_per_page=page_size
         ).by_page()
         while True:
-            with self._errors(self.root_url + prefix):
+            with self._errors(url):
                 try:
                     page = await anext(pages)
                 except StopAsyncIteration:
                     return
                 blobs = [blob async for blob in page]
+            yield blobs
+
+    async def list(
+        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
+    ) -> AsyncIterator[ObjectMeta]:
+        full_prefix = self._prefix + prefix
+        after = None if start_after is None else self._prefix + start_after
+        async for blobs in self._blob_pages(full_prefix, self.root_url + prefix, page_size):
             for blob in blobs:
                 if blob.name.startswith(UPLOADS_PREFIX):
                     continue
@@ -707,16 +710,7 @@ class AzureStore(ObjectStore):
         name = self._name(key)
         url = self.url_for(key)
         self._check_upload_id(upload_id, url)
-        if not 1 <= part_number <= self.limits.max_parts:
-            raise InvalidArgument(
-                f"part number {part_number} is outside 1..{self.limits.max_parts}", url=url
-            )
-        if len(data) > self.limits.max_part_size:
-            raise InvalidArgument(
-                f"part of {len(data)} bytes exceeds Azure's block limit of "
-                f"{self.limits.max_part_size} bytes",
-                url=url,
-            )
+        self.check_part(key, part_number, len(data))
         data = bytes(data)
         md5 = await _md5(data)
         block = block_id(upload_id, part_number)
@@ -856,17 +850,7 @@ class AzureStore(ObjectStore):
 
     async def list_multipart_uploads(self, prefix: str = "") -> AsyncIterator[MultipartUpload]:
         full_prefix = self._prefix + prefix
-        container = await self._container()
-        pages = container.list_blobs(
-            name_starts_with=UPLOADS_PREFIX, include=["metadata"]
-        ).by_page()
-        while True:
-            with self._errors(self.root_url + prefix):
-                try:
-                    page = await anext(pages)
-                except StopAsyncIteration:
-                    return
-                markers = [blob async for blob in page]
+        async for markers in self._blob_pages(UPLOADS_PREFIX, self.root_url + prefix):
             for marker in markers:
                 upload_id = marker.name[len(UPLOADS_PREFIX) :]
                 encoded = (marker.metadata or {}).get(_UPLOAD_KEY_META)

@@ -233,6 +233,30 @@ class ObjectStore(abc.ABC):
         """The URL of ``key`` under this store's root."""
         return self.root_url + key
 
+    def check_single_put(self, key: str, size: int) -> None:
+        """Refuse, before any request, a put larger than the store takes in one request."""
+        if size > self.limits.max_single_put:
+            raise InvalidArgument(
+                f"{size} bytes exceed the {self.scheme}:// single-put limit of "
+                f"{self.limits.max_single_put} bytes: use a multipart upload",
+                url=self.url_for(key),
+            )
+
+    def check_part(self, key: str, part_number: int, size: int) -> None:
+        """Refuse, before any request, a part number or part size outside the store's limits."""
+        if not 1 <= part_number <= self.limits.max_parts:
+            raise InvalidArgument(
+                f"part number {part_number} is outside {self.scheme}://'s "
+                f"1..{self.limits.max_parts}",
+                url=self.url_for(key),
+            )
+        if size > self.limits.max_part_size:
+            raise InvalidArgument(
+                f"part of {size} bytes exceeds the {self.scheme}:// part limit of "
+                f"{self.limits.max_part_size} bytes",
+                url=self.url_for(key),
+            )
+
     @abc.abstractmethod
     async def head(self, key: str, *, version: str | None = None) -> ObjectMeta: ...
 

@@ -729,12 +729,7 @@ class GCSStore(ObjectStore):
     ) -> ObjectMeta:
         url = self.url_for(key)
         full = self._full(key)
-        if len(data) > self.limits.max_single_put:
-            raise InvalidArgument(
-                f"{len(data)} bytes exceed the single-request limit of "
-                f"{self.limits.max_single_put}: use a multipart upload",
-                url=url,
-            )
+        self.check_single_put(key, len(data))
         params: dict[str, str] = {}
         if create_only:
             if if_match is not None:
@@ -872,10 +867,7 @@ class GCSStore(ObjectStore):
         url = self.url_for(key)
         self._full(key)
         self._check_upload_id(key, upload_id)
-        if not 1 <= part_number <= self.limits.max_parts:
-            raise InvalidArgument(
-                f"part number {part_number} is outside 1..{self.limits.max_parts}", url=url
-            )
+        self.check_part(key, part_number, len(data))
         name = _part_name(upload_id, part_number)
         resource = await self._upload(name, data, url, fields={"contentType": DEFAULT_CONTENT_TYPE})
         return PartToken(

@@ -554,12 +554,8 @@ class LocalStore(ObjectStore):
         await self._run(key, work)
         return upload_id
 
-    def _check_part_number(self, key: str, part_number: int) -> None:
-        if not 1 <= part_number <= self.limits.max_parts:
-            raise InvalidArgument(f"part number {part_number} out of range", url=self.url_for(key))
-
     async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
-        self._check_part_number(key, part_number)
+        self.check_part(key, part_number, len(data))
 
         def work() -> PartToken:
             self._manifest(key, upload_id)
@@ -580,7 +576,7 @@ class LocalStore(ObjectStore):
     async def put_part_at(
         self, key: str, upload_id: str, part_number: int, offset: int, data: bytes
     ) -> PartToken:
-        self._check_part_number(key, part_number)
+        self.check_part(key, part_number, len(data))
         if offset < 0:
             raise InvalidArgument(f"part offset {offset} is negative", url=self.url_for(key))
 

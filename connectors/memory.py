@@ -229,8 +229,7 @@ class MemoryStore(ObjectStore):
 
     async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
         await asyncio.sleep(0)
-        if not 1 <= part_number <= self.limits.max_parts:
-            raise InvalidArgument(f"part number {part_number} out of range", url=self.url_for(key))
+        self.check_part(key, part_number, len(data))
         self._upload(key, upload_id).parts[part_number] = bytes(data)
         checksum = crc32c_b64(data)
         return PartToken(part_number, checksum, len(data), {ChecksumKind.CRC32C: checksum})

@@ -531,12 +531,7 @@ class S3Store(ObjectStore):
     ) -> ObjectMeta:
         url = self.url_for(key)
         full = self._full(key)
-        if len(data) > self.limits.max_single_put:
-            raise InvalidArgument(
-                f"{len(data)} bytes exceed S3's single PUT limit of "
-                f"{self.limits.max_single_put}: use a multipart upload",
-                url=url,
-            )
+        self.check_single_put(key, len(data))
         client = await self._s3()
         attributes = attributes or ObjectAttributes()
         checksum = _crc32c_b64(data)
@@ -635,14 +630,7 @@ class S3Store(ObjectStore):
     async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
         url = self.url_for(key)
         full = self._full(key)
-        if not 1 <= part_number <= MAX_PARTS:
-            raise InvalidArgument(
-                f"part number {part_number} is outside S3's 1..{MAX_PARTS}", url=url
-            )
-        if len(data) > MAX_PART_SIZE:
-            raise InvalidArgument(
-                f"part of {len(data)} bytes exceeds S3's {MAX_PART_SIZE}-byte limit", url=url
-            )
+        self.check_part(key, part_number, len(data))
         client = await self._s3()
         checksum = _crc32c_b64(data)
         with self._errors(url):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import fnmatch
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -65,19 +66,25 @@ def _check_url(url: str) -> str:
     return url
 
 
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+def config_value(parse: Callable[[str], T], text: str) -> T:
+    """``parse(text)`` inside a configuration model: its error becomes a validation error, so
+    it is reported with the field it belongs to."""
+    try:
+        return parse(text)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _duration(value: object) -> object:
-    if isinstance(value, str):
-        try:
-            return parse_duration(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-    return value
+    return config_value(parse_duration, value) if isinstance(value, str) else value
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 """A duration as operators write it ('90s', '6h', '7d')."""
-
-M = TypeVar("M", bound=BaseModel)
 
 
 class Destination(BaseModel):

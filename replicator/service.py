@@ -67,7 +67,6 @@ from replicator.catalog import Catalog, open_catalog
 from replicator.catalog.http import create_app
 from replicator.catalog.model import Acceptance, Change, LocationSpec, Replica, Role
 from replicator.deletes import DeleteGuard, DeletionSweeper, delete_replica
-from replicator.errors import ConfigError
 from replicator.events import ChangeEvent, scan_event
 from replicator.ingest import Publisher, SQSPoller, add_ingest_routes
 from replicator.lag import LagMetrics
@@ -78,6 +77,7 @@ from replicator.rules import (
     Router,
     RoutingConfig,
     Target,
+    config_value,
     read_toml,
     validate_config,
 )
@@ -123,21 +123,14 @@ class CopySection(BaseModel):
     @field_validator("part_size")
     @classmethod
     def _part_size(cls, value: str) -> str:
-        return _checked(parse_part_size, value)
+        config_value(parse_part_size, value)  # kept as text; parsed when the daemon starts
+        return value
 
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: str) -> str:
-        return _checked(parse_size, value)
-
-
-def _checked(parse: Callable[[str], object], value: str) -> str:
-    """``value`` if ``parse`` accepts it (sizes stay text in the configuration model)."""
-    try:
-        parse(value)
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
-    return value
+        config_value(parse_size, value)
+        return value
 
 
 class SQSSection(BaseModel):
