@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from connectors import open_store
-from replicator.transfer import Copier
+from replicator.engine.transfer import Copier
 
 
 async def copy_all(job: dict[str, object]) -> float:

@@ -30,15 +30,21 @@ from typing import Any
 from connectors import open_store
 from connectors.base import ObjectMeta, ObjectStore
 from connectors.sqs import QueueMessage, SQSQueue
-from replicator.bus import AsyncConsumer, AsyncProducer, KafkaSettings, Record, ensure_topics
 from replicator.catalog import open_catalog
+from replicator.daemon.applier import Applier, register_datasets
 from replicator.devstack import DevStack, environment
-from replicator.events import ChangeEvent, ParseError, parse_s3
-from replicator.ingest import Publisher, SQSPoller
-from replicator.rules import Router, load_config
-from replicator.service import Applier, register_datasets
-from replicator.transfer import Copier, CopyResult, SharedSourceRead
-from replicator.worker import Worker
+from replicator.engine.transfer import Copier, CopyResult, SharedSourceRead
+from replicator.pipeline.bus import (
+    AsyncConsumer,
+    AsyncProducer,
+    KafkaSettings,
+    Record,
+    ensure_topics,
+)
+from replicator.pipeline.events import ChangeEvent, ParseError, parse_s3
+from replicator.pipeline.ingest import Publisher, SQSPoller
+from replicator.pipeline.rules import Router, load_config
+from replicator.pipeline.worker import Worker
 
 WORKER_SLOTS = 64
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from replicator.catalog.lag import RouteLag
 from replicator.catalog.model import DEFAULT_CATALOG_URL, CatalogError, LocationSpec, Role
 from replicator.catalog.views import ExportFormat, plain
-from replicator.lag import RouteLag
-from replicator.units import parse_duration
+from replicator.engine.units import parse_duration
 
 if TYPE_CHECKING:
     from replicator.catalog.repository import Catalog

@@ -21,12 +21,12 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from replicator.catalog.lag import LagMetrics
 from replicator.catalog.model import CatalogError, UnknownDataset, UnknownLocation
 from replicator.catalog.repository import Catalog, open_catalog
 from replicator.catalog.views import plain
+from replicator.engine.units import parse_duration
 from replicator.errors import ConfigError
-from replicator.lag import LagMetrics
-from replicator.units import parse_duration
 
 CATALOG = web.AppKey("catalog", Catalog)
 METRICS = web.AppKey("metrics", LagMetrics)

@@ -14,11 +14,12 @@ from sqlalchemy import and_, delete, select
 from connectors.base import ChecksumKind, PartToken
 from replicator.catalog.database import Database, dialect_insert
 from replicator.catalog.schema import upload_parts, uploads
-from replicator.transfer import DonePart, UploadRecord
+from replicator.engine.transfer import DonePart, UploadRecord
 
 
 class CatalogJournal:
-    """An ``UploadJournal`` (see ``replicator.transfer``) persisted in the catalog database."""
+    """An ``UploadJournal`` (see ``replicator.engine.transfer``) persisted in the catalog
+    database."""
 
     def __init__(self, database: Database) -> None:
         self._db = database

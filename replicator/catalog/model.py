@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from replicator.errors import ReplicatorError
 
 if TYPE_CHECKING:
-    from replicator.events import ChangeEvent
-    from replicator.transfer import CopyResult
+    from replicator.engine.transfer import CopyResult
+    from replicator.pipeline.events import ChangeEvent
 
 
 # The embedded catalog a single machine uses when no catalog URL is given.

@@ -8,13 +8,14 @@ Each store orders the changes of one key with its own token:
 * Azure Event Grid ``sequencer``: fixed-width hex, so right-padding changes nothing.
 
 ``sequencer_key`` maps each to a fixed-width string: hex is upper-cased and right-padded with
-``0``; decimal is left-padded with ``0`` (a ``.N`` suffix, which ``replicator.events`` appends
-to GCS generations to put a deletion after its creation, is kept after the padded number).
+``0``; decimal is left-padded with ``0`` (a ``.N`` suffix, which ``replicator.pipeline.events``
+appends to GCS generations to put a deletion after its creation, is kept after the padded
+number).
 Within one kind, string order of the keys is the store's order, so the catalog compares
 sequencers with ``>`` in one SQL statement on SQLite and PostgreSQL (their columns use
 byte-order collation). The mapping is idempotent: the already padded sequencers of
-``replicator.events.ChangeEvent`` map to themselves (or, for Azure's 32-character form, to one
-padding that keeps their order).
+``replicator.pipeline.events.ChangeEvent`` map to themselves (or, for Azure's 32-character
+form, to one padding that keeps their order).
 
 A string of decimal digits is ambiguous (a valid S3 sequencer can be all digits), so the kind
 is taken from the store of the source URL and guessed only for stores without sequencers.

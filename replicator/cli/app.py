@@ -18,13 +18,13 @@ import typer
 from connectors import open_object
 from connectors.base import StoreError
 from replicator import devstack as devstack_module
-from replicator import logs
 from replicator.catalog.cli import catalog_app, status_command
+from replicator.cli import logs
+from replicator.engine.units import parse_part_size, parse_size
 from replicator.errors import ConfigError, ReplicatorError
-from replicator.units import parse_part_size, parse_size
 
 if TYPE_CHECKING:
-    from replicator.transfer import Copier, CopyResult
+    from replicator.engine.transfer import Copier, CopyResult
 
 T = TypeVar("T")
 
@@ -130,7 +130,7 @@ def demo(
 ) -> None:
     """Run the daemon on a private local stack and watch it replicate S3 to GCS, Azure and a
     local directory as notifications arrive."""
-    from replicator.demo import run_demo
+    from replicator.cli.demo import run_demo
 
     workdir = Path.cwd() / ".devstack" / "demo"
     if workdir.exists():
@@ -193,7 +193,7 @@ def cp(
     ] = None,
 ) -> None:
     """Copy one object between any two stores, verified end to end."""
-    from replicator.transfer import ByteBudget, Copier
+    from replicator.engine.transfer import ByteBudget, Copier
 
     copier = Copier(
         part_size=parse_part_size(part_size),
@@ -255,7 +255,7 @@ def uploads_list(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """List multipart uploads that were started and neither completed nor aborted."""
-    from replicator.uploads import list_uploads
+    from replicator.engine.uploads import list_uploads
 
     for upload in asyncio.run(list_uploads(url)):
         if json_output:
@@ -272,8 +272,8 @@ def uploads_clean(
     ] = "24h",
 ) -> None:
     """Abort abandoned multipart uploads so their parts stop costing storage."""
-    from replicator.units import parse_duration
-    from replicator.uploads import clean_uploads
+    from replicator.engine.units import parse_duration
+    from replicator.engine.uploads import clean_uploads
 
     aborted = asyncio.run(clean_uploads(url, parse_duration(older_than)))
     for upload in aborted:
@@ -292,7 +292,8 @@ def run(config: ConfigPath) -> None:
 
     SIGTERM or Ctrl-C drains in-flight work, commits offsets and leaves the consumer group.
     """
-    from replicator.service import Daemon, load_daemon_config
+    from replicator.daemon.config import load_daemon_config
+    from replicator.daemon.service import Daemon
 
     daemon = Daemon(load_daemon_config(config))
 
@@ -318,9 +319,9 @@ def backfill(
     """Copy every object of the routes' sources that its destinations lack or hold an older
     version of, directly (no Kafka), recording replicas in the catalog. Safe to re-run."""
     from replicator.catalog import open_catalog
-    from replicator.service import backfill as run_backfill
-    from replicator.service import load_daemon_config
-    from replicator.transfer import ByteBudget, Copier
+    from replicator.daemon.backfill import backfill as run_backfill
+    from replicator.daemon.config import load_daemon_config
+    from replicator.engine.transfer import ByteBudget, Copier
 
     settings = load_daemon_config(config)
 
@@ -358,11 +359,12 @@ def scan(
     """List the routes' sources and publish a change event per object to Kafka, for stores
     without notifications or to reconcile; the daemons apply them (unchanged objects are cheap
     no-ops)."""
-    from replicator.bus import AsyncProducer, ensure_topics
-    from replicator.ingest import Publisher
-    from replicator.ingest import scan as scan_source
-    from replicator.rules import Router
-    from replicator.service import Daemon, load_daemon_config
+    from replicator.daemon.config import load_daemon_config
+    from replicator.daemon.service import Daemon
+    from replicator.pipeline.bus import AsyncProducer, ensure_topics
+    from replicator.pipeline.ingest import Publisher
+    from replicator.pipeline.ingest import scan as scan_source
+    from replicator.pipeline.rules import Router
 
     settings = load_daemon_config(config)
     daemon = Daemon(settings)

@@ -21,9 +21,10 @@ from pathlib import Path
 from connectors import open_store
 from connectors.base import MiB, NotFound, ObjectAttributes, ObjectStore
 from connectors.sqs import SQSQueue
-from replicator import hashing
 from replicator.catalog import open_catalog
-from replicator.service import Daemon, DaemonConfig
+from replicator.daemon.config import DaemonConfig
+from replicator.daemon.service import Daemon
+from replicator.engine import hashing
 
 DEADLINE_S = 120
 

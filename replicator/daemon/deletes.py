@@ -21,10 +21,10 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from connectors.base import NotFound, ObjectStore
 from replicator.catalog import Catalog, ReplicaState, ScheduledDelete
-from replicator.metadata import replica_source
-from replicator.retry import RetryPolicy
-from replicator.rules import Route, Router, Target
-from replicator.worker import PermanentFailure
+from replicator.engine.metadata import replica_source
+from replicator.engine.retry import RetryPolicy
+from replicator.pipeline.rules import Route, Router, Target
+from replicator.pipeline.worker import PermanentFailure
 
 log = structlog.get_logger(__name__)
 

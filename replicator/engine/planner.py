@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from connectors.base import Limits, MiB
+from replicator.engine.hashing import FINGERPRINT_BLOCK
 from replicator.errors import ReplicatorError
-from replicator.hashing import FINGERPRINT_BLOCK
 
 DEFAULT_PART_SIZE = 16 * MiB
 

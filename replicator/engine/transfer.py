@@ -41,17 +41,17 @@ from connectors.base import (
     PartToken,
     PreconditionFailed,
 )
-from replicator import hashing
-from replicator.errors import ReplicatorError
-from replicator.metadata import (
+from replicator.engine import hashing
+from replicator.engine.metadata import (
     FINGERPRINT_KEY,
     replica_attributes,
     replica_fingerprint,
     replica_source,
     replica_source_version,
 )
-from replicator.planner import CopyPlan, Part, Strategy, auto_part_size, plan_copy, stripes
-from replicator.retry import RetryPolicy
+from replicator.engine.planner import CopyPlan, Part, Strategy, auto_part_size, plan_copy, stripes
+from replicator.engine.retry import RetryPolicy
+from replicator.errors import ReplicatorError
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -1,7 +1,8 @@
 """Getting change notifications into Kafka: HTTP push receivers, an SQS poller and a listing
-scanner. Every path parses with replicator.events, drops what no route takes, publishes the rest
-to the changes topic keyed by source object URL, and parks what it cannot parse in the DLQ with
-the reason, so bad input never blocks ingestion and nothing is acknowledged before Kafka has it.
+scanner. Every path parses with ``replicator.pipeline.events``, drops what no route takes,
+publishes the rest to the changes topic keyed by source object URL, and parks what it cannot
+parse in the DLQ with the reason, so bad input never blocks ingestion and nothing is
+acknowledged before Kafka has it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from aiohttp import web
 from connectors import open_store
 from connectors.base import StoreError
 from connectors.sqs import SQSQueue
-from replicator.bus import CHANGES_TOPIC, DLQ_TOPIC, AsyncProducer
-from replicator.events import (
+from replicator.engine.metadata import replica_source
+from replicator.engine.retry import RetryPolicy
+from replicator.pipeline.bus import CHANGES_TOPIC, DLQ_TOPIC, AsyncProducer
+from replicator.pipeline.events import (
     ChangeEvent,
     ParseError,
     azure_validation_code,
@@ -30,9 +33,7 @@ from replicator.events import (
     parse_s3,
     scan_event,
 )
-from replicator.metadata import replica_source
-from replicator.retry import RetryPolicy
-from replicator.rules import Router
+from replicator.pipeline.rules import Router
 
 log = structlog.get_logger(__name__)
 

@@ -52,8 +52,8 @@ from pydantic import (
 
 from connectors import parse_store_url
 from connectors.base import STAGING_PREFIX, InvalidStoreURL
+from replicator.engine.units import parse_duration
 from replicator.errors import ConfigError
-from replicator.units import parse_duration
 
 DeletePolicy = Literal["propagate", "never", "delayed"]
 

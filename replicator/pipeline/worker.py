@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import structlog
 
 from connectors.base import StoreError
-from replicator.bus import DLQ_TOPIC, AsyncConsumer, AsyncProducer, BusError, Record
-from replicator.events import ChangeEvent, ParseError
-from replicator.offsets import OffsetTracker
-from replicator.retry import RetryPolicy
+from replicator.engine.retry import RetryPolicy
+from replicator.pipeline.bus import DLQ_TOPIC, AsyncConsumer, AsyncProducer, BusError, Record
+from replicator.pipeline.events import ChangeEvent, ParseError
+from replicator.pipeline.offsets import OffsetTracker
 
 log = structlog.get_logger(__name__)
 

@@ -19,8 +19,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from replicator.catalog import Catalog, LocationSpec, Role, open_catalog
+from replicator.catalog.lag import LagMetrics
 from replicator.catalog.model import Dataset
-from replicator.lag import LagMetrics
 
 POSTGRES = os.environ.get("REPLICATOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgresql")

@@ -11,11 +11,11 @@ import pytest
 
 from connectors import open_store
 from connectors.base import ChecksumKind, PartToken
-from replicator import hashing
 from replicator.catalog import Catalog, CatalogJournal, open_catalog
-from replicator.hashing import FINGERPRINT_BLOCK
-from replicator.retry import RetryPolicy
-from replicator.transfer import Copier, CopyResult, DonePart, UploadRecord
+from replicator.engine import hashing
+from replicator.engine.hashing import FINGERPRINT_BLOCK
+from replicator.engine.retry import RetryPolicy
+from replicator.engine.transfer import Copier, CopyResult, DonePart, UploadRecord
 from tests.engine.faults import FaultyStore
 
 PART = FINGERPRINT_BLOCK

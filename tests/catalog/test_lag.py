@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
-from replicator.lag import LagMetrics, Route, RouteLag, nearest_rank, percentile, watermark
+from replicator.catalog.lag import LagMetrics, Route, RouteLag, nearest_rank, percentile, watermark
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 

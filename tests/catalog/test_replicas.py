@@ -24,8 +24,8 @@ from replicator.catalog import (
     UnknownLocation,
     open_catalog,
 )
-from replicator.lag import Route
-from replicator.transfer import CopyResult
+from replicator.catalog.lag import Route
+from replicator.engine.transfer import CopyResult
 from tests.catalog.conftest import DatasetFactory, store_url, unique
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from replicator.catalog.sequencer import (
     sequencer_key,
     sequencer_kind,
 )
-from replicator.events import azure_sequencer, gcs_sequencer, s3_sequencer
+from replicator.pipeline.events import azure_sequencer, gcs_sequencer, s3_sequencer
 
 HEX = st.text("0123456789ABCDEF", min_size=1, max_size=40)
 

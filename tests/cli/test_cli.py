@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from replicator.devstack import StackState, _pid_alive
+from replicator.devstack import StackState
+from replicator.devstack.stack import _pid_alive
 
 REPLICATOR = [sys.executable, "-m", "replicator"]
 

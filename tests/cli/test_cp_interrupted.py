@@ -15,7 +15,7 @@ import pytest
 from connectors.base import MiB, NotFound, ObjectStore
 from connectors.local import LocalStore
 from replicator.catalog import open_catalog
-from replicator.transfer import version_id
+from replicator.engine.transfer import version_id
 from tests.conftest import StoreFactory
 
 SIZE = 96 * MiB

@@ -17,7 +17,7 @@ from connectors.base import (
     PartToken,
 )
 from connectors.local import UPLOADS_DIR, LocalStore
-from replicator import hashing
+from replicator.engine import hashing
 
 
 @pytest.fixture

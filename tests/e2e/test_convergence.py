@@ -11,11 +11,12 @@ from pathlib import Path
 
 from connectors import open_store
 from connectors.base import NotFound
-from replicator.bus import AsyncProducer
+from replicator.daemon.config import DaemonConfig
+from replicator.daemon.service import Daemon
 from replicator.devstack import StackState
-from replicator.events import ChangeEvent, s3_sequencer
-from replicator.ingest import Publisher
-from replicator.service import Daemon, DaemonConfig
+from replicator.pipeline.bus import AsyncProducer
+from replicator.pipeline.events import ChangeEvent, s3_sequencer
+from replicator.pipeline.ingest import Publisher
 
 KEYS = 1000
 

@@ -17,8 +17,9 @@ import pytest
 
 from connectors import open_store
 from connectors.base import NotFound, ObjectStore
+from replicator.daemon.config import DaemonConfig
+from replicator.daemon.service import Daemon
 from replicator.devstack import StackState
-from replicator.service import Daemon, DaemonConfig
 from tests.independent import read_object
 
 

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from connectors import open_store
-from replicator.bus import AsyncProducer, KafkaSettings, ensure_topics
 from replicator.devstack import StackState
-from replicator.events import ChangeEvent
-from replicator.ingest import Publisher
-from replicator.rules import Router, load_config
+from replicator.pipeline.bus import AsyncProducer, KafkaSettings, ensure_topics
+from replicator.pipeline.events import ChangeEvent
+from replicator.pipeline.ingest import Publisher
+from replicator.pipeline.rules import Router, load_config
 
 OBJECTS = 300
 

@@ -16,10 +16,10 @@ from confluent_kafka import Consumer
 
 from connectors import open_store
 from connectors.sqs import SQSQueue
-from replicator.bus import AsyncProducer, KafkaSettings, ensure_topics
 from replicator.devstack import StackState
-from replicator.ingest import Publisher, SQSPoller, add_ingest_routes
-from replicator.rules import Router, load_config
+from replicator.pipeline.bus import AsyncProducer, KafkaSettings, ensure_topics
+from replicator.pipeline.ingest import Publisher, SQSPoller, add_ingest_routes
+from replicator.pipeline.rules import Router, load_config
 
 SAMPLES = Path(__file__).parent.parent / "events" / "samples"
 TOKEN = "s3cr3t-token"

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from connectors import open_store
 from connectors.base import ObjectAttributes
+from replicator.daemon.config import load_daemon_config
+from replicator.daemon.service import Daemon
 from replicator.devstack import StackState
-from replicator.service import Daemon, load_daemon_config
 
 
 async def test_scan_publishes_and_the_daemon_replicates(

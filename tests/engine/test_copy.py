@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from connectors.base import IntegrityError, MiB, NotFound, ObjectAttributes, TransientError
-from replicator import hashing
-from replicator.metadata import replica_fingerprint, replica_source, replica_source_version
-from replicator.planner import Strategy
-from replicator.retry import RetryPolicy
-from replicator.transfer import ByteBudget, Copier, SharedSourceRead
+from replicator.engine import hashing
+from replicator.engine.metadata import replica_fingerprint, replica_source, replica_source_version
+from replicator.engine.planner import Strategy
+from replicator.engine.retry import RetryPolicy
+from replicator.engine.transfer import ByteBudget, Copier, SharedSourceRead
 from tests.conftest import StoreFactory
 from tests.engine.faults import FaultyStore
 from tests.independent import read_object

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replicator.events import (
+from replicator.pipeline.events import (
     ChangeEvent,
     ParseError,
     azure_validation_code,

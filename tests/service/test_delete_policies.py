@@ -15,12 +15,12 @@ import pytest
 
 from connectors.base import NotFound, ObjectStore
 from replicator.catalog import Catalog, open_catalog
-from replicator.deletes import DeletionSweeper
+from replicator.daemon.applier import Applier, register_datasets
+from replicator.daemon.deletes import DeletionSweeper
 from replicator.devstack import StackState
-from replicator.events import ChangeEvent
-from replicator.rules import Router, load_config
-from replicator.service import Applier, register_datasets
-from replicator.transfer import Copier
+from replicator.engine.transfer import Copier
+from replicator.pipeline.events import ChangeEvent
+from replicator.pipeline.rules import Router, load_config
 from tests.independent import read_object
 
 HOUR = timedelta(hours=1)

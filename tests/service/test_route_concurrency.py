@@ -10,11 +10,11 @@ from pathlib import Path
 from connectors import open_store
 from connectors.base import ObjectMeta, ObjectStore
 from replicator.catalog import open_catalog
+from replicator.daemon.applier import Applier, register_datasets
 from replicator.devstack import StackState
-from replicator.events import ChangeEvent
-from replicator.rules import Router, load_config
-from replicator.service import Applier, register_datasets
-from replicator.transfer import Copier
+from replicator.engine.transfer import Copier
+from replicator.pipeline.events import ChangeEvent
+from replicator.pipeline.rules import Router, load_config
 from tests.engine.faults import FaultyStore
 from tests.independent import read_object
 

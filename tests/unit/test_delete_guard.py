@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from replicator.deletes import DeleteGuard
-from replicator.rules import load_config
-from replicator.worker import PermanentFailure
+from replicator.daemon.deletes import DeleteGuard
+from replicator.pipeline.rules import load_config
+from replicator.pipeline.worker import PermanentFailure
 
 
 def test_limit_pauses_the_route_and_stays_paused() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from replicator.service import load_daemon_config
+from replicator.daemon.config import load_daemon_config
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 

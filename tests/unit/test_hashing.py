@@ -9,8 +9,8 @@ import random
 import pytest
 import xxhash
 
-from replicator import hashing
-from replicator.hashing import FINGERPRINT_BLOCK, Fingerprint
+from replicator.engine import hashing
+from replicator.engine.hashing import FINGERPRINT_BLOCK, Fingerprint
 
 
 def reference(data: bytes) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.base import ObjectAttributes
-from replicator.metadata import (
+from replicator.engine.metadata import (
     ENCODED_KEY,
     MetadataError,
     map_user_metadata,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replicator.offsets import OffsetTracker
+from replicator.pipeline.offsets import OffsetTracker
 
 
 def test_nothing_to_commit_before_any_record() -> None:

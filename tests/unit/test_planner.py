@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.base import ChecksumKind, GiB, Limits, MiB, TiB
-from replicator.hashing import FINGERPRINT_BLOCK
-from replicator.planner import (
+from replicator.engine.hashing import FINGERPRINT_BLOCK
+from replicator.engine.planner import (
     DEFAULT_PART_SIZE,
     PlanError,
     Strategy,

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from connectors.base import NotFound, Throttled, TransientError
-from replicator.retry import RetryPolicy
+from replicator.engine.retry import RetryPolicy
 
 
 class Flaky:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from replicator.engine.units import parse_duration, parse_size
 from replicator.errors import ConfigError
-from replicator.rules import Router, load_config, load_config_file
-from replicator.units import parse_duration, parse_size
+from replicator.pipeline.rules import Router, load_config, load_config_file
 
 BASE = {
     "routes": [

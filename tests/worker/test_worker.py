@@ -13,11 +13,11 @@ import pytest
 from confluent_kafka import Consumer
 
 from connectors.base import TransientError
-from replicator.bus import AsyncConsumer, AsyncProducer, KafkaSettings, ensure_topics
 from replicator.devstack import StackState
-from replicator.events import ChangeEvent
-from replicator.retry import RetryPolicy
-from replicator.worker import PermanentFailure, Worker
+from replicator.engine.retry import RetryPolicy
+from replicator.pipeline.bus import AsyncConsumer, AsyncProducer, KafkaSettings, ensure_topics
+from replicator.pipeline.events import ChangeEvent
+from replicator.pipeline.worker import PermanentFailure, Worker
 
 PARTITIONS = 4
 FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.05, max_attempts=5)

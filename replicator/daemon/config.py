@@ -1,0 +1,122 @@
+"""The daemon's configuration file (TOML): the routing sections of
+``replicator.pipeline.rules`` plus the daemon's own::
+
+    [kafka]
+    bootstrap = "kafka-1:9092,kafka-2:9092"
+    group = "replicator"
+    partitions = 12                  # used when the topics are created
+    fetch_wait_max_ms = 100          # longest a fetch waits for records (delivery latency)
+
+    [catalog]
+    url = "postgresql://replicator@db:5432/replicator"   # or sqlite:///var/lib/...
+
+    [http]
+    port = 8080                      # health, metrics, catalog queries and ingest
+    ingest_token_env = "REPLICATOR_INGEST_TOKEN"   # ingest endpoints need this shared secret
+
+    [copy]
+    part_size = "auto"               # or a size: parts of every multipart copy
+    concurrency = 8
+    memory = "512MiB"
+    workers = 64                     # events applied at once
+
+    [deletes]
+    sweep_interval = "1m"            # how often deletions delayed by a route are carried out
+
+    [[sqs]]
+    queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/lake-events"
+    receivers = 4                    # receive loops at once (one drains at most ~10 per call)
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from replicator.engine.units import parse_part_size, parse_size
+from replicator.pipeline.bus import (
+    CHANGES_TOPIC,
+    DLQ_TOPIC,
+)
+from replicator.pipeline.rules import (
+    Duration,
+    RoutingConfig,
+    config_value,
+    read_toml,
+    validate_config,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class KafkaSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    bootstrap: str
+    group: str = "replicator"
+    partitions: int = Field(default=12, ge=1)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    fetch_wait_max_ms: int = Field(default=100, ge=0)
+    changes_topic: str = CHANGES_TOPIC
+    dlq_topic: str = DLQ_TOPIC
+
+
+class CatalogSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str = "sqlite:///var/lib/replicator/catalog.db"
+
+
+class HttpSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    ingest_token_env: str = "REPLICATOR_INGEST_TOKEN"
+    sns_confirm_hosts: tuple[str, ...] = ("sns.*.amazonaws.com",)
+
+
+class CopySection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    part_size: str = "auto"
+    concurrency: int = Field(default=8, ge=1)
+    memory: str = "512MiB"
+    workers: int = Field(default=64, ge=1, description="events applied at once")
+
+    @field_validator("part_size")
+    @classmethod
+    def _part_size(cls, value: str) -> str:
+        config_value(parse_part_size, value)  # kept as text; parsed when the daemon starts
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        config_value(parse_size, value)
+        return value
+
+
+class SQSSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    queue_url: str
+    wait_s: int = Field(default=10, ge=0, le=20)
+    receivers: int = Field(default=4, ge=1, le=64)
+
+
+class DeletesSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sweep_interval: Duration = timedelta(minutes=1)
+
+
+class DaemonConfig(RoutingConfig):
+    kafka: KafkaSection
+    catalog: CatalogSection = CatalogSection()
+    http: HttpSection = HttpSection()
+    copy_: CopySection = Field(default=CopySection(), alias="copy")
+    sqs: tuple[SQSSection, ...] = ()
+    deletes: DeletesSection = DeletesSection()
+
+
+def load_daemon_config(path: Path) -> DaemonConfig:
+    return validate_config(DaemonConfig, read_toml(path), str(path))
