@@ -38,7 +38,7 @@ from replicator.pipeline.bus import (
     AsyncConsumer,
     AsyncProducer,
     KafkaSettings,
-    Record,
+    Polled,
     ensure_topics,
 )
 from replicator.pipeline.events import ChangeEvent, ParseError, parse_s3
@@ -123,20 +123,20 @@ class TimedConsumer(AsyncConsumer):
         commit: Mapping[tuple[str, int], int] | None = None,
         *,
         max_records: int = 500,
-    ) -> list[Record]:
+    ) -> Polled:
         now = time.perf_counter()
         for (topic, partition), position in (commit or {}).items():
             for (t, p, offset), key in list(self.offsets.items()):
                 if t == topic and p == partition and offset < position:
                     self.marks.mark(key, "committed", now)
                     del self.offsets[(t, p, offset)]
-        records = await super().poll(wait_s, commit, max_records=max_records)
-        for record in records:
+        polled = await super().poll(wait_s, commit, max_records=max_records)
+        for record in polled.records:
             if record.key is not None:
                 key = record.key.decode()
                 self.marks.mark(key, "consumed")
                 self.offsets[(record.topic, record.partition, record.offset)] = key
-        return records
+        return polled
 
 
 class TimedCopier(Copier):

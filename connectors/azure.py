@@ -63,6 +63,7 @@ from connectors.base import (
     STAGING_PREFIX,
     AlreadyExists,
     ChecksumKind,
+    ContainerNotFound,
     IntegrityError,
     InvalidArgument,
     InvalidKey,
@@ -453,7 +454,7 @@ class AzureStore(ObjectStore):
         if request_id:
             detail += f", request id {request_id}"
         if code == "ContainerNotFound":
-            raise NotFound(
+            raise ContainerNotFound(
                 f"container {self._container_name!r} does not exist ({detail})", url=url
             ) from None
         if code in {"BlobAlreadyExists", "ContainerAlreadyExists"}:

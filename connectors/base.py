@@ -7,7 +7,9 @@ normalised, never URL-decoded, compared byte for byte.
 Error tree (every connector maps its SDK's errors into these; nothing else leaves a connector)::
 
     StoreError
-    ├── NotFound              bucket/container or key does not exist
+    ├── NotFound              the key (or the version asked for) does not exist
+    ├── ContainerNotFound     the bucket, container or root directory does not exist: an error
+    │                         of the store's configuration, never a sign its objects were deleted
     ├── AlreadyExists         create-only write on an existing key
     ├── PreconditionFailed    If-Match / version pin no longer holds (the object changed)
     ├── PermissionDenied      credentials refused
@@ -55,7 +57,13 @@ class StoreError(Exception):
 
 
 class NotFound(StoreError):
-    pass
+    """The key (or the version asked for) does not exist in a container that does."""
+
+
+class ContainerNotFound(StoreError):
+    """The bucket, container or root directory itself does not exist (deleted, mistyped, an
+    unmounted file system). Deliberately not a ``NotFound``: code that treats a missing key as
+    a deleted object must never see a missing bucket as every object deleted."""
 
 
 class AlreadyExists(StoreError):

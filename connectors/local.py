@@ -37,6 +37,7 @@ from connectors.base import (
     STAGING_PREFIX,
     AlreadyExists,
     ChecksumKind,
+    ContainerNotFound,
     InvalidArgument,
     InvalidKey,
     Limits,
@@ -158,9 +159,11 @@ class LocalStore(ObjectStore):
         try:
             return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
-            raise NotFound(f"directory {self.root} does not exist", url=self.root_url) from None
+            raise ContainerNotFound(
+                f"directory {self.root} does not exist", url=self.root_url
+            ) from None
         except NotADirectoryError:
-            raise NotFound(f"{self.root} is not a directory", url=self.root_url) from None
+            raise ContainerNotFound(f"{self.root} is not a directory", url=self.root_url) from None
 
     def _open_dir(self, segments: Sequence[str], key: str, *, create: bool) -> int:
         """Open the directory holding the last segment, walking without following links."""
@@ -431,7 +434,7 @@ class LocalStore(ObjectStore):
         self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
     ) -> AsyncIterator[ObjectMeta]:
         if not await asyncio.to_thread(self.root.is_dir):
-            raise NotFound(f"directory {self.root} does not exist", url=self.root_url)
+            raise ContainerNotFound(f"directory {self.root} does not exist", url=self.root_url)
         walker = self._walk("", prefix, start_after)
         while True:
             page = await asyncio.to_thread(_take, walker, page_size)

@@ -20,6 +20,7 @@ import google_crc32c
 from connectors.base import (
     AlreadyExists,
     ChecksumKind,
+    ContainerNotFound,
     InvalidArgument,
     Limits,
     MiB,
@@ -103,7 +104,7 @@ class MemoryStore(ObjectStore):
     def _bucket(self) -> _Bucket:
         bucket = self._buckets.get(self._name)
         if bucket is None:
-            raise NotFound(f"store mem://{self._name} does not exist", url=self.root_url)
+            raise ContainerNotFound(f"store mem://{self._name} does not exist", url=self.root_url)
         return bucket
 
     def _full(self, key: str) -> str:

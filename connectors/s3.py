@@ -61,6 +61,7 @@ from botocore.exceptions import (
 from connectors.base import (
     AlreadyExists,
     ChecksumKind,
+    ContainerNotFound,
     GiB,
     IntegrityError,
     InvalidArgument,
@@ -247,7 +248,7 @@ def _map_client_error(
     code = str(error.get("Code") or status)
     detail = f"{code}: {error.get('Message') or 'no message'} (HTTP {status})"
     if code in _BUCKET_MISSING:
-        return NotFound(f"S3 bucket {bucket!r} does not exist ({detail})", url=url)
+        return ContainerNotFound(f"S3 bucket {bucket!r} does not exist ({detail})", url=url)
     if code == "PreconditionFailed" or status == 412:
         if create_only:
             return AlreadyExists(f"object already exists ({detail})", url=url)
@@ -258,7 +259,8 @@ def _map_client_error(
                 f"object does not exist, so If-Match fails ({detail})", url=url
             )
         if code == "404":
-            # A HEAD response has no body to say whether the key or the bucket is missing.
+            # A HEAD response has no body to say whether the key or the bucket is missing;
+            # S3Store.head asks the bucket before it reports a missing key.
             return NotFound(f"not found: no such key, or no bucket {bucket!r} ({detail})", url=url)
         return NotFound(f"not found in S3 bucket {bucket!r} ({detail})", url=url)
     if code == "MethodNotAllowed" or status == 405:
@@ -443,9 +445,29 @@ class S3Store(ObjectStore):
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "ChecksumMode": "ENABLED"}
         if version is not None:
             params["VersionId"] = version
-        with self._errors(self.url_for(key)):
-            response = await client.head_object(**params)
+        try:
+            with self._errors(self.url_for(key)):
+                response = await client.head_object(**params)
+        except NotFound:
+            await self._check_bucket()
+            raise
         return self._meta(key, response, int(response["ContentLength"]))
+
+    async def _check_bucket(self) -> None:
+        """Raise ContainerNotFound if the bucket is missing: asked after every 404 of a HEAD,
+        whose answer cannot tell a missing key from a missing bucket, so that a bucket deleted
+        or mistyped is never taken for objects deleted."""
+        client = await self._s3()
+        try:
+            with self._errors(self.root_url):
+                await client.head_bucket(Bucket=self.bucket)
+        except NotFound as exc:
+            raise ContainerNotFound(
+                f"S3 bucket {self.bucket!r} does not exist", url=self.root_url
+            ) from exc
+        except PermissionDenied:
+            # Allowed to read objects but not the bucket: it exists.
+            return
 
     async def read(
         self,

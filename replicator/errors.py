@@ -7,3 +7,8 @@ class ReplicatorError(Exception):
 
 class ConfigError(ReplicatorError):
     """The configuration or the command line is wrong; nothing was done."""
+
+
+class Unavailable(ReplicatorError):
+    """A service the product depends on (the catalog database) cannot be reached or is busy
+    for now; the same request succeeds once it is back, so it is retried, never given up."""

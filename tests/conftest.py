@@ -15,9 +15,17 @@ import pytest
 
 from connectors import open_store
 from connectors.base import ObjectStore
+from replicator.cli import logs
 from replicator.devstack import DevStack, StackState, environment
 
 STORE_SCHEMES = ("s3", "gs", "az", "file", "mem")
+
+
+@pytest.fixture(autouse=True)
+def json_logs() -> None:
+    """Every log call of the suite goes through the JSON renderer the container image uses,
+    at debug level: a call whose values cannot be rendered fails the test that made it."""
+    logs.configure("debug", "json", cache=False)
 
 
 @pytest.fixture(scope="session")

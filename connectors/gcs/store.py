@@ -79,7 +79,6 @@ class GCSStore(GCSMultipart):
             except _HTTPError as exc:
                 if exc.status != 409:  # it exists already
                     raise
-        self._bucket_seen = True
 
     async def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         full = self._full(key)

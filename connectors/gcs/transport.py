@@ -26,6 +26,7 @@ from tenacity import stop_after_attempt
 from connectors.base import (
     AlreadyExists,
     ChecksumKind,
+    ContainerNotFound,
     IntegrityError,
     InvalidArgument,
     InvalidKey,
@@ -164,7 +165,6 @@ class GCSTransport(ObjectStore):
         self._session: aiohttp.ClientSession | None = None
         self._storage: Storage | None = None
         self._client_lock = asyncio.Lock()
-        self._bucket_seen = False
 
     # -- client ---------------------------------------------------------------------------
 
@@ -307,7 +307,7 @@ class GCSTransport(ObjectStore):
                     write=write,
                 ) from exc
             if await self._bucket_missing():
-                raise NotFound(
+                raise ContainerNotFound(
                     f"GCS bucket {self.bucket!r} does not exist", url=self.root_url
                 ) from exc
             detail = _detail(status, body)
@@ -328,10 +328,8 @@ class GCSTransport(ObjectStore):
 
     async def _bucket_missing(self) -> bool:
         """Whether the bucket is missing: GCS answers 404 alike for a missing object and a
-        missing bucket, so a 404 is followed by one look at the bucket (once it was seen,
-        no more)."""
-        if self._bucket_seen:
-            return False
+        missing bucket, so every 404 is followed by one look at the bucket (a bucket deleted
+        since it was last seen must never be taken for its objects deleted)."""
         try:
             await self._json("GET", yarl.URL(self._bucket_path, encoded=True))
         except _HTTPError as exc:
@@ -339,7 +337,6 @@ class GCSTransport(ObjectStore):
             return exc.status == 404
         except (aiohttp.ClientError, OSError, TimeoutError):
             return False
-        self._bucket_seen = True
         return False
 
     # -- keys and values ------------------------------------------------------------------

@@ -94,7 +94,7 @@ class CatalogBase:
         for spec in specs:
             _check_location(spec)
         now = _now()
-        async with self.database.writer.begin() as conn:
+        async with self.database.write() as conn:
             await conn.execute(
                 self._insert(datasets)
                 .values(name=name, created_at=now)
@@ -168,7 +168,7 @@ class CatalogBase:
         return self._index
 
     async def _load_index(self) -> _Index:
-        async with self.database.reader.connect() as conn:
+        async with self.database.read() as conn:
             rows = (
                 await conn.execute(
                     select(

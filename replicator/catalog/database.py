@@ -6,18 +6,26 @@ Catalog URLs:
   embedded default, in WAL mode with ``synchronous=FULL`` so that a committed row survives a
   power cut. Writes go through one connection that takes the write lock when its transaction
   begins (``BEGIN IMMEDIATE``), so a transaction never has to upgrade a read lock and fail;
-  reads use their own pool and never wait for writes.
+  reads use their own pool and never wait for writes. ``?busy_timeout=30s`` (the default) is
+  how long a write waits for another process holding the lock.
 * ``postgresql://user@host:port/db`` (or ``postgres://``), optionally ``?schema=NAME`` to keep
   the tables in their own schema (created if missing): several daemons share it.
 
 Migrations (Alembic, ``replicator/catalog/migrations``) run on every open, under a lock that
 makes concurrent opens by several daemons safe.
+
+Errors: ``Database.write()`` and ``Database.read()`` are the only ways in, and they turn a
+database that cannot be reached, went away mid-transaction or stayed locked into
+``CatalogUnavailable`` (retried by callers: the catalog blinked), and every other database
+error into ``CatalogError``; no driver exception leaves the catalog.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,13 +33,15 @@ from typing import Any, Literal
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Table, event, text
+from sqlalchemy import exc as sql_errors
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from replicator.catalog.model import CatalogError
+from replicator.catalog.model import CatalogError, CatalogUnavailable
+from replicator.engine.units import parse_duration
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -56,6 +66,57 @@ class Database:
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction on the writer, committed when the block ends."""
+        with _mapped_errors(self.display_url):
+            async with self.writer.begin() as connection:
+                yield connection
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for queries."""
+        with _mapped_errors(self.display_url):
+            async with self.reader.connect() as connection:
+                yield connection
+
+
+# Driver errors that mean "not now" rather than "never": the server is down, restarting or
+# unreachable, the connection broke, the pool is exhausted, or SQLite stayed locked.
+_UNAVAILABLE = (
+    sql_errors.OperationalError,
+    sql_errors.InterfaceError,
+    sql_errors.TimeoutError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+@contextlib.contextmanager
+def _mapped_errors(display_url: str) -> Iterator[None]:
+    try:
+        yield
+    except CatalogError:
+        raise
+    except sql_errors.DBAPIError as exc:
+        if exc.connection_invalidated or isinstance(exc, _UNAVAILABLE):
+            raise CatalogUnavailable(
+                f"catalog {display_url} is unavailable: {_first_line(exc.orig or exc)}"
+            ) from exc
+        raise CatalogError(f"catalog {display_url} refused a request: {_first_line(exc)}") from exc
+    except _UNAVAILABLE as exc:
+        raise CatalogUnavailable(
+            f"catalog {display_url} is unavailable: {_first_line(exc)}"
+        ) from exc
+    except sql_errors.SQLAlchemyError as exc:
+        raise CatalogError(f"catalog {display_url} refused a request: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
 
 
 def dialect_insert(backend: Backend, table: Table) -> Any:
@@ -97,14 +158,18 @@ async def open_database(url: str) -> Database:
 async def _open_sqlite(parsed: URL) -> Database:
     if not parsed.database or parsed.database == ":memory:":
         raise CatalogError("the catalog needs a SQLite file: sqlite:///PATH")
+    busy = parsed.query.get("busy_timeout", "30s")
+    if not isinstance(busy, str):
+        raise CatalogError("busy_timeout is given twice in the catalog URL")
+    busy_ms = int(parse_duration(busy).total_seconds() * 1000)
     path = await asyncio.to_thread(_prepare_file, parsed.database)
     driver_url = URL.create("sqlite+aiosqlite", database=str(path))
     # One writer connection: SQLite takes one writer at a time anyway, and the catalog batches
     # concurrent writes into shared transactions instead of queueing on the file lock.
     writer = create_async_engine(driver_url, pool_size=1, max_overflow=0)
     reader = create_async_engine(driver_url)
-    _sqlite_settings(writer, begin="BEGIN IMMEDIATE")
-    _sqlite_settings(reader, begin="BEGIN")
+    _sqlite_settings(writer, begin="BEGIN IMMEDIATE", busy_ms=busy_ms)
+    _sqlite_settings(reader, begin="BEGIN", busy_ms=busy_ms)
     return Database("sqlite", f"sqlite:///{path}", writer, reader)
 
 
@@ -114,7 +179,7 @@ def _prepare_file(database: str) -> Path:
     return path
 
 
-def _sqlite_settings(engine: AsyncEngine, *, begin: str) -> None:
+def _sqlite_settings(engine: AsyncEngine, *, begin: str, busy_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def configure(dbapi_connection: Any, _record: Any) -> None:
         # Transactions are begun explicitly below, not by the driver's own guesswork.
@@ -123,7 +188,7 @@ def _sqlite_settings(engine: AsyncEngine, *, begin: str) -> None:
         for pragma in (
             "PRAGMA journal_mode=WAL",
             "PRAGMA synchronous=FULL",
-            "PRAGMA busy_timeout=30000",
+            f"PRAGMA busy_timeout={busy_ms}",
             "PRAGMA foreign_keys=ON",
             # The default 2 MiB page cache thrashes once the catalog has ~100k objects.
             "PRAGMA cache_size=-32768",
@@ -144,12 +209,16 @@ def _open_postgresql(parsed: URL) -> Database:
             raise CatalogError(f"invalid schema name {schema!r} in the catalog URL")
         connect_args["server_settings"] = {"search_path": schema}
     driver_url = parsed.set(drivername="postgresql+asyncpg").difference_update_query(["schema"])
-    engine = create_async_engine(driver_url, connect_args=connect_args, pool_size=10)
+    # pool_pre_ping: a pooled connection that a server restart broke is replaced before use
+    # instead of failing the first request after the restart.
+    engine = create_async_engine(
+        driver_url, connect_args=connect_args, pool_size=10, pool_pre_ping=True
+    )
     return Database("postgresql", parsed.render_as_string(hide_password=True), engine, engine)
 
 
 async def _migrate(database: Database, schema: str | tuple[str, ...] | None) -> None:
-    async with database.writer.begin() as connection:
+    async with database.write() as connection:
         if database.backend == "postgresql":
             await connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
             if isinstance(schema, str):

@@ -34,7 +34,7 @@ class ScheduledDeletions(CatalogBase):
         """Scheduled deletions due at ``now``, the longest overdue first."""
         index = await self._load_index()
         r = replicas.c
-        async with self.database.reader.connect() as conn:
+        async with self.database.read() as conn:
             rows = (
                 await conn.execute(
                     select(
@@ -52,7 +52,7 @@ class ScheduledDeletions(CatalogBase):
         return out
 
     async def scheduled_delete_count(self) -> int:
-        async with self.database.reader.connect() as conn:
+        async with self.database.read() as conn:
             count = (
                 await conn.execute(
                     select(func.count()).where(
@@ -98,7 +98,7 @@ class ScheduledDeletions(CatalogBase):
         found = await self.dataset(item.dataset)
         target = await self._location(found, item.location)
         r = replicas.c
-        async with self.database.writer.begin() as conn:
+        async with self.database.write() as conn:
             result = await conn.execute(
                 update(replicas)
                 .where(

@@ -25,7 +25,7 @@ class CatalogJournal:
         self._db = database
 
     async def find(self, dest_url: str, source_version: str) -> UploadRecord | None:
-        async with self._db.reader.connect() as conn:
+        async with self._db.read() as conn:
             head = (
                 await conn.execute(
                     select(uploads).where(
@@ -64,7 +64,7 @@ class CatalogJournal:
 
     async def started(self, record: UploadRecord) -> None:
         """Remember a new upload; it replaces any older one to the same destination."""
-        async with self._db.writer.begin() as conn:
+        async with self._db.write() as conn:
             await conn.execute(
                 delete(upload_parts).where(upload_parts.c.dest_url == record.dest_url)
             )
@@ -86,7 +86,7 @@ class CatalogJournal:
 
     async def part_done(self, record: UploadRecord, part: DonePart) -> None:
         token = part.token
-        async with self._db.writer.begin() as conn:
+        async with self._db.write() as conn:
             stmt = dialect_insert(self._db.backend, upload_parts).values(
                 dest_url=record.dest_url,
                 upload_id=record.upload_id,
@@ -111,7 +111,7 @@ class CatalogJournal:
 
     async def finished(self, record: UploadRecord) -> None:
         """Forget an upload that was completed or aborted (only that one, by its id)."""
-        async with self._db.writer.begin() as conn:
+        async with self._db.write() as conn:
             await conn.execute(
                 delete(upload_parts).where(
                     and_(

@@ -59,7 +59,7 @@ class LagQueries(CatalogBase):
                 if url not in by_url:
                     raise UnknownLocation(f"{url} is not a dataset location")
                 conditions.append(column == by_url[url].id)
-        async with self.database.reader.connect() as conn:
+        async with self.database.read() as conn:
             rows = (
                 await conn.execute(
                     select(replicas)
@@ -132,7 +132,7 @@ class LagQueries(CatalogBase):
             .group_by(r.source_location_id, r.location_id)
         )
         out = []
-        async with self.database.reader.connect() as conn:
+        async with self.database.read() as conn:
             for row in (await conn.execute(aggregate)).all():
                 (
                     src_id,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from replicator.errors import ReplicatorError
+from replicator.errors import ReplicatorError, Unavailable
 
 if TYPE_CHECKING:
     from replicator.engine.transfer import CopyResult
@@ -22,6 +22,11 @@ DEFAULT_CATALOG_URL = f"sqlite:///{Path.home() / '.local' / 'state' / 'replicato
 
 class CatalogError(ReplicatorError):
     """A catalog request that cannot be served as asked (unknown names, bad URLs)."""
+
+
+class CatalogUnavailable(CatalogError, Unavailable):
+    """The catalog database cannot be reached or is locked for now (a restart, a failover, a
+    SQLite writer holding the lock past the busy timeout); retrying succeeds once it is back."""
 
 
 class UnknownDataset(CatalogError):

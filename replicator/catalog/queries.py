@@ -73,7 +73,7 @@ class CatalogQueries(CatalogBase):
     # -- checkpoints ------------------------------------------------------------------------
 
     async def set_checkpoint(self, name: str, value: str) -> None:
-        async with self.database.writer.begin() as conn:
+        async with self.database.write() as conn:
             stmt = self._insert(checkpoints).values(name=name, value=value, updated_at=_now())
             await conn.execute(
                 stmt.on_conflict_do_update(
@@ -83,7 +83,7 @@ class CatalogQueries(CatalogBase):
             )
 
     async def checkpoint(self, name: str) -> str | None:
-        async with self.database.reader.connect() as conn:
+        async with self.database.read() as conn:
             value: str | None = (
                 await conn.execute(select(checkpoints.c.value).where(checkpoints.c.name == name))
             ).scalar_one_or_none()
@@ -116,7 +116,7 @@ class CatalogQueries(CatalogBase):
             conditions.append(o.key > after)
         if not include_deleted:
             conditions.append(o.deleted.is_(False))
-        async with self.database.reader.connect() as conn:
+        async with self.database.read() as conn:
             rows = (
                 await conn.execute(
                     select(*_LISTED_OBJECT).where(*conditions).order_by(o.key).limit(limit)

@@ -102,7 +102,7 @@ class ReplicaWrites(CatalogBase):
         True if it was raised (the change is newer than anything seen for the key).
         """
         seq = change_key(source_url, sequencer, event_time)
-        async with self.database.writer.begin() as conn:
+        async with self.database.write() as conn:
             applied = await self._cas(conn, [(source_url, seq, version, event_time)])
         return source_url in applied
 
@@ -280,7 +280,7 @@ class ReplicaWrites(CatalogBase):
         longer served by ``locate`` and holds the watermark until replicated again."""
         found = await self.dataset(dataset)
         target = await self._location(found, location)
-        async with self.database.writer.begin() as conn:
+        async with self.database.write() as conn:
             result = await conn.execute(
                 update(replicas)
                 .where(
@@ -315,7 +315,7 @@ class ReplicaWrites(CatalogBase):
         sequencer guards make the outcome the same in every order anyway.
         """
         results: list[object] = [None] * len(batch)
-        async with self.database.writer.begin() as conn:
+        async with self.database.write() as conn:
             pending = [i for i, w in enumerate(batch) if w.kind == "pending"]
             accepted: set[int] = set()
             if pending:

@@ -4,8 +4,9 @@ event loop. The only module that imports confluent_kafka.
 librdkafka handles are used from one dedicated thread each (the producer's poll thread, the
 consumer's call thread) so the asyncio loop never blocks on the network and callbacks never run
 concurrently with other calls on the same handle. Rebalance callbacks run in the consumer
-thread; they hand the revoked partitions to the loop and wait (bounded) for their work to be
-drained and committed before the partitions are released.
+thread; they hand the partitions to a ``RebalanceListener`` on the loop and wait (bounded) for
+their work to be finished or cancelled, commit what finished, and only then let the partitions
+go (see ``ownership``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -31,7 +32,12 @@ DLQ_TOPIC = "replicator.dlq"
 
 
 class BusError(ReplicatorError):
-    """Kafka refused or could not complete an operation."""
+    """Kafka refused or could not complete an operation. ``record_too_large``: the broker
+    refuses this record for its size, so sending it again cannot succeed."""
+
+    def __init__(self, message: str, *, record_too_large: bool = False) -> None:
+        super().__init__(message)
+        self.record_too_large = record_too_large
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,8 @@ class AsyncProducer:
         def on_delivery(error: KafkaError | None, message: Message) -> None:
             if error is not None:
                 outcome: BaseException | tuple[int, int] = BusError(
-                    f"delivery to {topic} failed: {error}"
+                    f"delivery to {topic} failed: {error}",
+                    record_too_large=error.code() == KafkaError.MSG_SIZE_TOO_LARGE,
                 )
             else:
                 outcome = (message.partition() or 0, message.offset() or 0)
@@ -132,7 +139,11 @@ class AsyncProducer:
             except BufferError:
                 await asyncio.sleep(0.01)  # local queue full: the poll thread drains it
             except KafkaException as exc:
-                raise BusError(f"cannot produce to {topic}: {exc.args[0].str()}") from None
+                error = exc.args[0]
+                raise BusError(
+                    f"cannot produce to {topic}: {error.str()}",
+                    record_too_large=error.code() == KafkaError.MSG_SIZE_TOO_LARGE,
+                ) from None
         return await delivered
 
     async def flush(self, within_s: float = 30) -> None:
@@ -168,7 +179,31 @@ class Record:
     timestamp_ms: int | None
 
 
-RevokeHandler = Callable[[list[tuple[str, int]]], Coroutine[Any, Any, dict[tuple[str, int], int]]]
+TopicPartitionKey = tuple[str, int]
+
+
+class RebalanceListener(Protocol):
+    """What the consumer tells of rebalances; ``revoked`` and ``lost`` run on the event loop
+    while the consumer waits, at most ``release_deadline_s``, before the partitions go."""
+
+    @property
+    def release_deadline_s(self) -> float: ...
+
+    def assigned(self, partitions: Sequence[TopicPartitionKey]) -> None: ...
+
+    async def revoked(
+        self, partitions: Sequence[TopicPartitionKey]
+    ) -> dict[TopicPartitionKey, int]: ...
+
+    async def lost(self, partitions: Sequence[TopicPartitionKey]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Polled:
+    """What one ``poll`` brought: the records, and whether the commit it carried was accepted."""
+
+    records: list[Record] = field(default_factory=list)
+    committed: bool = False
 
 
 class AsyncConsumer:
@@ -198,9 +233,7 @@ class AsyncConsumer:
             }
         )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._on_revoke: RevokeHandler | None = None
-        self._on_assign: Callable[[list[tuple[str, int]]], None] | None = None
-        self.revoke_deadline = 30.0
+        self._listener: RebalanceListener | None = None
         # Counts rebalance callbacks; read and written on the consumer thread only.
         self._rebalances = 0
 
@@ -208,12 +241,9 @@ class AsyncConsumer:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: func(*args, **kwargs))
 
-    async def start(
-        self, on_revoke: RevokeHandler, on_assign: Callable[[list[tuple[str, int]]], None]
-    ) -> None:
+    async def start(self, listener: RebalanceListener) -> None:
         self._loop = asyncio.get_running_loop()
-        self._on_revoke = on_revoke
-        self._on_assign = on_assign
+        self._listener = listener
         await self._call(
             self._consumer.subscribe,
             self._topics,
@@ -222,64 +252,105 @@ class AsyncConsumer:
             on_lost=self._lost,
         )
 
-    def _callbacks(
-        self,
-    ) -> tuple[asyncio.AbstractEventLoop, RevokeHandler, Callable[[list[tuple[str, int]]], None]]:
-        if self._loop is None or self._on_revoke is None or self._on_assign is None:
+    def _callbacks(self) -> tuple[asyncio.AbstractEventLoop, RebalanceListener]:
+        if self._loop is None or self._listener is None:
             raise BusError("the consumer was not started")
-        return self._loop, self._on_revoke, self._on_assign
+        return self._loop, self._listener
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._rebalances += 1
         names = [(p.topic, p.partition) for p in partitions]
-        log.info("partitions assigned", partitions=names)
-        loop, _, on_assign = self._callbacks()
-        loop.call_soon_threadsafe(on_assign, names)
+        log.info("partitions assigned", partitions=_describe(names))
+        loop, listener = self._callbacks()
+        # Scheduled before this poll's records are handed over (the loop runs callbacks in
+        # order), so the listener knows the partitions before their first record.
+        loop.call_soon_threadsafe(listener.assigned, names)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Runs in the consumer thread during poll: drain on the loop, commit, then release."""
+        """Runs in the consumer thread during poll: the listener finishes or cancels the work
+        on the loop, what finished is committed, then the partitions go."""
         self._rebalances += 1
         names = [(p.topic, p.partition) for p in partitions]
-        log.info("partitions revoked; draining", partitions=names)
-        loop, on_revoke, _ = self._callbacks()
-        future = asyncio.run_coroutine_threadsafe(on_revoke(names), loop)
-        try:
-            positions = future.result(timeout=self.revoke_deadline)
-        except concurrent.futures.TimeoutError:
-            log.error(
-                "drain deadline passed; uncommitted work will be redone by the next owner",
-                partitions=names,
-            )
-            return
-        self._commit_now(positions)
+        log.info("partitions revoked; finishing their work", partitions=_describe(names))
+        positions = self._wait(names, lambda listener: listener.revoked(names))
+        if positions:
+            self._commit_now(positions)
+        self._unpause(partitions)
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._rebalances += 1
         names = [(p.topic, p.partition) for p in partitions]
-        log.warning("partitions lost; their in-flight work will be redone", partitions=names)
-        loop, on_revoke, _ = self._callbacks()
-        asyncio.run_coroutine_threadsafe(on_revoke(names), loop)
+        log.warning("partitions lost; cancelling their work", partitions=_describe(names))
+        self._wait(names, lambda listener: listener.lost(names))
+        self._unpause(partitions)
 
-    def _commit_now(self, positions: Mapping[tuple[str, int], int]) -> None:
+    def _wait(
+        self,
+        names: list[TopicPartitionKey],
+        work: Callable[[RebalanceListener], Any],
+    ) -> Any:
+        loop, listener = self._callbacks()
+        future = asyncio.run_coroutine_threadsafe(work(listener), loop)
+        try:
+            return future.result(timeout=listener.release_deadline_s)
+        except concurrent.futures.TimeoutError:
+            log.error(
+                "work of released partitions did not stop in time; it is redone by the next owner",
+                partitions=_describe(names),
+                alert=True,
+            )
+        except Exception as exc:
+            log.error(
+                "releasing partitions failed",
+                partitions=_describe(names),
+                error=repr(exc),
+                alert=True,
+            )
+        return None
+
+    def _unpause(self, partitions: list[TopicPartition]) -> None:
+        """A paused partition stays paused in librdkafka across a reassignment: release it
+        unpaused, so that its next owner (this member again, perhaps) fetches it."""
+        try:
+            self._consumer.resume(partitions)
+        except KafkaException as exc:
+            log.warning("cannot resume released partitions", error=str(exc))
+
+    def _commit_now(self, positions: Mapping[TopicPartitionKey, int]) -> bool:
+        """Commit synchronously; True only if the broker accepted every offset."""
         if not positions:
-            return
+            return True
         offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            results = self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             # A group that moved on (UNKNOWN_MEMBER_ID, broker restart) refuses the commit;
             # the records will be redelivered and redoing them is idempotent.
-            log.warning("commit refused", error=str(exc), offsets=dict(positions))
+            log.warning(
+                "commit refused",
+                error=str(exc),
+                offsets={f"{t}[{p}]": o for (t, p), o in positions.items()},
+            )
+            return False
+        refused = [r for r in results or [] if r.error is not None]
+        if refused:
+            log.warning(
+                "commit refused for some partitions",
+                errors={f"{r.topic}[{r.partition}]": str(r.error) for r in refused},
+            )
+            return False
+        return True
 
     async def poll(
         self,
         wait_s: float = 0.5,
-        commit: Mapping[tuple[str, int], int] | None = None,
+        commit: Mapping[TopicPartitionKey, int] | None = None,
         *,
         max_records: int = 500,
-    ) -> list[Record]:
+    ) -> Polled:
         """Commit ``commit`` (if any), wait up to ``wait_s`` for a record, then take up to
-        ``max_records`` in all of those already fetched, without waiting for more.
+        ``max_records`` in all of those already fetched, without waiting for more (at least
+        the first one that arrives: a record returned by librdkafka cannot be put back).
 
         Both run in one call on the consumer thread: a rebalance can only happen inside the
         poll, after the commit, so a commit computed before a revocation can never land after
@@ -288,9 +359,11 @@ class AsyncConsumer:
         hop per record, each of which waits its turn on a busy loop.
         """
 
-        def commit_then_poll() -> list[Message]:
-            if commit:
-                self._commit_now(commit)
+        def commit_then_poll() -> tuple[list[Message], bool]:
+            accepted = self._commit_now(commit) if commit else False
+            return take(), accepted
+
+        def take() -> list[Message]:
             first = self._consumer.poll(wait_s)
             if first is None:
                 return []
@@ -309,8 +382,9 @@ class AsyncConsumer:
                 batch.append(message)
             return batch
 
+        messages, accepted = await self._call(commit_then_poll)
         records = []
-        for message in await self._call(commit_then_poll):
+        for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
@@ -327,15 +401,19 @@ class AsyncConsumer:
                     message.timestamp()[1] if message.timestamp()[0] else None,
                 )
             )
-        return records
+        return Polled(records, accepted)
 
-    async def pause(self, partitions: Sequence[tuple[str, int]]) -> None:
+    async def pause(self, partitions: Sequence[TopicPartitionKey]) -> None:
         await self._call(self._consumer.pause, [TopicPartition(t, p) for t, p in partitions])
 
-    async def resume(self, partitions: Sequence[tuple[str, int]]) -> None:
+    async def resume(self, partitions: Sequence[TopicPartitionKey]) -> None:
         await self._call(self._consumer.resume, [TopicPartition(t, p) for t, p in partitions])
 
     async def close(self) -> None:
         """Leave the group (revoking, hence draining and committing, what it owns)."""
         await self._call(self._consumer.close)
         self._executor.shutdown(wait=True)
+
+
+def _describe(partitions: Sequence[TopicPartitionKey]) -> list[str]:
+    return [f"{topic}[{partition}]" for topic, partition in partitions]

@@ -116,6 +116,8 @@ def _load(payload: bytes | str) -> Any:
         return json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ParseError(f"payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise ParseError("payload is JSON nested too deeply to parse") from None
 
 
 def _string(raw: Mapping[str, Any], name: str) -> str:

@@ -1,8 +1,12 @@
-"""Which Kafka offsets may be committed, when records finish out of order (pure).
+"""Which offset of one partition may be committed, when records finish out of order (pure).
 
 Records of one partition are handed to workers in offset order but finish in any order
 (different keys run concurrently). Only the offset below which every record is finished may be
 committed: committing past a record still in flight would lose it in a crash.
+
+A record delivered again while this member still owns the partition (the consumer's position
+moved back, for example after the group lost its committed offsets) is one that was already
+taken: it is reported as such, never an error, so a redelivery cannot stop the worker.
 """
 
 from __future__ import annotations
@@ -12,64 +16,40 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class _Partition:
+class PartitionOffsets:
+    """Started and finished offsets of one partition, for as long as this member owns it."""
+
     in_flight: set[int] = field(default_factory=set)
-    pending_heap: list[int] = field(default_factory=list)
+    _pending: list[int] = field(default_factory=list)
     highest_seen: int = -1
     committed: int | None = None
 
+    def start(self, offset: int) -> bool:
+        """Record that ``offset`` was taken; False if it was taken before (a redelivery)."""
+        if offset <= self.highest_seen:
+            return False
+        self.highest_seen = offset
+        self.in_flight.add(offset)
+        heapq.heappush(self._pending, offset)
+        return True
 
-class OffsetTracker:
-    """Tracks started and finished offsets per (topic, partition)."""
+    def finish(self, offset: int) -> None:
+        if offset not in self.in_flight:
+            raise ValueError(f"offset {offset} was not started, or was finished already")
+        self.in_flight.discard(offset)
 
-    def __init__(self) -> None:
-        self._partitions: dict[tuple[str, int], _Partition] = {}
-
-    def started(self, topic: str, partition: int, offset: int) -> None:
-        state = self._partitions.setdefault((topic, partition), _Partition())
-        if offset <= state.highest_seen:
-            raise ValueError(
-                f"{topic}[{partition}]: offset {offset} started after {state.highest_seen}"
-            )
-        state.highest_seen = offset
-        state.in_flight.add(offset)
-        heapq.heappush(state.pending_heap, offset)
-
-    def finished(self, topic: str, partition: int, offset: int) -> None:
-        state = self._partitions.get((topic, partition))
-        if state is None or offset not in state.in_flight:
-            raise ValueError(f"{topic}[{partition}]: offset {offset} was not started")
-        state.in_flight.discard(offset)
-
-    def is_started(self, topic: str, partition: int, offset: int) -> bool:
-        """Whether ``offset`` was started and is not finished yet."""
-        state = self._partitions.get((topic, partition))
-        return state is not None and offset in state.in_flight
-
-    def committable(self, topic: str, partition: int) -> int | None:
+    def committable(self) -> int | None:
         """The offset to commit (the next one to read), if it moved since the last commit."""
-        state = self._partitions.get((topic, partition))
-        if state is None or state.highest_seen < 0:
+        if self.highest_seen < 0:
             return None
-        while state.pending_heap and state.pending_heap[0] not in state.in_flight:
-            heapq.heappop(state.pending_heap)
-        position = state.pending_heap[0] if state.pending_heap else state.highest_seen + 1
-        if state.committed is not None and position <= state.committed:
+        while self._pending and self._pending[0] not in self.in_flight:
+            heapq.heappop(self._pending)
+        position = self._pending[0] if self._pending else self.highest_seen + 1
+        if self.committed is not None and position <= self.committed:
             return None
         return position
 
-    def mark_committed(self, topic: str, partition: int, offset: int) -> None:
-        state = self._partitions.get((topic, partition))
-        if state is not None:
-            state.committed = offset
-
-    def in_flight(self, topic: str, partition: int) -> int:
-        state = self._partitions.get((topic, partition))
-        return len(state.in_flight) if state else 0
-
-    def partitions(self) -> list[tuple[str, int]]:
-        return list(self._partitions)
-
-    def forget(self, topic: str, partition: int) -> None:
-        """Drop a partition's state once it was revoked and its final offset committed."""
-        self._partitions.pop((topic, partition), None)
+    def mark_committed(self, offset: int) -> None:
+        """The broker accepted a commit of ``offset``."""
+        if self.committed is None or offset > self.committed:
+            self.committed = offset

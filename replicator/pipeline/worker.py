@@ -1,36 +1,53 @@
-"""Consume change events and apply them: per-key order, bounded concurrency, nothing lost.
+"""Consume change events and apply them: per-key order, bounded concurrency, nothing lost,
+nothing stalled.
 
 * Records with the same key are applied strictly in offset order (each waits for the previous
   one of its key); records of different keys run concurrently up to ``concurrency``.
 * A record becomes committable only when its handler returned (its effects are durable); the
-  offset tracker commits, per partition, the offset below which everything is done.
+  partition ownership (``ownership``) commits, per partition, the offset below which
+  everything is done, and only what the broker accepted counts as committed.
+* At ``max_in_flight`` unfinished records the worker pauses its partitions and goes on polling
+  (so it never exceeds ``max.poll.interval`` and keeps its assignment), resuming them once
+  work has drained to three quarters of the limit.
 * Transient failures are retried with backoff, holding back only later records of the same
-  key; permanent failures, exhausted retries and unparseable records go to the DLQ topic with
-  the reason in headers, and the offset moves on.
-* On revocation (rebalance or shutdown): no new work is taken for those partitions, in-flight
-  work is drained within a deadline, the final offsets are committed, then they are released.
+  key; an unavailable dependency (``errors.Unavailable``: the catalog restarting) is waited
+  for without limit, since every record would fail alike; permanent failures, exhausted
+  retries, unparseable records and any unexpected error go to the DLQ topic with the reason
+  in headers (and a log line naming the record), and the offset moves on.
+* Rebalances and shutdown are handled by ``ownership``: revoked work is drained, cancelled
+  past a deadline and awaited before the partitions go.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import structlog
+from prometheus_client import CollectorRegistry, Counter
 
 from connectors.base import StoreError
 from replicator.engine.retry import RetryPolicy
+from replicator.errors import Unavailable
 from replicator.pipeline.bus import DLQ_TOPIC, AsyncConsumer, AsyncProducer, BusError, Record
 from replicator.pipeline.events import ChangeEvent, ParseError
-from replicator.pipeline.offsets import OffsetTracker
+from replicator.pipeline.ownership import OwnedPartition, Ownership
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[ChangeEvent], Awaitable[object]]
+Admission = Callable[[ChangeEvent], AbstractAsyncContextManager[object]]
 TopicPartitionKey = tuple[str, int]
+# Headers of a dead letter are bytes; the DLQ must take any record, even one whose reason
+# holds text that does not encode (lone surrogates from a hostile key).
+_REASON_LIMIT = 4000
+# Longest wait between two tries while a service every record needs is unavailable.
+UNAVAILABLE_MAX_DELAY_S = 30.0
 
 
 class PermanentFailure(Exception):
@@ -43,12 +60,22 @@ def _retriable(exc: BaseException) -> bool:
     return isinstance(exc, (BusError, ConnectionError, TimeoutError))
 
 
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", errors="backslashreplace")
+
+
 @dataclass
 class WorkerStats:
     applied: int = 0
     dead_lettered: int = 0
     retries: int = 0
+    failed_unexpectedly: int = 0
     committed: dict[TopicPartitionKey, int] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def _admit_all(_: ChangeEvent) -> AsyncIterator[None]:
+    yield
 
 
 class Worker:
@@ -63,81 +90,131 @@ class Worker:
         retry: RetryPolicy | None = None,
         commit_interval_s: float = 1.0,
         drain_deadline_s: float = 30.0,
+        cancel_deadline_s: float = 60.0,
         dlq_topic: str = DLQ_TOPIC,
+        admission: Admission | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
         self.handler = handler
         self.retry = retry or RetryPolicy(max_attempts=8, time_budget=600)
         self.commit_interval_s = commit_interval_s
-        self.drain_deadline_s = drain_deadline_s
         self.dlq_topic = dlq_topic
         self.max_in_flight = max_in_flight
+        self.resume_at = max(1, max_in_flight * 3 // 4)
+        # Taken before a worker slot, so that records waiting for their own admission (a
+        # route's concurrency limit) do not hold slots other records could use.
+        self.admission = admission or _admit_all
         self.stats = WorkerStats()
+        self.ownership = Ownership(
+            drain_deadline_s=drain_deadline_s, cancel_deadline_s=cancel_deadline_s
+        )
         self._slots = asyncio.Semaphore(concurrency)
-        self._tracker = OffsetTracker()
         self._tails: dict[bytes | None, asyncio.Task[None]] = {}
-        self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = {}
-        self._revoked: set[TopicPartitionKey] = set()
-        # Backpressure: stop polling while max_in_flight records are unfinished.
         self._unfinished = 0
-        self._room_freed = asyncio.Event()
+        self._dead_letters = (
+            Counter(
+                "replicator_records_dead_lettered",
+                "Records sent to the dead-letter topic, by the kind of error.",
+                ["error"],
+                registry=registry,
+            )
+            if registry is not None
+            else None
+        )
+
+    @property
+    def unfinished(self) -> int:
+        """Records taken and not yet applied or dead-lettered."""
+        return self._unfinished
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain, commit and leave the group."""
-        await self.consumer.start(on_revoke=self._drain, on_assign=self._assigned)
+        await self.consumer.start(self.ownership)
         next_commit = time.monotonic() + self.commit_interval_s
         try:
             while not stop.is_set():
-                while self._unfinished >= self.max_in_flight:
-                    self._room_freed.clear()
-                    await self._room_freed.wait()
-                positions: dict[TopicPartitionKey, int] = {}
+                await self._apply_backpressure()
+                positions: dict[OwnedPartition, int] = {}
                 if time.monotonic() >= next_commit:
-                    positions = self._positions(self._tracker.partitions())
+                    positions = self.ownership.positions()
                     next_commit = time.monotonic() + self.commit_interval_s
-                records = await self.consumer.poll(
-                    0.2, commit=positions, max_records=self.max_in_flight - self._unfinished
+                polled = await self.consumer.poll(
+                    0.2,
+                    commit={part.key: offset for part, offset in positions.items()},
+                    max_records=max(0, self.max_in_flight - self._unfinished),
                 )
-                self._committed(positions)
-                for record in records:
+                if positions and polled.committed:
+                    self.ownership.committed(positions)
+                    for part, offset in positions.items():
+                        self.stats.committed[part.key] = offset
+                for record in polled.records:
                     self._dispatch(record)
         finally:
-            # Leaving the group revokes every partition: drained and committed in _drain.
+            # Leaving the group revokes every partition: their work is finished or cancelled
+            # and what finished is committed (Ownership.revoked).
             await self.consumer.close()
 
-    # -- dispatch ----------------------------------------------------------------------------
+    # -- backpressure --------------------------------------------------------------------------
 
-    def _assigned(self, partitions: list[TopicPartitionKey]) -> None:
-        self._revoked.difference_update(partitions)
+    async def _apply_backpressure(self) -> None:
+        if self._unfinished >= self.max_in_flight:
+            running = [part for part in self.ownership.owned() if not part.paused]
+            if running:
+                await self.consumer.pause([part.key for part in running])
+                for part in running:
+                    part.paused = True
+        elif self._unfinished <= self.resume_at:
+            paused = [part for part in self.ownership.owned() if part.paused]
+            if paused:
+                await self.consumer.resume([part.key for part in paused])
+                for part in paused:
+                    part.paused = False
+
+    # -- dispatch ------------------------------------------------------------------------------
 
     def _dispatch(self, record: Record) -> None:
-        tp = (record.topic, record.partition)
-        if tp in self._revoked:
+        part = self.ownership.take(record.topic, record.partition, record.offset)
+        if part is None:
             return
-        self._tracker.started(record.topic, record.partition, record.offset)
         self._unfinished += 1
         previous = self._tails.get(record.key)
         task = asyncio.create_task(self._process(record, previous))
         self._tails[record.key] = task
-        self._tasks.setdefault(tp, set()).add(task)
-        task.add_done_callback(lambda done: self._finished(record, done))
+        part.tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(record, part, done))
 
-    def _finished(self, record: Record, task: asyncio.Task[None]) -> None:
+    def _finished(self, record: Record, part: OwnedPartition, task: asyncio.Task[None]) -> None:
         if self._tails.get(record.key) is task:
             del self._tails[record.key]
-        self._tasks.get((record.topic, record.partition), set()).discard(task)
-        # Work that finishes while its partition drains still counts towards the final
-        # commit; only a partition already handed back (forgotten) is no longer tracked.
-        tracked = self._tracker.is_started(record.topic, record.partition, record.offset)
-        if tracked and not task.cancelled() and task.exception() is None:
-            self._tracker.finished(record.topic, record.partition, record.offset)
+        part.tasks.discard(task)
         self._unfinished -= 1
-        self._room_freed.set()
+        if task.cancelled():
+            return  # the partition was given up: the next owner redoes the record
+        if task.exception() is None:
+            part.offsets.finish(record.offset)
 
     async def _process(self, record: Record, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
             await asyncio.wait([previous])
+        try:
+            await self._apply(record)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug or an input nobody foresaw: never a stalled partition.
+            self.stats.failed_unexpectedly += 1
+            log.exception(
+                "record could not be processed; dead-lettering it",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                error=repr(exc)[:500],
+            )
+            await self._dead_letter(record, f"unexpected error: {exc!r}", type(exc).__name__)
+
+    async def _apply(self, record: Record) -> None:
         try:
             event = ChangeEvent.from_json(record.value or b"")
         except ParseError as exc:
@@ -146,18 +223,33 @@ class Worker:
         rng = random.Random()
         delay = self.retry.base_delay
         deadline = time.monotonic() + self.retry.time_budget
-        for attempt in range(1, self.retry.max_attempts + 1):
+        attempt = 0
+        while True:
             try:
-                async with self._slots:
+                async with self.admission(event), self._slots:
                     await self.handler(event)
             except asyncio.CancelledError:
                 raise
+            except Unavailable as exc:
+                # The catalog (or another service every record needs) is down: every record
+                # would fail alike, so none is given up; they wait for it to come back.
+                delay = min(self.retry.next_delay(delay, rng), UNAVAILABLE_MAX_DELAY_S)
+                self.stats.retries += 1
+                log.warning(
+                    "a service the worker needs is unavailable; waiting",
+                    source=event.source_url,
+                    delay=round(delay, 3),
+                    error=str(exc),
+                )
+                await asyncio.sleep(delay)
+                continue
             except Exception as exc:
+                attempt += 1
                 if isinstance(exc, PermanentFailure) or not _retriable(exc):
                     await self._dead_letter(record, str(exc), type(exc).__name__)
                     return
                 delay = self.retry.next_delay(delay, rng)
-                if attempt == self.retry.max_attempts or time.monotonic() + delay > deadline:
+                if attempt >= self.retry.max_attempts or time.monotonic() + delay > deadline:
                     await self._dead_letter(
                         record, f"gave up after {attempt} attempts: {exc}", type(exc).__name__
                     )
@@ -178,9 +270,9 @@ class Worker:
     async def _dead_letter(self, record: Record, reason: str, error_type: str) -> None:
         """Park a record in the DLQ; retried until the broker takes it, so nothing is lost."""
         headers = [
-            ("replicator.reason", reason[:4000].encode()),
-            ("replicator.error", error_type.encode()),
-            ("replicator.topic", record.topic.encode()),
+            ("replicator.reason", _encode(reason[:_REASON_LIMIT])),
+            ("replicator.error", _encode(error_type)),
+            ("replicator.topic", _encode(record.topic)),
             ("replicator.partition", str(record.partition).encode()),
             ("replicator.offset", str(record.offset).encode()),
         ]
@@ -194,48 +286,25 @@ class Worker:
         )
         delay = self.retry.base_delay
         rng = random.Random()
+        value = record.value or b""
         while True:
             try:
-                await self.producer.send(self.dlq_topic, record.key, record.value or b"", headers)
+                await self.producer.send(self.dlq_topic, record.key, value, headers)
             except BusError as exc:
+                if exc.record_too_large and value:
+                    # The DLQ refuses this record whole: park what identifies it instead
+                    # (topic, partition and offset are in the headers), so the partition
+                    # is never blocked by a record that can never be sent.
+                    value = b""
+                    headers.append(
+                        ("replicator.value_dropped", str(len(record.value or b"")).encode())
+                    )
+                    continue
                 delay = self.retry.next_delay(delay, rng)
                 log.error("DLQ unavailable; holding the record", error=str(exc))
                 await asyncio.sleep(delay)
             else:
                 self.stats.dead_lettered += 1
+                if self._dead_letters is not None:
+                    self._dead_letters.labels(error_type).inc()
                 return
-
-    # -- commits and revocation --------------------------------------------------------------
-
-    def _positions(self, partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
-        positions = {}
-        for topic, partition in partitions:
-            offset = self._tracker.committable(topic, partition)
-            if offset is not None:
-                positions[(topic, partition)] = offset
-        return positions
-
-    def _committed(self, positions: dict[TopicPartitionKey, int]) -> None:
-        for (topic, partition), offset in positions.items():
-            self._tracker.mark_committed(topic, partition, offset)
-            self.stats.committed[(topic, partition)] = offset
-
-    async def _drain(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
-        """Stop work on ``partitions``, wait for what is in flight, return what to commit."""
-        self._revoked.update(partitions)
-        pending = [task for tp in partitions for task in self._tasks.get(tp, set())]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=self.drain_deadline_s)
-            for task in late:
-                task.cancel()
-            if late:
-                log.warning(
-                    "drain deadline passed; cancelled in-flight events will be redone",
-                    count=len(late),
-                )
-        positions = self._positions(partitions)
-        for topic, partition in partitions:
-            self._tracker.forget(topic, partition)
-            self._tasks.pop((topic, partition), None)
-        self._committed(positions)
-        return positions

@@ -16,6 +16,7 @@ import pytest
 from connectors import open_store
 from connectors.base import (
     AlreadyExists,
+    ContainerNotFound,
     InvalidArgument,
     InvalidKey,
     NotFound,
@@ -394,20 +395,21 @@ class TestMissing:
             await store.read("nope")
 
     async def test_missing_container(self, store: ObjectStore) -> None:
-        """Every operation on a bucket/container/directory that does not exist is NotFound."""
+        """Every operation on a bucket/container/directory that does not exist is
+        ContainerNotFound, which no caller can take for a missing key (NotFound)."""
         missing_root = (
             store.root_url.rstrip("/") + "-missing"
             if store.scheme == "file"
             else f"{store.scheme}://{unique_name('missing')}"
         )
         async with open_store(missing_root) as missing:
-            with pytest.raises(NotFound):
+            with pytest.raises(ContainerNotFound):
                 await missing.head("k")
-            with pytest.raises(NotFound):
+            with pytest.raises(ContainerNotFound):
                 await missing.read("k")
-            with pytest.raises(NotFound):
+            with pytest.raises(ContainerNotFound):
                 await missing.put("k", b"data")
-            with pytest.raises(NotFound):
+            with pytest.raises(ContainerNotFound):
                 await collect_keys(missing)
 
 

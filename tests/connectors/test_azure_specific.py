@@ -24,6 +24,7 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 from connectors import open_store
 from connectors.base import (
     ChecksumKind,
+    ContainerNotFound,
     InvalidArgument,
     InvalidKey,
     InvalidStoreURL,
@@ -435,7 +436,7 @@ class TestFailures:
     async def test_missing_container_is_named(self, devstack: StackState) -> None:
         container = unique_name("missing")
         async with open_store(f"az://{container}") as store:
-            with pytest.raises(NotFound, match=container):
+            with pytest.raises(ContainerNotFound, match=container):
                 await store.put("k", b"x")
 
     @pytest.mark.parametrize("container", ["UPPER", "ab", "a--b", "under_score"])

@@ -31,6 +31,7 @@ from connectors import open_store
 from connectors.base import (
     AlreadyExists,
     ChecksumKind,
+    ContainerNotFound,
     IntegrityError,
     InvalidArgument,
     InvalidKey,
@@ -536,7 +537,7 @@ class TestErrors:
             with pytest.raises(PermissionDenied, match="credentials"):
                 await store.head("k")
 
-    async def test_missing_bucket_is_not_found_naming_it(self, devstack: StackState) -> None:
+    async def test_missing_bucket_is_container_not_found(self, devstack: StackState) -> None:
         name = unique_name("missing")
         async with open_store(f"gs://{name}") as store:
             operations: list[Callable[[], Awaitable[object]]] = [
@@ -547,9 +548,9 @@ class TestErrors:
                 lambda: store.create_multipart("k"),
             ]
             for operation in operations:
-                with pytest.raises(NotFound, match=name):
+                with pytest.raises(ContainerNotFound, match=name):
                     await operation()
-            with pytest.raises(NotFound, match=name):
+            with pytest.raises(ContainerNotFound, match=name):
                 [m async for m in store.list()]
 
     async def test_create_container_twice_is_fine(self, gcs: GCSStore) -> None:

@@ -19,6 +19,7 @@ from connectors import open_store
 from connectors.base import (
     AlreadyExists,
     ChecksumKind,
+    ContainerNotFound,
     InvalidKey,
     MiB,
     NotFound,
@@ -128,9 +129,9 @@ class TestErrorMapping:
         error = self.mapped(self.client_error("NoSuchKey", 404, op="GetObject"))
         assert type(error) is NotFound
 
-    def test_missing_bucket_is_not_found_naming_the_bucket(self) -> None:
+    def test_missing_bucket_is_container_not_found_naming_the_bucket(self) -> None:
         error = self.mapped(self.client_error("NoSuchBucket", 404))
-        assert type(error) is NotFound
+        assert type(error) is ContainerNotFound
         assert "'bucket'" in str(error)
 
     def test_access_denied_is_permission_denied(self) -> None:
@@ -182,10 +183,16 @@ class TestEndpoint:
     async def test_missing_bucket_names_the_bucket(self, devstack: StackState) -> None:
         name = unique_name("missing")
         async with open_store(f"s3://{name}") as store:
-            with pytest.raises(NotFound, match=name):
+            with pytest.raises(ContainerNotFound, match=name):
                 await store.put("k", b"data")
-            with pytest.raises(NotFound, match=name):
+            with pytest.raises(ContainerNotFound, match=name):
                 await store.head("k")
+
+    async def test_a_missing_key_in_an_existing_bucket_is_not_found(self, s3: S3Store) -> None:
+        """A HEAD's 404 cannot tell a missing key from a missing bucket; the store asks."""
+        with pytest.raises(NotFound) as caught:
+            await s3.head("nope")
+        assert type(caught.value) is NotFound
 
 
 class TestKeys:

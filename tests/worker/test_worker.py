@@ -4,115 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any
-
-import pytest
-from confluent_kafka import Consumer
 
 from connectors.base import TransientError
-from replicator.devstack import StackState
-from replicator.engine.retry import RetryPolicy
-from replicator.pipeline.bus import AsyncConsumer, AsyncProducer, KafkaSettings, ensure_topics
+from replicator.pipeline.bus import AsyncConsumer
 from replicator.pipeline.events import ChangeEvent
-from replicator.pipeline.worker import PermanentFailure, Worker
-
-PARTITIONS = 4
-FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.05, max_attempts=5)
-
-
-class Bed:
-    def __init__(self, bootstrap: str) -> None:
-        suffix = uuid.uuid4().hex[:8]
-        self.topic = f"changes-{suffix}"
-        self.dlq = f"dlq-{suffix}"
-        self.settings = KafkaSettings(
-            bootstrap,
-            group_id=f"group-{suffix}",
-            session_timeout_ms=2000,
-            heartbeat_interval_ms=300,
-        )
-        ensure_topics(self.settings, {self.topic: PARTITIONS, self.dlq: 1})
-        self.producer = AsyncProducer(self.settings)
-        self.end: dict[int, int] = {}
-
-    async def publish(self, key: str, value: bytes) -> None:
-        partition, offset = await self.producer.send(self.topic, key.encode(), value)
-        self.end[partition] = max(self.end.get(partition, 0), offset + 1)
-
-    def worker(self, handler: Callable[[ChangeEvent], Awaitable[None]], **kwargs: Any) -> Worker:
-        return Worker(
-            AsyncConsumer(self.settings, [self.topic]),
-            self.producer,
-            handler,
-            retry=FAST_RETRY,
-            dlq_topic=self.dlq,
-            commit_interval_s=0.2,
-            **kwargs,
-        )
-
-    def committed(self) -> dict[int, int]:
-        consumer = Consumer(
-            {"bootstrap.servers": self.settings.bootstrap, "group.id": self.settings.group_id}
-        )
-        try:
-            from confluent_kafka import TopicPartition
-
-            parts = consumer.committed(
-                [TopicPartition(self.topic, p) for p in range(PARTITIONS)], timeout=10
-            )
-            return {p.partition: p.offset for p in parts if p.offset >= 0}
-        finally:
-            consumer.close()
-
-    def dead_letters(self, expected: int) -> list[tuple[bytes | None, dict[str, bytes]]]:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.bootstrap,
-                "group.id": f"reader-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 2000,
-                "heartbeat.interval.ms": 300,
-            }
-        )
-        consumer.subscribe([self.dlq])
-        found: list[tuple[bytes | None, dict[str, bytes]]] = []
-        try:
-            for _ in range(200):
-                message = consumer.poll(0.2)
-                if message is not None and message.error() is None:
-                    raw = message.headers() or []
-                    pairs = raw.items() if isinstance(raw, dict) else raw
-                    headers = {name: value for name, value in pairs if isinstance(value, bytes)}
-                    found.append((message.value(), headers))
-                if len(found) >= expected:
-                    break
-        finally:
-            consumer.close()
-        return found
-
-
-@pytest.fixture
-async def bed(devstack: StackState) -> AsyncIterator[Bed]:
-    test_bed = Bed(devstack.env["REPLICATOR_KAFKA_BOOTSTRAP"])
-    yield test_bed
-    await test_bed.producer.close()
-
-
-def event(key: str, number: int) -> bytes:
-    return ChangeEvent(
-        "put", f"mem://bucket/{key}", None, f"{number:08d}", 1, None, datetime.now(UTC), "scan"
-    ).to_json()
-
-
-async def until(condition: Callable[[], bool], seconds: float = 60) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+from replicator.pipeline.ownership import Ownership
+from replicator.pipeline.worker import PermanentFailure
+from tests.worker.bed import Bed, event, until
 
 
 async def test_per_key_order_and_commit_to_the_end(bed: Bed) -> None:
@@ -245,16 +143,12 @@ async def test_consumer_hands_over_what_is_fetched_in_one_poll(bed: Bed) -> None
     for number in range(60):
         await bed.publish(f"key-{number % 6}", event(f"key-{number % 6}", number))
     consumer = AsyncConsumer(bed.settings, [bed.topic])
-
-    async def revoke(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        return {}
-
-    await consumer.start(on_revoke=revoke, on_assign=lambda partitions: None)
+    await consumer.start(Ownership())
     received: dict[int, list[int]] = collections.defaultdict(list)
     sizes = []
     try:
         for _ in range(600):
-            records = await consumer.poll(0.1, max_records=7)
+            records = (await consumer.poll(0.1, max_records=7)).records
             if records:
                 sizes.append(len(records))
             for record in records:
