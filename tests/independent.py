@@ -39,3 +39,25 @@ def read_object(url: str) -> bytes:
         blob = service.get_blob_client(parsed.container, parsed.path)
         return blob.download_blob().readall()
     raise ValueError(f"no independent reader for {url}")
+
+
+def delete_container(url: str) -> None:
+    """Delete an empty bucket or container with each ecosystem's plain client (an operator's
+    mistake, or a bucket torn down under a running route)."""
+    parsed = parse_store_url(url)
+    if parsed.scheme == "s3":
+        client = boto3.client(
+            "s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1"
+        )
+        client.delete_bucket(Bucket=parsed.container)
+    elif parsed.scheme == "gs":
+        host = os.environ["STORAGE_EMULATOR_HOST"]
+        request = urllib.request.Request(f"{host}/storage/v1/b/{parsed.container}", method="DELETE")
+        urllib.request.urlopen(request, timeout=30).close()
+    elif parsed.scheme == "az":
+        service = BlobServiceClient.from_connection_string(
+            os.environ["AZURE_STORAGE_CONNECTION_STRING"]
+        )
+        service.delete_container(parsed.container)
+    else:
+        raise ValueError(f"no independent client for {url}")

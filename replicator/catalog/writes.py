@@ -31,7 +31,9 @@ from sqlalchemy import (
     Table,
     and_,
     case,
+    delete,
     func,
+    literal_column,
     null,
     or_,
     select,
@@ -70,6 +72,10 @@ from replicator.catalog.schema import (
 from replicator.catalog.sequencer import change_key
 
 log = structlog.get_logger(__name__)
+
+_REPLICA_KEPT: list[ColumnElement[str]] = [
+    literal_column(f"'{s}'") for s in (ReplicaState.RETAINED, ReplicaState.DELETE_SCHEDULED)
+]
 
 
 @dataclass
@@ -210,10 +216,15 @@ class ReplicaWrites(CatalogBase):
         """Record that the deletion ``change`` was applied at ``location``."""
         return await self._record_removal(change, location, ReplicaState.DELETED, deleted_time)
 
-    async def mark_retained(self, change: Change, location: str, decided_time: datetime) -> bool:
-        """Record that the deletion ``change`` leaves the replica at ``location`` in place (the
-        route's policy never deletes replicas)."""
-        return await self._record_removal(change, location, ReplicaState.RETAINED, decided_time)
+    async def mark_retained(
+        self, change: Change, location: str, decided_time: datetime, *, note: str | None = None
+    ) -> bool:
+        """Record that ``change`` leaves the replica at ``location`` as it is: a deletion the
+        route's policy never propagates, or (with a ``note`` saying why) a change that is not
+        replicated, such as one to an object that is itself a replica."""
+        return await self._record_removal(
+            change, location, ReplicaState.RETAINED, decided_time, note=note
+        )
 
     async def schedule_delete(
         self, change: Change, location: str, *, due: datetime, decided_time: datetime
@@ -232,6 +243,7 @@ class ReplicaWrites(CatalogBase):
         when: datetime,
         *,
         due: datetime | None = None,
+        note: str | None = None,
     ) -> bool:
         dataset, source, key, target = await self._route_of(change, location)
         seq = self._seq(change)
@@ -244,6 +256,7 @@ class ReplicaWrites(CatalogBase):
             "lag_seconds": lag,
             "attempts": 1,
             "delete_due": due,
+            "last_error": note,
         }
         object_row = _object_row(dataset.id, key, source.id, seq, change)
         write = _Write(
@@ -274,6 +287,22 @@ class ReplicaWrites(CatalogBase):
         result = await self._writes.submit(write)
         assert result is None or isinstance(result, int)
         return result
+
+    async def forget_pending(self, dataset: str, location: str) -> int:
+        """Drop the changes still to apply at ``location`` (a destination removed from its
+        route: they will never be applied there and must not hold its watermark); replicas
+        already there keep their rows. Returns how many were dropped."""
+        found = await self.dataset(dataset)
+        target = await self._location(found, location)
+        async with self.database.write() as conn:
+            result = await conn.execute(
+                delete(replicas).where(
+                    replicas.c.dataset_id == found.id,
+                    replicas.c.location_id == target.id,
+                    replicas.c.state.in_(_UNAPPLIED),
+                )
+            )
+        return int(result.rowcount or 0)
 
     async def mark_stale(self, dataset: str, key: str, location: str) -> bool:
         """Mark a replica found behind its source (by a reconciliation) as stale: it is no
@@ -503,14 +532,17 @@ class ReplicaWrites(CatalogBase):
 
             def update_(ex: Excluded) -> dict[str, Any]:
                 held = ("version", "etag", "size", "fingerprint", "checksums")
+                # A deletion that leaves the replica in place (retained, or scheduled for
+                # later) keeps what is known of it: the sweeper deletes only that replica.
+                kept = ex.state.in_(_REPLICA_KEPT)
                 return {
                     **source(ex),
-                    **{c: ex[c] for c in held},
+                    **{c: case((kept, r[c]), else_=ex[c]) for c in held},
                     "pending_since": null(),
                     "replicated_at": ex.replicated_at,
                     "lag_seconds": ex.lag_seconds,
                     "attempts": attempts(ex),
-                    "last_error": null(),
+                    "last_error": ex.last_error,
                 }
 
             where = forward

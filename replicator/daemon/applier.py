@@ -5,33 +5,40 @@ Applying one event (events are hints; the source's current state is the truth):
 1. the catalog's per-key high-water accepts it (a stale event is a no-op, a duplicate is redone
    idempotently);
 2. the source is read afresh: if it exists, it is copied (pinned to the version seen) to each
-   destination, and the verified replica is recorded; if it is gone, the deletion is applied
-   under the route's delete policy and its per-minute safety limit;
-3. only then does the worker mark the record done, so its offset can be committed.
+   destination, and the verified replica is recorded; if it is gone (a definite "no such key"
+   in a bucket that exists, or deleted while it was being copied), the deletion is applied
+   under the route's delete policy and its per-minute safety limit; a source that is itself a
+   replica is not replicated again (its rows are settled, so nothing stays pending);
+3. the copies to the destinations of one event all finish (or fail) before the event counts
+   as done or is tried again, so two copies of one key to one destination never overlap;
+4. only then does the worker mark the record done, so its offset can be committed.
+
+A missing or unreadable bucket (``ContainerNotFound``, ``PermissionDenied``) is an error of the
+route: it is recorded as a failure and marks the route unhealthy (``health``); it never deletes
+a replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from connectors import open_store
-from connectors.base import NotFound, ObjectMeta, ObjectStore
+from connectors.base import NotFound, ObjectMeta, ObjectStore, StoreError
 from replicator.catalog import Catalog
 from replicator.catalog.model import Acceptance, Change, LocationSpec, Replica, Role
 from replicator.daemon.deletes import DeleteGuard, DeletionSweeper, delete_replica
-from replicator.engine.transfer import Copier, SharedSourceRead
+from replicator.daemon.health import RouteHealth
+from replicator.engine.metadata import replica_source
+from replicator.engine.transfer import Copier, SharedSourceRead, SourceGone
+from replicator.errors import Unavailable
 from replicator.pipeline.events import ChangeEvent
-from replicator.pipeline.rules import (
-    Route,
-    Router,
-    RoutingConfig,
-    Target,
-)
+from replicator.pipeline.rules import Router, RoutingConfig, Target
 
 log = structlog.get_logger(__name__)
 
@@ -47,12 +54,14 @@ class Applier:
         *,
         store_factory: Callable[[str], ObjectStore] = open_store,
         guard: DeleteGuard | None = None,
+        health: RouteHealth | None = None,
     ) -> None:
         self.router = router
         self.catalog = catalog
         self.copier = copier
         self.store_factory = store_factory
         self.guard = guard or DeleteGuard()
+        self.health = health or RouteHealth()
         self._stores: dict[str, ObjectStore] = {}
         self._gates: dict[str, asyncio.Semaphore] = {}
 
@@ -67,44 +76,62 @@ class Applier:
         for store in self._stores.values():
             await store.close()
 
+    def admission(self, event: ChangeEvent) -> AbstractAsyncContextManager[object]:
+        """At most ``route.concurrency`` objects of the event's route are applied at once (when
+        set), so that one busy route cannot overload its stores. The worker takes this before
+        one of its slots, so events waiting here hold no slot other routes could use."""
+        targets = self.router.targets(event.source_url)
+        route = targets[0].route if targets else None
+        if route is None or route.concurrency is None:
+            return contextlib.nullcontext()
+        gate = self._gates.get(route.name)
+        if gate is None:
+            gate = self._gates[route.name] = asyncio.Semaphore(route.concurrency)
+        return gate
+
     async def __call__(self, event: ChangeEvent) -> list[str]:
         """Apply ``event``; returns what happened at each destination."""
         targets = self.router.targets(event.source_url)
         if not targets:
             return []
-        change = Change(
-            event.source_url,
-            event.sequencer,
-            event.event_time,
-            event.version,
-            event.size,
-            event.etag,
-            event.kind == "delete",
-        )
+        change = Change.from_event(event)
         route = targets[0].route
         source, key = self.store(route.source), targets[0].relative_key
-        async with self._gate(route):
+        try:
             # The source is read while the change is accepted: a read is harmless, and it is
             # simply unused when the change turns out to be stale.
             acceptance, current = await asyncio.gather(
                 self.catalog.mark_pending(change, [t.destination.url for t in targets]),
                 self._head(source, key),
             )
-            if acceptance is Acceptance.STALE:
-                log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
-                return ["stale"] * len(targets)
-            shared = SharedSourceRead()
-            return list(
-                await asyncio.gather(
-                    *(
-                        self._apply(change, target, source, key, current, shared)
-                        for target in targets
-                    )
-                )
-            )
+        except StoreError as exc:
+            if self.health.is_route_error(exc):
+                self.health.failed(route.name, exc)
+                await self._record_failure(change, targets, exc)
+            raise
+        if acceptance is Acceptance.STALE:
+            log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
+            return ["stale"] * len(targets)
+        origin = replica_source(current.attributes.user_metadata) if current else None
+        if origin is not None:
+            return await self._settle_replica(change, targets, origin)
+        shared = SharedSourceRead()
+        # Every destination's copy finishes before the event is done or tried again (no
+        # overlapping copies of one key to one destination); one failing destination does
+        # not cancel the others, which a retry then finds done.
+        outcomes = await asyncio.gather(
+            *(self._apply(change, target, source, key, current, shared) for target in targets),
+            return_exceptions=True,
+        )
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise _most_telling(failures)
+        self.health.succeeded(route.name)
+        return [o for o in outcomes if isinstance(o, str)]
 
     async def _head(self, source: ObjectStore, key: str) -> ObjectMeta | None:
-        """The source's current state (None: it is gone)."""
+        """The source's current state (None: it is gone: a missing key in a bucket that
+        exists; a missing bucket raises ContainerNotFound)."""
         try:
             meta: ObjectMeta = await self.copier.retry.run(
                 lambda: source.head(key), what="head source"
@@ -113,15 +140,17 @@ class Applier:
             return None
         return meta
 
-    def _gate(self, route: Route) -> asyncio.Semaphore | contextlib.nullcontext[None]:
-        """At most ``route.concurrency`` objects of one route are applied at once (when set),
-        so that one busy route cannot take every worker slot or overload its stores."""
-        if route.concurrency is None:
-            return contextlib.nullcontext()
-        gate = self._gates.get(route.name)
-        if gate is None:
-            gate = self._gates[route.name] = asyncio.Semaphore(route.concurrency)
-        return gate
+    async def _settle_replica(
+        self, change: Change, targets: Sequence[Target], origin: str
+    ) -> list[str]:
+        """The source object is itself a replica (routes chained through a replica location):
+        it is never replicated again, and its rows are settled so nothing stays pending."""
+        note = f"the source is a replica of {origin}; replicas are not replicated again"
+        now = datetime.now(UTC)
+        for target in targets:
+            await self.catalog.mark_retained(change, target.destination.url, now, note=note)
+        log.info("source is a replica; not replicated", source=change.source_url, origin=origin)
+        return ["replica"] * len(targets)
 
     async def _apply(
         self,
@@ -136,17 +165,37 @@ class Applier:
             if current is None:
                 return await self._delete(change, target)
             dest = self.store(target.destination.url)
-            result = await self.copier.copy(
-                source, key, dest, target.relative_key, observed=current, shared=shared
-            )
+            try:
+                result = await self.copier.copy(
+                    source, key, dest, target.relative_key, observed=current, shared=shared
+                )
+            except SourceGone:
+                # Deleted while it was being copied (a put quickly followed by a delete):
+                # the event resolves to "source gone", as if it had been read just now.
+                log.info("source deleted during its copy", source=change.source_url)
+                return await self._delete(change, target)
             if result.destination is not None:
                 await self.catalog.record_replica(
                     change, target.destination.url, Replica.from_copy(result)
                 )
             return result.status
+        except Unavailable:
+            raise
         except Exception as exc:
+            if isinstance(exc, StoreError) and self.health.is_route_error(exc):
+                self.health.failed(target.route.name, exc)
             await self.catalog.mark_failed(change, target.destination.url, str(exc)[:2000])
             raise
+
+    async def _record_failure(
+        self, change: Change, targets: Sequence[Target], exc: StoreError
+    ) -> None:
+        """Record a failure of the whole event (the source could not be read) at every
+        destination, once the change is accepted, so the failed list shows it."""
+        with contextlib.suppress(Unavailable):
+            await self.catalog.mark_pending(change, [t.destination.url for t in targets])
+            for target in targets:
+                await self.catalog.mark_failed(change, target.destination.url, str(exc)[:2000])
 
     async def _delete(self, change: Change, target: Target) -> str:
         """The source is gone: apply its deletion as the route's delete policy says."""
@@ -171,12 +220,27 @@ class Applier:
         )
 
 
+def _most_telling(failures: Sequence[BaseException]) -> BaseException:
+    """The failure that decides what the worker does with the event: an unavailable service
+    first (it waits), then one worth retrying, then any."""
+    for wanted in (Unavailable, StoreError):
+        for failure in failures:
+            if isinstance(failure, wanted) and (
+                wanted is Unavailable or getattr(failure, "retriable", False)
+            ):
+                return failure
+    return failures[0]
+
+
 async def register_datasets(catalog: Catalog, config: RoutingConfig) -> None:
-    """Each route is a dataset of the lake: its source and every destination location."""
-    known = {dataset.name for dataset in await catalog.datasets()}
+    """Each route is a dataset of the lake: its source and every destination location.
+
+    Run at every start, so that a destination added to a route is registered (its events are
+    recorded, not refused), and one removed from it keeps its history but no pending work: its
+    changes will never be applied there, and they must not hold its lag or watermark.
+    """
+    known = {dataset.name: dataset for dataset in await catalog.datasets()}
     for route in config.routes:
-        if route.name in known:
-            continue
         await catalog.add_dataset(
             route.name,
             [
@@ -184,3 +248,24 @@ async def register_datasets(catalog: Catalog, config: RoutingConfig) -> None:
                 *(LocationSpec(d.url, Role.REPLICA, d.region) for d in route.destinations),
             ],
         )
+        previous = known.get(route.name)
+        if previous is None:
+            continue
+        configured = {d.url for d in route.destinations}
+        added = configured - {loc.url for loc in previous.replicas}
+        if added:
+            log.warning(
+                "destinations added to a route: new changes reach them from now on; run "
+                "`replicator backfill` for the route to copy the objects it already has",
+                route=route.name,
+                destinations=sorted(added),
+            )
+        for location in previous.replicas:
+            if location.url not in configured:
+                dropped = await catalog.forget_pending(route.name, location.url)
+                log.warning(
+                    "destination removed from a route; its pending changes are dropped",
+                    route=route.name,
+                    destination=location.url,
+                    pending_dropped=dropped,
+                )

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -22,6 +23,7 @@ from replicator.catalog.lag import LagMetrics
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.config import DaemonConfig
 from replicator.daemon.deletes import DeleteGuard
+from replicator.daemon.health import RouteHealth
 from replicator.engine.transfer import ByteBudget, Copier
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.pipeline.bus import (
@@ -37,6 +39,31 @@ from replicator.pipeline.rules import (
 from replicator.pipeline.worker import Worker
 
 log = structlog.get_logger(__name__)
+
+
+def make_worker(
+    consumer: AsyncConsumer,
+    producer: AsyncProducer,
+    applier: Applier,
+    *,
+    workers: int,
+    dlq_topic: str,
+    registry: CollectorRegistry | None = None,
+    **options: Any,
+) -> Worker:
+    """The daemon's worker: the applier is its handler, and a route's concurrency limit is
+    taken before a worker slot (``Applier.admission``), so that events waiting for a busy
+    route hold no slot another route could use."""
+    return Worker(
+        consumer,
+        producer,
+        applier,
+        concurrency=workers,
+        dlq_topic=dlq_topic,
+        admission=applier.admission,
+        registry=registry,
+        **options,
+    )
 
 
 class Daemon:
@@ -71,13 +98,20 @@ class Daemon:
             budget=ByteBudget(parse_size(copy.memory)),
             journal=catalog.journal(),
         )
-        applier = Applier(self.router, catalog, copier, guard=DeleteGuard(metrics.registry))
-        worker = Worker(
+        applier = Applier(
+            self.router,
+            catalog,
+            copier,
+            guard=DeleteGuard(metrics.registry),
+            health=RouteHealth(metrics.registry),
+        )
+        worker = make_worker(
             AsyncConsumer(settings, [k.changes_topic]),
             producer,
             applier,
-            concurrency=copy.workers,
+            workers=copy.workers,
             dlq_topic=k.dlq_topic,
+            registry=metrics.registry,
         )
         publisher = Publisher(
             producer, self.router, changes_topic=k.changes_topic, dlq_topic=k.dlq_topic
@@ -87,9 +121,7 @@ class Daemon:
             SQSPoller(queue, publisher, wait_s=q.wait_s, receivers=q.receivers)
             for queue, q in zip(queues, self.config.sqs, strict=True)
         ]
-        runner = await self._serve_http(
-            create_app(catalog, metrics), publisher, worker, applier.guard
-        )
+        runner = await self._serve_http(create_app(catalog, metrics), publisher, worker, applier)
         try:
             await register_datasets(catalog, self.config)
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
@@ -116,7 +148,7 @@ class Daemon:
             await catalog.close()
 
     async def _serve_http(
-        self, app: web.Application, publisher: Publisher, worker: Worker, guard: DeleteGuard
+        self, app: web.Application, publisher: Publisher, worker: Worker, applier: Applier
     ) -> web.AppRunner:
         """One port: catalog queries and /metrics, /healthz, and the ingest receivers."""
 
@@ -127,7 +159,11 @@ class Daemon:
                     "applied": worker.stats.applied,
                     "dead_lettered": worker.stats.dead_lettered,
                     # Routes whose deletions wait for an operator (restart to resume).
-                    "deletes_paused": sorted(guard.paused),
+                    "deletes_paused": sorted(applier.guard.paused),
+                    "routes_unhealthy": {
+                        route: problem.reason
+                        for route, problem in applier.health.problems().items()
+                    },
                 }
             )
 

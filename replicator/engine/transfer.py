@@ -69,6 +69,11 @@ class SourceChanged(ReplicatorError):
     """The source kept changing while it was being copied; nothing was written."""
 
 
+class SourceGone(NotFound):
+    """The source was deleted while it was being copied (its copy restarted and found no
+    object): nothing was written, and the caller applies the deletion instead."""
+
+
 class _SourceMoved(Exception):
     """A pinned source read found another version (or none): restart from a fresh HEAD."""
 
@@ -344,7 +349,10 @@ class Copier:
             if observed is not None:
                 src, observed = observed, None
             else:
-                src = await self.retry.run(lambda: source.head(source_key), what="head source")
+                try:
+                    src = await self.retry.run(lambda: source.head(source_key), what="head source")
+                except NotFound as exc:
+                    raise SourceGone(str(exc), url=source.url_for(source_key)) from exc
             skipped = await self._skip_reason(src, dest, dest_key)
             if skipped is not None:
                 reason, existing = skipped

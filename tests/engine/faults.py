@@ -48,6 +48,9 @@ class FaultyStore(ObjectStore):
         damaged[len(damaged) // 2] ^= 0x01
         return bytes(damaged)
 
+    async def create_container(self) -> None:
+        await self.inner.create_container()
+
     async def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         self._maybe_throttle()
         return await self.inner.head(key, version=version)
