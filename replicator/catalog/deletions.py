@@ -18,6 +18,7 @@ from replicator.catalog.base import (
     _now,
 )
 from replicator.catalog.model import (
+    SWEPT,
     CatalogError,
     ReplicaState,
     ScheduledDelete,
@@ -28,27 +29,45 @@ from replicator.catalog.schema import (
 
 
 class ScheduledDeletions(CatalogBase):
-    """The queue of delayed deletions, kept in the replica rows themselves."""
+    """The queue of deletions to carry out later (scheduled by a delayed delete policy, or
+    held back by a pause), kept in the replica rows themselves."""
 
     async def due_deletes(self, now: datetime, *, limit: int = 100) -> list[ScheduledDelete]:
-        """Scheduled deletions due at ``now``, the longest overdue first."""
+        """Deletions due at ``now`` (scheduled or paused), the longest overdue first."""
         index = await self._load_index()
         r = replicas.c
         async with self.database.read() as conn:
             rows = (
                 await conn.execute(
                     select(
-                        r.key, r.location_id, r.source_location_id, r.source_sequencer, r.delete_due
+                        r.key,
+                        r.location_id,
+                        r.source_location_id,
+                        r.source_sequencer,
+                        r.delete_due,
+                        r.state,
+                        r.etag,
                     )
-                    .where(r.state == str(ReplicaState.DELETE_SCHEDULED), r.delete_due <= now)
+                    .where(r.state.in_([str(s) for s in SWEPT]), r.delete_due <= now)
                     .order_by(r.delete_due, r.key, r.location_id)
                     .limit(limit)
                 )
             ).all()
         out = []
-        for key, location_id, source_id, seq, due in rows:
+        for key, location_id, source_id, seq, due, state, etag in rows:
             target, origin = index.by_id[location_id], index.by_id[source_id]
-            out.append(ScheduledDelete(target.dataset, key, origin.url + key, target.url, seq, due))
+            out.append(
+                ScheduledDelete(
+                    target.dataset,
+                    key,
+                    origin.url + key,
+                    target.url,
+                    seq,
+                    due,
+                    ReplicaState(state),
+                    etag,
+                )
+            )
         return out
 
     async def scheduled_delete_count(self) -> int:
@@ -82,10 +101,16 @@ class ScheduledDeletions(CatalogBase):
         look). Nothing happens if a newer change of the key has replaced the deletion."""
         values: dict[str, Any] = {"state": str(state), "delete_due": None, "last_error": error}
         if state is ReplicaState.DELETED:
-            values["replicated_at"] = when
+            values.update(
+                replicated_at=when,
+                pending_since=None,
+                **dict.fromkeys(("version", "etag", "size", "fingerprint", "checksums")),
+            )
         elif state is ReplicaState.STALE:
             values["pending_since"] = replicas.c.source_event_time
-        elif state is not ReplicaState.RETAINED:
+        elif state is ReplicaState.RETAINED:
+            values["pending_since"] = None
+        else:
             raise CatalogError(f"a scheduled deletion cannot end as {state}")
         return await self._update_scheduled(item, values)
 
@@ -105,7 +130,7 @@ class ScheduledDeletions(CatalogBase):
                     r.dataset_id == found.id,
                     r.key == item.key,
                     r.location_id == target.id,
-                    r.state == str(ReplicaState.DELETE_SCHEDULED),
+                    r.state == str(item.state),
                     r.source_sequencer == item.sequencer,
                     *conditions,
                 )

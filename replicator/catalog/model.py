@@ -52,6 +52,9 @@ class ReplicaState(enum.StrEnum):
     A source deletion is applied as its route's delete policy says: ``deleted`` (propagated),
     ``retained`` (the policy keeps replicas), or ``delete_scheduled`` (the policy delays the
     deletion; the row's ``delete_due`` says when, and the deletion then makes it ``deleted``).
+    ``delete_paused``: a deletion the route's delete limit held back (its deletions are paused);
+    still to do, so it holds the watermark, and the deletion sweeper carries it out once the
+    route's deletions are resumed.
     """
 
     PENDING = "pending"
@@ -61,6 +64,7 @@ class ReplicaState(enum.StrEnum):
     DELETED = "deleted"
     RETAINED = "retained"
     DELETE_SCHEDULED = "delete_scheduled"
+    DELETE_PAUSED = "delete_paused"
 
 
 APPLIED = (
@@ -69,7 +73,14 @@ APPLIED = (
     ReplicaState.RETAINED,
     ReplicaState.DELETE_SCHEDULED,
 )
-UNAPPLIED = (ReplicaState.PENDING, ReplicaState.FAILED, ReplicaState.STALE)
+UNAPPLIED = (
+    ReplicaState.PENDING,
+    ReplicaState.FAILED,
+    ReplicaState.STALE,
+    ReplicaState.DELETE_PAUSED,
+)
+# Deletions the sweeper carries out when due: scheduled by a delayed policy, or paused.
+SWEPT = (ReplicaState.DELETE_SCHEDULED, ReplicaState.DELETE_PAUSED)
 
 
 class Acceptance(enum.StrEnum):
@@ -237,10 +248,13 @@ class ObjectEntry:
 
 @dataclass(frozen=True)
 class ScheduledDelete:
-    """A replica whose deletion a route's delayed delete policy put off until ``due``.
+    """A replica whose deletion waits until ``due``: put off by a route's delayed delete
+    policy (``delete_scheduled``), or held back while the route's deletions are paused
+    (``delete_paused``).
 
     ``sequencer`` identifies the deletion change, so that settling it does nothing once a newer
-    change of the key has replaced it.
+    change of the key has replaced it. ``replica_etag`` is the etag of the replica the catalog
+    recorded before the deletion (None if none was recorded): only that object is deleted.
     """
 
     dataset: str
@@ -249,6 +263,8 @@ class ScheduledDelete:
     location: str
     sequencer: str
     due: datetime
+    state: ReplicaState = ReplicaState.DELETE_SCHEDULED
+    replica_etag: str | None = None
 
     @property
     def url(self) -> str:
@@ -266,3 +282,26 @@ class StaleReplica:
     pending_since: datetime | None
     attempts: int
     last_error: str | None
+
+
+class PauseScope(enum.StrEnum):
+    """What a pause holds back: a route's deletions (the delete limit, or an operator)."""
+
+    DELETES = "deletes"
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A route's (or one destination's: ``destination`` not empty) work held back until an
+    operator resumes it, or until ``until``."""
+
+    route: str
+    destination: str
+    scope: PauseScope
+    reason: str
+    paused_by: str
+    paused_at: datetime
+    until: datetime | None
+
+    def active(self, now: datetime) -> bool:
+        return self.until is None or self.until > now

@@ -3,7 +3,8 @@ PostgreSQL), composed of the parts in the sibling modules:
 
 * ``base``: the database and the index of datasets and locations;
 * ``writes``: accepting source changes and recording replicas (the concurrency rules are there);
-* ``deletions``: the queue of delayed deletions;
+* ``deletions``: the queue of delayed (and paused) deletions;
+* ``controls``: pauses and the fleet-wide delete budget;
 * ``queries``: listings, locate, export, checkpoints;
 * ``lag_queries``: what is behind, and each route's lag and watermark.
 """
@@ -15,6 +16,7 @@ from typing import Any, Self
 
 from replicator.catalog.base import MAX_LIST, _Index
 from replicator.catalog.batching import GroupCommit
+from replicator.catalog.controls import RouteControls
 from replicator.catalog.database import Database, open_database
 from replicator.catalog.deletions import ScheduledDeletions
 from replicator.catalog.journal import CatalogJournal
@@ -37,7 +39,7 @@ async def open_catalog(
     return Catalog(database, metrics=metrics, slo=slo)
 
 
-class Catalog(ReplicaWrites, ScheduledDeletions, CatalogQueries, LagQueries):
+class Catalog(ReplicaWrites, ScheduledDeletions, RouteControls, CatalogQueries, LagQueries):
     """The repository API over one open catalog database."""
 
     def __init__(

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from replicator.catalog.model import ReplicaState, Role
+from replicator.catalog.model import PauseScope, ReplicaState, Role
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -193,4 +193,27 @@ checkpoints = Table(
     Column("name", exact_text(), primary_key=True),
     Column("value", Text, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
+)
+
+pauses = Table(
+    "pauses",
+    metadata,
+    Column("route", exact_text(), primary_key=True),
+    # '' for every destination of the route.
+    Column("destination", exact_text(), primary_key=True),
+    Column("scope", Text, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("paused_by", Text, nullable=False),
+    Column("paused_at", Timestamp, nullable=False),
+    Column("until", Timestamp),
+    CheckConstraint(_one_of("scope", tuple(s.value for s in PauseScope)), name="scope"),
+)
+
+# Deletions per route in the current minute, shared by every daemon of the fleet.
+delete_windows = Table(
+    "delete_windows",
+    metadata,
+    Column("route", exact_text(), primary_key=True),
+    Column("window_start", Timestamp, nullable=False),
+    Column("used", Integer, nullable=False),
 )

@@ -55,6 +55,7 @@ from replicator.catalog.batching import GroupCommit
 from replicator.catalog.database import dialect_insert
 from replicator.catalog.lag import LagMetrics, Route
 from replicator.catalog.model import (
+    UNAPPLIED,
     Acceptance,
     CatalogError,
     Change,
@@ -74,7 +75,8 @@ from replicator.catalog.sequencer import change_key
 log = structlog.get_logger(__name__)
 
 _REPLICA_KEPT: list[ColumnElement[str]] = [
-    literal_column(f"'{s}'") for s in (ReplicaState.RETAINED, ReplicaState.DELETE_SCHEDULED)
+    literal_column(f"'{s}'")
+    for s in (ReplicaState.RETAINED, ReplicaState.DELETE_SCHEDULED, ReplicaState.DELETE_PAUSED)
 ]
 
 
@@ -226,6 +228,16 @@ class ReplicaWrites(CatalogBase):
             change, location, ReplicaState.RETAINED, decided_time, note=note
         )
 
+    async def pause_delete(
+        self, change: Change, location: str, *, when: datetime, reason: str
+    ) -> bool:
+        """Record that the deletion ``change`` at ``location`` is held back because the
+        route's deletions are paused: still to do (it holds the watermark), carried out by the
+        deletion sweeper once they are resumed."""
+        return await self._record_removal(
+            change, location, ReplicaState.DELETE_PAUSED, when, due=when, note=reason
+        )
+
     async def schedule_delete(
         self, change: Change, location: str, *, due: datetime, decided_time: datetime
     ) -> bool:
@@ -248,20 +260,21 @@ class ReplicaWrites(CatalogBase):
         dataset, source, key, target = await self._route_of(change, location)
         seq = self._seq(change)
         lag = (when - change.event_time).total_seconds()
+        applied = state not in UNAPPLIED
         row = {
             **_replica_base(dataset.id, key, target.id, source.id, seq, change, _now()),
             "state": str(state),
-            "pending_since": None,
-            "replicated_at": when,
-            "lag_seconds": lag,
+            "pending_since": None if applied else change.event_time,
+            "replicated_at": when if applied else None,
+            "lag_seconds": lag if applied else None,
             "attempts": 1,
             "delete_due": due,
             "last_error": note,
         }
         object_row = _object_row(dataset.id, key, source.id, seq, change)
-        write = _Write(
-            "deleted", seq, change, object_row, [row], Route(source.url, target.url), lag
-        )
+        # Only an applied change is observed as replicated (its latency, its SLO).
+        route = Route(source.url, target.url) if applied else None
+        write = _Write("deleted", seq, change, object_row, [row], route, lag)
         result = await self._writes.submit(write)
         assert isinstance(result, bool)
         return result
@@ -538,7 +551,10 @@ class ReplicaWrites(CatalogBase):
                 return {
                     **source(ex),
                     **{c: case((kept, r[c]), else_=ex[c]) for c in held},
-                    "pending_since": null(),
+                    # Applied: nothing pending; a deletion held back by a pause is pending.
+                    "pending_since": case(
+                        (ex.pending_since.is_(None), null()), else_=earliest_pending(ex)
+                    ),
                     "replicated_at": ex.replicated_at,
                     "lag_seconds": ex.lag_seconds,
                     "attempts": attempts(ex),

@@ -20,6 +20,7 @@ from connectors.base import StoreError
 from replicator import devstack as devstack_module
 from replicator.catalog.cli import catalog_app, status_command
 from replicator.cli import logs
+from replicator.cli.controls import deletes_app
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.errors import ConfigError, ReplicatorError
 
@@ -65,6 +66,7 @@ def _global_options(
 
 
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(deletes_app, name="deletes")
 app.command("status")(status_command)
 uploads_app = typer.Typer(
     help="Multipart uploads left in progress (for example by a killed process).",

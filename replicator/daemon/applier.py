@@ -32,7 +32,13 @@ from connectors import open_store
 from connectors.base import NotFound, ObjectMeta, ObjectStore, StoreError
 from replicator.catalog import Catalog
 from replicator.catalog.model import Acceptance, Change, LocationSpec, Replica, Role
-from replicator.daemon.deletes import DeleteGuard, DeletionSweeper, delete_replica
+from replicator.daemon.deletes import (
+    DeleteGuard,
+    DeletionSweeper,
+    NotOurReplica,
+    RoutePaused,
+    delete_replica,
+)
 from replicator.daemon.health import RouteHealth
 from replicator.engine.metadata import replica_source
 from replicator.engine.transfer import Copier, SharedSourceRead, SourceGone
@@ -60,7 +66,7 @@ class Applier:
         self.catalog = catalog
         self.copier = copier
         self.store_factory = store_factory
-        self.guard = guard or DeleteGuard()
+        self.guard = guard or DeleteGuard(catalog)
         self.health = health or RouteHealth()
         self._stores: dict[str, ObjectStore] = {}
         self._gates: dict[str, asyncio.Semaphore] = {}
@@ -209,7 +215,17 @@ class Applier:
             due = change.event_time + route.delete_delay
             await self.catalog.schedule_delete(change, location, due=due, decided_time=now)
             return "delete_scheduled"
-        await delete_replica(self.store(location), target, change.source_url, self.guard)
+        try:
+            await delete_replica(self.store(location), target, change.source_url, self.guard)
+        except RoutePaused as exc:
+            # Held back, not lost: the sweeper carries it out once deletions are resumed.
+            await self.catalog.pause_delete(change, location, when=now, reason=str(exc))
+            return "delete_paused"
+        except NotOurReplica as exc:
+            # What is there was not written by this route for that source: nothing of ours
+            # to delete, and the deletion is decided.
+            await self.catalog.mark_retained(change, location, now, note=str(exc))
+            return "not_ours"
         await self.catalog.mark_deleted(change, location, datetime.now(UTC))
         return "deleted"
 

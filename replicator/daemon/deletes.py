@@ -1,17 +1,22 @@
 """Deleting replicas: the per-route safety limit, the guarded deletion itself, and the sweeper
-that carries out deletions a route's delayed delete policy scheduled.
+that carries out deletions later (scheduled by a delayed delete policy, or held back while a
+route's deletions were paused).
 
 A replica is deleted only if it carries this product's replica mark naming the deleted source
-object, only with an If-Match on the version just checked (a replica rewritten in between is
-left alone), and at most ``max_deletes_per_minute`` times a minute per route.
+object (and, when the catalog recorded which replica that was, only that very object), only
+with an If-Match on the version just checked (a replica rewritten in between is left alone),
+and at most ``max_deletes_per_minute`` times a minute per route across the whole fleet: past
+it the route's deletions are paused in the catalog, every daemon holds its deletions back
+(recorded ``delete_paused``, still to do), and ``replicator deletes resume ROUTE`` lets the
+sweepers carry them out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,8 +24,8 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
-from connectors.base import NotFound, ObjectStore
-from replicator.catalog import Catalog, ReplicaState, ScheduledDelete
+from connectors.base import NotFound, ObjectMeta, ObjectStore
+from replicator.catalog import Catalog, PauseScope, ReplicaState, ScheduledDelete
 from replicator.engine.metadata import replica_source
 from replicator.engine.retry import RetryPolicy
 from replicator.pipeline.rules import Route, Router, Target
@@ -28,26 +33,35 @@ from replicator.pipeline.worker import PermanentFailure
 
 log = structlog.get_logger(__name__)
 
+GUARD = "delete guard"
+# How long a daemon trusts what it last read of the pauses: an operator's resume reaches every
+# daemon within this time.
+PAUSES_TTL_S = 2.0
 
-class RoutePaused(PermanentFailure):
-    """The route went past its deletion limit; its deletions wait for an operator."""
+
+class RoutePaused(Exception):
+    """The route's deletions are paused (its delete limit was exceeded, or an operator paused
+    them): the deletion waits in the catalog until they are resumed."""
 
 
 class NotOurReplica(PermanentFailure):
-    """The object at the destination is not a replica of the deleted source object."""
+    """The object at the destination is not the replica of the deleted source object."""
 
 
 class DeleteGuard:
-    """At most ``limit`` deletions per minute per route; past it the route's deletions stop
-    until an operator looks (they go to the DLQ, nothing is deleted)."""
+    """At most ``max_deletes_per_minute`` deletions per route and minute for the whole fleet
+    (counted in the catalog); past it the route's deletions are paused there until an operator
+    resumes them. Every daemon honours a pause within ``PAUSES_TTL_S``."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self._recent: dict[str, deque[float]] = {}
+    def __init__(self, catalog: Catalog, registry: CollectorRegistry | None = None) -> None:
+        self.catalog = catalog
         self.paused: set[str] = set()
+        self._read_at = float("-inf")
         self._paused_gauge = (
             Gauge(
                 "replicator_route_deletes_paused",
-                "1 while a route's deletions are paused for exceeding max_deletes_per_minute.",
+                "1 while a route's deletions are paused (its delete limit was exceeded, or "
+                "an operator paused them).",
                 ["route"],
                 registry=registry,
             )
@@ -55,46 +69,83 @@ class DeleteGuard:
             else None
         )
 
-    def admit(self, route: Route) -> None:
-        if route.name in self.paused:
-            raise RoutePaused(f"route {route.name!r} is paused: delete limit exceeded")
-        window = self._recent.setdefault(route.name, deque())
-        now = time.monotonic()
-        while window and now - window[0] > 60:
-            window.popleft()
-        if len(window) >= route.max_deletes_per_minute:
-            self.paused.add(route.name)
+    async def refresh(self, *, force: bool = False) -> set[str]:
+        """The routes whose deletions are paused, as the catalog says (read at most every
+        ``PAUSES_TTL_S`` unless ``force``)."""
+        if force or time.monotonic() - self._read_at >= PAUSES_TTL_S:
+            pauses = await self.catalog.pauses()
+            paused = {
+                p.route for p in pauses if p.scope is PauseScope.DELETES and not p.destination
+            }
+            self._read_at = time.monotonic()
             if self._paused_gauge is not None:
-                self._paused_gauge.labels(route.name).set(1)
-            log.error(
-                "delete limit exceeded; pausing deletions of the route",
-                route=route.name,
-                limit=route.max_deletes_per_minute,
-                alert=True,
-            )
-            raise RoutePaused(
-                f"route {route.name!r} exceeded {route.max_deletes_per_minute} deletes per "
-                "minute; deletions paused"
-            )
-        window.append(now)
+                for route in self.paused | paused:
+                    self._paused_gauge.labels(route).set(1 if route in paused else 0)
+            self.paused = paused
+        return self.paused
+
+    async def is_paused(self, route: Route) -> bool:
+        return route.name in await self.refresh()
+
+    async def admit(self, route: Route, now: datetime | None = None) -> None:
+        """Take one deletion from the route's budget of ``now``'s minute, or raise
+        RoutePaused."""
+        if await self.is_paused(route):
+            raise RoutePaused(f"deletions of route {route.name!r} are paused")
+        if await self.catalog.admit_delete(route.name, route.max_deletes_per_minute, now):
+            return
+        reason = f"more than {route.max_deletes_per_minute} deletions in a minute"
+        await self.catalog.pause(
+            route.name, scope=PauseScope.DELETES, reason=reason, paused_by=GUARD
+        )
+        await self.refresh(force=True)
+        log.error(
+            "delete limit exceeded; deletions of the route are paused until resumed "
+            "(replicator deletes resume ROUTE)",
+            route=route.name,
+            limit=route.max_deletes_per_minute,
+            alert=True,
+        )
+        raise RoutePaused(f"route {route.name!r} exceeded {reason}; its deletions are paused")
 
 
 async def delete_replica(
-    dest: ObjectStore, target: Target, source_url: str, guard: DeleteGuard
+    dest: ObjectStore,
+    target: Target,
+    source_url: str,
+    guard: DeleteGuard,
+    *,
+    replica_etag: str | None = None,
+    now: datetime | None = None,
 ) -> bool:
-    """Delete the replica of ``source_url`` at ``target``; False if nothing is there."""
+    """Delete the replica of ``source_url`` at ``target``; False if nothing is there.
+
+    ``replica_etag``: the replica the catalog recorded; an object there with another etag was
+    written since (a newer version of the source) and is not deleted.
+    """
     try:
         existing = await dest.head(target.relative_key)
     except NotFound:
         return False
-    if replica_source(existing.attributes.user_metadata) != source_url:
-        raise NotOurReplica(f"{target.dest_url} is not a replica of {source_url}; not deleting it")
-    guard.admit(target.route)
+    _check_ours(existing, target, source_url, replica_etag)
+    await guard.admit(target.route, now)
     try:
         await dest.delete(target.relative_key, if_match=existing.etag)
     except NotFound:
         return False
     return True
+
+
+def _check_ours(
+    existing: ObjectMeta, target: Target, source_url: str, replica_etag: str | None
+) -> None:
+    if replica_source(existing.attributes.user_metadata) != source_url:
+        raise NotOurReplica(f"{target.dest_url} is not a replica of {source_url}; not deleting it")
+    if replica_etag is not None and existing.etag != replica_etag:
+        raise NotOurReplica(
+            f"{target.dest_url} was written again since its deletion was decided (etag "
+            f"{existing.etag}, not {replica_etag}): a newer version is not deleted"
+        )
 
 
 @dataclass
@@ -107,12 +158,15 @@ class SweepReport:
 
 
 class DeletionSweeper:
-    """Carries out scheduled deletions once due, checking again that the source is still gone.
+    """Carries out deletions once due (scheduled by a delayed policy, or held back by a pause
+    that has been lifted), checking again that the source is still gone and that the replica
+    is the one whose deletion was decided.
 
     Every daemon runs one; each deletion is claimed in the catalog first (its due time moves
     ``lease`` ahead), so concurrent sweepers do not both act on it and a sweeper that dies
-    leaves it due again when the lease ends. A deletion that cannot be done now (route paused,
-    store unreachable, replica changed meanwhile) is simply tried again after the lease.
+    leaves it due again when the lease ends. Deletions of a route whose deletions are paused
+    are left unclaimed; one that cannot be done now (store unreachable) is tried again after
+    the lease.
     """
 
     def __init__(
@@ -159,10 +213,19 @@ class DeletionSweeper:
         now = now or datetime.now(UTC)
         report = SweepReport()
         for item in await self.catalog.due_deletes(now, limit=self.batch):
+            target = self._target(item)
+            if target is not None and await self.guard.is_paused(target.route):
+                report.deferred += 1
+                continue
             if not await self.catalog.claim_delete(item, now + self.lease):
                 continue
             try:
-                await self._settle(item, now, report)
+                await self._settle(item, target, now, report)
+            except RoutePaused:
+                # The limit was reached meanwhile: due again as soon as it is lifted.
+                report.deferred += 1
+                claimed = dataclasses.replace(item, due=now + self.lease)
+                await self.catalog.claim_delete(claimed, now)
             except Exception as exc:
                 report.deferred += 1
                 report.errors.append(f"{item.url}: {exc}")
@@ -174,11 +237,15 @@ class DeletionSweeper:
                 )
         return report
 
-    async def _settle(self, item: ScheduledDelete, now: datetime, report: SweepReport) -> None:
-        target = next(
+    def _target(self, item: ScheduledDelete) -> Target | None:
+        return next(
             (t for t in self.router.targets(item.source_url) if t.destination.url == item.location),
             None,
         )
+
+    async def _settle(
+        self, item: ScheduledDelete, target: Target | None, now: datetime, report: SweepReport
+    ) -> None:
         if target is None or target.route.delete_policy == "never":
             why = (
                 "no route replicates the source here any more"
@@ -204,7 +271,9 @@ class DeletionSweeper:
             return
         dest = self.stores(target.destination.url)
         try:
-            await delete_replica(dest, target, item.source_url, self.guard)
+            await delete_replica(
+                dest, target, item.source_url, self.guard, replica_etag=item.replica_etag, now=now
+            )
         except NotOurReplica as exc:
             await self.catalog.settle_delete(item, ReplicaState.STALE, when=now, error=str(exc))
             report.cancelled += 1

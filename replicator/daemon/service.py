@@ -102,7 +102,7 @@ class Daemon:
             self.router,
             catalog,
             copier,
-            guard=DeleteGuard(metrics.registry),
+            guard=DeleteGuard(catalog, metrics.registry),
             health=RouteHealth(metrics.registry),
         )
         worker = make_worker(
@@ -153,12 +153,17 @@ class Daemon:
         """One port: catalog queries and /metrics, /healthz, and the ingest receivers."""
 
         async def health(_: web.Request) -> web.Response:
+            try:
+                await applier.guard.refresh()
+            except Exception as exc:
+                # The last pauses read stand in while the catalog does not answer.
+                log.warning("cannot read pauses for /healthz", error=str(exc))
             return web.json_response(
                 {
                     "status": "ok",
                     "applied": worker.stats.applied,
                     "dead_lettered": worker.stats.dead_lettered,
-                    # Routes whose deletions wait for an operator (restart to resume).
+                    # Routes whose deletions wait for an operator (replicator deletes resume).
                     "deletes_paused": sorted(applier.guard.paused),
                     "routes_unhealthy": {
                         route: problem.reason

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from connectors.base import NotFound, ObjectStore
-from replicator.catalog import Catalog, open_catalog
+from replicator.catalog import Catalog, PauseScope, open_catalog
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.deletes import DeletionSweeper
 from replicator.devstack import StackState
@@ -165,13 +165,66 @@ async def test_a_paused_route_defers_due_deletions(devstack: StackState, tmp_pat
         await bed.source.delete("d.bin")
         await bed.applier(bed.event("delete", "d.bin", now + SECOND))
         report = await bed.sweeper.sweep(now + 2 * HOUR)
-        assert (report.deleted, report.deferred) == (0, 1)
-        assert "exceeded 0 deletes per minute" in report.errors[0]
+        assert (report.deleted, report.deferred, report.errors) == (0, 1, [])
         assert read_object(bed.replica.url_for("d.bin")) == b"kept"
         assert (await bed.state("d.bin"))[0] == "delete_scheduled"
-        # Claimed for the lease: the next sweep leaves it alone until the lease ends.
-        assert (await bed.sweeper.sweep(now + 2 * HOUR)).deferred == 0
+        # The limit paused the route's deletions: later sweeps leave them alone unclaimed.
+        assert bed.dataset in await bed.applier.guard.refresh(force=True)
         assert (await bed.sweeper.sweep(now + 3 * HOUR)).deferred == 1
+        assert read_object(bed.replica.url_for("d.bin")) == b"kept"
+
+
+async def test_deletions_past_the_limit_wait_in_the_catalog_until_resumed(
+    devstack: StackState, tmp_path: Path
+) -> None:
+    """A propagating route past its delete limit: the deletions held back are recorded as
+    still to do (they hold the watermark), nothing is dead-lettered, and once an operator
+    resumes the route's deletions the sweeper carries them out."""
+    async for bed in make_bed(tmp_path, max_deletes_per_minute=1):
+        now = datetime.now(UTC)
+        for key in ("h1", "h2"):
+            await replicate(bed, key, key.encode(), now)
+            await bed.source.delete(key)
+        assert await bed.applier(bed.event("delete", "h1", now + SECOND)) == ["deleted"]
+        assert await bed.applier(bed.event("delete", "h2", now + 2 * SECOND)) == ["delete_paused"]
+        assert read_object(bed.replica.url_for("h2")) == b"h2"
+        assert (await bed.state("h2"))[0] == "delete_paused"
+        [lag] = await bed.catalog.route_lag(destination=bed.dest_url)
+        assert lag.pending_ops == 1
+        assert lag.watermark is not None
+        assert lag.watermark <= now + 2 * SECOND
+        # Paused: the sweeper leaves it; resumed (by any process): it is carried out.
+        assert (await bed.sweeper.sweep(now + 2 * HOUR)).deleted == 0
+        assert await bed.catalog.resume(bed.dataset, scope=PauseScope.DELETES)
+        await bed.applier.guard.refresh(force=True)
+        report = await bed.sweeper.sweep(now + 2 * HOUR)
+        assert (report.deleted, report.errors) == (1, [])
+        with pytest.raises(NotFound):
+            await bed.replica.head("h2")
+        assert (await bed.state("h2"))[0] == "deleted"
+        [lag] = await bed.catalog.route_lag(destination=bed.dest_url)
+        assert lag.pending_ops == 0
+
+
+async def test_the_sweeper_never_deletes_a_newer_version_of_the_replica(delayed: Bed) -> None:
+    """The source is deleted (deletion scheduled), written again and copied, then deleted
+    again before either event is applied: the sweeper deletes only the replica whose deletion
+    was scheduled, not the newer one (its own deletion gets its own delay)."""
+    now = datetime.now(UTC)
+    await replicate(delayed, "v.bin", b"version 1", now)
+    await delayed.source.delete("v.bin")
+    await delayed.applier(delayed.event("delete", "v.bin", now + SECOND))
+    await delayed.source.put("v.bin", b"version 2")
+    await delayed.applier.copier.copy(delayed.source, "v.bin", delayed.replica, "v.bin")
+    await delayed.source.delete("v.bin")
+
+    report = await delayed.sweeper.sweep(now + 2 * HOUR)
+    assert (report.deleted, report.cancelled) == (0, 1)
+    assert read_object(delayed.replica.url_for("v.bin")) == b"version 2"
+    state, error = await delayed.state("v.bin")
+    assert state == "stale"
+    assert error is not None
+    assert "written again" in error
 
 
 async def test_never_policy_retains_replicas(devstack: StackState, tmp_path: Path) -> None:
