@@ -13,6 +13,8 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from replicator.errors import Unavailable
+
 W = TypeVar("W")
 _SETTLE_TURNS = 3
 
@@ -73,12 +75,15 @@ class GroupCommit(Generic[W]):
         try:
             results = await self._apply([write for write, _ in batch])
         except Exception as exc:
-            if len(batch) > 1:
+            # One by one finds the one bad write; when the database itself is unavailable,
+            # every write would fail alike, so they fail together at once.
+            if len(batch) > 1 and not isinstance(exc, Unavailable):
                 log.warning("catalog batch failed; retrying its writes one by one", error=str(exc))
                 for one in batch:
                     await self._run([one])
                 return
-            _settle(batch[0][1], exc)
+            for _, future in batch:
+                _settle(future, exc)
             return
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():

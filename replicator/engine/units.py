@@ -20,7 +20,7 @@ _SIZE_UNITS = {
     "gb": 1000**3,
     "gib": 1024**3,
 }
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_size(text: str) -> int:
@@ -38,8 +38,8 @@ def parse_part_size(text: str) -> int | None:
 
 
 def parse_duration(text: str) -> timedelta:
-    """'90s', '30m', '6h', '2d' -> timedelta."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
+    """'250ms', '1.5s', '90s', '30m', '6h', '2d' -> timedelta."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|[smhd])\s*", text)
     if match is None:
-        raise ConfigError(f"invalid duration {text!r}: use a number and s, m, h or d, e.g. 6h")
-    return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+        raise ConfigError(f"invalid duration {text!r}: use a number and ms, s, m, h or d, e.g. 6h")
+    return timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])

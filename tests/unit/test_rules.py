@@ -114,6 +114,8 @@ def test_config_file_errors(tmp_path: Path) -> None:
 def test_durations() -> None:
     assert parse_duration("90s").total_seconds() == 90
     assert parse_duration("2d").total_seconds() == 172800
+    assert parse_duration("250ms").total_seconds() == 0.25
+    assert parse_duration("1.5s").total_seconds() == 1.5
     with pytest.raises(ConfigError):
         parse_duration("1w")
 
