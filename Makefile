@@ -20,11 +20,17 @@ $(VENV)/.tools: $(VENV)/.installed
 test: setup
 	$(BIN)/pytest
 
+# deptry: every imported package is declared; tests/ and benchmarks/ may also import the test
+# extra, the product may not.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/deptry .
+	$(BIN)/deptry tests benchmarks --exclude '\.venv' --ignore DEP002,DEP004 \
+		--known-first-party replicator --known-first-party connectors \
+		--known-first-party tests --known-first-party benchmarks
 
 format: setup
 	$(BIN)/ruff format .

@@ -41,10 +41,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 devstack_app = typer.Typer(
-    help="The local test bed: S3, GCS and Azure emulators and a Kafka-protocol broker.",
+    help="The local test bed: S3, GCS and Azure emulators, a Kafka-protocol broker and "
+    "PostgreSQL (needs the devstack extra: pip install 'replicator[devstack]').",
     no_args_is_help=True,
 )
 app.add_typer(devstack_app, name="devstack")
+
+
+@devstack_app.callback()
+def _devstack_packages() -> None:
+    devstack_module.require_packages()
 
 
 @app.callback()
@@ -96,7 +102,8 @@ def devstack_up(
         typer.Option(help="Keep Kafka topics and offsets on S3 storage across broker restarts."),
     ] = False,
 ) -> None:
-    """Start every emulator and the broker in the background, then print their environment."""
+    """Start every emulator, the broker and PostgreSQL in the background, then print their
+    environment."""
     state = _stack(state_dir, durable=durable).up()
     for name, component in state.components.items():
         typer.echo(f"{name}: pid {component.pid} on 127.0.0.1:{component.port}", err=True)
@@ -132,11 +139,12 @@ def demo(
     local directory as notifications arrive."""
     from replicator.cli.demo import run_demo
 
+    devstack_module.require_packages()
     workdir = Path.cwd() / ".devstack" / "demo"
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    stack = devstack_module.DevStack(workdir / "stack")
+    stack = devstack_module.DevStack(workdir / "stack", components=devstack_module.EMULATORS)
     echo = functools.partial(typer.echo, err=True)
     with stack as state, devstack_module.environment(state.env):
         echo(
