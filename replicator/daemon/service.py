@@ -13,15 +13,14 @@ from collections.abc import Mapping
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from connectors.sqs import SQSQueue
 from replicator.catalog import open_catalog
 from replicator.catalog.http import create_app
-from replicator.catalog.lag import LagMetrics
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.config import DaemonConfig
 from replicator.daemon.deletes import DeleteGuard
+from replicator.daemon.metrics import DaemonMetrics
 from replicator.engine.transfer import ByteBudget, Copier
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.pipeline.bus import (
@@ -61,7 +60,8 @@ class Daemon:
         await asyncio.to_thread(
             ensure_topics, settings, {k.changes_topic: k.partitions, k.dlq_topic: 1}
         )
-        metrics = LagMetrics(CollectorRegistry())
+        daemon_metrics = DaemonMetrics()
+        metrics = daemon_metrics.lag
         catalog = await open_catalog(self.config.catalog.url, metrics=metrics)
         producer = AsyncProducer(settings)
         copy = self.config.copy_
@@ -71,7 +71,7 @@ class Daemon:
             budget=ByteBudget(parse_size(copy.memory)),
             journal=catalog.journal(),
         )
-        applier = Applier(self.router, catalog, copier, guard=DeleteGuard(metrics.registry))
+        applier = Applier(self.router, catalog, copier, guard=daemon_metrics.delete_guard)
         worker = Worker(
             AsyncConsumer(settings, [k.changes_topic]),
             producer,
@@ -79,6 +79,7 @@ class Daemon:
             concurrency=copy.workers,
             dlq_topic=k.dlq_topic,
         )
+        daemon_metrics.events.stats = worker.stats
         publisher = Publisher(
             producer, self.router, changes_topic=k.changes_topic, dlq_topic=k.dlq_topic
         )
