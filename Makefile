@@ -5,7 +5,7 @@ PYTHON ?= python3
 
 .PHONY: setup test lint format demo bench devstack-up devstack-down clean
 
-setup: $(VENV)/.installed $(VENV)/.tools
+setup: $(VENV)/.installed $(VENV)/.tools $(VENV)/.checkov
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,13 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.tools: $(VENV)/.installed
 	$(BIN)/replicator devstack install
+	touch $@
+
+# checkov (tests/deploy) in a virtualenv of its own: its pinned dependencies would downgrade
+# the SDKs the product is tested with.
+$(VENV)/.checkov:
+	$(PYTHON) -m venv $(VENV)/tools/checkov
+	$(VENV)/tools/checkov/bin/pip install --quiet 'checkov>=3.2,<4'
 	touch $@
 
 test: setup
