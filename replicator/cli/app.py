@@ -292,10 +292,44 @@ def uploads_clean(
 ConfigPath = Annotated[
     Path, typer.Option("--config", "-c", help="Daemon configuration file (TOML).")
 ]
+config_app = typer.Typer(help="The daemon's configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="Configuration file (TOML); omitted: the embedded defaults."),
+    ] = None,
+) -> None:
+    """Print every problem of the configuration the daemon would run with (the file and the
+    REPLICATOR_* environment overrides), one per line; exit 2 if there is any. Secret values
+    are never printed."""
+    from replicator.daemon.config import check_config
+
+    origin = str(file) if file is not None else "configuration (no file)"
+    problems = check_config(file)
+    for problem in problems:
+        typer.echo(f"{origin}: {problem}", err=True)
+    if problems:
+        raise typer.Exit(2)
+    typer.echo(f"{origin}: ok")
+
+
+OptionalConfigPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Daemon configuration file (TOML); without one, the embedded defaults. "
+        "REPLICATOR_* environment variables override either (REPLICATOR_KAFKA__BOOTSTRAP=...).",
+    ),
+]
 
 
 @app.command()
-def run(config: ConfigPath) -> None:
+def run(config: OptionalConfigPath = None) -> None:
     """Run the daemon: ingest notifications, apply change events, serve status and metrics.
 
     SIGTERM or Ctrl-C drains in-flight work, commits offsets and leaves the consumer group.
@@ -339,7 +373,7 @@ def backfill(
             concurrency=settings.copy_.concurrency,
             budget=ByteBudget(parse_size(settings.copy_.memory)),
         )
-        catalog = await open_catalog(settings.catalog.url)
+        catalog = await open_catalog(settings.catalog.resolved_url())
         copier.journal = catalog.journal()
         try:
             return await run_backfill(

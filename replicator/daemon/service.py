@@ -62,7 +62,7 @@ class Daemon:
         )
         daemon_metrics = DaemonMetrics()
         metrics = daemon_metrics.lag
-        catalog = await open_catalog(self.config.catalog.url, metrics=metrics)
+        catalog = await open_catalog(self.config.catalog.resolved_url(self.env), metrics=metrics)
         producer = AsyncProducer(settings)
         copy = self.config.copy_
         copier = Copier(
@@ -133,13 +133,14 @@ class Daemon:
             )
 
         app.router.add_get("/healthz", health)
-        token = self.env.get(self.config.http.ingest_token_env, "")
+        token = self.config.http.ingest_token(self.env)
         if token:
             add_ingest_routes(app, publisher, token, self.config.http.sns_confirm_hosts)
         else:
             log.warning(
                 "ingest endpoints disabled: no shared secret",
                 variable=self.config.http.ingest_token_env,
+                file=str(self.config.http.ingest_token_file or ""),
             )
         runner = web.AppRunner(app)
         await runner.setup()

@@ -383,6 +383,8 @@ class DevStack:
             started["kafka"] = component
             self._await_ready([(component, check)])
             env["REPLICATOR_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{component.port}"
+            # The daemon's own setting (replicator.daemon.config): `replicator run` finds it.
+            env["REPLICATOR_KAFKA__BOOTSTRAP"] = f"127.0.0.1:{component.port}"
 
     def down(self) -> list[str]:
         """Stop every recorded component; returns the names stopped."""
