@@ -5,8 +5,19 @@ The routing sections are ``replicator.pipeline.rules``'s; the daemon's own::
     [kafka]
     bootstrap = "kafka-1:9092,kafka-2:9092"
     group = "replicator"
-    partitions = 12                  # used when the topics are created
+    partitions = 12                  # used when the topics are created; fewer is reported
+    replication_factor = 3           # likewise (default: the broker's)
     fetch_wait_max_ms = 100          # longest a fetch waits for records (delivery latency)
+
+    [kafka.librdkafka]               # any librdkafka property, passed to every client
+    "security.protocol" = "SASL_SSL"
+    "sasl.mechanism" = "SCRAM-SHA-512"
+    "sasl.username" = "replicator"
+    "client.id" = "replicator"
+    [kafka.librdkafka_env]           # secret ones: read from an environment variable...
+    "sasl.password" = "KAFKA_PASSWORD"
+    [kafka.librdkafka_file]          # ...or from a file
+    # "ssl.key.password" = "/etc/replicator/kafka/key-password"
 
     [catalog]
     url = "postgresql://replicator@db:5432/replicator"   # default: an embedded SQLite file
@@ -79,6 +90,7 @@ from replicator.errors import ConfigError
 from replicator.pipeline.bus import (
     CHANGES_TOPIC,
     DLQ_TOPIC,
+    check_client_properties,
 )
 from replicator.pipeline.rules import (
     Duration,
@@ -122,16 +134,85 @@ def _one_source(env_name: str | None, file: Path | None, what: str) -> None:
         raise ValueError(f"{what}: give {what}_env or {what}_file, not both")
 
 
+# librdkafka properties the daemon sets itself: correctness depends on them (manual commits,
+# idempotent acks=all producer) or they have a setting of their own.
+_OWNED_PROPERTIES = {
+    "bootstrap.servers": "kafka.bootstrap",
+    "metadata.broker.list": "kafka.bootstrap",
+    "group.id": "kafka.group",
+    "session.timeout.ms": "kafka.session_timeout_ms",
+    "heartbeat.interval.ms": "kafka.heartbeat_interval_ms",
+    "fetch.wait.max.ms": "kafka.fetch_wait_max_ms",
+    "enable.auto.commit": "",
+    "enable.auto.offset.store": "",
+    "auto.offset.reset": "",
+    "enable.idempotence": "",
+    "acks": "",
+    "request.required.acks": "",
+    "logger": "",
+    "error_cb": "",
+}
+LibrdkafkaValue = str | int | float | bool
+
+
+def _is_secret_property(name: str) -> bool:
+    """Properties whose value is a credential: never written in the configuration itself."""
+    return any(word in name for word in ("password", "secret", ".pem", "oauthbearer.config"))
+
+
 class KafkaSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     bootstrap: str = "127.0.0.1:9092"
     group: str = "replicator"
     partitions: int = Field(default=12, ge=1)
+    # Replicas of each partition when the daemon creates its topics (None: the broker's
+    # default); an existing topic with fewer is reported at start.
+    replication_factor: int | None = Field(default=None, ge=1)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     fetch_wait_max_ms: int = Field(default=100, ge=0)
     changes_topic: str = CHANGES_TOPIC
     dlq_topic: str = DLQ_TOPIC
+    # Any librdkafka property, passed through to every client: security.protocol, sasl.*,
+    # ssl.*, client.id, ... Secret ones are named here by where to read them from.
+    librdkafka: dict[str, LibrdkafkaValue] = {}
+    librdkafka_env: dict[str, str] = {}
+    librdkafka_file: dict[str, Path] = {}
+
+    @model_validator(mode="after")
+    def _properties(self) -> KafkaSection:
+        problems = []
+        named = [*self.librdkafka, *self.librdkafka_env, *self.librdkafka_file]
+        for name in sorted(set(named)):
+            if named.count(name) > 1:
+                problems.append(f"{name} is given more than once")
+            if name in _OWNED_PROPERTIES:
+                instead = _OWNED_PROPERTIES[name]
+                problems.append(
+                    f"{name} is set by the daemon"
+                    + (f" (use {instead})" if instead else " and cannot be changed")
+                )
+        for name in sorted(self.librdkafka):
+            if _is_secret_property(name):
+                problems.append(
+                    f"{name} is a secret: name its source in kafka.librdkafka_env or "
+                    "kafka.librdkafka_file instead of writing it in the configuration"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def client_properties(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Every pass-through librdkafka property with its secrets read. Never log it."""
+        properties = {
+            name: str(value).lower() if isinstance(value, bool) else str(value)
+            for name, value in self.librdkafka.items()
+        }
+        for name, env_name in self.librdkafka_env.items():
+            properties[name] = read_secret(env_name, None, f"kafka.{name}", environ) or ""
+        for name, path in self.librdkafka_file.items():
+            properties[name] = read_secret(None, path, f"kafka.{name}", environ) or ""
+        return properties
 
 
 class CatalogSection(BaseModel):
@@ -300,6 +381,10 @@ def check_config(path: Path | None, environ: Mapping[str, str] | None = None) ->
     problems = []
     try:
         config.catalog.resolved_url(environ)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        problems += check_client_properties(config.kafka.client_properties(environ))
     except ConfigError as exc:
         problems.append(str(exc))
     try:

@@ -20,6 +20,7 @@ from replicator.catalog.http import create_app
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.config import DaemonConfig
 from replicator.daemon.deletes import DeleteGuard
+from replicator.daemon.kafka_setup import check_topics
 from replicator.daemon.metrics import DaemonMetrics
 from replicator.engine.transfer import ByteBudget, Copier
 from replicator.engine.units import parse_part_size, parse_size
@@ -27,7 +28,6 @@ from replicator.pipeline.bus import (
     AsyncConsumer,
     AsyncProducer,
     KafkaSettings,
-    ensure_topics,
 )
 from replicator.pipeline.ingest import Publisher, SQSPoller, add_ingest_routes
 from replicator.pipeline.rules import (
@@ -52,14 +52,13 @@ class Daemon:
             session_timeout_ms=k.session_timeout_ms,
             heartbeat_interval_ms=k.heartbeat_interval_ms,
             fetch_wait_max_ms=k.fetch_wait_max_ms,
+            extra=k.client_properties(self.env),
         )
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         settings = self.kafka_settings()
         k = self.config.kafka
-        await asyncio.to_thread(
-            ensure_topics, settings, {k.changes_topic: k.partitions, k.dlq_topic: 1}
-        )
+        await asyncio.to_thread(check_topics, settings, k)
         daemon_metrics = DaemonMetrics()
         metrics = daemon_metrics.lag
         catalog = await open_catalog(self.config.catalog.resolved_url(self.env), metrics=metrics)

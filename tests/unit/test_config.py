@@ -184,6 +184,16 @@ class TestConfigCheck:
             "http.ingest_token: cannot read /nonexistent/token: No such file or directory"
         ]
 
+    def test_librdkafka_properties_are_judged_by_librdkafka(self, tmp_path: Path) -> None:
+        """Unknown librdkafka properties and bad values are found before the daemon runs."""
+        path = tmp_path / "kafka.toml"
+        path.write_text(
+            FILE + '\n[kafka.librdkafka]\n"securty.protocol" = "SSL"\n"client.id" = "r"\n'
+        )
+        problems = check_config(path)
+        assert len(problems) == 1
+        assert "securty.protocol" in problems[0]
+
     def test_a_good_configuration_is_ok(self, config_file: Path) -> None:
         result = run_cli("config", "check", str(config_file))
         assert result.returncode == 0, result.stderr
