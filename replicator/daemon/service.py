@@ -12,14 +12,13 @@ import os
 from collections.abc import Mapping
 
 import structlog
-from aiohttp import web
 
 from connectors.sqs import SQSQueue
 from replicator.catalog import open_catalog
 from replicator.catalog.http import create_app
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.config import DaemonConfig
-from replicator.daemon.deletes import DeleteGuard
+from replicator.daemon.http import serve_http
 from replicator.daemon.kafka_setup import check_topics
 from replicator.daemon.metrics import DaemonMetrics
 from replicator.engine.transfer import ByteBudget, Copier
@@ -29,7 +28,7 @@ from replicator.pipeline.bus import (
     AsyncProducer,
     KafkaSettings,
 )
-from replicator.pipeline.ingest import Publisher, SQSPoller, add_ingest_routes
+from replicator.pipeline.ingest import Publisher, SQSPoller
 from replicator.pipeline.rules import (
     Router,
 )
@@ -87,9 +86,10 @@ class Daemon:
             SQSPoller(queue, publisher, wait_s=q.wait_s, receivers=q.receivers)
             for queue, q in zip(queues, self.config.sqs, strict=True)
         ]
-        runner = await self._serve_http(
-            create_app(catalog, metrics), publisher, worker, applier.guard
+        runner = await serve_http(
+            self.config, self.env, create_app(catalog, metrics), publisher, worker, applier.guard
         )
+        self.http_port = runner.addresses[0][1] if runner.addresses else self.config.http.port
         try:
             await register_datasets(catalog, self.config)
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
@@ -114,36 +114,3 @@ class Daemon:
             await applier.close()
             await producer.close()
             await catalog.close()
-
-    async def _serve_http(
-        self, app: web.Application, publisher: Publisher, worker: Worker, guard: DeleteGuard
-    ) -> web.AppRunner:
-        """One port: catalog queries and /metrics, /healthz, and the ingest receivers."""
-
-        async def health(_: web.Request) -> web.Response:
-            return web.json_response(
-                {
-                    "status": "ok",
-                    "applied": worker.stats.applied,
-                    "dead_lettered": worker.stats.dead_lettered,
-                    # Routes whose deletions wait for an operator (restart to resume).
-                    "deletes_paused": sorted(guard.paused),
-                }
-            )
-
-        app.router.add_get("/healthz", health)
-        token = self.config.http.ingest_token(self.env)
-        if token:
-            add_ingest_routes(app, publisher, token, self.config.http.sns_confirm_hosts)
-        else:
-            log.warning(
-                "ingest endpoints disabled: no shared secret",
-                variable=self.config.http.ingest_token_env,
-                file=str(self.config.http.ingest_token_file or ""),
-            )
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
-        await site.start()
-        self.http_port = runner.addresses[0][1] if runner.addresses else self.config.http.port
-        return runner
