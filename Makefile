@@ -5,7 +5,7 @@ PYTHON ?= python3
 
 .PHONY: setup test lint format demo bench devstack-up devstack-down clean
 
-setup: $(VENV)/.installed $(VENV)/.tools
+setup: $(VENV)/.installed $(VENV)/.tools $(VENV)/.checkov
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,14 +17,27 @@ $(VENV)/.tools: $(VENV)/.installed
 	$(BIN)/replicator devstack install
 	touch $@
 
+# checkov (tests/deploy) in a virtualenv of its own: its pinned dependencies would downgrade
+# the SDKs the product is tested with.
+$(VENV)/.checkov:
+	$(PYTHON) -m venv $(VENV)/tools/checkov
+	$(VENV)/tools/checkov/bin/pip install --quiet 'checkov>=3.2,<4'
+	touch $@
+
 test: setup
 	$(BIN)/pytest
 
+# deptry: every imported package is declared; tests/ and benchmarks/ may also import the test
+# extra, the product may not.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/deptry .
+	$(BIN)/deptry tests benchmarks --exclude '\.venv' --ignore DEP002,DEP004 \
+		--known-first-party replicator --known-first-party connectors \
+		--known-first-party tests --known-first-party benchmarks
 
 format: setup
 	$(BIN)/ruff format .

@@ -32,7 +32,7 @@ from connectors.base import ObjectMeta, ObjectStore
 from connectors.sqs import QueueMessage, SQSQueue
 from replicator.catalog import open_catalog
 from replicator.daemon.applier import Applier, register_datasets
-from replicator.devstack import DevStack, environment
+from replicator.devstack import EMULATORS, DevStack, environment
 from replicator.engine.transfer import Copier, CopyResult, SharedSourceRead
 from replicator.pipeline.bus import (
     AsyncConsumer,
@@ -393,7 +393,7 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="replicator-latency-") as workdir:
-        stack = DevStack(Path(workdir) / "stack")
+        stack = DevStack(Path(workdir) / "stack", components=EMULATORS)
         with stack as state, environment(state.env):
             for rate in args.rates:
                 results.append(asyncio.run(measure(rate, args.seconds, state.env, Path(workdir))))

@@ -1,7 +1,11 @@
-"""Session fixtures: the real test bed (emulators and broker) started once per test session.
+"""Session fixtures: the real test bed (emulators, broker, PostgreSQL) started once per test
+session.
 
 Set ``REPLICATOR_TEST_DEVSTACK=running`` to reuse a stack started with ``replicator devstack up``
-(its state is read from the default state directory) instead of starting a private one.
+(its state is read from ``REPLICATOR_DEVSTACK_DIR`` or the default state directory) instead of
+starting a private one. Tests that need PostgreSQL use the test bed's own server unless
+``REPLICATOR_TEST_POSTGRES`` names another one (``postgresql://USER@HOST:PORT/DB``); they
+create and drop schemas of their own there and never assume it is empty.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import pytest
 from connectors import open_store
 from connectors.base import ObjectStore
 from replicator.cli import logs
-from replicator.devstack import DevStack, StackState, environment
+from replicator.devstack import COMPONENTS, DevStack, StackState, environment
 
 STORE_SCHEMES = ("s3", "gs", "az", "file", "mem")
+POSTGRES_OVERRIDE = "REPLICATOR_TEST_POSTGRES"
 
 
 @pytest.fixture(autouse=True)
@@ -37,13 +42,27 @@ def devstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
         with environment(state.env):
             yield state
         return
-    stack = DevStack(tmp_path_factory.mktemp("devstack"))
+    components = COMPONENTS
+    if os.environ.get(POSTGRES_OVERRIDE):
+        components = tuple(c for c in COMPONENTS if c != "postgres")
+    stack = DevStack(tmp_path_factory.mktemp("devstack"), components=components)
     state = stack.up()
     try:
         with environment(state.env):
             yield state
     finally:
         stack.down()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(request: pytest.FixtureRequest) -> str:
+    """The URL of the PostgreSQL server for this session: ``REPLICATOR_TEST_POSTGRES`` if set,
+    else the test bed's."""
+    override = os.environ.get(POSTGRES_OVERRIDE)
+    if override:
+        return override
+    state: StackState = request.getfixturevalue("devstack")
+    return state.env["REPLICATOR_POSTGRES_URL"]
 
 
 def unique_name(prefix: str = "t") -> str:

@@ -42,10 +42,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 devstack_app = typer.Typer(
-    help="The local test bed: S3, GCS and Azure emulators and a Kafka-protocol broker.",
+    help="The local test bed: S3, GCS and Azure emulators, a Kafka-protocol broker and "
+    "PostgreSQL (needs the devstack extra: pip install 'replicator[devstack]').",
     no_args_is_help=True,
 )
 app.add_typer(devstack_app, name="devstack")
+
+
+@devstack_app.callback()
+def _devstack_packages() -> None:
+    devstack_module.require_packages()
 
 
 @app.callback()
@@ -98,7 +104,8 @@ def devstack_up(
         typer.Option(help="Keep Kafka topics and offsets on S3 storage across broker restarts."),
     ] = False,
 ) -> None:
-    """Start every emulator and the broker in the background, then print their environment."""
+    """Start every emulator, the broker and PostgreSQL in the background, then print their
+    environment."""
     state = _stack(state_dir, durable=durable).up()
     for name, component in state.components.items():
         typer.echo(f"{name}: pid {component.pid} on 127.0.0.1:{component.port}", err=True)
@@ -134,11 +141,12 @@ def demo(
     local directory as notifications arrive."""
     from replicator.cli.demo import run_demo
 
+    devstack_module.require_packages()
     workdir = Path.cwd() / ".devstack" / "demo"
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    stack = devstack_module.DevStack(workdir / "stack")
+    stack = devstack_module.DevStack(workdir / "stack", components=devstack_module.EMULATORS)
     echo = functools.partial(typer.echo, err=True)
     with stack as state, devstack_module.environment(state.env):
         echo(
@@ -286,10 +294,44 @@ def uploads_clean(
 ConfigPath = Annotated[
     Path, typer.Option("--config", "-c", help="Daemon configuration file (TOML).")
 ]
+config_app = typer.Typer(help="The daemon's configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="Configuration file (TOML); omitted: the embedded defaults."),
+    ] = None,
+) -> None:
+    """Print every problem of the configuration the daemon would run with (the file and the
+    REPLICATOR_* environment overrides), one per line; exit 2 if there is any. Secret values
+    are never printed."""
+    from replicator.daemon.config import check_config
+
+    origin = str(file) if file is not None else "configuration (no file)"
+    problems = check_config(file)
+    for problem in problems:
+        typer.echo(f"{origin}: {problem}", err=True)
+    if problems:
+        raise typer.Exit(2)
+    typer.echo(f"{origin}: ok")
+
+
+OptionalConfigPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Daemon configuration file (TOML); without one, the embedded defaults. "
+        "REPLICATOR_* environment variables override either (REPLICATOR_KAFKA__BOOTSTRAP=...).",
+    ),
+]
 
 
 @app.command()
-def run(config: ConfigPath) -> None:
+def run(config: OptionalConfigPath = None) -> None:
     """Run the daemon: ingest notifications, apply change events, serve status and metrics.
 
     SIGTERM or Ctrl-C drains in-flight work, commits offsets and leaves the consumer group.
@@ -333,7 +375,7 @@ def backfill(
             concurrency=settings.copy_.concurrency,
             budget=ByteBudget(parse_size(settings.copy_.memory)),
         )
-        catalog = await open_catalog(settings.catalog.url)
+        catalog = await open_catalog(settings.catalog.resolved_url())
         copier.journal = catalog.journal()
         try:
             return await run_backfill(

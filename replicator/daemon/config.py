@@ -1,18 +1,32 @@
-"""The daemon's configuration file (TOML): the routing sections of
-``replicator.pipeline.rules`` plus the daemon's own::
+"""The daemon's configuration: a TOML file (optional), overridden by environment variables.
+
+The routing sections are ``replicator.pipeline.rules``'s; the daemon's own::
 
     [kafka]
     bootstrap = "kafka-1:9092,kafka-2:9092"
     group = "replicator"
-    partitions = 12                  # used when the topics are created
+    partitions = 12                  # used when the topics are created; fewer is reported
+    replication_factor = 3           # likewise (default: the broker's)
     fetch_wait_max_ms = 100          # longest a fetch waits for records (delivery latency)
 
+    [kafka.librdkafka]               # any librdkafka property, passed to every client
+    "security.protocol" = "SASL_SSL"
+    "sasl.mechanism" = "SCRAM-SHA-512"
+    "sasl.username" = "replicator"
+    "client.id" = "replicator"
+    [kafka.librdkafka_env]           # secret ones: read from an environment variable...
+    "sasl.password" = "KAFKA_PASSWORD"
+    [kafka.librdkafka_file]          # ...or from a file
+    # "ssl.key.password" = "/etc/replicator/kafka/key-password"
+
     [catalog]
-    url = "postgresql://replicator@db:5432/replicator"   # or sqlite:///var/lib/...
+    url = "postgresql://replicator@db:5432/replicator"   # default: an embedded SQLite file
+    password_env = "REPLICATOR_CATALOG_PASSWORD"        # or password_file = "/run/secrets/pg"
 
     [http]
     port = 8080                      # health, metrics, catalog queries and ingest
     ingest_token_env = "REPLICATOR_INGEST_TOKEN"   # ingest endpoints need this shared secret
+    # ingest_token_file = "/run/secrets/ingest-token"
 
     [copy]
     part_size = "auto"               # or a size: parts of every multipart copy
@@ -26,55 +40,235 @@
     [[sqs]]
     queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/lake-events"
     receivers = 4                    # receive loops at once (one drains at most ~10 per call)
+
+Environment overrides (pydantic-settings): every setting can be set or overridden by a
+variable named ``REPLICATOR_`` + its path with ``__`` between levels, which wins over the
+file: ``REPLICATOR_KAFKA__BOOTSTRAP=broker:9092``, ``REPLICATOR_COPY__WORKERS=128``,
+``REPLICATOR_CATALOG__URL=...``; lists and tables take JSON
+(``REPLICATOR_ROUTES='[{"name": "lake", "source": "s3://lake/", "destinations":
+["gs://lake/"]}]'``). An unknown name under a section (``REPLICATOR_KAFKA__BOOTSTARP``) is an
+error, like an unknown key in the file. Without a file, every section takes its default
+(Kafka on ``127.0.0.1:9092``, the SQLite catalog ``~/.local/state/replicator/catalog.db``)
+and the routes must come from ``REPLICATOR_ROUTES``.
+
+Secrets are never written in the configuration: a setting that needs one names where to read
+it, an environment variable (``*_env``) or a file (``*_file``, e.g. a mounted Kubernetes
+Secret), and its value is read when the daemon starts, never logged or printed.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from replicator.engine.units import parse_part_size, parse_size
+from replicator.errors import ConfigError
 from replicator.pipeline.bus import (
     CHANGES_TOPIC,
     DLQ_TOPIC,
+    check_client_properties,
 )
 from replicator.pipeline.rules import (
     Duration,
     RoutingConfig,
+    config_problems,
     config_value,
     read_toml,
-    validate_config,
 )
 
 log = structlog.get_logger(__name__)
 
+ENV_PREFIX = "REPLICATOR_"
+DEFAULT_CATALOG_URL = "sqlite:///~/.local/state/replicator/catalog.db"
+
+
+def read_secret(
+    env_name: str | None,
+    file: Path | None,
+    what: str,
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
+    """The secret ``what`` from the variable ``env_name`` or the file ``file`` (one trailing
+    newline dropped, as Kubernetes Secrets and ``echo`` leave it); None when neither is set.
+    A named file that cannot be read or a named variable that is unset is an error."""
+    environ = os.environ if environ is None else environ
+    if file is not None:
+        try:
+            return file.read_text().removesuffix("\n")
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read {file}: {exc.strerror}") from None
+    if env_name:
+        value = environ.get(env_name)
+        if value is None:
+            raise ConfigError(f"{what}: environment variable {env_name} is not set")
+        return value
+    return None
+
+
+def _one_source(env_name: str | None, file: Path | None, what: str) -> None:
+    if env_name and file is not None:
+        raise ValueError(f"{what}: give {what}_env or {what}_file, not both")
+
+
+# librdkafka properties the daemon sets itself: correctness depends on them (manual commits,
+# idempotent acks=all producer) or they have a setting of their own.
+_OWNED_PROPERTIES = {
+    "bootstrap.servers": "kafka.bootstrap",
+    "metadata.broker.list": "kafka.bootstrap",
+    "group.id": "kafka.group",
+    "session.timeout.ms": "kafka.session_timeout_ms",
+    "heartbeat.interval.ms": "kafka.heartbeat_interval_ms",
+    "fetch.wait.max.ms": "kafka.fetch_wait_max_ms",
+    "enable.auto.commit": "",
+    "enable.auto.offset.store": "",
+    "auto.offset.reset": "",
+    "enable.idempotence": "",
+    "acks": "",
+    "request.required.acks": "",
+    "logger": "",
+    "error_cb": "",
+}
+LibrdkafkaValue = str | int | float | bool
+
+
+def _is_secret_property(name: str) -> bool:
+    """Properties whose value is a credential: never written in the configuration itself."""
+    return any(word in name for word in ("password", "secret", ".pem", "oauthbearer.config"))
+
 
 class KafkaSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    bootstrap: str
+    bootstrap: str = "127.0.0.1:9092"
     group: str = "replicator"
     partitions: int = Field(default=12, ge=1)
+    # Replicas of each partition when the daemon creates its topics (None: the broker's
+    # default); an existing topic with fewer is reported at start.
+    replication_factor: int | None = Field(default=None, ge=1)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     fetch_wait_max_ms: int = Field(default=100, ge=0)
     changes_topic: str = CHANGES_TOPIC
     dlq_topic: str = DLQ_TOPIC
+    # Any librdkafka property, passed through to every client: security.protocol, sasl.*,
+    # ssl.*, client.id, ... Secret ones are named here by where to read them from.
+    librdkafka: dict[str, LibrdkafkaValue] = {}
+    librdkafka_env: dict[str, str] = {}
+    librdkafka_file: dict[str, Path] = {}
+
+    @model_validator(mode="after")
+    def _properties(self) -> KafkaSection:
+        problems = []
+        named = [*self.librdkafka, *self.librdkafka_env, *self.librdkafka_file]
+        for name in sorted(set(named)):
+            if named.count(name) > 1:
+                problems.append(f"{name} is given more than once")
+            if name in _OWNED_PROPERTIES:
+                instead = _OWNED_PROPERTIES[name]
+                problems.append(
+                    f"{name} is set by the daemon"
+                    + (f" (use {instead})" if instead else " and cannot be changed")
+                )
+        for name in sorted(self.librdkafka):
+            if _is_secret_property(name):
+                problems.append(
+                    f"{name} is a secret: name its source in kafka.librdkafka_env or "
+                    "kafka.librdkafka_file instead of writing it in the configuration"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def client_properties(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Every pass-through librdkafka property with its secrets read. Never log it."""
+        properties = {
+            name: str(value).lower() if isinstance(value, bool) else str(value)
+            for name, value in self.librdkafka.items()
+        }
+        for name, env_name in self.librdkafka_env.items():
+            properties[name] = read_secret(env_name, None, f"kafka.{name}", environ) or ""
+        for name, path in self.librdkafka_file.items():
+            properties[name] = read_secret(None, path, f"kafka.{name}", environ) or ""
+        return properties
 
 
 class CatalogSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    url: str = "sqlite:///var/lib/replicator/catalog.db"
+    url: str = DEFAULT_CATALOG_URL
+    # The PostgreSQL password, kept out of the URL.
+    password_env: str | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> CatalogSection:
+        _one_source(self.password_env, self.password_file, "catalog.password")
+        return self
+
+    def resolved_url(self, environ: Mapping[str, str] | None = None) -> str:
+        """The URL to connect with: ``url`` with the referenced password in it. Never log it
+        (the catalog reports its URL with the password hidden)."""
+        password = read_secret(self.password_env, self.password_file, "catalog.password", environ)
+        if password is None:
+            return self.url
+        parts = urlsplit(self.url)
+        user, _, host = parts.netloc.rpartition("@")
+        if not user:
+            raise ConfigError("catalog.url: a password needs a user name (postgresql://USER@...)")
+        netloc = f"{user.split(':', 1)[0]}:{quote(password, safe='')}@{host}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _catalog_from_text(value: object) -> object:
+    """``REPLICATOR_CATALOG`` (also the catalog commands' variable) may hold just the URL."""
+    if isinstance(value, str):
+        return json.loads(value) if value.lstrip().startswith("{") else {"url": value}
+    return value
 
 
 class HttpSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
-    ingest_token_env: str = "REPLICATOR_INGEST_TOKEN"
+    ingest_token_env: str | None = "REPLICATOR_INGEST_TOKEN"
+    ingest_token_file: Path | None = None
     sns_confirm_hosts: tuple[str, ...] = ("sns.*.amazonaws.com",)
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> HttpSection:
+        if self.ingest_token_file is not None and "ingest_token_env" in self.model_fields_set:
+            _one_source(self.ingest_token_env, self.ingest_token_file, "http.ingest_token")
+        return self
+
+    def ingest_token(self, environ: Mapping[str, str] | None = None) -> str:
+        """The ingest endpoints' shared secret; empty when none is configured (the endpoints
+        are then disabled). A file, when named, wins over the default variable."""
+        if self.ingest_token_file is not None:
+            return read_secret(None, self.ingest_token_file, "http.ingest_token", environ) or ""
+        environ = os.environ if environ is None else environ
+        return environ.get(self.ingest_token_env, "") if self.ingest_token_env else ""
 
 
 class CopySection(BaseModel):
@@ -110,13 +304,91 @@ class DeletesSection(BaseModel):
 
 
 class DaemonConfig(RoutingConfig):
-    kafka: KafkaSection
-    catalog: CatalogSection = CatalogSection()
+    """The whole configuration, as given: ``DaemonConfig.model_validate(data)`` takes
+    ``data`` alone. :func:`load_daemon_config` applies the environment's overrides."""
+
+    kafka: KafkaSection = KafkaSection()
+    catalog: Annotated[CatalogSection, NoDecode, BeforeValidator(_catalog_from_text)] = (
+        CatalogSection()
+    )
     http: HttpSection = HttpSection()
-    copy_: CopySection = Field(default=CopySection(), alias="copy")
+    # ``copy`` would shadow BaseModel.copy: the field has another name, the section does not.
+    copy_: CopySection = Field(
+        default=CopySection(),
+        validation_alias=AliasChoices("copy", f"{ENV_PREFIX.lower()}copy"),
+    )
     sqs: tuple[SQSSection, ...] = ()
     deletes: DeletesSection = DeletesSection()
 
 
-def load_daemon_config(path: Path) -> DaemonConfig:
-    return validate_config(DaemonConfig, read_toml(path), str(path))
+class _WithEnvironment(BaseSettings, DaemonConfig):
+    """A DaemonConfig whose REPLICATOR_* environment variables override the file's values."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file. Only REPLICATOR_* variables count: a field with
+        # an alias (copy) would otherwise also be read from an unprefixed COPY variable.
+        if isinstance(env_settings, EnvSettingsSource):
+            prefix = ENV_PREFIX.lower()
+            env_settings.env_vars = {
+                name: value
+                for name, value in env_settings.env_vars.items()
+                if name.lower().startswith(prefix)
+            }
+        return (env_settings, init_settings)
+
+
+def _build(path: Path | None) -> DaemonConfig:
+    data: dict[str, Any] = read_toml(path) if path is not None else {}
+    return _WithEnvironment(**data)
+
+
+def load_daemon_config(path: Path | None) -> DaemonConfig:
+    """The configuration in ``path`` (None: the embedded defaults) with the environment's
+    ``REPLICATOR_*`` overrides; one ConfigError listing every problem."""
+    origin = str(path) if path is not None else "configuration (no file)"
+    try:
+        return _build(path)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {'; '.join(config_problems(exc))}") from None
+
+
+def check_config(path: Path | None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Every problem of the configuration the daemon would run with, at once: invalid or
+    unknown settings (file and environment), then secrets that cannot be read. Values are
+    never part of a problem's text."""
+    try:
+        config = _build(path)
+    except ValidationError as exc:
+        return config_problems(exc)
+    except ConfigError as exc:
+        return [str(exc)]
+    problems = []
+    try:
+        config.catalog.resolved_url(environ)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        problems += check_client_properties(config.kafka.client_properties(environ))
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        config.http.ingest_token(environ)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return problems

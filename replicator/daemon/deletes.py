@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Gauge
 
 from connectors.base import NotFound, ObjectMeta, ObjectStore
 from replicator.catalog import Catalog, PauseScope, ReplicaState, ScheduledDelete
@@ -53,21 +53,12 @@ class DeleteGuard:
     (counted in the catalog); past it the route's deletions are paused there until an operator
     resumes them. Every daemon honours a pause within ``PAUSES_TTL_S``."""
 
-    def __init__(self, catalog: Catalog, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, catalog: Catalog, paused_gauge: Gauge | None = None) -> None:
+        """``paused_gauge``: ``replicator_route_deletes_paused`` (``DaemonMetrics``)."""
         self.catalog = catalog
         self.paused: set[str] = set()
         self._read_at = float("-inf")
-        self._paused_gauge = (
-            Gauge(
-                "replicator_route_deletes_paused",
-                "1 while a route's deletions are paused (its delete limit was exceeded, or "
-                "an operator paused them).",
-                ["route"],
-                registry=registry,
-            )
-            if registry is not None
-            else None
-        )
+        self._paused_gauge = paused_gauge
 
     async def refresh(self, *, force: bool = False) -> set[str]:
         """The routes whose deletions are paused, as the catalog says (read at most every

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Gauge
 
 from connectors.base import ContainerNotFound, PermissionDenied, StoreError
 
@@ -30,19 +30,10 @@ class RouteProblem:
 class RouteHealth:
     """Which routes are broken, and why (per daemon)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, gauge: Gauge | None = None) -> None:
+        """``gauge``: ``replicator_route_healthy`` (``DaemonMetrics``)."""
         self._problems: dict[str, RouteProblem] = {}
-        self._gauge = (
-            Gauge(
-                "replicator_route_healthy",
-                "0 while a route's source or destination cannot be used (bucket missing, "
-                "access refused), else 1.",
-                ["route"],
-                registry=registry,
-            )
-            if registry is not None
-            else None
-        )
+        self._gauge = gauge
 
     @staticmethod
     def is_route_error(exc: BaseException) -> bool:

@@ -13,26 +13,25 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
-from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from connectors.sqs import SQSQueue
 from replicator.catalog import open_catalog
 from replicator.catalog.http import create_app
-from replicator.catalog.lag import LagMetrics
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.config import DaemonConfig
 from replicator.daemon.deletes import DeleteGuard
 from replicator.daemon.health import RouteHealth
+from replicator.daemon.http import serve_http
+from replicator.daemon.kafka_setup import check_topics
+from replicator.daemon.metrics import DaemonMetrics
 from replicator.engine.transfer import ByteBudget, Copier
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.pipeline.bus import (
     AsyncConsumer,
     AsyncProducer,
     KafkaSettings,
-    ensure_topics,
 )
-from replicator.pipeline.ingest import Publisher, SQSPoller, add_ingest_routes
+from replicator.pipeline.ingest import Publisher, SQSPoller
 from replicator.pipeline.rules import (
     Router,
 )
@@ -48,7 +47,6 @@ def make_worker(
     *,
     workers: int,
     dlq_topic: str,
-    registry: CollectorRegistry | None = None,
     **options: Any,
 ) -> Worker:
     """The daemon's worker: the applier is its handler, and a route's concurrency limit is
@@ -61,7 +59,6 @@ def make_worker(
         concurrency=workers,
         dlq_topic=dlq_topic,
         admission=applier.admission,
-        registry=registry,
         **options,
     )
 
@@ -80,16 +77,16 @@ class Daemon:
             session_timeout_ms=k.session_timeout_ms,
             heartbeat_interval_ms=k.heartbeat_interval_ms,
             fetch_wait_max_ms=k.fetch_wait_max_ms,
+            extra=k.client_properties(self.env),
         )
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         settings = self.kafka_settings()
         k = self.config.kafka
-        await asyncio.to_thread(
-            ensure_topics, settings, {k.changes_topic: k.partitions, k.dlq_topic: 1}
-        )
-        metrics = LagMetrics(CollectorRegistry())
-        catalog = await open_catalog(self.config.catalog.url, metrics=metrics)
+        await asyncio.to_thread(check_topics, settings, k)
+        daemon_metrics = DaemonMetrics()
+        metrics = daemon_metrics.lag
+        catalog = await open_catalog(self.config.catalog.resolved_url(self.env), metrics=metrics)
         producer = AsyncProducer(settings)
         copy = self.config.copy_
         copier = Copier(
@@ -102,8 +99,8 @@ class Daemon:
             self.router,
             catalog,
             copier,
-            guard=DeleteGuard(catalog, metrics.registry),
-            health=RouteHealth(metrics.registry),
+            guard=DeleteGuard(catalog, daemon_metrics.deletes_paused),
+            health=RouteHealth(daemon_metrics.route_healthy),
         )
         worker = make_worker(
             AsyncConsumer(settings, [k.changes_topic]),
@@ -111,8 +108,8 @@ class Daemon:
             applier,
             workers=copy.workers,
             dlq_topic=k.dlq_topic,
-            registry=metrics.registry,
         )
+        daemon_metrics.events.stats = worker.stats
         publisher = Publisher(
             producer, self.router, changes_topic=k.changes_topic, dlq_topic=k.dlq_topic
         )
@@ -121,7 +118,10 @@ class Daemon:
             SQSPoller(queue, publisher, wait_s=q.wait_s, receivers=q.receivers)
             for queue, q in zip(queues, self.config.sqs, strict=True)
         ]
-        runner = await self._serve_http(create_app(catalog, metrics), publisher, worker, applier)
+        runner = await serve_http(
+            self.config, self.env, create_app(catalog, metrics), publisher, worker, applier
+        )
+        self.http_port = runner.addresses[0][1] if runner.addresses else self.config.http.port
         try:
             await register_datasets(catalog, self.config)
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
@@ -146,44 +146,3 @@ class Daemon:
             await applier.close()
             await producer.close()
             await catalog.close()
-
-    async def _serve_http(
-        self, app: web.Application, publisher: Publisher, worker: Worker, applier: Applier
-    ) -> web.AppRunner:
-        """One port: catalog queries and /metrics, /healthz, and the ingest receivers."""
-
-        async def health(_: web.Request) -> web.Response:
-            try:
-                await applier.guard.refresh()
-            except Exception as exc:
-                # The last pauses read stand in while the catalog does not answer.
-                log.warning("cannot read pauses for /healthz", error=str(exc))
-            return web.json_response(
-                {
-                    "status": "ok",
-                    "applied": worker.stats.applied,
-                    "dead_lettered": worker.stats.dead_lettered,
-                    # Routes whose deletions wait for an operator (replicator deletes resume).
-                    "deletes_paused": sorted(applier.guard.paused),
-                    "routes_unhealthy": {
-                        route: problem.reason
-                        for route, problem in applier.health.problems().items()
-                    },
-                }
-            )
-
-        app.router.add_get("/healthz", health)
-        token = self.env.get(self.config.http.ingest_token_env, "")
-        if token:
-            add_ingest_routes(app, publisher, token, self.config.http.sns_confirm_hosts)
-        else:
-            log.warning(
-                "ingest endpoints disabled: no shared secret",
-                variable=self.config.http.ingest_token_env,
-            )
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, self.config.http.host, self.config.http.port)
-        await site.start()
-        self.http_port = runner.addresses[0][1] if runner.addresses else self.config.http.port
-        return runner

@@ -1,4 +1,5 @@
-"""The local test bed: S3, GCS and Azure emulators and a Kafka-protocol broker on loopback.
+"""The local test bed: S3, GCS and Azure emulators, a Kafka-protocol broker and PostgreSQL on
+loopback.
 
 One implementation backs ``replicator devstack``, the pytest session fixtures, the demo and
 the benchmarks. Every component runs as its own process group on a free port chosen at start,
@@ -8,6 +9,7 @@ is declared ready only after a real request succeeds, and is stopped by PID.
     fake-gcs-server   GCS JSON API     STORAGE_EMULATOR_HOST
     Azurite           Blob service     AZURE_STORAGE_CONNECTION_STRING
     Tansu             Kafka protocol   REPLICATOR_KAFKA_BOOTSTRAP
+    PostgreSQL        catalog server   REPLICATOR_POSTGRES_URL (see postgres.py)
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from replicator.devstack import postgres
+from replicator.devstack.errors import DevStackError
+
 AZURITE_VERSION = "3.37"
 NODE_MAJOR = "22"
 AZURITE_FALLBACK_VERSION = "3.35"
@@ -38,12 +43,13 @@ AZURE_DEV_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 TANSU_STATE_BUCKET = "tansu-state"
-COMPONENTS = ("s3", "gcs", "azure", "kafka")
+COMPONENTS = ("s3", "gcs", "azure", "kafka", "postgres")
+# What the demo and the event benchmarks need: everything but a catalog server.
+EMULATORS = ("s3", "gcs", "azure", "kafka")
 READY_TIMEOUT_S = 60.0
-
-
-class DevStackError(RuntimeError):
-    """A component could not be installed, started or stopped; the message names it."""
+# Stopped with SIGINT: Tansu keeps serving for 5 s after SIGTERM while clients are connected,
+# and SIGTERM asks PostgreSQL for a "smart" shutdown that waits for every client to leave.
+_STOPPED_BY_SIGINT = ("kafka", "postgres")
 
 
 def default_tools_dir() -> Path:
@@ -159,6 +165,8 @@ class RunningComponent:
     port: int
     log: str
     argv: list[str] = field(default_factory=list)
+    # A directory that belongs to this process alone (PostgreSQL's data), removed once stopped.
+    workdir: str = ""
 
 
 def _die_with_parent() -> None:
@@ -197,8 +205,7 @@ def _pid_runs(pid: int, argv0: str) -> bool:
 def _stop_process(component: RunningComponent, timeout: float = 10.0) -> None:
     if not component.argv or not _pid_runs(component.pid, component.argv[0]):
         return
-    # Tansu keeps serving for 5 s after SIGTERM while clients are connected; SIGINT is immediate.
-    first = signal.SIGINT if component.name == "kafka" else signal.SIGTERM
+    first = signal.SIGINT if component.name in _STOPPED_BY_SIGINT else signal.SIGTERM
     with contextlib.suppress(ProcessLookupError):
         os.killpg(component.pid, first)
     deadline = time.monotonic() + timeout
@@ -362,6 +369,12 @@ class DevStack:
             started["azure"] = component
             pending.append((component, check))
             env["AZURE_STORAGE_CONNECTION_STRING"] = azurite_connection_string(component.port)
+        if "postgres" in self.wanted:
+            # initdb runs while the emulators above start.
+            component, check, url = self._spawn_postgres()
+            started["postgres"] = component
+            pending.append((component, check))
+            env["REPLICATOR_POSTGRES_URL"] = url
         self._await_ready(pending)
         if "kafka" in self.wanted:
             if self.durable:
@@ -370,6 +383,8 @@ class DevStack:
             started["kafka"] = component
             self._await_ready([(component, check)])
             env["REPLICATOR_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{component.port}"
+            # The daemon's own setting (replicator.daemon.config): `replicator run` finds it.
+            env["REPLICATOR_KAFKA__BOOTSTRAP"] = f"127.0.0.1:{component.port}"
 
     def down(self) -> list[str]:
         """Stop every recorded component; returns the names stopped."""
@@ -389,6 +404,8 @@ class DevStack:
             child = self._children.pop(component.pid, None)
             if child is not None:
                 child.wait()
+            if component.workdir:
+                shutil.rmtree(component.workdir, ignore_errors=True)
 
     def __enter__(self) -> StackState:
         return self.up()
@@ -399,7 +416,14 @@ class DevStack:
     # -- components -------------------------------------------------------------------
 
     def _spawn(
-        self, name: str, argv: list[str], port: int, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        env: Mapping[str, str] | None = None,
+        *,
+        run_as: postgres.RunAs | None = None,
+        cwd: Path | None = None,
     ) -> RunningComponent:
         log_path = self.state_dir / f"{name}.log"
         with open(log_path, "wb") as log:
@@ -409,12 +433,28 @@ class DevStack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
-                cwd=self.state_dir,
+                cwd=cwd or self.state_dir,
                 start_new_session=True,
                 preexec_fn=None if self.detached else _die_with_parent,
+                user=run_as.uid if run_as else None,
+                group=run_as.gid if run_as else None,
+                extra_groups=[] if run_as else None,
             )
         self._children[process.pid] = process
         return RunningComponent(name, process.pid, port, str(log_path), argv)
+
+    def _spawn_postgres(self) -> tuple[RunningComponent, Callable[[], bool], str]:
+        port = free_port()
+        launch = postgres.prepare(port)
+        try:
+            component = self._spawn(
+                "postgres", launch.argv, port, run_as=launch.run_as, cwd=launch.data_dir
+            )
+        except BaseException:
+            shutil.rmtree(launch.data_dir, ignore_errors=True)
+            raise
+        component.workdir = str(launch.data_dir)
+        return component, launch.ready, launch.url
 
     def _spawn_moto(self) -> tuple[RunningComponent, Callable[[], bool]]:
         port = free_port()

@@ -22,6 +22,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from structlog.typing import FilteringBoundLogger
 
 from replicator.errors import ReplicatorError
 
@@ -55,21 +56,103 @@ class KafkaSettings:
     # local test broker (Tansu) does not, so there it adds up to the wait to every delivery
     # (a median of ~215 ms with librdkafka's 500 ms default, ~15 ms with 100 ms).
     fetch_wait_max_ms: int = 100
-    extra: Mapping[str, str] | None = None
+    # Any other librdkafka properties (security.protocol, sasl.*, ssl.*, client.id, ...),
+    # secrets included: never in a repr, never logged.
+    extra: Mapping[str, str] | None = field(default=None, repr=False)
 
     def common(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap, **(self.extra or {})}
+        return {
+            "bootstrap.servers": self.bootstrap,
+            **(self.extra or {}),
+            "logger": LIBRDKAFKA_LOG,
+        }
 
 
-def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int], timeout: float = 30) -> None:
-    """Create topics with the intended partition count (auto-creation would pick its own)."""
+class LibrdkafkaLog:
+    """librdkafka's own log lines (confluent-kafka's ``logger`` hook, served by each client's
+    poll) as structlog events, so they come out in the same format (JSON in containers) as
+    everything else instead of raw on stderr."""
+
+    def __init__(self, logger: FilteringBoundLogger | None = None) -> None:
+        self._logger = logger
+
+    def log(self, level: int, fmt: str, *args: object) -> None:
+        logger = self._logger or log
+        if len(args) == 3:
+            facility, client, message = args
+            logger.log(level, "librdkafka", facility=facility, client=client, message=message)
+        else:
+            logger.log(level, "librdkafka", message=fmt % args if args else fmt)
+
+
+LIBRDKAFKA_LOG = LibrdkafkaLog()
+
+
+def check_client_properties(properties: Mapping[str, str]) -> list[str]:
+    """What librdkafka says of ``properties`` (unknown names, invalid values), checked by
+    building a client that never connects: one line per problem."""
+    problems = []
+    # One at a time, so every unknown name or bad value is reported at once...
+    for name, value in properties.items():
+        try:
+            Producer({name: value, "logger": LIBRDKAFKA_LOG})
+        except KafkaException as exc:
+            problems.append(f"kafka.librdkafka: {exc.args[0].str()}")
+    if problems:
+        return problems
+    # ...then together: TLS files are loaded, and combinations checked, only then.
+    try:
+        Producer({**properties, "logger": LIBRDKAFKA_LOG})
+    except KafkaException as exc:
+        problems.append(f"kafka.librdkafka: {exc.args[0].str()}")
+    return problems
+
+
+@dataclass(frozen=True)
+class TopicLayout:
+    """What a topic should look like: partitions, and a replication factor (None: the
+    broker's default)."""
+
+    partitions: int
+    replication_factor: int | None = None
+
+
+def ensure_topics(
+    settings: KafkaSettings, topics: Mapping[str, int | TopicLayout], timeout: float = 30
+) -> list[str]:
+    """Create missing topics with the intended layout (auto-creation would pick its own);
+    return, one line each, how existing topics fall short of it (fewer partitions, fewer
+    replicas), for the caller to report: nothing existing is changed."""
     admin = AdminClient(settings.common())
+    layouts = {
+        name: layout if isinstance(layout, TopicLayout) else TopicLayout(layout)
+        for name, layout in topics.items()
+    }
     existing = admin.list_topics(timeout=timeout).topics
+    problems = []
+    for name, layout in layouts.items():
+        metadata = existing.get(name)
+        if metadata is None:
+            continue
+        partitions = len(metadata.partitions)
+        if partitions < layout.partitions:
+            problems.append(
+                f"topic {name} has {partitions} partitions, fewer than the "
+                f"{layout.partitions} configured: at most {partitions} daemons can share its work"
+            )
+        replicas = min((len(p.replicas) for p in metadata.partitions.values()), default=0)
+        if layout.replication_factor is not None and replicas < layout.replication_factor:
+            problems.append(
+                f"topic {name} has {replicas} replicas of a partition, fewer than the "
+                f"{layout.replication_factor} configured"
+            )
     wanted = [
-        NewTopic(name, partitions) for name, partitions in topics.items() if name not in existing
+        NewTopic(name, layout.partitions, layout.replication_factor or -1)
+        for name, layout in layouts.items()
+        if name not in existing
     ]
     if not wanted:
-        return
+        return problems
     futures = admin.create_topics(wanted, operation_timeout=timeout)
     for name, future in futures.items():
         try:
@@ -77,6 +160,27 @@ def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int], timeout: f
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BusError(f"cannot create topic {name}: {exc}") from exc
+    return problems
+
+
+def topic_partitions(settings: KafkaSettings, topic: str, timeout: float = 30) -> int:
+    """How many partitions ``topic`` has (0 if it does not exist)."""
+    metadata = AdminClient(settings.common()).list_topics(topic, timeout=timeout)
+    found = metadata.topics.get(topic)
+    return len(found.partitions) if found is not None and found.error is None else 0
+
+
+def group_members(settings: KafkaSettings, group: str, timeout: float = 30) -> int:
+    """How many members the consumer group has now (0 if it does not exist yet)."""
+    admin = AdminClient(settings.common())
+    future = admin.describe_consumer_groups([group], request_timeout=timeout)[group]
+    try:
+        description = future.result(timeout=timeout)
+    except KafkaException as exc:
+        if exc.args[0].code() in (KafkaError.GROUP_ID_NOT_FOUND, KafkaError._NOT_IMPLEMENTED):
+            return 0
+        raise BusError(f"cannot describe consumer group {group}: {exc}") from exc
+    return len(description.members)
 
 
 class AsyncProducer:

@@ -251,22 +251,26 @@ def validate_config(model: type[M], data: dict[str, object], origin: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        # An invalid item also makes its list "too short"; only the item's own error helps.
-        errors = [
-            error
-            for error in errors
-            if error["type"] != "too_short"
-            or not any(
-                other["loc"][: len(error["loc"])] == error["loc"] and other["loc"] != error["loc"]
-                for other in errors
-            )
-        ]
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'top level'}: {error['msg']}"
-            for error in errors
+        raise ConfigError(f"{origin}: {'; '.join(config_problems(exc))}") from None
+
+
+def config_problems(exc: ValidationError) -> list[str]:
+    """One line per problem, naming the setting (``kafka.partitions: ...``), never its value."""
+    errors = exc.errors()
+    # An invalid item also makes its list "too short"; only the item's own error helps.
+    errors = [
+        error
+        for error in errors
+        if error["type"] != "too_short"
+        or not any(
+            other["loc"][: len(error["loc"])] == error["loc"] and other["loc"] != error["loc"]
+            for other in errors
         )
-        raise ConfigError(f"{origin}: {problems}") from None
+    ]
+    return [
+        f"{'.'.join(str(p) for p in error['loc']) or 'top level'}: {error['msg']}"
+        for error in errors
+    ]
 
 
 def read_toml(path: Path) -> dict[str, object]:

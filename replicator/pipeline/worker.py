@@ -29,7 +29,6 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter
 
 from connectors.base import StoreError
 from replicator.engine.retry import RetryPolicy
@@ -93,7 +92,6 @@ class Worker:
         cancel_deadline_s: float = 60.0,
         dlq_topic: str = DLQ_TOPIC,
         admission: Admission | None = None,
-        registry: CollectorRegistry | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -113,16 +111,6 @@ class Worker:
         self._slots = asyncio.Semaphore(concurrency)
         self._tails: dict[bytes | None, asyncio.Task[None]] = {}
         self._unfinished = 0
-        self._dead_letters = (
-            Counter(
-                "replicator_records_dead_lettered",
-                "Records sent to the dead-letter topic, by the kind of error.",
-                ["error"],
-                registry=registry,
-            )
-            if registry is not None
-            else None
-        )
 
     @property
     def unfinished(self) -> int:
@@ -305,6 +293,4 @@ class Worker:
                 await asyncio.sleep(delay)
             else:
                 self.stats.dead_lettered += 1
-                if self._dead_letters is not None:
-                    self._dead_letters.labels(error_type).inc()
                 return

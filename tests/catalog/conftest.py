@@ -1,13 +1,12 @@
-"""Catalog fixtures: every test runs on a SQLite file and on the real PostgreSQL.
+"""Catalog fixtures: every test runs on a SQLite file and on a real PostgreSQL.
 
-PostgreSQL (``REPLICATOR_TEST_POSTGRES``, default the test bed's ``postgresql://postgres@
-127.0.0.1:5432/test``) gets a schema of its own for this test run, dropped at the end; tests
+PostgreSQL (the test bed's server, or the one ``REPLICATOR_TEST_POSTGRES`` names: see
+``tests/conftest.py``) gets a schema of its own for this test run, dropped at the end; tests
 share it and keep apart by using unique dataset names and store URLs.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -22,7 +21,6 @@ from replicator.catalog import Catalog, LocationSpec, Role, open_catalog
 from replicator.catalog.lag import LagMetrics
 from replicator.catalog.model import Dataset
 
-POSTGRES = os.environ.get("REPLICATOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgresql")
 
 
@@ -30,8 +28,8 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
-async def drop_schema(schema: str) -> None:
-    engine = create_async_engine(make_url(POSTGRES).set(drivername="postgresql+asyncpg"))
+async def drop_schema(server: str, schema: str) -> None:
+    engine = create_async_engine(make_url(server).set(drivername="postgresql+asyncpg"))
     try:
         async with engine.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
@@ -40,10 +38,10 @@ async def drop_schema(schema: str) -> None:
 
 
 @pytest.fixture(scope="session")
-async def postgres_url() -> AsyncIterator[str]:
+async def postgres_url(postgres_server: str) -> AsyncIterator[str]:
     schema = unique("replicator_test_")
-    yield f"{POSTGRES}?schema={schema}"
-    await drop_schema(schema)
+    yield f"{postgres_server}?schema={schema}"
+    await drop_schema(postgres_server, schema)
 
 
 @pytest.fixture(params=BACKENDS)

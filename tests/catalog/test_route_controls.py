@@ -7,10 +7,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from replicator.catalog import Catalog, PauseScope, open_catalog
 from replicator.daemon.deletes import DeleteGuard, RoutePaused
+from replicator.daemon.metrics import DaemonMetrics
 from replicator.pipeline.rules import Route, load_config
 from tests.catalog.conftest import unique
 
@@ -80,8 +80,9 @@ async def test_resume_is_seen_by_every_daemon_without_a_restart(
 ) -> None:
     limited = route(1)
     other = await open_catalog(catalog_url)
-    registry = CollectorRegistry()
-    here, there = DeleteGuard(catalog, registry), DeleteGuard(other)
+    metrics = DaemonMetrics()
+    registry = metrics.registry
+    here, there = DeleteGuard(catalog, metrics.deletes_paused), DeleteGuard(other)
     try:
         await here.admit(limited)
         with pytest.raises(RoutePaused):

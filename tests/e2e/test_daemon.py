@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import boto3
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from connectors import open_store
 from connectors.base import NotFound, ObjectStore
@@ -148,6 +149,26 @@ async def test_notifications_replicate_puts_overwrites_and_deletes(lake: Lake) -
         await until(followed)
         with pytest.raises(NotFound):
             await az.head("empty")
+        samples: dict[str, float] = {}
+
+        async def all_counted() -> bool:
+            # A change is counted once its catalog row is written, just after the replica.
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{daemon.http_port}/metrics") as response,
+            ):
+                exposition = await response.text()
+            samples.update(
+                (sample.name, sample.value)
+                for family in text_string_to_metric_families(exposition)
+                for sample in family.samples
+            )
+            # Six changes: four puts, one overwrite, one delete (S3 may notify a put twice).
+            return samples["replicator_events_applied_total"] >= 6
+
+        await until(all_counted)
+        assert samples["replicator_events_dead_lettered_total"] == 0
+        assert samples["process_resident_memory_bytes"] > 0
     finally:
         stop.set()
         await asyncio.wait_for(running, 60)

@@ -1,0 +1,109 @@
+"""Everything the daemon exports on ``/metrics``, built in one registry.
+
+* the catalog's figures (``replicator.catalog.lag.LagMetrics``): replication latency,
+  failures, and per-route gauges read from the shared catalog at each scrape;
+* ``replicator_route_deletes_paused`` (set by the deletion guard) and
+  ``replicator_route_healthy`` (set by the routes' health);
+* this daemon's event counters: changes applied, sent to the DLQ, retried;
+* the process itself (CPU, memory, open files, garbage collections, Python version).
+
+``deploy/`` (the Grafana dashboard, the KEDA trigger) uses only names exported here; a test
+reads them from :func:`exported_names` so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    GCCollector,
+    Metric,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from replicator.catalog.lag import LagMetrics
+from replicator.pipeline.worker import WorkerStats
+
+
+class EventCounters(Collector):
+    """Counters of this daemon's worker, read from its stats at each scrape."""
+
+    def __init__(self) -> None:
+        self.stats = WorkerStats()
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        yield CounterMetricFamily(
+            "replicator_events_applied",
+            "Change events this daemon applied (copied, deleted, or found already done).",
+            value=stats.applied,
+        )
+        yield CounterMetricFamily(
+            "replicator_events_dead_lettered",
+            "Change events this daemon sent to the dead-letter topic.",
+            value=stats.dead_lettered,
+        )
+        yield CounterMetricFamily(
+            "replicator_events_failed_unexpectedly",
+            "Change events whose processing raised an unexpected error (a bug, or input "
+            "nobody foresaw); each was dead-lettered with the error.",
+            value=stats.failed_unexpectedly,
+        )
+        yield CounterMetricFamily(
+            "replicator_events_retried",
+            "Retries of change events after a retriable failure.",
+            value=stats.retries,
+        )
+
+
+class DaemonMetrics:
+    """The daemon's registry and the metric objects that record into it."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.lag = LagMetrics(self.registry)
+        self.deletes_paused = Gauge(
+            "replicator_route_deletes_paused",
+            "1 while a route's deletions are paused (its delete limit was exceeded, or an "
+            "operator paused them).",
+            ["route"],
+            registry=self.registry,
+        )
+        self.route_healthy = Gauge(
+            "replicator_route_healthy",
+            "0 while a route's source or destination cannot be used (bucket missing, access "
+            "refused), else 1.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.events = EventCounters()
+        self.registry.register(self.events)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+
+def exported_names(registry: CollectorRegistry) -> set[str]:
+    """Every sample name ``registry`` can expose, including the ``_total``, ``_bucket``,
+    ``_count``, ``_sum`` and ``_created`` series of counters and histograms, whether or not
+    a labelled series has been recorded yet."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "summary": ("_count", "_sum", "_created"),
+        "gauge": ("",),
+        "info": ("_info",),
+        "stateset": ("",),
+        "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+        "unknown": ("",),
+    }
+    names: set[str] = set()
+    for family in registry.collect():
+        names.update(family.name + suffix for suffix in suffixes[family.type])
+        names.update(sample.name for sample in family.samples)
+    return names
