@@ -26,6 +26,9 @@
     [[sqs]]
     queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/lake-events"
     receivers = 4                    # receive loops at once (one drains at most ~10 per call)
+    visibility_timeout_s = 15        # lease of a received message, extended while publishing;
+                                     # a killed daemon's messages come back after this long
+    max_receives = 5                 # a message received more often goes to the DLQ
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from replicator.pipeline.bus import (
     CHANGES_TOPIC,
     DLQ_TOPIC,
 )
+from replicator.pipeline.ingest.sqs import DEFAULT_VISIBILITY_TIMEOUT_S
 from replicator.pipeline.rules import (
     Duration,
     RoutingConfig,
@@ -102,6 +106,8 @@ class SQSSection(BaseModel):
     queue_url: str
     wait_s: int = Field(default=10, ge=0, le=20)
     receivers: int = Field(default=4, ge=1, le=64)
+    visibility_timeout_s: int = Field(default=DEFAULT_VISIBILITY_TIMEOUT_S, ge=2, le=43_200)
+    max_receives: int = Field(default=5, ge=1)
 
 
 class DeletesSection(BaseModel):

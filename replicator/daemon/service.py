@@ -82,9 +82,18 @@ class Daemon:
         publisher = Publisher(
             producer, self.router, changes_topic=k.changes_topic, dlq_topic=k.dlq_topic
         )
-        queues = [SQSQueue(q.queue_url) for q in self.config.sqs]
+        queues = [
+            SQSQueue(q.queue_url, visibility_timeout_s=q.visibility_timeout_s)
+            for q in self.config.sqs
+        ]
         pollers = [
-            SQSPoller(queue, publisher, wait_s=q.wait_s, receivers=q.receivers)
+            SQSPoller(
+                queue,
+                publisher,
+                wait_s=q.wait_s,
+                receivers=q.receivers,
+                max_receives=q.max_receives,
+            )
             for queue, q in zip(queues, self.config.sqs, strict=True)
         ]
         runner = await self._serve_http(

@@ -19,7 +19,7 @@ from replicator.pipeline.events import (
     parse_gcs,
     parse_s3,
 )
-from replicator.pipeline.ingest.publisher import Publisher
+from replicator.pipeline.ingest.publisher import Publisher, Rejection
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +79,8 @@ async def ingest_azure(request: web.Request) -> web.Response:
     try:
         code = azure_validation_code(body)
     except ParseError as exc:
-        await request.app[PUBLISHER_KEY].dead_letter(body, exc.reason, "azure-http")
+        rejection = Rejection(exc.reason, "ParseError")
+        await request.app[PUBLISHER_KEY].dead_letter(body, rejection, "azure-http")
         return web.json_response({"published": 0}, status=202)
     if code is not None:
         return web.json_response({"validationResponse": code})

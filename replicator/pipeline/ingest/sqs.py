@@ -1,23 +1,19 @@
-"""The SQS poller: S3 notifications from an SQS queue to Kafka."""
+"""The SQS poller: S3 notifications (direct, through SNS or EventBridge) from an SQS queue to
+Kafka, with the lease handling of ``replicator.pipeline.ingest.queue``."""
 
 from __future__ import annotations
 
-import asyncio
-
-import structlog
-
-from connectors.base import StoreError
-from connectors.sqs import SQSQueue
+from connectors.sqs import DEFAULT_VISIBILITY_TIMEOUT_S, SQSQueue
 from replicator.engine.retry import RetryPolicy
 from replicator.pipeline.events import parse_s3
 from replicator.pipeline.ingest.publisher import Publisher
+from replicator.pipeline.ingest.queue import QueueConsumer
 
-log = structlog.get_logger(__name__)
+__all__ = ["DEFAULT_VISIBILITY_TIMEOUT_S", "SQSPoller"]
 
 
-class SQSPoller:
-    """Moves S3 notifications from an SQS queue to Kafka; deletes a message only once Kafka
-    acknowledged everything it carried.
+class SQSPoller(QueueConsumer):
+    """Moves S3 notifications from an SQS queue to Kafka.
 
     One receive returns at most 10 messages, and each round trip (receive, publish, delete)
     takes tens of milliseconds even on AWS, so a single loop caps the rate a queue can drain
@@ -31,35 +27,20 @@ class SQSPoller:
         *,
         wait_s: int = 10,
         receivers: int = 4,
+        max_receives: int = 5,
+        drain_s: float = 10.0,
         retry: RetryPolicy | None = None,
     ) -> None:
-        if receivers < 1:
-            raise ValueError("an SQS poller needs at least one receiver")
-        self.queue = queue
-        self.publisher = publisher
-        self.wait_s = wait_s
-        self.receivers = receivers
-        self.retry = retry or RetryPolicy(
-            max_attempts=1_000_000, max_delay=30, time_budget=float("inf")
+        super().__init__(
+            queue,
+            publisher,
+            parse_s3,
+            origin="sqs",
+            batch=10,
+            wait_s=wait_s,
+            receivers=receivers,
+            max_receives=max_receives,
+            drain_s=drain_s,
+            retry=retry,
         )
-
-    async def poll_once(self) -> int:
-        messages = await self.queue.receive(10, self.wait_s)
-        counts = await asyncio.gather(
-            *(self.publisher.ingest(m.body, parse_s3, "sqs") for m in messages)
-        )
-        await self.queue.delete(messages)
-        return sum(counts)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        await asyncio.gather(*(self._receive(stop) for _ in range(self.receivers)))
-
-    async def _receive(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.retry.run(self.poll_once, what=f"poll {self.queue.queue_url}")
-            except StoreError as exc:
-                log.error(
-                    "SQS polling failed; retrying", queue=self.queue.queue_url, error=str(exc)
-                )
-                await asyncio.sleep(5)
+        self.queue: SQSQueue = queue
