@@ -33,8 +33,9 @@ class QueueMessage:
 
 @dataclass(frozen=True)
 class QueueDepth:
-    """The service's approximate counts: messages waiting (visible) and received but not yet
-    deleted (in flight, by any receiver). None where the service has no such count."""
+    """The service's approximate counts: every message not yet deleted (``total``: waiting
+    or in flight) and, where the service tells them apart, those received and not yet deleted
+    by any receiver (``in_flight``)."""
 
-    visible: int | None
+    total: int
     in_flight: int | None

@@ -163,10 +163,9 @@ class SQSQueue:
                 ],
             )
         attributes = response.get("Attributes", {})
-        return QueueDepth(
-            visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
-            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
-        )
+        in_flight = int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
+        visible = int(attributes.get("ApproximateNumberOfMessages", 0))
+        return QueueDepth(total=visible + in_flight, in_flight=in_flight)
 
     async def delete(self, messages: Sequence[QueueMessage]) -> None:
         if not messages:

@@ -29,6 +29,13 @@
     visibility_timeout_s = 15        # lease of a received message, extended while publishing;
                                      # a killed daemon's messages come back after this long
     max_receives = 5                 # a message received more often goes to the DLQ
+
+    [[azure_queues]]                 # Event Grid -> Storage Queue (no public endpoint needed)
+    queue = "blob-events"
+    account = "lakeprod"             # the queue's storage account; default: the environment's
+    visibility_timeout_s = 30        # lease, extended while publishing
+    receivers = 2
+    max_receives = 5
 """
 
 from __future__ import annotations
@@ -110,6 +117,16 @@ class SQSSection(BaseModel):
     max_receives: int = Field(default=5, ge=1)
 
 
+class AzureQueueSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    queue: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
+    account: str | None = None
+    wait_s: int = Field(default=10, ge=0, le=60)
+    receivers: int = Field(default=2, ge=1, le=64)
+    visibility_timeout_s: int = Field(default=30, ge=2, le=7 * 24 * 3600)
+    max_receives: int = Field(default=5, ge=1)
+
+
 class DeletesSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     sweep_interval: Duration = timedelta(minutes=1)
@@ -121,6 +138,7 @@ class DaemonConfig(RoutingConfig):
     http: HttpSection = HttpSection()
     copy_: CopySection = Field(default=CopySection(), alias="copy")
     sqs: tuple[SQSSection, ...] = ()
+    azure_queues: tuple[AzureQueueSection, ...] = ()
     deletes: DeletesSection = DeletesSection()
 
 

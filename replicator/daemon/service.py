@@ -1,7 +1,7 @@
 """The daemon: change events from Kafka applied to every destination of their route, with
-the SQS pollers, the deletion sweeper and one HTTP port for health, metrics, catalog queries
-and the ingest receivers. Configuration: ``replicator.daemon.config``; what applying one event
-means: ``replicator.daemon.applier``.
+the queue consumers (SQS, Azure Storage Queue, Pub/Sub), the deletion sweeper and one HTTP
+port for health, metrics, catalog queries and the ingest receivers. Configuration:
+``replicator.daemon.config``; what applying one event means: ``replicator.daemon.applier``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from connectors.sqs import SQSQueue
 from replicator.catalog import open_catalog
 from replicator.catalog.http import create_app
 from replicator.catalog.lag import LagMetrics
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.config import DaemonConfig
 from replicator.daemon.deletes import DeleteGuard
+from replicator.daemon.ingest_sources import build_consumers
 from replicator.engine.transfer import ByteBudget, Copier
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.pipeline.bus import (
@@ -30,7 +30,7 @@ from replicator.pipeline.bus import (
     KafkaSettings,
     ensure_topics,
 )
-from replicator.pipeline.ingest import Publisher, SQSPoller, add_ingest_routes
+from replicator.pipeline.ingest import IngestBacklog, Publisher, add_ingest_routes
 from replicator.pipeline.rules import (
     Router,
 )
@@ -82,20 +82,10 @@ class Daemon:
         publisher = Publisher(
             producer, self.router, changes_topic=k.changes_topic, dlq_topic=k.dlq_topic
         )
-        queues = [
-            SQSQueue(q.queue_url, visibility_timeout_s=q.visibility_timeout_s)
-            for q in self.config.sqs
-        ]
-        pollers = [
-            SQSPoller(
-                queue,
-                publisher,
-                wait_s=q.wait_s,
-                receivers=q.receivers,
-                max_receives=q.max_receives,
-            )
-            for queue, q in zip(queues, self.config.sqs, strict=True)
-        ]
+        # SQS, Azure Storage Queue, Pub/Sub: each also reports what it holds unpublished.
+        self.ingest_sources = build_consumers(self.config, publisher)
+        # Everything ingest holds unpublished (replicator.pipeline.ingest.backlog).
+        self.ingest_backlogs: list[IngestBacklog] = [publisher, *self.ingest_sources]
         runner = await self._serve_http(
             create_app(catalog, metrics), publisher, worker, applier.guard
         )
@@ -104,7 +94,10 @@ class Daemon:
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
             sweeper = applier.sweeper(self.config.deletes.sweep_interval)
             tasks.append(asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"))
-            tasks += [asyncio.create_task(p.run(stop), name="sqs") for p in pollers]
+            tasks += [
+                asyncio.create_task(c.run(stop), name=f"ingest {c.queue.name}")
+                for c in self.ingest_sources
+            ]
             # Start-up objects live as long as the daemon: keep full collections from scanning
             # them again and again (their pauses showed in the latency tail).
             gc.freeze()
@@ -113,13 +106,13 @@ class Daemon:
             log.info(
                 "replicator running",
                 routes=[r.name for r in self.config.routes],
-                queues=len(queues),
+                queues=len(self.ingest_sources),
             )
             await asyncio.gather(*tasks)
         finally:
             await runner.cleanup()
-            for queue in queues:
-                await queue.close()
+            for consumer in self.ingest_sources:
+                await consumer.queue.close()
             await applier.close()
             await producer.close()
             await catalog.close()

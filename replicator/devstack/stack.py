@@ -6,7 +6,8 @@ is declared ready only after a real request succeeds, and is stopped by PID.
 
     moto server       S3 and SQS       AWS_ENDPOINT_URL
     fake-gcs-server   GCS JSON API     STORAGE_EMULATOR_HOST
-    Azurite           Blob service     AZURE_STORAGE_CONNECTION_STRING
+    Azurite           Blob service     AZURE_STORAGE_CONNECTION_STRING (BlobEndpoint)
+    Azurite           Queue service    AZURE_STORAGE_CONNECTION_STRING (QueueEndpoint)
     Tansu             Kafka protocol   REPLICATOR_KAFKA_BOOTSTRAP
 """
 
@@ -361,7 +362,12 @@ class DevStack:
             component, check = self._spawn_azurite()
             started["azure"] = component
             pending.append((component, check))
-            env["AZURE_STORAGE_CONNECTION_STRING"] = azurite_connection_string(component.port)
+            queue, queue_check = self._spawn_azurite(service="queue")
+            started["azure-queue"] = queue
+            pending.append((queue, queue_check))
+            env["AZURE_STORAGE_CONNECTION_STRING"] = azurite_connection_string(
+                component.port, queue.port
+            )
         self._await_ready(pending)
         if "kafka" in self.wanted:
             if self.durable:
@@ -454,7 +460,7 @@ class DevStack:
         component = self._spawn("gcs", argv, port)
         return component, _http_ready(f"http://{address}/storage/v1/b")
 
-    def _spawn_azurite(self) -> tuple[RunningComponent, Callable[[], bool]]:
+    def _spawn_azurite(self, service: str = "blob") -> tuple[RunningComponent, Callable[[], bool]]:
         install = find_azurite(self.tools_dir)
         if install is None:
             raise DevStackError(
@@ -462,12 +468,13 @@ class DevStack:
                 "run `replicator devstack install` (needs npm)"
             )
         port = free_port()
+        entry_point = install.entry_point.parent.parent / service / "main.js"
         argv = [
             str(install.node),
-            str(install.entry_point),
-            "--blobHost",
+            str(entry_point),
+            f"--{service}Host",
             "127.0.0.1",
-            "--blobPort",
+            f"--{service}Port",
             str(port),
             "--inMemoryPersistence",
             "--skipApiVersionCheck",
@@ -475,7 +482,7 @@ class DevStack:
             "--disableTelemetry",
             "--silent",
         ]
-        component = self._spawn("azure", argv, port)
+        component = self._spawn("azure" if service == "blob" else f"azure-{service}", argv, port)
         return component, _http_ready(f"http://127.0.0.1:{port}/{AZURE_DEV_ACCOUNT}?comp=list")
 
     def _spawn_tansu(self, env: Mapping[str, str]) -> tuple[RunningComponent, Callable[[], bool]]:
@@ -542,11 +549,14 @@ class DevStack:
                 time.sleep(0.05)
 
 
-def azurite_connection_string(port: int) -> str:
+def azurite_connection_string(port: int, queue_port: int | None = None) -> str:
+    queue = (
+        f"QueueEndpoint=http://127.0.0.1:{queue_port}/{AZURE_DEV_ACCOUNT};" if queue_port else ""
+    )
     return (
         f"DefaultEndpointsProtocol=http;AccountName={AZURE_DEV_ACCOUNT};"
         f"AccountKey={AZURE_DEV_KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{port}/{AZURE_DEV_ACCOUNT};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/{AZURE_DEV_ACCOUNT};{queue}"
     )
 
 

@@ -12,9 +12,10 @@ Every ingest source (a queue consumer, the publisher the HTTP receivers and scan
   process at the moment of the call: nothing this process received with an older event time
   is unaccounted for, since a message is held before its first ``await`` and released only
   after Kafka's acknowledgement.
-* ``queue_depth()`` is the queue service's own approximate count of messages waiting and in
-  flight (every receiver's, other daemons' and dead processes' included), or None where the
-  service has no such count (Pub/Sub pull, HTTP push). Their event times are unknown: a route
+* ``queue_depth()`` is the queue service's own approximate count of messages not yet deleted
+  (waiting or in flight: every receiver's, other daemons' and dead processes' included; SQS
+  also tells the in-flight part), or None where the service has no such count (Pub/Sub pull,
+  HTTP push). Their event times are unknown: a route
   whose source feeds a queue with a non-zero count cannot promise more than "now minus the
   time those messages may have waited".
 * What Kafka holds beyond the committed offsets is not ingest's: once a change is
