@@ -36,6 +36,13 @@
     visibility_timeout_s = 30        # lease, extended while publishing
     receivers = 2
     max_receives = 5
+
+    [[pubsub]]                       # GCS -> Pub/Sub, pulled (no public endpoint needed)
+    subscription = "projects/lake-prod/subscriptions/replicator"
+    ack_deadline_s = 10              # lease, extended while publishing; <= the subscription's
+    batch = 100                      # flow control: at most receivers x batch outstanding
+    receivers = 2
+    service_account_file = "/var/run/secrets/pubsub.json"   # default: application default
 """
 
 from __future__ import annotations
@@ -127,6 +134,18 @@ class AzureQueueSection(BaseModel):
     max_receives: int = Field(default=5, ge=1)
 
 
+class PubSubSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    subscription: str = Field(pattern=r"^projects/[^/]+/subscriptions/[^/]+$")
+    ack_deadline_s: int = Field(default=10, ge=1, le=600)
+    batch: int = Field(default=100, ge=1, le=1000)
+    receivers: int = Field(default=2, ge=1, le=64)
+    wait_s: int = Field(default=10, ge=0, le=60)
+    max_receives: int = Field(default=5, ge=1)
+    service_account_file: str | None = None
+    api_root: str | None = None
+
+
 class DeletesSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     sweep_interval: Duration = timedelta(minutes=1)
@@ -139,6 +158,7 @@ class DaemonConfig(RoutingConfig):
     copy_: CopySection = Field(default=CopySection(), alias="copy")
     sqs: tuple[SQSSection, ...] = ()
     azure_queues: tuple[AzureQueueSection, ...] = ()
+    pubsub: tuple[PubSubSection, ...] = ()
     deletes: DeletesSection = DeletesSection()
 
 

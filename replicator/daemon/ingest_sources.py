@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from connectors.azure_credentials import AzureCredentials
 from connectors.azure_queue import AzureQueue
+from connectors.pubsub import PubSubSubscription
 from connectors.sqs import SQSQueue
 from replicator.daemon.config import DaemonConfig
 from replicator.pipeline.ingest import Publisher, SQSPoller
 from replicator.pipeline.ingest.azure_queue import AzureQueueConsumer
+from replicator.pipeline.ingest.pubsub import PubSubConsumer
 from replicator.pipeline.ingest.queue import QueueConsumer
 
 
@@ -42,5 +44,21 @@ def build_consumers(config: DaemonConfig, publisher: Publisher) -> list[QueueCon
             max_receives=q.max_receives,
         )
         for q in config.azure_queues
+    ]
+    consumers += [
+        PubSubConsumer(
+            PubSubSubscription(
+                q.subscription,
+                ack_deadline_s=q.ack_deadline_s,
+                service_file=q.service_account_file,
+                api_root=q.api_root,
+            ),
+            publisher,
+            batch=q.batch,
+            wait_s=q.wait_s,
+            receivers=q.receivers,
+            max_receives=q.max_receives,
+        )
+        for q in config.pubsub
     ]
     return consumers
