@@ -43,6 +43,18 @@
     batch = 100                      # flow control: at most receivers x batch outstanding
     receivers = 2
     service_account_file = "/var/run/secrets/pubsub.json"   # default: application default
+
+    [ingest.s3]                      # how each HTTP receiver verifies its senders
+    verify = "sns-signature"         # or "token" (the default for all three)
+    sns_topic_arns = ["arn:aws:sns:eu-west-1:123456789012:lake-events"]
+    [ingest.gcs]
+    verify = "oidc"                  # Pub/Sub push with an OIDC token
+    audience = "https://replicator.example.com/ingest/gcs"
+    service_accounts = ["pubsub-push@lake-prod.iam.gserviceaccount.com"]
+    [ingest.azure]
+    verify = "entra"                 # Event Grid webhook secured with Entra ID
+    tenant_id = "00000000-0000-0000-0000-000000000000"
+    audience = "api://replicator-ingest"
 """
 
 from __future__ import annotations
@@ -59,6 +71,7 @@ from replicator.pipeline.bus import (
     DLQ_TOPIC,
 )
 from replicator.pipeline.ingest.sqs import DEFAULT_VISIBILITY_TIMEOUT_S
+from replicator.pipeline.ingest.verification import IngestAuthSection
 from replicator.pipeline.rules import (
     Duration,
     RoutingConfig,
@@ -159,6 +172,7 @@ class DaemonConfig(RoutingConfig):
     sqs: tuple[SQSSection, ...] = ()
     azure_queues: tuple[AzureQueueSection, ...] = ()
     pubsub: tuple[PubSubSection, ...] = ()
+    ingest: IngestAuthSection = IngestAuthSection()
     deletes: DeletesSection = DeletesSection()
 
 

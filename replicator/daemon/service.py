@@ -31,6 +31,7 @@ from replicator.pipeline.bus import (
     ensure_topics,
 )
 from replicator.pipeline.ingest import IngestBacklog, Publisher, add_ingest_routes
+from replicator.pipeline.ingest.verification import IngestAuth
 from replicator.pipeline.rules import (
     Router,
 )
@@ -62,6 +63,7 @@ class Daemon:
             ensure_topics, settings, {k.changes_topic: k.partitions, k.dlq_topic: 1}
         )
         metrics = LagMetrics(CollectorRegistry())
+        self.metrics_registry = metrics.registry
         catalog = await open_catalog(self.config.catalog.url, metrics=metrics)
         producer = AsyncProducer(settings)
         copy = self.config.copy_
@@ -135,8 +137,9 @@ class Daemon:
 
         app.router.add_get("/healthz", health)
         token = self.env.get(self.config.http.ingest_token_env, "")
-        if token:
-            add_ingest_routes(app, publisher, token, self.config.http.sns_confirm_hosts)
+        if token or not self.config.ingest.needs_token():
+            auth = IngestAuth(self.config.ingest, token, registry=self.metrics_registry)
+            add_ingest_routes(app, publisher, token, self.config.http.sns_confirm_hosts, auth)
         else:
             log.warning(
                 "ingest endpoints disabled: no shared secret",
