@@ -61,6 +61,8 @@ class AzureCredentials:
     client_id: str | None = None
     # Endpoints by service ("blob", "queue"); default https://ACCOUNT.SERVICE.core.windows.net
     endpoints: Mapping[str, str] = field(default_factory=dict)
+    # Where they were configured, for error messages (variable or configuration names).
+    origin: str = ""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> AzureCredentials:
@@ -68,18 +70,26 @@ class AzureCredentials:
         env = os.environ if environ is None else environ
         connection_string = env.get("AZURE_STORAGE_CONNECTION_STRING")
         if connection_string:
-            return cls.from_connection_string(connection_string)
+            return cls.from_connection_string(
+                connection_string, origin="AZURE_STORAGE_CONNECTION_STRING"
+            )
         account = env.get("AZURE_STORAGE_ACCOUNT")
         if not account:
             raise AzureCredentialsError(NO_CREDENTIALS)
         if env.get("AZURE_STORAGE_KEY"):
-            return cls(account, "key", key=env["AZURE_STORAGE_KEY"])
+            origin = "AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY"
+            return cls(account, "key", key=env["AZURE_STORAGE_KEY"], origin=origin)
         if env.get("AZURE_STORAGE_SAS_TOKEN"):
-            return cls(account, "sas", sas=env["AZURE_STORAGE_SAS_TOKEN"])
-        return cls(account, "identity", client_id=env.get("AZURE_CLIENT_ID") or None)
+            origin = "AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_SAS_TOKEN"
+            return cls(account, "sas", sas=env["AZURE_STORAGE_SAS_TOKEN"], origin=origin)
+        origin = "AZURE_STORAGE_ACCOUNT with Entra ID (DefaultAzureCredential)"
+        client_id = env.get("AZURE_CLIENT_ID") or None
+        return cls(account, "identity", client_id=client_id, origin=origin)
 
     @classmethod
-    def from_connection_string(cls, connection_string: str) -> AzureCredentials:
+    def from_connection_string(
+        cls, connection_string: str, origin: str = "a connection string"
+    ) -> AzureCredentials:
         fields = connection_string_fields(connection_string)
         account = fields.get("AccountName")
         if not account:
@@ -89,7 +99,9 @@ class AzureCredentials:
             for service, name in (("blob", "BlobEndpoint"), ("queue", "QueueEndpoint"))
             if fields.get(name)
         }
-        return cls(account, "connection_string", connection_string, endpoints=endpoints)
+        return cls(
+            account, "connection_string", connection_string, endpoints=endpoints, origin=origin
+        )
 
     def endpoint(self, service: AzureService) -> str:
         """The account's endpoint for ``service``: scheme, host and path, no query."""

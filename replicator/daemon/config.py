@@ -55,15 +55,27 @@
     verify = "entra"                 # Event Grid webhook secured with Entra ID
     tenant_id = "00000000-0000-0000-0000-000000000000"
     audience = "api://replicator-ingest"
+
+    [[credentials]]                  # per location (URL prefix) or per Azure account
+    s3 = "s3://partner-lake/"        # reads from / writes to this prefix with:
+    role_arn = "arn:aws:iam::210987654321:role/replicator-writer"   # and/or profile,
+                                     # endpoint_url, region, access_key_id_env + secret_...
+    [[credentials]]
+    gs = "gs://ml-europe/"
+    service_account_file = "/var/run/secrets/gcs-ml-europe.json"
+    [[credentials]]
+    azure_account = "lakeprod"       # az://container@lakeprod/...
+    method = "identity"              # identity | key | sas | connection_string (+ *_env)
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.pipeline.bus import (
@@ -159,6 +171,81 @@ class PubSubSection(BaseModel):
     api_root: str | None = None
 
 
+class CredentialsSection(BaseModel):
+    """One ``[[credentials]]`` entry: the credentials of one location (``s3`` or ``gs``: a URL
+    prefix, the longest match wins) or one Azure storage account (``azure_account``).
+    Secrets are named by environment variable (``*_env``), never written here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    s3: str | None = Field(default=None, pattern=r"^s3://[^/]+")
+    gs: str | None = Field(default=None, pattern=r"^gs://[^/]+")
+    azure_account: str | None = Field(default=None, pattern=r"^[a-z0-9]{3,24}$")
+    # S3: any of a profile, a role to assume (with the chain's or the profile's credentials),
+    # static keys, an endpoint and a region.
+    profile: str | None = None
+    role_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+")
+    external_id_env: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id_env: str | None = None
+    secret_access_key_env: str | None = None
+    # GCS: a service-account key file (default: application default credentials).
+    service_account_file: str | None = None
+    # Azure: one method.
+    method: Literal["identity", "key", "sas", "connection_string"] | None = None
+    key_env: str | None = None
+    sas_env: str | None = None
+    connection_string_env: str | None = None
+    client_id: str | None = None
+    blob_endpoint: str | None = None
+    queue_endpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> CredentialsSection:
+        targets = [name for name in ("s3", "gs", "azure_account") if getattr(self, name)]
+        if len(targets) != 1:
+            raise ValueError("each [[credentials]] entry names one of s3, gs or azure_account")
+        fields = {
+            "s3": {
+                "profile",
+                "role_arn",
+                "external_id_env",
+                "endpoint_url",
+                "region",
+                "access_key_id_env",
+                "secret_access_key_env",
+            },
+            "gs": {"service_account_file"},
+            "azure_account": {
+                "method",
+                "key_env",
+                "sas_env",
+                "connection_string_env",
+                "client_id",
+                "blob_endpoint",
+                "queue_endpoint",
+            },
+        }
+        foreign = sorted(
+            name
+            for target, names in fields.items()
+            if target != targets[0]
+            for name in names
+            if getattr(self, name) is not None
+        )
+        if foreign:
+            raise ValueError(f"{', '.join(foreign)} do not apply to {targets[0]} credentials")
+        if bool(self.access_key_id_env) != bool(self.secret_access_key_env):
+            raise ValueError("access_key_id_env and secret_access_key_env go together")
+        needs = {"key": "key_env", "sas": "sas_env", "connection_string": "connection_string_env"}
+        if self.azure_account:
+            if self.method is None:
+                raise ValueError("Azure credentials need a method")
+            if self.method in needs and not getattr(self, needs[self.method]):
+                raise ValueError(f'method = "{self.method}" needs {needs[self.method]}')
+        return self
+
+
 class DeletesSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     sweep_interval: Duration = timedelta(minutes=1)
@@ -173,6 +260,7 @@ class DaemonConfig(RoutingConfig):
     azure_queues: tuple[AzureQueueSection, ...] = ()
     pubsub: tuple[PubSubSection, ...] = ()
     ingest: IngestAuthSection = IngestAuthSection()
+    credentials: tuple[CredentialsSection, ...] = ()
     deletes: DeletesSection = DeletesSection()
 
 

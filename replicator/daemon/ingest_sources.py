@@ -4,11 +4,13 @@ holds unpublished, for the watermark) with a ``run(stop)`` loop and a queue to c
 
 from __future__ import annotations
 
-from connectors.azure_credentials import AzureCredentials
+from connectors.azure_credentials import AzureCredentials, AzureCredentialsError
 from connectors.azure_queue import AzureQueue
+from connectors.credentials import installed
 from connectors.pubsub import PubSubSubscription
 from connectors.sqs import SQSQueue
 from replicator.daemon.config import DaemonConfig
+from replicator.errors import ConfigError
 from replicator.pipeline.ingest import Publisher, SQSPoller
 from replicator.pipeline.ingest.azure_queue import AzureQueueConsumer
 from replicator.pipeline.ingest.pubsub import PubSubConsumer
@@ -16,8 +18,22 @@ from replicator.pipeline.ingest.queue import QueueConsumer
 
 
 def azure_account_credentials(account: str | None) -> AzureCredentials:
-    """The credentials of ``account`` (None: the environment's default account)."""
-    return AzureCredentials.from_environment()
+    """The credentials of ``account`` (None: the environment's default account): those
+    installed from ``[[credentials]]``, else the environment's if it is that account."""
+    if account is not None:
+        configured = installed().azure_for(account)
+        if configured is not None:
+            return configured
+    try:
+        default = AzureCredentials.from_environment()
+    except AzureCredentialsError as exc:
+        raise ConfigError(f"Azure queue: {exc}") from None
+    if account is not None and default.account != account:
+        raise ConfigError(
+            f"Azure queue of account {account!r}: no credentials for it; add a "
+            "[[credentials]] entry with azure_account"
+        )
+    return default
 
 
 def build_consumers(config: DaemonConfig, publisher: Publisher) -> list[QueueConsumer]:

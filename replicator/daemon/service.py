@@ -15,11 +15,17 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from connectors.credentials import install
 from replicator.catalog import open_catalog
 from replicator.catalog.http import create_app
 from replicator.catalog.lag import LagMetrics
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.config import DaemonConfig
+from replicator.daemon.credentials import (
+    check_azure_accounts,
+    default_azure_account,
+    store_credentials,
+)
 from replicator.daemon.deletes import DeleteGuard
 from replicator.daemon.ingest_sources import build_consumers
 from replicator.engine.transfer import ByteBudget, Copier
@@ -57,6 +63,10 @@ class Daemon:
         )
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        # Every store opened from here on uses the configured per-location credentials.
+        install(store_credentials(self.config.credentials, self.env))
+        azure_default = default_azure_account(self.env)
+        check_azure_accounts(self.config, azure_default)
         settings = self.kafka_settings()
         k = self.config.kafka
         await asyncio.to_thread(
@@ -82,7 +92,11 @@ class Daemon:
             dlq_topic=k.dlq_topic,
         )
         publisher = Publisher(
-            producer, self.router, changes_topic=k.changes_topic, dlq_topic=k.dlq_topic
+            producer,
+            self.router,
+            changes_topic=k.changes_topic,
+            dlq_topic=k.dlq_topic,
+            azure_default_account=azure_default,
         )
         # SQS, Azure Storage Queue, Pub/Sub: each also reports what it holds unpublished.
         self.ingest_sources = build_consumers(self.config, publisher)

@@ -88,7 +88,11 @@ async def producer(topics: Topics) -> AsyncIterator[AsyncProducer]:
 
 def publisher_for(producer: AsyncProducer, topics: Topics, *sources: str) -> Publisher:
     return Publisher(
-        producer, router_for(*sources), changes_topic=topics.changes, dlq_topic=topics.dlq
+        producer,
+        router_for(*sources),
+        changes_topic=topics.changes,
+        dlq_topic=topics.dlq,
+        azure_default_account="devstoreaccount1",
     )
 
 

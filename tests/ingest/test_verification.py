@@ -204,7 +204,7 @@ async def receiver(
     )
     registry = CollectorRegistry()
     auth = IngestAuth(section, "", registry=registry)
-    publisher = publisher_for(producer, topics, "s3://lake/", "gs://ml/", "az://lake/")
+    publisher = publisher_for(producer, topics, "s3://lake/", "gs://ml/", "az://lake@acct/")
     app = web.Application()
     add_ingest_routes(app, publisher, "", ("127.0.0.1",), auth)
     runner = web.AppRunner(app)

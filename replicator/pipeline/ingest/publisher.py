@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import structlog
@@ -15,6 +15,7 @@ from replicator.pipeline.bus import CHANGES_TOPIC, DLQ_TOPIC, AsyncProducer
 from replicator.pipeline.events import (
     ChangeEvent,
     ParseError,
+    default_account_url,
 )
 from replicator.pipeline.ingest.backlog import Holdings, UrlFilter
 from replicator.pipeline.rules import Router
@@ -60,9 +61,13 @@ class Publisher:
         *,
         changes_topic: str = CHANGES_TOPIC,
         dlq_topic: str = DLQ_TOPIC,
+        azure_default_account: str | None = None,
     ) -> None:
         self.producer = producer
         self.router = router
+        # Events of this storage account are published as az://container/key, the URL that
+        # routes and stores written without an account mean (events.default_account_url).
+        self.azure_default_account = azure_default_account
         self.changes_topic = changes_topic
         self.dlq_topic = dlq_topic
         self.published = 0
@@ -71,7 +76,15 @@ class Publisher:
         self.holdings = Holdings()
 
     def routed(self, events: Sequence[ChangeEvent]) -> list[ChangeEvent]:
-        """The events some route takes."""
+        """The events some route takes, with their URLs in the routes' form."""
+        account = self.azure_default_account
+        if account is not None:
+            events = [
+                replace(e, source_url=url)
+                if (url := default_account_url(e.source_url, account)) != e.source_url
+                else e
+                for e in events
+            ]
         return [e for e in events if self.router.targets(e.source_url)]
 
     async def publish(self, events: Sequence[ChangeEvent]) -> int:
