@@ -44,7 +44,8 @@ async def test_poison_bodies_go_to_the_dlq_with_a_reason_and_leave_the_queue(
 ) -> None:
     """Bodies that break the parser in every way (deep nesting raises RecursionError, not a
     ParseError) are dead-lettered with their reason and deleted; the good message among them
-    is published and the poller keeps running."""
+    is published and the poller keeps running. (SQS delivers at least once, and moto's
+    concurrent receives do hand a message out twice now and then: counts are lower bounds.)"""
     bucket = f"b-{uuid.uuid4().hex[:10]}"
     sqs, url = new_queue()
     poison = {
@@ -62,22 +63,24 @@ async def test_poison_bodies_go_to_the_dlq_with_a_reason_and_leave_the_queue(
     running = asyncio.create_task(poller.run(stop))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not running.done():
-        if publisher.published == 1 and publisher.dead_lettered == len(poison):
+        settled = publisher.published >= 1 and publisher.dead_lettered >= len(poison)
+        if settled and queue_counts(sqs, url) == (0, 0):
             break
         await asyncio.sleep(0.05)
     assert not running.done(), running.exception()
     stop.set()
     await running
     await poller.queue.close()
-    assert publisher.published == 1
-    dead = topics.read(topics.dlq, len(poison))
-    assert len(dead) == len(poison)
+    assert publisher.published >= 1
+    dead = topics.read(topics.dlq, publisher.dead_lettered)
+    assert len({value for _, value, _ in dead}) == len(poison)
     reasons = sorted(headers["replicator.reason"].decode() for _, _, headers in dead)
     assert any("RecursionError" in reason or "nest" in reason for reason in reasons), reasons
     assert any("exceeds" in reason for reason in reasons), reasons
     assert all(headers["replicator.origin"] == b"sqs" for _, _, headers in dead)
     assert all(len(value or b"") <= 900_000 for _, value, _ in dead)
-    assert [key for key, _, _ in topics.read(topics.changes, 1)] == [f"s3://{bucket}/good".encode()]
+    published = {key for key, _, _ in topics.read(topics.changes, publisher.published)}
+    assert published == {f"s3://{bucket}/good".encode()}
     assert queue_counts(sqs, url) == (0, 0)
 
 
