@@ -29,7 +29,8 @@ from typing import Any
 
 from connectors import open_store
 from connectors.base import ObjectMeta, ObjectStore
-from connectors.sqs import QueueMessage, SQSQueue
+from connectors.queues import QueueMessage
+from connectors.sqs import SQSQueue
 from replicator.catalog import open_catalog
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.devstack import EMULATORS, DevStack, environment

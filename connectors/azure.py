@@ -1,8 +1,11 @@
-"""Azure Blob Storage (``az://container/prefix``) on azure-storage-blob's asyncio client.
+"""Azure Blob Storage (``az://container/prefix`` in the default account,
+``az://container@account/prefix`` in a named one) on azure-storage-blob's asyncio client.
 
-Credentials are read from the environment when the store is opened:
-``AZURE_STORAGE_CONNECTION_STRING``, else ``AZURE_STORAGE_ACCOUNT`` with ``AZURE_STORAGE_KEY``
-(shared key) or ``AZURE_STORAGE_SAS_TOKEN``.
+Credentials (``connectors.azure_credentials``) are resolved when the store is opened: the
+default account's from the environment (``AZURE_STORAGE_CONNECTION_STRING``, else
+``AZURE_STORAGE_ACCOUNT`` with ``AZURE_STORAGE_KEY``, ``AZURE_STORAGE_SAS_TOKEN`` or Entra ID
+through ``DefaultAzureCredential``); a named account's from the installed
+``connectors.credentials`` (key, SAS, connection string or Entra ID, per account).
 
 Integrity: every block and every single put carries a transactional ``Content-MD5`` computed
 here from the bytes, so the service refuses damaged bytes (``Md5Mismatch``); part tokens carry
@@ -37,7 +40,6 @@ import email.utils
 import hashlib
 import io
 import json
-import os
 import re
 import urllib.parse
 import uuid
@@ -51,6 +53,7 @@ import aiohttp
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
+    ClientAuthenticationError,
     HttpResponseError,
     ServiceRequestError,
     ServiceResponseError,
@@ -59,6 +62,12 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.storage.blob import BlobBlock, BlobProperties, ContentSettings
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient, LinearRetry
 
+from connectors.azure_credentials import (
+    NO_CREDENTIALS,
+    AzureCredentials,
+    AzureCredentialsError,
+    close_credential,
+)
 from connectors.base import (
     STAGING_PREFIX,
     AlreadyExists,
@@ -85,6 +94,7 @@ from connectors.base import (
     check_key,
     clip_range,
 )
+from connectors.credentials import installed
 
 UPLOADS_PREFIX = STAGING_PREFIX
 _UPLOAD_KEY_META = "replicator_upload_key"
@@ -108,10 +118,7 @@ _GET_CONCURRENCY = 4
 _THREAD_HASH_BYTES = 1 * MiB
 _COPY_POLL_S = (0.1, 2.0)
 
-_NO_CREDENTIALS = (
-    "no Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT "
-    "with AZURE_STORAGE_KEY (shared key) or AZURE_STORAGE_SAS_TOKEN"
-)
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
 
 
 # -- checksums -------------------------------------------------------------------------------
@@ -312,33 +319,62 @@ class AzureStore(ObjectStore):
         metadata_at_complete=True,
     )
 
-    def __init__(self, container: str, prefix: str, credentials: Mapping[str, str]) -> None:
-        super().__init__(f"az://{container}/{prefix}")
+    def __init__(
+        self,
+        container: str,
+        prefix: str,
+        credentials: AzureCredentials | None,
+        *,
+        account: str | None = None,
+        missing: str = NO_CREDENTIALS,
+    ) -> None:
+        where = f"{container}@{account}" if account else container
+        super().__init__(f"az://{where}/{prefix}")
         self._container_name = container
         self._prefix = prefix
-        self._credentials = dict(credentials)
+        # None: no credentials were found; ``missing`` says why, on first use.
+        self._credentials = credentials
+        self._missing = missing
+        self._account_name = credentials.account if credentials else account
+        self._origin = credentials.origin if credentials else ""
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
         self._service: BlobServiceClient | None = None
         self._container_client: ContainerClient | None = None
+        self._credential: Any = None
         self._endpoint = "Azure Blob endpoint"
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
-        if not _CONTAINER_NAME.match(url.container):
+        """``az://container/prefix`` is the environment's default account;
+        ``az://container@account/prefix`` names the account, whose credentials come from the
+        installed ``connectors.credentials`` (or the environment, if it is the default)."""
+        container, _, account = url.container.partition("@")
+        if not _CONTAINER_NAME.match(container):
             raise InvalidStoreURL(
-                f"{url.container!r} is not an Azure container name: 3-63 lowercase letters, "
+                f"{container!r} is not an Azure container name: 3-63 lowercase letters, "
                 "digits and single hyphens, starting and ending with a letter or digit"
             )
-        names = (
-            "AZURE_STORAGE_CONNECTION_STRING",
-            "AZURE_STORAGE_ACCOUNT",
-            "AZURE_STORAGE_KEY",
-            "AZURE_STORAGE_SAS_TOKEN",
-        )
+        if account and not _ACCOUNT_NAME.match(account):
+            raise InvalidStoreURL(
+                f"{account!r} is not an Azure storage account name: 3-24 lowercase letters "
+                "and digits"
+            )
         # Read now, not on first use: the store keeps the credentials it was opened with.
-        credentials = {name: os.environ[name] for name in names if os.environ.get(name)}
-        return cls(url.container, url.path, credentials)
+        try:
+            default: AzureCredentials | None = AzureCredentials.from_environment()
+        except AzureCredentialsError:
+            default = None
+        if not account:
+            return cls(container, url.path, default)
+        credentials = installed().azure_for(account)
+        if credentials is None and default is not None and default.account == account:
+            credentials = default
+        missing = (
+            f"no credentials for Azure storage account {account!r}: configure them "
+            "([[credentials]] azure_account) or make it the environment's default account"
+        )
+        return cls(container, url.path, credentials, account=account, missing=missing)
 
     # -- clients -------------------------------------------------------------------------
 
@@ -352,28 +388,15 @@ class AzureStore(ObjectStore):
             "max_single_put_size": self.limits.max_single_put,
             "max_chunk_get_size": _GET_CHUNK,
         }
-        creds = self._credentials
-        connection_string = creds.get("AZURE_STORAGE_CONNECTION_STRING")
-        if connection_string:
-            try:
-                return BlobServiceClient.from_connection_string(connection_string, **options)
-            except ValueError:
-                raise InvalidArgument(
-                    "AZURE_STORAGE_CONNECTION_STRING is malformed", url=self.root_url
-                ) from None
-        account = creds.get("AZURE_STORAGE_ACCOUNT")
-        if not account:
-            raise PermissionDenied(_NO_CREDENTIALS, url=self.root_url)
-        account_url = f"https://{account}.blob.core.windows.net"
-        key = creds.get("AZURE_STORAGE_KEY")
-        if key:
-            return BlobServiceClient(
-                account_url, credential={"account_name": account, "account_key": key}, **options
-            )
-        sas = creds.get("AZURE_STORAGE_SAS_TOKEN")
-        if sas:
-            return BlobServiceClient(account_url, credential=sas.lstrip("?"), **options)
-        raise PermissionDenied(_NO_CREDENTIALS, url=self.root_url)
+        if self._credentials is None:
+            raise PermissionDenied(self._missing, url=self.root_url)
+        try:
+            self._credential = self._credentials.credential()
+        except AzureCredentialsError as exc:
+            raise InvalidArgument(str(exc), url=self.root_url) from None
+        return BlobServiceClient(
+            self._credentials.endpoint("blob"), credential=self._credential, **options
+        )
 
     async def _container(self) -> ContainerClient:
         if self._container_client is not None:
@@ -412,12 +435,14 @@ class AzureStore(ObjectStore):
 
     async def close(self) -> None:
         async with self._lock:
-            service, session = self._service, self._session
-            self._service = self._session = self._container_client = None
+            service, session, credential = self._service, self._session, self._credential
+            self._service = self._session = self._container_client = self._credential = None
             if service is not None:
                 await service.close()
             if session is not None:
                 await session.close()
+            if credential is not None:
+                await close_credential(credential)
 
     # -- error mapping -------------------------------------------------------------------
 
@@ -429,6 +454,16 @@ class AzureStore(ObjectStore):
             yield
         except StoreError:
             raise
+        except ClientAuthenticationError as exc:
+            if exc.response is not None:
+                self._raise_http(exc, url)
+            # No answer from the service: the credential could not get an Entra ID token.
+            first_line = str(exc.message or exc).splitlines()[0][:300]
+            raise PermissionDenied(
+                f"no Entra ID token for Azure account {self._account_name} "
+                f"({self._origin}): {first_line}",
+                url=url,
+            ) from None
         except HttpResponseError as exc:
             if quiet_missing_blob and _error_code(exc) == "BlobNotFound":
                 return
@@ -468,8 +503,7 @@ class AzureStore(ObjectStore):
         if status in {401, 403}:
             raise PermissionDenied(
                 f"{self._endpoint} refused the credentials or their permissions ({detail}); "
-                "check AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with "
-                "AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN",
+                f"check the credentials of account {self._account_name} ({self._origin})",
                 url=url,
             ) from None
         if status in {409, 412}:

@@ -41,7 +41,6 @@ from typing import Any, ClassVar, Self
 import aiohttp
 import google_crc32c
 from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
 from botocore.configprovider import ConfiguredEndpointProvider
 from botocore.exceptions import (
     BotoCoreError,
@@ -58,6 +57,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from connectors.aws_session import aws_session, region_of
 from connectors.base import (
     AlreadyExists,
     ChecksumKind,
@@ -85,6 +85,7 @@ from connectors.base import (
     clip_range,
     parse_retry_after,
 )
+from connectors.credentials import S3Access, installed
 
 DEFAULT_REGION = "us-east-1"
 MAX_PART_SIZE = 5 * GiB
@@ -316,10 +317,11 @@ class S3Store(ObjectStore):
     copy_part_size = 512 * MiB
     copy_part_concurrency = 8
 
-    def __init__(self, bucket: str, prefix: str = "") -> None:
+    def __init__(self, bucket: str, prefix: str = "", access: S3Access | None = None) -> None:
         super().__init__(f"s3://{bucket}/{prefix}")
         self.bucket = bucket
         self.prefix = prefix
+        self._access = access
         self._client: Any = None
         self._endpoint = "the default AWS S3 endpoint"
         self._exit_stack = contextlib.AsyncExitStack()
@@ -327,7 +329,8 @@ class S3Store(ObjectStore):
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
-        return cls(url.container, url.path)
+        access = installed().s3_for(f"s3://{url.container}/{url.path}")
+        return cls(url.container, url.path, access)
 
     # -- client ---------------------------------------------------------------------------
 
@@ -341,9 +344,11 @@ class S3Store(ObjectStore):
         return self._client
 
     async def _open_client(self) -> Any:
-        session = AioSession()
-        configured_endpoint = None
-        if not session.get_config_variable("ignore_configured_endpoint_urls"):
+        session = aws_session(self._access)
+        configured_endpoint = self._access.endpoint_url if self._access else None
+        if not configured_endpoint and not session.get_config_variable(
+            "ignore_configured_endpoint_urls"
+        ):
             configured_endpoint = ConfiguredEndpointProvider(
                 full_config=session.full_config,
                 scoped_config=session.get_scoped_config(),
@@ -352,7 +357,7 @@ class S3Store(ObjectStore):
         if configured_endpoint:
             self._endpoint = str(configured_endpoint)
         config = AioConfig(
-            region_name=session.get_config_variable("region") or DEFAULT_REGION,
+            region_name=region_of(session, self._access),
             s3={
                 "addressing_style": "path" if configured_endpoint else "auto",
                 # The body is covered by the CRC32C header, which is signed; a SHA-256 of
@@ -372,7 +377,7 @@ class S3Store(ObjectStore):
             max_pool_connections=64,
         )
         client = await self._exit_stack.enter_async_context(
-            session.create_client("s3", config=config)
+            session.create_client("s3", config=config, endpoint_url=configured_endpoint)
         )
         self._endpoint = str(client.meta.endpoint_url)
         return client

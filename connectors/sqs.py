@@ -3,7 +3,10 @@
 Endpoint, region and credentials come from the standard AWS chain (``AWS_ENDPOINT_URL`` for
 emulators). Messages are received with long polling and deleted only when the caller says so,
 after what they carried is safely elsewhere: a message that is never deleted comes back after
-its visibility timeout, so nothing is lost when the process dies.
+its visibility timeout, so nothing is lost when the process dies. The visibility timeout is
+short by default (``DEFAULT_VISIBILITY_TIMEOUT_S``) so that the messages of a killed process
+come back quickly; a caller that needs longer extends it (``extend``), and one that stops
+early releases what it holds (``release``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -25,16 +28,25 @@ from connectors.base import (
     Throttled,
     TransientError,
 )
+from connectors.queues import QueueDepth, QueueMessage
 
 DEFAULT_REGION = "us-east-1"
+#: Long enough for a publish to Kafka (milliseconds) and its extensions; short enough that the
+#: messages of a killed process are received again within seconds, not minutes.
+DEFAULT_VISIBILITY_TIMEOUT_S = 15
+_BATCH = 10  # SQS's limit per receive and per batch call
 
 
-@dataclass(frozen=True)
-class QueueMessage:
-    body: str
-    receipt: str
-    message_id: str
-    receive_count: int
+def _message(message: dict[str, Any]) -> QueueMessage:
+    attributes = message.get("Attributes", {})
+    sent_ms = attributes.get("SentTimestamp")
+    return QueueMessage(
+        body=message.get("Body", ""),
+        receipt=message["ReceiptHandle"],
+        message_id=message.get("MessageId", ""),
+        receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+        sent_at=datetime.fromtimestamp(int(sent_ms) / 1000, UTC) if sent_ms else None,
+    )
 
 
 @contextlib.contextmanager
@@ -63,7 +75,11 @@ def _mapped(queue: str) -> Iterator[None]:
 class SQSQueue:
     """One queue, named by its URL (``https://sqs.REGION.amazonaws.com/ACCOUNT/NAME``)."""
 
-    def __init__(self, queue_url: str, *, visibility_timeout_s: int = 120) -> None:
+    def __init__(
+        self, queue_url: str, *, visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
+    ) -> None:
+        if not 1 <= visibility_timeout_s <= 43_200:
+            raise ValueError("an SQS visibility timeout is 1 s to 12 h")
         self.queue_url = queue_url
         self.visibility_timeout_s = visibility_timeout_s
         self._session = AioSession()
@@ -95,34 +111,81 @@ class SQSQueue:
                 MaxNumberOfMessages=max(1, min(max_messages, 10)),
                 WaitTimeSeconds=wait_s,
                 VisibilityTimeout=self.visibility_timeout_s,
-                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
             )
-        return [
-            QueueMessage(
-                body=message.get("Body", ""),
-                receipt=message["ReceiptHandle"],
-                message_id=message.get("MessageId", ""),
-                receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+        return [_message(message) for message in response.get("Messages", [])]
+
+    @property
+    def name(self) -> str:
+        return self.queue_url
+
+    @property
+    def lease_s(self) -> int:
+        return self.visibility_timeout_s
+
+    async def extend(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
+        """Make ``messages`` invisible for another visibility timeout from now."""
+        await self._change_visibility(messages, self.visibility_timeout_s)
+        return list(messages)
+
+    async def release(self, messages: Sequence[QueueMessage]) -> None:
+        """Make ``messages`` visible to every receiver again now."""
+        await self._change_visibility(messages, 0)
+
+    async def _change_visibility(self, messages: Sequence[QueueMessage], seconds: int) -> None:
+        client = await self._sqs()
+        for start in range(0, len(messages), _BATCH):
+            chunk = messages[start : start + _BATCH]
+            with _mapped(self.queue_url):
+                response = await client.change_message_visibility_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m.receipt, "VisibilityTimeout": seconds}
+                        for i, m in enumerate(chunk)
+                    ],
+                )
+            failed = response.get("Failed", [])
+            if failed:
+                raise TransientError(
+                    f"SQS did not change the visibility of {len(failed)} messages: "
+                    f"{failed[0].get('Code')}",
+                    url=self.queue_url,
+                )
+
+    async def depth(self) -> QueueDepth:
+        client = await self._sqs()
+        with _mapped(self.queue_url):
+            response = await client.get_queue_attributes(
+                QueueUrl=self.queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
             )
-            for message in response.get("Messages", [])
-        ]
+        attributes = response.get("Attributes", {})
+        in_flight = int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
+        visible = int(attributes.get("ApproximateNumberOfMessages", 0))
+        return QueueDepth(total=visible + in_flight, in_flight=in_flight)
 
     async def delete(self, messages: Sequence[QueueMessage]) -> None:
         if not messages:
             return
         client = await self._sqs()
-        with _mapped(self.queue_url):
-            response = await client.delete_message_batch(
-                QueueUrl=self.queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(messages)
-                ],
-            )
-        failed = response.get("Failed", [])
-        if failed:
-            raise TransientError(
-                f"SQS did not delete {len(failed)} messages: {failed[0]}", url=self.queue_url
-            )
+        for start in range(0, len(messages), _BATCH):
+            chunk = messages[start : start + _BATCH]
+            with _mapped(self.queue_url):
+                response = await client.delete_message_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(chunk)
+                    ],
+                )
+            failed = response.get("Failed", [])
+            if failed:
+                raise TransientError(
+                    f"SQS did not delete {len(failed)} messages: {failed[0].get('Code')}",
+                    url=self.queue_url,
+                )
 
     @classmethod
     async def create(cls, name: str) -> str:

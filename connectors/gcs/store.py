@@ -20,6 +20,7 @@ from connectors.base import (
     StoreURL,
     TiB,
 )
+from connectors.credentials import installed
 from connectors.gcs.multipart import GCSMultipart
 from connectors.gcs.resources import check_whole_read, library_fields, resource_fields
 from connectors.gcs.transport import (
@@ -52,7 +53,8 @@ class GCSStore(GCSMultipart):
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
-        return cls(url.container, url.path)
+        access = installed().gcs_for(f"gs://{url.container}/{url.path}")
+        return cls(url.container, url.path, access.service_account_file if access else None)
 
     # -- objects --------------------------------------------------------------------------
 

@@ -153,10 +153,12 @@ class _Token(Token):
 class GCSTransport(ObjectStore):
     """Requests to one bucket's JSON API, with errors mapped; see ``connectors.gcs``."""
 
-    def __init__(self, bucket: str, prefix: str = "") -> None:
+    def __init__(self, bucket: str, prefix: str = "", service_file: str | None = None) -> None:
         super().__init__(f"gs://{bucket}/{prefix}")
         self.bucket = bucket
         self.prefix = prefix
+        # A service-account key file for this location; None: application defaults.
+        self._service_file = service_file
         self._emulated, self._api_root = init_api_root(None)
         self._bucket_path = f"{self._api_root}/storage/v1/b/{quote(bucket)}"
         self._upload_url = yarl.URL(
@@ -179,7 +181,9 @@ class GCSTransport(ObjectStore):
                     # aiohttp and its requests builds; this build runs on aiohttp.
                     shared = cast(Any, session)
                     try:
-                        token = _Token(session=shared, scopes=SCOPES)
+                        token = _Token(
+                            service_file=self._service_file, session=shared, scopes=SCOPES
+                        )
                     except (OSError, KeyError, ValueError) as exc:
                         # GOOGLE_APPLICATION_CREDENTIALS names a file that is missing or
                         # is not a credentials file.

@@ -6,10 +6,12 @@ from collections.abc import Mapping
 
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from replicator.daemon.applier import Applier
 from replicator.daemon.config import DaemonConfig
 from replicator.pipeline.ingest import Publisher, add_ingest_routes
+from replicator.pipeline.ingest.verification import IngestAuth
 from replicator.pipeline.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -22,6 +24,7 @@ async def serve_http(
     publisher: Publisher,
     worker: Worker,
     applier: Applier,
+    registry: CollectorRegistry,
 ) -> web.AppRunner:
     """One port: catalog queries and /metrics, /healthz, and the ingest receivers."""
 
@@ -48,8 +51,9 @@ async def serve_http(
 
     app.router.add_get("/healthz", health)
     token = config.http.ingest_token(env)
-    if token:
-        add_ingest_routes(app, publisher, token, config.http.sns_confirm_hosts)
+    if token or not config.ingest.needs_token():
+        auth = IngestAuth(config.ingest, token, registry=registry)
+        add_ingest_routes(app, publisher, token, config.http.sns_confirm_hosts, auth)
     else:
         log.warning(
             "ingest endpoints disabled: no shared secret",

@@ -14,14 +14,20 @@ from typing import Any
 
 import structlog
 
-from connectors.sqs import SQSQueue
+from connectors.credentials import install
 from replicator.catalog import open_catalog
 from replicator.catalog.http import create_app
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.config import DaemonConfig
+from replicator.daemon.credentials import (
+    check_azure_accounts,
+    default_azure_account,
+    store_credentials,
+)
 from replicator.daemon.deletes import DeleteGuard
 from replicator.daemon.health import RouteHealth
 from replicator.daemon.http import serve_http
+from replicator.daemon.ingest_sources import build_consumers
 from replicator.daemon.kafka_setup import check_topics
 from replicator.daemon.metrics import DaemonMetrics
 from replicator.engine.transfer import ByteBudget, Copier
@@ -31,7 +37,7 @@ from replicator.pipeline.bus import (
     AsyncProducer,
     KafkaSettings,
 )
-from replicator.pipeline.ingest import Publisher, SQSPoller
+from replicator.pipeline.ingest import IngestBacklog, Publisher
 from replicator.pipeline.rules import (
     Router,
 )
@@ -81,6 +87,10 @@ class Daemon:
         )
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        # Every store opened from here on uses the configured per-location credentials.
+        install(store_credentials(self.config.credentials, self.env))
+        azure_default = default_azure_account(self.env)
+        check_azure_accounts(self.config, azure_default)
         settings = self.kafka_settings()
         k = self.config.kafka
         await asyncio.to_thread(check_topics, settings, k)
@@ -111,15 +121,24 @@ class Daemon:
         )
         daemon_metrics.events.stats = worker.stats
         publisher = Publisher(
-            producer, self.router, changes_topic=k.changes_topic, dlq_topic=k.dlq_topic
+            producer,
+            self.router,
+            changes_topic=k.changes_topic,
+            dlq_topic=k.dlq_topic,
+            azure_default_account=azure_default,
         )
-        queues = [SQSQueue(q.queue_url) for q in self.config.sqs]
-        pollers = [
-            SQSPoller(queue, publisher, wait_s=q.wait_s, receivers=q.receivers)
-            for queue, q in zip(queues, self.config.sqs, strict=True)
-        ]
+        # SQS, Azure Storage Queue, Pub/Sub: each also reports what it holds unpublished.
+        self.ingest_sources = build_consumers(self.config, publisher)
+        # Everything ingest holds unpublished (replicator.pipeline.ingest.backlog).
+        self.ingest_backlogs: list[IngestBacklog] = [publisher, *self.ingest_sources]
         runner = await serve_http(
-            self.config, self.env, create_app(catalog, metrics), publisher, worker, applier
+            self.config,
+            self.env,
+            create_app(catalog, metrics),
+            publisher,
+            worker,
+            applier,
+            daemon_metrics.registry,
         )
         self.http_port = runner.addresses[0][1] if runner.addresses else self.config.http.port
         try:
@@ -127,7 +146,10 @@ class Daemon:
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
             sweeper = applier.sweeper(self.config.deletes.sweep_interval)
             tasks.append(asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"))
-            tasks += [asyncio.create_task(p.run(stop), name="sqs") for p in pollers]
+            tasks += [
+                asyncio.create_task(c.run(stop), name=f"ingest {c.queue.name}")
+                for c in self.ingest_sources
+            ]
             # Start-up objects live as long as the daemon: keep full collections from scanning
             # them again and again (their pauses showed in the latency tail).
             gc.freeze()
@@ -136,13 +158,13 @@ class Daemon:
             log.info(
                 "replicator running",
                 routes=[r.name for r in self.config.routes],
-                queues=len(queues),
+                queues=len(self.ingest_sources),
             )
             await asyncio.gather(*tasks)
         finally:
             await runner.cleanup()
-            for queue in queues:
-                await queue.close()
+            for consumer in self.ingest_sources:
+                await consumer.queue.close()
             await applier.close()
             await producer.close()
             await catalog.close()

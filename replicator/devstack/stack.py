@@ -7,7 +7,8 @@ is declared ready only after a real request succeeds, and is stopped by PID.
 
     moto server       S3 and SQS       AWS_ENDPOINT_URL
     fake-gcs-server   GCS JSON API     STORAGE_EMULATOR_HOST
-    Azurite           Blob service     AZURE_STORAGE_CONNECTION_STRING
+    Azurite           Blob service     AZURE_STORAGE_CONNECTION_STRING (BlobEndpoint)
+    Azurite           Queue service    AZURE_STORAGE_CONNECTION_STRING (QueueEndpoint)
     Tansu             Kafka protocol   REPLICATOR_KAFKA_BOOTSTRAP
     PostgreSQL        catalog server   REPLICATOR_POSTGRES_URL (see postgres.py)
 """
@@ -368,7 +369,12 @@ class DevStack:
             component, check = self._spawn_azurite()
             started["azure"] = component
             pending.append((component, check))
-            env["AZURE_STORAGE_CONNECTION_STRING"] = azurite_connection_string(component.port)
+            queue, queue_check = self._spawn_azurite(service="queue")
+            started["azure-queue"] = queue
+            pending.append((queue, queue_check))
+            env["AZURE_STORAGE_CONNECTION_STRING"] = azurite_connection_string(
+                component.port, queue.port
+            )
         if "postgres" in self.wanted:
             # initdb runs while the emulators above start.
             component, check, url = self._spawn_postgres()
@@ -494,7 +500,7 @@ class DevStack:
         component = self._spawn("gcs", argv, port)
         return component, _http_ready(f"http://{address}/storage/v1/b")
 
-    def _spawn_azurite(self) -> tuple[RunningComponent, Callable[[], bool]]:
+    def _spawn_azurite(self, service: str = "blob") -> tuple[RunningComponent, Callable[[], bool]]:
         install = find_azurite(self.tools_dir)
         if install is None:
             raise DevStackError(
@@ -502,12 +508,13 @@ class DevStack:
                 "run `replicator devstack install` (needs npm)"
             )
         port = free_port()
+        entry_point = install.entry_point.parent.parent / service / "main.js"
         argv = [
             str(install.node),
-            str(install.entry_point),
-            "--blobHost",
+            str(entry_point),
+            f"--{service}Host",
             "127.0.0.1",
-            "--blobPort",
+            f"--{service}Port",
             str(port),
             "--inMemoryPersistence",
             "--skipApiVersionCheck",
@@ -515,7 +522,7 @@ class DevStack:
             "--disableTelemetry",
             "--silent",
         ]
-        component = self._spawn("azure", argv, port)
+        component = self._spawn("azure" if service == "blob" else f"azure-{service}", argv, port)
         return component, _http_ready(f"http://127.0.0.1:{port}/{AZURE_DEV_ACCOUNT}?comp=list")
 
     def _spawn_tansu(self, env: Mapping[str, str]) -> tuple[RunningComponent, Callable[[], bool]]:
@@ -582,11 +589,14 @@ class DevStack:
                 time.sleep(0.05)
 
 
-def azurite_connection_string(port: int) -> str:
+def azurite_connection_string(port: int, queue_port: int | None = None) -> str:
+    queue = (
+        f"QueueEndpoint=http://127.0.0.1:{queue_port}/{AZURE_DEV_ACCOUNT};" if queue_port else ""
+    )
     return (
         f"DefaultEndpointsProtocol=http;AccountName={AZURE_DEV_ACCOUNT};"
         f"AccountKey={AZURE_DEV_KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{port}/{AZURE_DEV_ACCOUNT};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/{AZURE_DEV_ACCOUNT};{queue}"
     )
 
 

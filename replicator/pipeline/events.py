@@ -11,7 +11,12 @@ Accepted inputs (a JSON document as bytes or text):
   ``overwrittenByGeneration`` is the shadow of an overwrite and yields no event, so it can never
   delete a replica.
 * Azure Event Grid ``Microsoft.Storage.BlobCreated`` / ``BlobDeleted``, in the Event Grid schema
-  (a JSON array or one event) and in CloudEvents 1.0.
+  (a JSON array or one event) and in CloudEvents 1.0. The storage account is named by the
+  event (``topic`` / ``source``: ``.../storageAccounts/ACCOUNT``, else the host of
+  ``data.url``), and the URL carries it: ``az://container@account/key``, so two accounts'
+  blobs never share a URL. ``default_account_url`` turns the default account's URLs into
+  the account-less form (``az://container/key``) that routes and stores written without an
+  account use.
 
 Ordering: ``ChangeEvent.sequencer`` is a string whose plain lexicographic order is the order
 of changes to one key, built from each cloud's own ordering value:
@@ -31,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -356,6 +362,35 @@ def _gcs_resource(data: Any) -> Mapping[str, Any]:
 # -- Azure ------------------------------------------------------------------------------------
 
 _BLOB_SUBJECT = "/blobServices/default/containers/"
+_ACCOUNT_IN_RESOURCE = re.compile(r"/providers/Microsoft\.Storage/storageAccounts/([^/]+)", re.I)
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+
+
+def _azure_account(event: Mapping[str, Any], data: Mapping[str, Any]) -> str | None:
+    """The storage account an Event Grid event is about, if it says."""
+    resource = event.get("source") if "specversion" in event else event.get("topic")
+    if isinstance(resource, str) and (found := _ACCOUNT_IN_RESOURCE.search(resource)):
+        account = found.group(1).lower()
+    else:
+        host = urllib.parse.urlsplit(str(data.get("url") or "")).hostname or ""
+        account = host.split(".", 1)[0] if ".blob." in host else ""
+    if not account:
+        return None
+    if not _ACCOUNT_NAME.match(account):
+        raise ParseError(f"storage account {account!r} is not a valid account name")
+    return account
+
+
+def default_account_url(url: str, default_account: str | None) -> str:
+    """``az://container@DEFAULT/key`` -> ``az://container/key`` for the default account; any
+    other URL unchanged."""
+    if default_account is None or not url.startswith("az://"):
+        return url
+    container, slash, key = url[len("az://") :].partition("/")
+    name, at, account = container.partition("@")
+    if at and account == default_account:
+        return f"az://{name}{slash}{key}"
+    return url
 
 
 def _azure_event(event: Any) -> ChangeEvent | None:
@@ -377,9 +412,10 @@ def _azure_event(event: Any) -> ChangeEvent | None:
     container, _, key = subject[len(_BLOB_SUBJECT) :].partition("/blobs/")
     _url_key(container, key)
     data = _object(event, "data")
+    account = _azure_account(event, data)
     return ChangeEvent(
         kind=kind,
-        source_url=f"az://{container}/{key}",
+        source_url=f"az://{container}@{account}/{key}" if account else f"az://{container}/{key}",
         version=_optional_string(data, "versionId"),
         sequencer=azure_sequencer(_optional_string(data, "sequencer")),
         size=_size(data.get("contentLength"), "contentLength") if kind == "put" else None,

@@ -77,7 +77,10 @@ async def receiver(devstack: StackState) -> AsyncIterator[Receiver]:
             }
         )
     )
-    publisher = Publisher(producer, router, changes_topic=changes, dlq_topic=dlq)
+    # The Event Grid sample's account is "acct": the default account here.
+    publisher = Publisher(
+        producer, router, changes_topic=changes, dlq_topic=dlq, azure_default_account="acct"
+    )
     app = web.Application()
     add_ingest_routes(app, publisher, TOKEN)
     runner = web.AppRunner(app)

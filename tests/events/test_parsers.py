@@ -16,6 +16,7 @@ from replicator.pipeline.events import (
     ChangeEvent,
     ParseError,
     azure_validation_code,
+    default_account_url,
     gcs_sequencer,
     parse_any,
     parse_azure,
@@ -136,7 +137,7 @@ class TestAzure:
     def test_event_grid_schema(self) -> None:
         [event] = parse_azure(sample("azure_eventgrid_created.json"))
         assert event.kind == "put"
-        assert event.source_url == "az://lake/clickstream/day 1/part-0.parquet"
+        assert event.source_url == "az://lake@acct/clickstream/day 1/part-0.parquet"
         assert event.size == 524288
         assert event.etag == "0x8D4BCC2E4835CD0"
         assert event.event_time.microsecond == 958410
@@ -144,7 +145,31 @@ class TestAzure:
     def test_cloud_events_schema(self) -> None:
         [event] = parse_azure(sample("azure_cloudevents_deleted.json"))
         assert event.kind == "delete"
-        assert event.source_url == "az://lake/clickstream/day 1/part-0.parquet"
+        assert event.source_url == "az://lake@acct/clickstream/day 1/part-0.parquet"
+
+    def test_two_accounts_never_share_a_url(self) -> None:
+        """The account comes from the topic (Event Grid), the source (CloudEvents) or else
+        the blob URL's host; only the default account's URLs lose it."""
+        body = json.loads(sample("azure_eventgrid_created.json"))
+        urls = set()
+        for account in ("acct", "other"):
+            body[0]["topic"] = body[0]["topic"].replace("/acct", f"/{account}")
+            body[0]["topic"] = body[0]["topic"].rsplit("/", 1)[0] + f"/{account}"
+            [event] = parse_azure(json.dumps(body))
+            urls.add(event.source_url)
+        assert urls == {
+            "az://lake@acct/clickstream/day 1/part-0.parquet",
+            "az://lake@other/clickstream/day 1/part-0.parquet",
+        }
+        del body[0]["topic"]
+        body[0]["data"]["url"] = "https://third.blob.core.windows.net/lake/x"
+        [event] = parse_azure(json.dumps(body))
+        assert event.source_url == "az://lake@third/clickstream/day 1/part-0.parquet"
+        assert default_account_url(event.source_url, "third") == (
+            "az://lake/clickstream/day 1/part-0.parquet"
+        )
+        assert default_account_url(event.source_url, "acct") == event.source_url
+        assert default_account_url("s3://lake@third/k", "third") == "s3://lake@third/k"
 
     def test_sequencers_are_ordered(self) -> None:
         [created] = parse_azure(sample("azure_eventgrid_created.json"))

@@ -1,0 +1,67 @@
+"""aiobotocore sessions for one AWS location (``connectors.credentials.S3Access``): a named
+profile, static keys, or a role assumed with the standard chain's (or the profile's)
+credentials and renewed before it expires. Shared by the S3 store and the SQS queue; every
+AWS call of a daemon can thus come from a different account per location."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiobotocore.credentials import (
+    AioAssumeRoleCredentialFetcher,
+    AioDeferredRefreshableCredentials,
+)
+from aiobotocore.session import AioSession
+from botocore.credentials import CredentialProvider
+
+from connectors.credentials import S3Access
+
+DEFAULT_REGION = "us-east-1"
+
+
+class _Given(CredentialProvider):  # type: ignore[misc]
+    """A credential provider that hands out credentials built elsewhere."""
+
+    METHOD = "assume-role"
+    CANONICAL_NAME = "replicator-assume-role"
+
+    def __init__(self, credentials: Any) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    async def load(self) -> Any:
+        return self._credentials
+
+
+def aws_session(access: S3Access | None) -> AioSession:
+    """A session whose credentials are ``access``'s (the standard chain where it says
+    nothing). Does no I/O: a role is assumed on the first request and renewed as needed."""
+    if access is None:
+        return AioSession()
+    source = AioSession(profile=access.profile) if access.profile else AioSession()
+    if access.access_key_id:
+        source.set_credentials(access.access_key_id, access.secret_access_key or "")
+    if not access.role_arn:
+        return source
+    extra: dict[str, str] = {"RoleSessionName": access.role_session_name}
+    if access.external_id:
+        extra["ExternalId"] = access.external_id
+
+    async def assume() -> Any:
+        fetcher = AioAssumeRoleCredentialFetcher(
+            client_creator=source.create_client,
+            source_credentials=await source.get_credentials(),
+            role_arn=access.role_arn,
+            extra_args=extra,
+        )
+        return await fetcher.fetch_credentials()
+
+    credentials = AioDeferredRefreshableCredentials(refresh_using=assume, method="assume-role")
+    target = AioSession(profile=access.profile) if access.profile else AioSession()
+    target.get_component("credential_provider").insert_before("env", _Given(credentials))
+    return target
+
+
+def region_of(session: AioSession, access: S3Access | None) -> str:
+    configured = access.region if access else None
+    return configured or session.get_config_variable("region") or DEFAULT_REGION
