@@ -30,14 +30,28 @@ from replicator.errors import ConfigError
 
 CATALOG = web.AppKey("catalog", Catalog)
 METRICS = web.AppKey("metrics", LagMetrics)
+Held = Callable[[str], datetime | None]
+HELD: web.AppKey[Held] = web.AppKey("held")
 
 
-def create_app(catalog: Catalog, metrics: LagMetrics) -> web.Application:
+def _nothing_held(_: str) -> datetime | None:
+    return None
+
+
+def create_app(
+    catalog: Catalog,
+    metrics: LagMetrics,
+    *,
+    held: Held = _nothing_held,
+) -> web.Application:
     """The application; ``metrics`` is the one the catalog records into (its registry is
-    what ``/metrics`` serves, with the route gauges refreshed from the catalog per scrape)."""
+    what ``/metrics`` serves, with the route gauges refreshed from the catalog per scrape).
+    ``held``: what this process holds unrecorded per source location (``route_lag``), so a
+    daemon's own ``/status`` and watermark gauge account for its ingest backlog."""
     app = web.Application(middlewares=[_errors])
     app[CATALOG] = catalog
     app[METRICS] = metrics
+    app[HELD] = held
     app.router.add_get("/datasets", _datasets)
     app.router.add_get("/objects", _objects)
     app.router.add_get("/locate", _locate)
@@ -114,13 +128,13 @@ async def _status(request: web.Request) -> web.Response:
     window = request.query.get("window")
     now = datetime.now(UTC)
     since = now - parse_duration(window) if window else None
-    lags = await request.app[CATALOG].route_lag(since=since)
+    lags = await request.app[CATALOG].route_lag(since=since, held=request.app[HELD])
     return _json({"routes": [lag.as_dict(now) for lag in lags]})
 
 
 async def _metrics(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
-    lags = await request.app[CATALOG].route_lag(percentiles=False)
+    lags = await request.app[CATALOG].route_lag(percentiles=False, held=request.app[HELD])
     metrics.update(lags, datetime.now(UTC))
     return web.Response(
         body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}

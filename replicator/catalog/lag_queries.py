@@ -3,6 +3,7 @@ route's lag, pending work and watermark (``route_lag``; definitions in ``catalog
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -93,11 +94,16 @@ class LagQueries(CatalogBase):
         since: datetime | None = None,
         destination: str | None = None,
         percentiles: bool = True,
+        held: Callable[[str], datetime | None] | None = None,
     ) -> list[RouteLag]:
         """The consistency figures of every route, or of the routes into ``destination`` (a
         location URL); see ``replicator.catalog.lag``. Latency figures cover changes applied at or
         after ``since`` (default: every current replica). ``percentiles=False`` leaves out
-        p50/p99, which sort each route's replicas (the metrics gauges do not need them)."""
+        p50/p99, which sort each route's replicas (the metrics gauges do not need them).
+
+        ``held(source_location_url)``: the oldest event time of changes under that source that
+        this process holds and has not recorded yet (its ingest backlog); it holds the route's
+        watermark back like an unapplied change in the catalog."""
         index = await self._load_index()
         r = replicas.c
         routes: list[ColumnElement[bool]] = []
@@ -174,7 +180,10 @@ class LagQueries(CatalogBase):
                         latency_p99_seconds=_seconds(quantiles[0.99]),
                         slo_missed=int(missed or 0),
                         oldest_pending=oldest,
-                        watermark=watermark(oldest, newest),
+                        watermark=watermark(
+                            _earliest(oldest, held(index.by_id[src_id].url) if held else None),
+                            newest,
+                        ),
                         deletes_scheduled=int(deletes or 0),
                         next_delete_due=next_due,
                     )
@@ -185,3 +194,7 @@ class LagQueries(CatalogBase):
 def _seconds(value: Any) -> float | None:
     """Seconds from an aggregate (float or Decimal); skew-negative latencies count as zero."""
     return None if value is None else max(0.0, float(value))
+
+
+def _earliest(*times: datetime | None) -> datetime | None:
+    return min((t for t in times if t is not None), default=None)

@@ -82,6 +82,22 @@ class Applier:
         for store in self._stores.values():
             await store.close()
 
+    async def accept(self, events: Sequence[ChangeEvent]) -> None:
+        """Record changes as pending at every destination of their route, before ingest
+        publishes them: a change waiting in Kafka (a partition behind, a record in a worker's
+        memory) then holds its route's watermark until it is applied. Applying it later finds
+        it accepted already (a duplicate, redone as usual)."""
+        await asyncio.gather(
+            *(
+                self.catalog.mark_pending(
+                    Change.from_event(event),
+                    [t.destination.url for t in self.router.targets(event.source_url)],
+                )
+                for event in events
+                if self.router.targets(event.source_url)
+            )
+        )
+
     def admission(self, event: ChangeEvent) -> AbstractAsyncContextManager[object]:
         """At most ``route.concurrency`` objects of the event's route are applied at once (when
         set), so that one busy route cannot overload its stores. The worker takes this before

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import os
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -74,6 +75,16 @@ class Daemon:
         self.config = config
         self.env = dict(os.environ if env is None else env)
         self.router = Router(config)
+        self.ingest_backlogs: list[IngestBacklog] = []
+
+    def held(self, source: str) -> datetime | None:
+        """The oldest event time under ``source`` that this daemon's ingest holds and has not
+        recorded in the catalog yet (received, not yet accepted): it holds the watermark."""
+        times = [
+            backlog.oldest_unpublished(lambda url: url.startswith(source))
+            for backlog in self.ingest_backlogs
+        ]
+        return min((t for t in times if t is not None), default=None)
 
     def kafka_settings(self) -> KafkaSettings:
         k = self.config.kafka
@@ -126,15 +137,16 @@ class Daemon:
             changes_topic=k.changes_topic,
             dlq_topic=k.dlq_topic,
             azure_default_account=azure_default,
+            accept=applier.accept,
         )
         # SQS, Azure Storage Queue, Pub/Sub: each also reports what it holds unpublished.
         self.ingest_sources = build_consumers(self.config, publisher)
         # Everything ingest holds unpublished (replicator.pipeline.ingest.backlog).
-        self.ingest_backlogs: list[IngestBacklog] = [publisher, *self.ingest_sources]
+        self.ingest_backlogs = [publisher, *self.ingest_sources]
         runner = await serve_http(
             self.config,
             self.env,
-            create_app(catalog, metrics),
+            create_app(catalog, metrics, held=self.held),
             publisher,
             worker,
             applier,

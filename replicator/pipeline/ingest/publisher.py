@@ -4,7 +4,7 @@ object URL, dead-letter what cannot be parsed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -23,6 +23,9 @@ from replicator.pipeline.rules import Router
 log = structlog.get_logger(__name__)
 
 Parser = Callable[[bytes | str], list[ChangeEvent]]
+#: Records routed changes before they are published (the daemon: as pending in the catalog),
+#: so that a change waiting in Kafka or in a worker's memory holds its route's watermark.
+Acceptor = Callable[[Sequence[ChangeEvent]], Awaitable[object]]
 #: Every DLQ record is cut to this, below Kafka's default 1 MB record limit with its headers.
 DLQ_BODY_LIMIT = 900_000
 
@@ -51,7 +54,9 @@ class Publisher:
     """Routes, then publishes change events; dead-letters what cannot be parsed.
 
     It is an ``IngestBacklog``: the changes it is publishing (from any caller: receivers,
-    queue consumers, scans) are held until Kafka acknowledged them.
+    queue consumers, scans) are held until Kafka acknowledged them. With an ``accept``, every
+    routed change is recorded through it before it is published: once Kafka has a change, a
+    durable record of it holds its route's watermark until it is applied.
     """
 
     def __init__(
@@ -62,8 +67,10 @@ class Publisher:
         changes_topic: str = CHANGES_TOPIC,
         dlq_topic: str = DLQ_TOPIC,
         azure_default_account: str | None = None,
+        accept: Acceptor | None = None,
     ) -> None:
         self.producer = producer
+        self.accept = accept
         self.router = router
         # Events of this storage account are published as az://container/key, the URL that
         # routes and stores written without an account mean (events.default_account_url).
@@ -96,6 +103,8 @@ class Publisher:
             min(e.event_time for e in routed), (e.source_url for e in routed)
         )
         try:
+            if self.accept is not None:
+                await self.accept(routed)
             await asyncio.gather(
                 *(
                     self.producer.send(self.changes_topic, e.source_url.encode(), e.to_json())

@@ -37,6 +37,7 @@ import structlog
 from connectors.base import StoreError
 from connectors.queues import QueueDepth, QueueMessage
 from replicator.engine.retry import RetryPolicy
+from replicator.errors import Unavailable
 from replicator.pipeline.bus import BusError
 from replicator.pipeline.events import ChangeEvent
 from replicator.pipeline.ingest.backlog import Holdings, UrlFilter
@@ -190,10 +191,12 @@ class QueueConsumer:
                     published = 0
                 else:
                     published = await self.publisher.publish(item.events)
-            except BusError as exc:
+            except (BusError, Unavailable) as exc:
+                # Kafka, or the catalog the changes are recorded in first, is down: the
+                # message stays leased and is tried again.
                 delay = self.retry.next_delay(delay, rng)
                 log.error(
-                    "Kafka unavailable; holding the queue message",
+                    "Kafka or the catalog unavailable; holding the queue message",
                     queue=self.queue.name,
                     error=str(exc),
                     retry_in=round(delay, 2),
