@@ -402,7 +402,10 @@ def scan(
 ) -> None:
     """List the routes' sources and publish a change event per object to Kafka, for stores
     without notifications or to reconcile; the daemons apply them (unchanged objects are cheap
-    no-ops)."""
+    no-ops). Each change is recorded in the catalog before it is published, so the routes'
+    watermarks wait for them."""
+    from replicator.catalog import open_catalog
+    from replicator.daemon.applier import record_accepted, register_datasets
     from replicator.daemon.config import load_daemon_config
     from replicator.daemon.service import Daemon
     from replicator.pipeline.bus import AsyncProducer, ensure_topics
@@ -424,17 +427,22 @@ def scan(
             daemon.kafka_settings(),
             {kafka.changes_topic: kafka.partitions, kafka.dlq_topic: 1},
         )
+        router = Router(settings)
+        catalog = await open_catalog(settings.catalog.resolved_url(daemon.env))
         producer = AsyncProducer(daemon.kafka_settings())
         publisher = Publisher(
             producer,
-            Router(settings),
+            router,
             changes_topic=settings.kafka.changes_topic,
             dlq_topic=settings.kafka.dlq_topic,
+            accept=lambda events: record_accepted(catalog, router, events),
         )
         try:
+            await register_datasets(catalog, settings)
             return {r.name: await scan_source(r.source, publisher) for r in routes}
         finally:
             await producer.close()
+            await catalog.close()
 
     counts = run_until_signalled(main())
     typer.echo(json.dumps({"published": counts}))

@@ -83,20 +83,8 @@ class Applier:
             await store.close()
 
     async def accept(self, events: Sequence[ChangeEvent]) -> None:
-        """Record changes as pending at every destination of their route, before ingest
-        publishes them: a change waiting in Kafka (a partition behind, a record in a worker's
-        memory) then holds its route's watermark until it is applied. Applying it later finds
-        it accepted already (a duplicate, redone as usual)."""
-        await asyncio.gather(
-            *(
-                self.catalog.mark_pending(
-                    Change.from_event(event),
-                    [t.destination.url for t in self.router.targets(event.source_url)],
-                )
-                for event in events
-                if self.router.targets(event.source_url)
-            )
-        )
+        """Record changes as pending before ingest publishes them (``record_accepted``)."""
+        await record_accepted(self.catalog, self.router, events)
 
     def admission(self, event: ChangeEvent) -> AbstractAsyncContextManager[object]:
         """At most ``route.concurrency`` objects of the event's route are applied at once (when
@@ -250,6 +238,23 @@ class Applier:
         return DeletionSweeper(
             self.router, self.catalog, self.store, self.guard, self.copier.retry, interval=interval
         )
+
+
+async def record_accepted(catalog: Catalog, router: Router, events: Sequence[ChangeEvent]) -> None:
+    """Record changes as pending at every destination of their route, before they are
+    published to Kafka: a change waiting there (a partition behind, a record in a worker's
+    memory) then holds its route's watermark until it is applied. Applying it later finds it
+    accepted already (a duplicate, redone as usual)."""
+    await asyncio.gather(
+        *(
+            catalog.mark_pending(
+                Change.from_event(event),
+                [t.destination.url for t in router.targets(event.source_url)],
+            )
+            for event in events
+            if router.targets(event.source_url)
+        )
+    )
 
 
 def _most_telling(failures: Sequence[BaseException]) -> BaseException:

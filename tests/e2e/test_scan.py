@@ -11,6 +11,7 @@ from pathlib import Path
 
 from connectors import open_store
 from connectors.base import ObjectAttributes
+from replicator.catalog import open_catalog
 from replicator.daemon.config import load_daemon_config
 from replicator.daemon.service import Daemon
 from replicator.devstack import StackState
@@ -82,6 +83,18 @@ destinations = ["{dest_url}"]
         assert sorted([m.key async for m in dest.list()]) == sorted(payloads)
         for key, data in payloads.items():
             assert await dest.read(key) == data
+        # The scan recorded each change before publishing it; every one is applied now.
+        catalog = await open_catalog(f"sqlite:///{tmp_path}/catalog.db")
+        try:
+            for _ in range(300):
+                [lag] = await catalog.route_lag(destination=dest_url)
+                if lag.pending_ops == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert lag.pending_ops == 0
+            assert lag.replicated_ops == 50
+        finally:
+            await catalog.close()
     finally:
         stop.set()
         await asyncio.wait_for(running, 60)
