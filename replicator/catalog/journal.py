@@ -24,14 +24,10 @@ class CatalogJournal:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    async def find(self, dest_url: str, source_version: str) -> UploadRecord | None:
+    async def find(self, dest_url: str) -> UploadRecord | None:
         async with self._db.read() as conn:
             head = (
-                await conn.execute(
-                    select(uploads).where(
-                        uploads.c.dest_url == dest_url, uploads.c.source_version == source_version
-                    )
-                )
+                await conn.execute(select(uploads).where(uploads.c.dest_url == dest_url))
             ).one_or_none()
             if head is None:
                 return None

@@ -227,7 +227,9 @@ class UploadRecord:
 class UploadJournal(Protocol):
     """Where the engine reports upload progress so a crashed copy can resume."""
 
-    async def find(self, dest_url: str, source_version: str) -> UploadRecord | None: ...
+    async def find(self, dest_url: str) -> UploadRecord | None:
+        """The upload in progress to ``dest_url`` (of whatever source version), if any."""
+        ...
 
     async def started(self, record: UploadRecord) -> None: ...
 
@@ -242,9 +244,8 @@ class MemoryJournal:
     def __init__(self) -> None:
         self.records: dict[str, UploadRecord] = {}
 
-    async def find(self, dest_url: str, source_version: str) -> UploadRecord | None:
-        record = self.records.get(dest_url)
-        return record if record and record.source_version == source_version else None
+    async def find(self, dest_url: str) -> UploadRecord | None:
+        return self.records.get(dest_url)
 
     async def started(self, record: UploadRecord) -> None:
         self.records[record.dest_url] = record
@@ -504,8 +505,20 @@ class Copier:
     ) -> _Executed:
         pin = self._pin(source, src)
         dest_url = dest.url_for(dest_key)
-        record = await self.journal.find(dest_url, version_id(src))
-        if record is not None and (record.part_size != plan.part_size or record.size != src.size):
+        record = await self.journal.find(dest_url)
+        if record is not None and (
+            record.source_version != version_id(src)
+            or record.part_size != plan.part_size
+            or record.size != src.size
+        ):
+            # An upload left by a crash for another version (the source was overwritten since)
+            # or another plan is never resumed: abort it now, or it stays behind for ever.
+            log.info(
+                "aborting an upload left for another version",
+                destination=dest_url,
+                upload_id=record.upload_id,
+                source_version=record.source_version,
+            )
             await self._abort(dest, dest_key, record)
             record = None
         resumed = len(record.parts) if record else 0

@@ -44,8 +44,7 @@ class TestJournal:
         assert sorted(record.parts) == [1, 3]
         other = await open_catalog(catalog_url)
         try:
-            found = await other.journal().find(dest, "v1")
-            assert await other.journal().find(dest, "v2") is None
+            found = await other.journal().find(dest)
         finally:
             await other.close()
         assert found == record
@@ -63,11 +62,11 @@ class TestJournal:
         new = UploadRecord(dest, "upload-new", "s3://lake/k", "v2", PART, 2 * PART)
         await journal.started(new)
         await journal.finished(old)
-        found = await journal.find(dest, "v2")
+        found = await journal.find(dest)
         assert found is not None
-        assert (found.upload_id, found.parts) == ("upload-new", {})
+        assert (found.upload_id, found.source_version, found.parts) == ("upload-new", "v2", {})
         await journal.finished(new)
-        assert await journal.find(dest, "v2") is None
+        assert await journal.find(dest) is None
 
 
 class _KilledProcessJournal:
@@ -76,8 +75,8 @@ class _KilledProcessJournal:
     def __init__(self, inner: CatalogJournal) -> None:
         self.inner = inner
 
-    async def find(self, dest_url: str, source_version: str) -> UploadRecord | None:
-        return await self.inner.find(dest_url, source_version)
+    async def find(self, dest_url: str) -> UploadRecord | None:
+        return await self.inner.find(dest_url)
 
     async def started(self, record: UploadRecord) -> None:
         await self.inner.started(record)
@@ -135,10 +134,7 @@ async def test_a_crashed_copy_resumes_from_its_completed_parts(
     try:
         engine = Copier(part_size=PART, concurrency=4, retry=FAST_RETRY, journal=second.journal())
         result = await engine.copy(source, "lake/events.bin", dest, "replica/events.bin")
-        assert (
-            await second.journal().find(dest.url_for("replica/events.bin"), result.source_version)
-            is None
-        )
+        assert await second.journal().find(dest.url_for("replica/events.bin")) is None
     finally:
         await second.close()
     assert result.parts == PARTS
@@ -147,3 +143,55 @@ async def test_a_crashed_copy_resumes_from_its_completed_parts(
     assert len(dest.parts_uploaded) < PARTS
     assert (tmp_path / "dest" / "replica" / "events.bin").read_bytes() == data
     assert result.fingerprint == hashing.fingerprint(data)
+
+
+async def test_an_upload_left_for_an_overwritten_version_is_aborted(
+    catalog_url: str, tmp_path: Path
+) -> None:
+    """A copy crashed mid-upload, then the source was overwritten: the next copy cannot resume
+    that upload (another version), so it aborts it instead of leaving it behind for ever."""
+    stores = [open_store(f"file://{tmp_path}/{name}") for name in ("source", "dest")]
+    for store in stores:
+        await store.create_container()
+    source, dest = (FaultyStore(store) for store in stores)
+    await source.put("lake/events.bin", os.urandom(PARTS * PART - 1))
+    copying: asyncio.Task[CopyResult] | None = None
+
+    async def crash(read_number: int) -> None:
+        if read_number == 3 and copying is not None:
+            copying.cancel()
+            await asyncio.Event().wait()
+
+    source.before_read = crash
+    dest.ignore_aborts = True
+    first = await open_catalog(catalog_url)
+    try:
+        crashing = Copier(
+            part_size=PART,
+            concurrency=1,
+            retry=FAST_RETRY,
+            journal=_KilledProcessJournal(first.journal()),
+        )
+        copying = asyncio.create_task(
+            crashing.copy(source, "lake/events.bin", dest, "replica/events.bin")
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await copying
+    finally:
+        await first.close()
+    assert [u.upload_id async for u in dest.list_multipart_uploads()], "no upload was left"
+
+    source.before_read = None
+    dest.ignore_aborts = False
+    newer = os.urandom(PARTS * PART - 7)
+    await source.put("lake/events.bin", newer)
+    second = await open_catalog(catalog_url)
+    try:
+        engine = Copier(part_size=PART, concurrency=4, retry=FAST_RETRY, journal=second.journal())
+        result = await engine.copy(source, "lake/events.bin", dest, "replica/events.bin")
+        assert result.parts_resumed == 0
+        assert await second.journal().find(dest.url_for("replica/events.bin")) is None
+    finally:
+        await second.close()
+    assert [u async for u in dest.list_multipart_uploads()] == []
+    assert (tmp_path / "dest" / "replica" / "events.bin").read_bytes() == newer

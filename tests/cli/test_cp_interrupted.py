@@ -118,8 +118,12 @@ async def test_killed_copy_resumes_from_the_catalog(
         async with await open_catalog(catalog) as journal_db:
             journal = journal_db.journal()
             for _ in range(600):
-                record = await journal.find(dest.url_for("big"), source_version)
-                if record is not None and len(record.parts) >= 2:
+                record = await journal.find(dest.url_for("big"))
+                if (
+                    record is not None
+                    and record.source_version == source_version
+                    and len(record.parts) >= 2
+                ):
                     break
                 await asyncio.sleep(0.02)
         first.send_signal(signal.SIGKILL)
