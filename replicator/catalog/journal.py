@@ -107,18 +107,22 @@ class CatalogJournal:
 
     async def finished(self, record: UploadRecord) -> None:
         """Forget an upload that was completed or aborted (only that one, by its id)."""
+        await self.forget(record.dest_url, record.upload_id)
+
+    async def forget(self, dest_url: str, upload_id: str) -> None:
+        """Forget the upload ``upload_id`` to ``dest_url`` and its parts, if recorded."""
         async with self._db.write() as conn:
             await conn.execute(
                 delete(upload_parts).where(
                     and_(
-                        upload_parts.c.dest_url == record.dest_url,
-                        upload_parts.c.upload_id == record.upload_id,
+                        upload_parts.c.dest_url == dest_url,
+                        upload_parts.c.upload_id == upload_id,
                     )
                 )
             )
             await conn.execute(
                 delete(uploads).where(
-                    uploads.c.dest_url == record.dest_url, uploads.c.upload_id == record.upload_id
+                    uploads.c.dest_url == dest_url, uploads.c.upload_id == upload_id
                 )
             )
 

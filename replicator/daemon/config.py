@@ -37,6 +37,10 @@ The routing sections are ``replicator.pipeline.rules``'s; the daemon's own::
     [deletes]
     sweep_interval = "1m"            # how often deletions delayed by a route are carried out
 
+    [uploads]
+    sweep_interval = "1h"            # how often the destinations are searched for abandoned
+    abandon_after = "24h"            # multipart uploads, aborted once this old
+
     [[sqs]]
     queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/lake-events"
     receivers = 4                    # receive loops at once (one drains at most ~10 per call)
@@ -444,6 +448,16 @@ class DeletesSection(BaseModel):
     sweep_interval: Duration = timedelta(minutes=1)
 
 
+class UploadsSection(BaseModel):
+    """Multipart uploads abandoned at the destinations (a daemon killed mid-copy whose copy is
+    never redone) are aborted once older than ``abandon_after``; copies that run longer than
+    that must raise it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sweep_interval: Duration = timedelta(hours=1)
+    abandon_after: Duration = timedelta(hours=24)
+
+
 class DaemonConfig(RoutingConfig):
     """The whole configuration, as given: ``DaemonConfig.model_validate(data)`` takes
     ``data`` alone. :func:`load_daemon_config` applies the environment's overrides."""
@@ -464,6 +478,7 @@ class DaemonConfig(RoutingConfig):
     ingest: IngestAuthSection = IngestAuthSection()
     credentials: tuple[CredentialsSection, ...] = ()
     deletes: DeletesSection = DeletesSection()
+    uploads: UploadsSection = UploadsSection()
 
 
 class _WithEnvironment(BaseSettings, DaemonConfig):

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
+    Counter,
     Gauge,
     GCCollector,
     Metric,
@@ -72,6 +73,19 @@ class DaemonMetrics:
             "1 while a route's deletions are paused (its delete limit was exceeded, or an "
             "operator paused them).",
             ["route"],
+            registry=self.registry,
+        )
+        self.uploads_open = Gauge(
+            "replicator_uploads_open",
+            "Multipart uploads open at a destination at the last sweep (copies in progress, "
+            "and abandoned ones still to abort).",
+            ["destination"],
+            registry=self.registry,
+        )
+        self.uploads_aborted = Counter(
+            "replicator_uploads_aborted",
+            "Abandoned multipart uploads this daemon aborted.",
+            ["destination"],
             registry=self.registry,
         )
         self.route_healthy = Gauge(

@@ -29,6 +29,7 @@ from replicator.daemon.deletes import DeleteGuard
 from replicator.daemon.health import RouteHealth
 from replicator.daemon.http import serve_http
 from replicator.daemon.ingest_sources import build_consumers
+from replicator.daemon.janitor import UploadJanitor
 from replicator.daemon.kafka_setup import check_topics
 from replicator.daemon.metrics import DaemonMetrics
 from replicator.engine.transfer import ByteBudget, Copier
@@ -158,6 +159,16 @@ class Daemon:
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
             sweeper = applier.sweeper(self.config.deletes.sweep_interval)
             tasks.append(asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"))
+            janitor = UploadJanitor(
+                self.router,
+                applier.store,
+                catalog.journal(),
+                interval=self.config.uploads.sweep_interval,
+                abandon_after=self.config.uploads.abandon_after,
+                open_gauge=daemon_metrics.uploads_open,
+                aborted_counter=daemon_metrics.uploads_aborted,
+            )
+            tasks.append(asyncio.create_task(janitor.run(stop), name="upload-janitor"))
             tasks += [
                 asyncio.create_task(c.run(stop), name=f"ingest {c.queue.name}")
                 for c in self.ingest_sources

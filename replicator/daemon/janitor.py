@@ -1,0 +1,103 @@
+"""Abandoned multipart uploads: a daemon killed mid-copy leaves an open upload (S3 parts, GCS
+part objects under ``.replicator-uploads/``, an Azure upload marker with uncommitted blocks, a
+file store's staging directory). A copy of the same version redone later resumes it, and one of
+a newer version aborts it (``engine.transfer``); the janitor finds the rest: every
+``[uploads] sweep_interval`` it lists the open uploads at each route destination, exports how
+many there are, and aborts (and forgets in the journal) those older than ``abandon_after``.
+
+Several daemons may sweep at once: aborting an upload twice is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from prometheus_client import Counter, Gauge
+
+from connectors.base import NotSupported, ObjectStore, StoreError
+from replicator.catalog.journal import CatalogJournal
+from replicator.pipeline.rules import Router
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class JanitorReport:
+    open: dict[str, int] = field(default_factory=dict)
+    aborted: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class UploadJanitor:
+    def __init__(
+        self,
+        router: Router,
+        stores: Callable[[str], ObjectStore],
+        journal: CatalogJournal,
+        *,
+        interval: timedelta,
+        abandon_after: timedelta,
+        open_gauge: Gauge | None = None,
+        aborted_counter: Counter | None = None,
+    ) -> None:
+        self.router = router
+        self.stores = stores
+        self.journal = journal
+        self.interval = interval
+        self.abandon_after = abandon_after
+        self.open_gauge = open_gauge
+        self.aborted_counter = aborted_counter
+
+    def destinations(self) -> list[str]:
+        return sorted({d.url for r in self.router.config.routes for d in r.destinations})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                report = await self.sweep()
+                if report.aborted:
+                    log.info("abandoned uploads aborted", uploads=report.aborted)
+            except Exception as exc:
+                log.error("upload sweep failed; trying again later", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval.total_seconds())
+
+    async def sweep(self, now: datetime | None = None) -> JanitorReport:
+        """List every destination's open uploads; abort those started before
+        ``now - abandon_after``."""
+        now = now or datetime.now(UTC)
+        cutoff = now - self.abandon_after
+        report = JanitorReport()
+        for destination in self.destinations():
+            store = self.stores(destination)
+            try:
+                uploads = [upload async for upload in store.list_multipart_uploads()]
+            except NotSupported:
+                continue
+            except StoreError as exc:
+                report.errors.append(f"{destination}: {exc}")
+                continue
+            remaining = len(uploads)
+            for upload in uploads:
+                # An upload whose start the store does not report may be a live copy's.
+                if upload.initiated is None or upload.initiated > cutoff:
+                    continue
+                try:
+                    await store.abort_multipart(upload.key, upload.upload_id)
+                except StoreError as exc:
+                    report.errors.append(f"{store.url_for(upload.key)}: {exc}")
+                    continue
+                await self.journal.forget(store.url_for(upload.key), upload.upload_id)
+                remaining -= 1
+                report.aborted.append(f"{store.url_for(upload.key)} ({upload.upload_id})")
+                if self.aborted_counter is not None:
+                    self.aborted_counter.labels(destination).inc()
+            report.open[destination] = remaining
+            if self.open_gauge is not None:
+                self.open_gauge.labels(destination).set(remaining)
+        return report

@@ -1,0 +1,80 @@
+"""Abandoned multipart uploads at every kind of destination are found, counted and aborted
+once old enough; younger ones (perhaps a live copy's) are left alone."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from connectors import open_store
+from connectors.base import ObjectStore
+from replicator.catalog import open_catalog
+from replicator.daemon.janitor import UploadJanitor
+from replicator.daemon.metrics import DaemonMetrics
+from replicator.devstack import StackState
+from replicator.engine.transfer import UploadRecord
+from replicator.pipeline.rules import Router, load_config
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs", "az", "file"])
+async def test_abandoned_uploads_are_aborted_once_old_enough(
+    devstack: StackState, tmp_path: Path, scheme: str
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    destination = (
+        f"file://{tmp_path}/dest/" if scheme == "file" else f"{scheme}://dst-{tag}/replicas/"
+    )
+    config = load_config(
+        {"routes": [{"name": "r", "source": f"s3://src-{tag}/", "destinations": [destination]}]}
+    )
+    opened: dict[str, ObjectStore] = {}
+
+    def stores(url: str) -> ObjectStore:
+        if url not in opened:
+            opened[url] = open_store(url)
+        return opened[url]
+
+    catalog = await open_catalog(f"sqlite:///{tmp_path}/catalog.db")
+    metrics = DaemonMetrics()
+    journal = catalog.journal()
+    janitor = UploadJanitor(
+        Router(config),
+        stores,
+        journal,
+        interval=timedelta(hours=1),
+        abandon_after=timedelta(hours=1),
+        open_gauge=metrics.uploads_open,
+        aborted_counter=metrics.uploads_aborted,
+    )
+    store = stores(destination)
+    try:
+        await store.create_container()
+        # What a daemon killed mid-copy leaves: an open upload with a part, and its journal.
+        upload_id = await store.create_multipart("big.bin")
+        await store.put_part("big.bin", upload_id, 1, b"x" * (5 * 1024 * 1024))
+        await journal.started(
+            UploadRecord(store.url_for("big.bin"), upload_id, "s3://src/big.bin", "v1", 1, 1)
+        )
+        # The store's own start time (moto reports a fixed date in 2010).
+        [listed] = [u async for u in store.list_multipart_uploads()]
+        assert listed.initiated is not None
+        young = await janitor.sweep(listed.initiated + timedelta(minutes=30))
+        assert young.open == {destination: 1}
+        assert young.aborted == []
+        labels = {"destination": destination}
+        assert metrics.registry.get_sample_value("replicator_uploads_open", labels) == 1
+
+        later = await janitor.sweep(listed.initiated + timedelta(hours=2))
+        assert (later.open, later.errors) == ({destination: 0}, [])
+        assert len(later.aborted) == 1
+        assert [u async for u in store.list_multipart_uploads()] == []
+        assert await journal.find(store.url_for("big.bin")) is None
+        assert metrics.registry.get_sample_value("replicator_uploads_open", labels) == 0
+        assert metrics.registry.get_sample_value("replicator_uploads_aborted_total", labels) == 1
+    finally:
+        for opened_store in opened.values():
+            await opened_store.close()
+        await catalog.close()
