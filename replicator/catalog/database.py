@@ -101,7 +101,7 @@ def _mapped_errors(display_url: str) -> Iterator[None]:
     except CatalogError:
         raise
     except sql_errors.DBAPIError as exc:
-        if exc.connection_invalidated or isinstance(exc, _UNAVAILABLE):
+        if exc.connection_invalidated or isinstance(exc, _UNAVAILABLE) or _transient_state(exc):
             raise CatalogUnavailable(
                 f"catalog {display_url} is unavailable: {_first_line(exc.orig or exc)}"
             ) from exc
@@ -112,6 +112,21 @@ def _mapped_errors(display_url: str) -> Iterator[None]:
         ) from exc
     except sql_errors.SQLAlchemyError as exc:
         raise CatalogError(f"catalog {display_url} refused a request: {_first_line(exc)}") from exc
+
+
+# SQLSTATEs of a server that is starting, stopping, overloaded or lost the connection, and of
+# transactions that only need running again: PostgreSQL's classes 08 (connection exception)
+# and 53 (insufficient resources), and 57P01-57P03 (shut down, crashed, not yet accepting
+# connections), 40001 (serialization failure), 40P01 (deadlock detected).
+_TRANSIENT_STATES = ("57P01", "57P02", "57P03", "40001", "40P01")
+_TRANSIENT_CLASSES = ("08", "53")
+
+
+def _transient_state(exc: sql_errors.DBAPIError) -> bool:
+    state = getattr(exc.orig, "sqlstate", None)
+    if not isinstance(state, str):
+        return False
+    return state in _TRANSIENT_STATES or state[:2] in _TRANSIENT_CLASSES
 
 
 def _first_line(exc: BaseException) -> str:

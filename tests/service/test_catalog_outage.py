@@ -5,10 +5,14 @@ dead-lettered because the catalog was briefly unavailable, and nothing is lost."
 from __future__ import annotations
 
 import asyncio
+import shutil
+import signal
 import sqlite3
+import subprocess
 import threading
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from connectors import open_store
 from replicator.catalog import Catalog, open_catalog
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.service import make_worker
-from replicator.devstack import StackState
+from replicator.devstack import StackState, free_port, postgres
 from replicator.engine.transfer import Copier
 from replicator.pipeline.bus import AsyncConsumer
 from replicator.pipeline.events import ChangeEvent
@@ -124,6 +128,90 @@ async def test_a_locked_sqlite_catalog_is_waited_for(bed: Bed, tmp_path: Path) -
         assert run.worker.stats.dead_lettered == 0
         assert run.worker.stats.retries > 0, "the lock was never met: the test proves nothing"
         assert len(await run.copied()) == OBJECTS
+    finally:
+        await run.finish()
+        await catalog.close()
+
+
+class RestartablePostgres:
+    """A PostgreSQL server of this test's own, stopped and started again on its port and data
+    (a restart, a failover), never the session's shared server."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.launch = postgres.prepare(self.port)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.launch.url
+
+    def start(self) -> None:
+        run_as = self.launch.run_as
+        # The test bed trades durability for speed; a crash test needs commits to be durable
+        # (later -c settings win).
+        durable = ["-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on"]
+        self.process = subprocess.Popen(
+            [*self.launch.argv, *durable],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.launch.data_dir,
+            start_new_session=True,
+            user=run_as.uid if run_as else None,
+            group=run_as.gid if run_as else None,
+            extra_groups=[] if run_as else None,
+        )
+        deadline = time.monotonic() + 60
+        while not self.launch.ready():
+            if time.monotonic() > deadline:
+                raise AssertionError("the test's PostgreSQL did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """An immediate shutdown (SIGQUIT): connections are cut and the server recovers from
+        its log when started again, as after a crash."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGQUIT)
+            self.process.wait(30)
+            self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.launch.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def restartable() -> Iterator[RestartablePostgres]:
+    server = RestartablePostgres()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+async def test_a_restarted_postgresql_catalog_is_waited_for(
+    bed: Bed, restartable: RestartablePostgres
+) -> None:
+    catalog = await open_catalog(restartable.url)
+    run = Run(bed, catalog)
+    try:
+        await run.start()
+        await run.publish(0, OBJECTS // 2)
+        await until(lambda: run.worker.stats.applied == OBJECTS // 2, seconds=60)
+        await asyncio.to_thread(restartable.stop)
+        await run.publish(OBJECTS // 2, OBJECTS // 2)
+        # Down for a while: the new events reach the worker and wait for the catalog.
+        await until(lambda: run.worker.stats.retries > 0, seconds=60)
+        await asyncio.to_thread(restartable.start)
+        await until(lambda: run.worker.stats.applied == OBJECTS, seconds=120)
+        await until(lambda: bed.committed() == bed.end, seconds=30)
+        assert run.worker.stats.dead_lettered == 0
+        assert len(await run.copied()) == OBJECTS
+        [lag] = await catalog.route_lag(destination=run.dest_url)
+        assert lag.replicated_ops == OBJECTS
+        assert lag.pending_ops == 0
     finally:
         await run.finish()
         await catalog.close()
