@@ -19,7 +19,8 @@ from moto.server import ThreadedMotoServer
 from connectors import open_store
 from connectors.azure_credentials import AzureCredentials
 from connectors.base import PermissionDenied
-from connectors.credentials import GCSAccess, S3Access, StoreCredentials, install
+from connectors.credentials import AwsAccess, GCSAccess, StoreCredentials, install
+from connectors.sqs import SQSQueue
 from replicator.daemon.config import DaemonConfig
 from replicator.daemon.credentials import (
     check_azure_accounts,
@@ -162,7 +163,7 @@ class TestAwsAccounts:
         destination through a role in account B; B's bucket is invisible from A."""
         endpoint = os.environ["AWS_ENDPOINT_URL"]
         source_bucket, dest_bucket = f"a-{uuid.uuid4().hex[:10]}", f"b-{uuid.uuid4().hex[:10]}"
-        install(StoreCredentials(s3=((f"s3://{dest_bucket}", S3Access(role_arn=ROLE_B)),)))
+        install(StoreCredentials(s3=((f"s3://{dest_bucket}", AwsAccess(role_arn=ROLE_B)),)))
         async with (
             open_store(f"s3://{source_bucket}") as source,
             open_store(f"s3://{dest_bucket}") as dest,
@@ -201,7 +202,7 @@ class TestAwsAccounts:
                     s3=(
                         (
                             f"s3://{bucket}/",
-                            S3Access(
+                            AwsAccess(
                                 endpoint_url=f"http://127.0.0.1:{port}",
                                 region="eu-west-1",
                                 access_key_id="second-key-id",
@@ -225,6 +226,31 @@ class TestAwsAccounts:
             assert bucket not in [b["Name"] for b in here.list_buckets()["Buckets"]]
         finally:
             other.stop()
+
+    async def test_a_queue_in_another_account_is_read_through_its_role(
+        self, devstack: StackState
+    ) -> None:
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
+        role = aws("sts", endpoint_url=endpoint).assume_role(
+            RoleArn=ROLE_B, RoleSessionName="setup"
+        )["Credentials"]
+        as_b = aws(
+            "sqs",
+            endpoint_url=endpoint,
+            aws_access_key_id=role["AccessKeyId"],
+            aws_secret_access_key=role["SecretAccessKey"],
+            aws_session_token=role["SessionToken"],
+        )
+        url = as_b.create_queue(QueueName=f"b-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+        assert "/210987654321/" in url
+        as_b.send_message(QueueUrl=url, MessageBody="in account B")
+        queue = SQSQueue(url, access=AwsAccess(role_arn=ROLE_B))
+        try:
+            [message] = await queue.receive(10, 1)
+            assert message.body == "in account B"
+            await queue.delete([message])
+        finally:
+            await queue.close()
 
 
 class TestGcsCredentials:
@@ -270,8 +296,8 @@ class TestConfiguration:
         )
         env = {"K_ID": "id", "K_SECRET": "canary-secret", "SAS": "sv=1&sig=canary"}
         found = store_credentials(config.credentials, env)
-        assert found.s3_for("s3://partner/a/b") == S3Access(role_arn=ROLE_B, region="eu-west-1")
-        assert found.s3_for("s3://keys/k") == S3Access(
+        assert found.s3_for("s3://partner/a/b") == AwsAccess(role_arn=ROLE_B, region="eu-west-1")
+        assert found.s3_for("s3://keys/k") == AwsAccess(
             access_key_id="id", secret_access_key="canary-secret"
         )
         assert found.s3_for("s3://other/k") is None
