@@ -27,10 +27,11 @@ from replicator.daemon.credentials import (
     default_azure_account,
     store_credentials,
 )
+from replicator.daemon.ingest_sources import build_consumers
 from replicator.devstack import DevStack, StackState, environment, free_port
 from replicator.devstack.stack import AZURE_DEV_ACCOUNT, AZURE_DEV_KEY
 from replicator.errors import ConfigError
-from replicator.pipeline.bus import AsyncProducer
+from replicator.pipeline.bus import AsyncProducer, KafkaSettings
 from replicator.pipeline.events import parse_azure
 from tests.ingest.conftest import Topics, publisher_for
 from tests.ingest.test_azure_queue import event_grid
@@ -329,3 +330,23 @@ class TestConfiguration:
         with pytest.raises(ConfigError, match="write az://lake/ instead"):
             check_azure_accounts(self.config(), "lakeprod")
         check_azure_accounts(self.config(), "otheraccount")
+
+    async def test_every_configured_source_is_built_with_its_account(
+        self, devstack: StackState, installed_credentials: None, producer: AsyncProducer
+    ) -> None:
+        config = self.config(
+            sqs=[{"queue_url": "https://sqs.eu-west-1.amazonaws.com/1/q", "role_arn": ROLE_B}],
+            azure_queues=[{"queue": "blob-events"}],
+            pubsub=[{"subscription": "projects/p/subscriptions/s", "batch": 50}],
+        )
+        publisher = publisher_for(producer, Topics(KafkaSettings("unused"), "c", "d"), "s3://x/")
+        consumers = build_consumers(config, publisher)
+        assert [c.origin for c in consumers] == ["sqs", "azure-queue", "pubsub"]
+        assert consumers[1].queue.name.endswith(f"/{AZURE_DEV_ACCOUNT}/blob-events")
+        assert consumers[2].batch == 50
+        for consumer in consumers:
+            await consumer.queue.close()
+        with pytest.raises(ConfigError, match="no credentials for it"):
+            build_consumers(
+                self.config(azure_queues=[{"queue": "q-1", "account": SECOND}]), publisher
+            )
