@@ -1,4 +1,4 @@
-"""aiobotocore sessions for one AWS location (``connectors.credentials.S3Access``): a named
+"""aiobotocore sessions for one AWS location (``connectors.credentials.AwsAccess``): a named
 profile, static keys, or a role assumed with the standard chain's (or the profile's)
 credentials and renewed before it expires. Shared by the S3 store and the SQS queue; every
 AWS call of a daemon can thus come from a different account per location."""
@@ -14,7 +14,7 @@ from aiobotocore.credentials import (
 from aiobotocore.session import AioSession
 from botocore.credentials import CredentialProvider
 
-from connectors.credentials import S3Access
+from connectors.credentials import AwsAccess
 
 DEFAULT_REGION = "us-east-1"
 
@@ -33,7 +33,7 @@ class _Given(CredentialProvider):  # type: ignore[misc]
         return self._credentials
 
 
-def aws_session(access: S3Access | None) -> AioSession:
+def aws_session(access: AwsAccess | None) -> AioSession:
     """A session whose credentials are ``access``'s (the standard chain where it says
     nothing). Does no I/O: a role is assumed on the first request and renewed as needed."""
     if access is None:
@@ -62,6 +62,6 @@ def aws_session(access: S3Access | None) -> AioSession:
     return target
 
 
-def region_of(session: AioSession, access: S3Access | None) -> str:
+def region_of(session: AioSession, access: AwsAccess | None) -> str:
     configured = access.region if access else None
     return configured or session.get_config_variable("region") or DEFAULT_REGION

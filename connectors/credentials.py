@@ -25,7 +25,7 @@ from connectors.azure_credentials import AzureCredentials
 
 
 @dataclass(frozen=True)
-class S3Access:
+class AwsAccess:
     """How to reach one S3 location: every field optional, the standard chain fills in."""
 
     profile: str | None = None
@@ -47,11 +47,11 @@ class GCSAccess:
 
 @dataclass(frozen=True)
 class StoreCredentials:
-    s3: tuple[tuple[str, S3Access], ...] = ()
+    s3: tuple[tuple[str, AwsAccess], ...] = ()
     gcs: tuple[tuple[str, GCSAccess], ...] = ()
     azure: Mapping[str, AzureCredentials] = field(default_factory=dict)
 
-    def s3_for(self, url: str) -> S3Access | None:
+    def s3_for(self, url: str) -> AwsAccess | None:
         return _longest(self.s3, url)
 
     def gcs_for(self, url: str) -> GCSAccess | None:

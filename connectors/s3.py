@@ -85,7 +85,7 @@ from connectors.base import (
     clip_range,
     parse_retry_after,
 )
-from connectors.credentials import S3Access, installed
+from connectors.credentials import AwsAccess, installed
 
 DEFAULT_REGION = "us-east-1"
 MAX_PART_SIZE = 5 * GiB
@@ -317,7 +317,7 @@ class S3Store(ObjectStore):
     copy_part_size = 512 * MiB
     copy_part_concurrency = 8
 
-    def __init__(self, bucket: str, prefix: str = "", access: S3Access | None = None) -> None:
+    def __init__(self, bucket: str, prefix: str = "", access: AwsAccess | None = None) -> None:
         super().__init__(f"s3://{bucket}/{prefix}")
         self.bucket = bucket
         self.prefix = prefix

@@ -21,6 +21,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from connectors.aws_session import aws_session, region_of
 from connectors.base import (
     NotFound,
     PermissionDenied,
@@ -28,6 +29,7 @@ from connectors.base import (
     Throttled,
     TransientError,
 )
+from connectors.credentials import AwsAccess
 from connectors.queues import QueueDepth, QueueMessage
 
 DEFAULT_REGION = "us-east-1"
@@ -76,13 +78,19 @@ class SQSQueue:
     """One queue, named by its URL (``https://sqs.REGION.amazonaws.com/ACCOUNT/NAME``)."""
 
     def __init__(
-        self, queue_url: str, *, visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
+        self,
+        queue_url: str,
+        *,
+        visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S,
+        access: AwsAccess | None = None,
     ) -> None:
         if not 1 <= visibility_timeout_s <= 43_200:
             raise ValueError("an SQS visibility timeout is 1 s to 12 h")
         self.queue_url = queue_url
         self.visibility_timeout_s = visibility_timeout_s
-        self._session = AioSession()
+        # The queue's own profile, role, endpoint or keys (None: the standard chain).
+        self._access = access
+        self._session = aws_session(access)
         self._context: Any = None
         self._client: Any = None
         self._lock = asyncio.Lock()
@@ -90,15 +98,16 @@ class SQSQueue:
     async def _sqs(self) -> Any:
         async with self._lock:
             if self._client is None:
-                region = self._session.get_config_variable("region") or DEFAULT_REGION
+                region = region_of(self._session, self._access)
                 # One retry at most inside the SDK: the poller's own loop does the retrying.
                 config = AioConfig(
                     retries={"max_attempts": 2, "mode": "standard"},
                     connect_timeout=5,
                     read_timeout=30,
                 )
+                endpoint = self._access.endpoint_url if self._access else None
                 self._context = self._session.create_client(
-                    "sqs", region_name=region, config=config
+                    "sqs", region_name=region, config=config, endpoint_url=endpoint
                 )
                 self._client = await self._context.__aenter__()
             return self._client

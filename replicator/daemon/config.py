@@ -47,6 +47,7 @@ The routing sections are ``replicator.pipeline.rules``'s; the daemon's own::
     visibility_timeout_s = 15        # lease of a received message, extended while publishing;
                                      # a killed daemon's messages come back after this long
     max_receives = 5                 # a message received more often goes to the DLQ
+    role_arn = "arn:aws:iam::123456789012:role/replicator-events"   # optional; or profile
 
     [[azure_queues]]                 # Event Grid -> Storage Queue (no public endpoint needed)
     queue = "blob-events"
@@ -344,6 +345,10 @@ class SQSSection(BaseModel):
     receivers: int = Field(default=4, ge=1, le=64)
     visibility_timeout_s: int = Field(default=DEFAULT_VISIBILITY_TIMEOUT_S, ge=2, le=43_200)
     max_receives: int = Field(default=5, ge=1)
+    # The queue's account, when not the standard chain's: a profile and/or a role to assume.
+    profile: str | None = None
+    role_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+")
+    region: str | None = None
 
 
 class AzureQueueSection(BaseModel):

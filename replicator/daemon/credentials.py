@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from connectors import parse_store_url
 from connectors.azure_credentials import AzureCredentials, AzureCredentialsError
-from connectors.credentials import GCSAccess, S3Access, StoreCredentials
+from connectors.credentials import AwsAccess, GCSAccess, StoreCredentials
 from replicator.daemon.config import CredentialsSection, DaemonConfig
 from replicator.errors import ConfigError
 
@@ -33,13 +33,13 @@ def _secret(env: Mapping[str, str], name: str | None, entry: str) -> str | None:
 def store_credentials(
     sections: tuple[CredentialsSection, ...], env: Mapping[str, str]
 ) -> StoreCredentials:
-    s3: list[tuple[str, S3Access]] = []
+    s3: list[tuple[str, AwsAccess]] = []
     gcs: list[tuple[str, GCSAccess]] = []
     azure: dict[str, AzureCredentials] = {}
     for section in sections:
         if section.s3:
             entry = section.s3
-            access = S3Access(
+            access = AwsAccess(
                 profile=section.profile,
                 role_arn=section.role_arn,
                 external_id=_secret(env, section.external_id_env, entry),

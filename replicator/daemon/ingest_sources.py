@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from connectors.azure_credentials import AzureCredentials, AzureCredentialsError
 from connectors.azure_queue import AzureQueue
-from connectors.credentials import installed
+from connectors.credentials import AwsAccess, installed
 from connectors.pubsub import PubSubSubscription
 from connectors.sqs import SQSQueue
 from replicator.daemon.config import DaemonConfig
@@ -39,7 +39,13 @@ def azure_account_credentials(account: str | None) -> AzureCredentials:
 def build_consumers(config: DaemonConfig, publisher: Publisher) -> list[QueueConsumer]:
     consumers: list[QueueConsumer] = [
         SQSPoller(
-            SQSQueue(q.queue_url, visibility_timeout_s=q.visibility_timeout_s),
+            SQSQueue(
+                q.queue_url,
+                visibility_timeout_s=q.visibility_timeout_s,
+                access=AwsAccess(profile=q.profile, role_arn=q.role_arn, region=q.region)
+                if q.profile or q.role_arn or q.region
+                else None,
+            ),
             publisher,
             wait_s=q.wait_s,
             receivers=q.receivers,

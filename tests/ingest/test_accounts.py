@@ -19,17 +19,19 @@ from moto.server import ThreadedMotoServer
 from connectors import open_store
 from connectors.azure_credentials import AzureCredentials
 from connectors.base import PermissionDenied
-from connectors.credentials import GCSAccess, S3Access, StoreCredentials, install
+from connectors.credentials import AwsAccess, GCSAccess, StoreCredentials, install
+from connectors.sqs import SQSQueue
 from replicator.daemon.config import DaemonConfig
 from replicator.daemon.credentials import (
     check_azure_accounts,
     default_azure_account,
     store_credentials,
 )
+from replicator.daemon.ingest_sources import build_consumers
 from replicator.devstack import DevStack, StackState, environment, free_port
 from replicator.devstack.stack import AZURE_DEV_ACCOUNT, AZURE_DEV_KEY
 from replicator.errors import ConfigError
-from replicator.pipeline.bus import AsyncProducer
+from replicator.pipeline.bus import AsyncProducer, KafkaSettings
 from replicator.pipeline.events import parse_azure
 from tests.ingest.conftest import Topics, publisher_for
 from tests.ingest.test_azure_queue import event_grid
@@ -162,7 +164,7 @@ class TestAwsAccounts:
         destination through a role in account B; B's bucket is invisible from A."""
         endpoint = os.environ["AWS_ENDPOINT_URL"]
         source_bucket, dest_bucket = f"a-{uuid.uuid4().hex[:10]}", f"b-{uuid.uuid4().hex[:10]}"
-        install(StoreCredentials(s3=((f"s3://{dest_bucket}", S3Access(role_arn=ROLE_B)),)))
+        install(StoreCredentials(s3=((f"s3://{dest_bucket}", AwsAccess(role_arn=ROLE_B)),)))
         async with (
             open_store(f"s3://{source_bucket}") as source,
             open_store(f"s3://{dest_bucket}") as dest,
@@ -201,7 +203,7 @@ class TestAwsAccounts:
                     s3=(
                         (
                             f"s3://{bucket}/",
-                            S3Access(
+                            AwsAccess(
                                 endpoint_url=f"http://127.0.0.1:{port}",
                                 region="eu-west-1",
                                 access_key_id="second-key-id",
@@ -225,6 +227,31 @@ class TestAwsAccounts:
             assert bucket not in [b["Name"] for b in here.list_buckets()["Buckets"]]
         finally:
             other.stop()
+
+    async def test_a_queue_in_another_account_is_read_through_its_role(
+        self, devstack: StackState
+    ) -> None:
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
+        role = aws("sts", endpoint_url=endpoint).assume_role(
+            RoleArn=ROLE_B, RoleSessionName="setup"
+        )["Credentials"]
+        as_b = aws(
+            "sqs",
+            endpoint_url=endpoint,
+            aws_access_key_id=role["AccessKeyId"],
+            aws_secret_access_key=role["SecretAccessKey"],
+            aws_session_token=role["SessionToken"],
+        )
+        url = as_b.create_queue(QueueName=f"b-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+        assert "/210987654321/" in url
+        as_b.send_message(QueueUrl=url, MessageBody="in account B")
+        queue = SQSQueue(url, access=AwsAccess(role_arn=ROLE_B))
+        try:
+            [message] = await queue.receive(10, 1)
+            assert message.body == "in account B"
+            await queue.delete([message])
+        finally:
+            await queue.close()
 
 
 class TestGcsCredentials:
@@ -270,8 +297,8 @@ class TestConfiguration:
         )
         env = {"K_ID": "id", "K_SECRET": "canary-secret", "SAS": "sv=1&sig=canary"}
         found = store_credentials(config.credentials, env)
-        assert found.s3_for("s3://partner/a/b") == S3Access(role_arn=ROLE_B, region="eu-west-1")
-        assert found.s3_for("s3://keys/k") == S3Access(
+        assert found.s3_for("s3://partner/a/b") == AwsAccess(role_arn=ROLE_B, region="eu-west-1")
+        assert found.s3_for("s3://keys/k") == AwsAccess(
             access_key_id="id", secret_access_key="canary-secret"
         )
         assert found.s3_for("s3://other/k") is None
@@ -303,3 +330,23 @@ class TestConfiguration:
         with pytest.raises(ConfigError, match="write az://lake/ instead"):
             check_azure_accounts(self.config(), "lakeprod")
         check_azure_accounts(self.config(), "otheraccount")
+
+    async def test_every_configured_source_is_built_with_its_account(
+        self, devstack: StackState, installed_credentials: None, producer: AsyncProducer
+    ) -> None:
+        config = self.config(
+            sqs=[{"queue_url": "https://sqs.eu-west-1.amazonaws.com/1/q", "role_arn": ROLE_B}],
+            azure_queues=[{"queue": "blob-events"}],
+            pubsub=[{"subscription": "projects/p/subscriptions/s", "batch": 50}],
+        )
+        publisher = publisher_for(producer, Topics(KafkaSettings("unused"), "c", "d"), "s3://x/")
+        consumers = build_consumers(config, publisher)
+        assert [c.origin for c in consumers] == ["sqs", "azure-queue", "pubsub"]
+        assert consumers[1].queue.name.endswith(f"/{AZURE_DEV_ACCOUNT}/blob-events")
+        assert consumers[2].batch == 50
+        for consumer in consumers:
+            await consumer.queue.close()
+        with pytest.raises(ConfigError, match="no credentials for it"):
+            build_consumers(
+                self.config(azure_queues=[{"queue": "q-1", "account": SECOND}]), publisher
+            )

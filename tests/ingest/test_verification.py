@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from replicator.pipeline.bus import AsyncProducer
 from replicator.pipeline.ingest import add_ingest_routes
@@ -402,3 +403,26 @@ class TestEventGridEntra:
             assert (got, reason) == (status, reason), text
             assert receiver.refused("azure", reason) == before + 1
         assert receiver.published.published == 0
+
+
+class TestSecrets:
+    async def test_credentials_never_reach_logs_or_answers(
+        self, receiver: Receiver, key_server: KeyServer
+    ) -> None:
+        """Refused tokens (forged, expired) are neither logged nor echoed back."""
+        forged = key_server.token("https://accounts.google.com", "google-1", rsa_key())
+        expired = key_server.token(
+            "https://accounts.google.com", "google-1", exp=int(time.time()) - 3600
+        )
+        with capture_logs() as logs:
+            for token in (forged, expired):
+                status, text = await receiver.post(
+                    "/ingest/gcs", pubsub_push(), {"Authorization": f"Bearer {token}"}
+                )
+                assert status == 401
+                assert token not in text
+                assert token.split(".")[2] not in text
+        assert logs, "refusals are logged"
+        for entry in logs:
+            for token in (forged, expired):
+                assert token.split(".")[2] not in repr(entry)
