@@ -7,3 +7,11 @@ class ReplicatorError(Exception):
 
 class ConfigError(ReplicatorError):
     """The configuration or the command line is wrong; nothing was done."""
+
+
+class DependencyUnavailable(ReplicatorError):
+    """Something the daemon cannot start without (the Kafka broker, the catalog database)
+    did not answer. The command line exits with ``EXIT_CODE`` (sysexits' EX_UNAVAILABLE), so
+    a supervisor can tell it from a configuration error (2) and retry."""
+
+    EXIT_CODE = 69

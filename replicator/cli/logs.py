@@ -11,6 +11,12 @@ import structlog
 LogFormat = Literal["console", "json"]
 
 
+def get_logger() -> structlog.typing.FilteringBoundLogger:
+    """The command line's own logger."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("replicator.cli")
+    return logger
+
+
 def configure(level: str = "info", fmt: LogFormat = "console") -> None:
     """Send structlog events at ``level`` and above to stderr (stdout stays for results)."""
     numeric = logging.getLevelName(level.upper())

@@ -18,11 +18,13 @@ from replicator.catalog import open_catalog
 from replicator.catalog.http import create_app
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.config import DaemonConfig
+from replicator.daemon.health import ConsumerStatistics, Readiness
 from replicator.daemon.http import serve_http
 from replicator.daemon.kafka_setup import check_topics
 from replicator.daemon.metrics import DaemonMetrics
 from replicator.engine.transfer import ByteBudget, Copier
 from replicator.engine.units import parse_part_size, parse_size
+from replicator.errors import DependencyUnavailable
 from replicator.pipeline.bus import (
     AsyncConsumer,
     AsyncProducer,
@@ -43,7 +45,7 @@ class Daemon:
         self.env = dict(os.environ if env is None else env)
         self.router = Router(config)
 
-    def kafka_settings(self) -> KafkaSettings:
+    def kafka_settings(self, statistics: ConsumerStatistics | None = None) -> KafkaSettings:
         k = self.config.kafka
         return KafkaSettings(
             k.bootstrap,
@@ -52,15 +54,26 @@ class Daemon:
             heartbeat_interval_ms=k.heartbeat_interval_ms,
             fetch_wait_max_ms=k.fetch_wait_max_ms,
             extra=k.client_properties(self.env),
+            statistics=statistics,
+            statistics_interval_ms=int(self.config.health.interval.total_seconds() * 1000),
         )
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
-        settings = self.kafka_settings()
+        consumer_statistics = ConsumerStatistics()
+        settings = self.kafka_settings(consumer_statistics)
         k = self.config.kafka
+        # Raises BrokerUnreachable (exit 69) when no broker answers.
         await asyncio.to_thread(check_topics, settings, k)
         daemon_metrics = DaemonMetrics()
         metrics = daemon_metrics.lag
-        catalog = await open_catalog(self.config.catalog.resolved_url(self.env), metrics=metrics)
+        try:
+            catalog = await open_catalog(
+                self.config.catalog.resolved_url(self.env), metrics=metrics
+            )
+        except OSError as exc:
+            raise DependencyUnavailable(
+                f"cannot reach the catalog database {self.config.catalog.display_url()}: {exc}"
+            ) from None
         producer = AsyncProducer(settings)
         copy = self.config.copy_
         copier = Copier(
@@ -86,15 +99,34 @@ class Daemon:
             SQSPoller(queue, publisher, wait_s=q.wait_s, receivers=q.receivers)
             for queue, q in zip(queues, self.config.sqs, strict=True)
         ]
-        runner = await serve_http(
-            self.config, self.env, create_app(catalog, metrics), publisher, worker, applier.guard
+        health = self.config.health
+        readiness = Readiness(
+            settings,
+            k.changes_topic,
+            catalog,
+            sorted({url for r in self.config.routes for url in r.store_urls()}),
+            consumer_statistics,
+            max_lag=health.max_lag,
+            interval_s=health.interval.total_seconds(),
+            timeout_s=health.timeout.total_seconds(),
         )
-        self.http_port = runner.addresses[0][1] if runner.addresses else self.config.http.port
+        listeners = await serve_http(
+            self.config,
+            self.env,
+            create_app(catalog, metrics),
+            publisher,
+            worker,
+            applier.guard,
+            readiness,
+        )
+        self.http_port = listeners.admin_port
+        self.ingest_port = listeners.ingest_port
         try:
             await register_datasets(catalog, self.config)
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
             sweeper = applier.sweeper(self.config.deletes.sweep_interval)
             tasks.append(asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"))
+            tasks.append(asyncio.create_task(readiness.run(stop), name="readiness"))
             tasks += [asyncio.create_task(p.run(stop), name="sqs") for p in pollers]
             # Start-up objects live as long as the daemon: keep full collections from scanning
             # them again and again (their pauses showed in the latency tail).
@@ -108,7 +140,7 @@ class Daemon:
             )
             await asyncio.gather(*tasks)
         finally:
-            await runner.cleanup()
+            await listeners.cleanup()
             for queue in queues:
                 await queue.close()
             await applier.close()
