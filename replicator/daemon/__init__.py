@@ -2,7 +2,7 @@
 event -> copies or deletions at every destination -> catalog rows), the deletion guard and
 sweeper, the one-shot backfill that applies listing events in process, and the daemon itself
 (consumer, SQS pollers, sweeper, signals), with its admin and ingest listeners (``http``),
-readiness (``health``), metrics registry (``metrics``) and Kafka topic checks at start
+readiness (``readiness``), metrics registry (``metrics``) and Kafka topic checks at start
 (``kafka_setup``).
 
 May import: ``replicator.catalog``, ``replicator.pipeline``, ``replicator.engine``,

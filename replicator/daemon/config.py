@@ -30,7 +30,7 @@ The routing sections are ``replicator.pipeline.rules``'s; the daemon's own::
     ingest_token_env = "REPLICATOR_INGEST_TOKEN"   # ingest endpoints need this shared secret
     # ingest_token_file = "/run/secrets/ingest-token"
 
-    [health]                         # /readyz (see replicator.daemon.health)
+    [health]                         # /readyz (see replicator.daemon.readiness)
     interval = "15s"                 # how often dependencies are checked
     timeout = "5s"                   # how long each check may take
     max_lag = 10000                  # not ready while further behind (messages)

@@ -21,7 +21,7 @@ from aiohttp.typedefs import Middleware
 
 from replicator.daemon.config import DaemonConfig
 from replicator.daemon.deletes import DeleteGuard
-from replicator.daemon.health import Readiness
+from replicator.daemon.readiness import Readiness
 from replicator.pipeline.ingest import Publisher, add_ingest_routes
 from replicator.pipeline.worker import Worker
 

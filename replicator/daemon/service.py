@@ -18,10 +18,10 @@ from replicator.catalog import open_catalog
 from replicator.catalog.http import create_app
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.config import DaemonConfig
-from replicator.daemon.health import ConsumerStatistics, Readiness
 from replicator.daemon.http import serve_http
 from replicator.daemon.kafka_setup import check_topics
 from replicator.daemon.metrics import DaemonMetrics
+from replicator.daemon.readiness import ConsumerStatistics, Readiness
 from replicator.engine.transfer import ByteBudget, Copier
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.errors import DependencyUnavailable

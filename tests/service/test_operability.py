@@ -18,7 +18,7 @@ import pytest
 
 from connectors import open_store
 from replicator.daemon.config import DaemonConfig
-from replicator.daemon.health import ConsumerStatistics, Readiness
+from replicator.daemon.readiness import ConsumerStatistics, Readiness
 from replicator.daemon.service import Daemon
 from replicator.devstack import StackState, free_port
 from replicator.errors import DependencyUnavailable
@@ -233,7 +233,7 @@ class TestReadinessRules:
 
 
 def _ok() -> Any:
-    from replicator.daemon.health import CheckResult
+    from replicator.daemon.readiness import CheckResult
 
     return CheckResult(True)
 
