@@ -12,3 +12,11 @@ class ConfigError(ReplicatorError):
 class Unavailable(ReplicatorError):
     """A service the product depends on (the catalog database) cannot be reached or is busy
     for now; the same request succeeds once it is back, so it is retried, never given up."""
+
+
+class DependencyUnavailable(ReplicatorError):
+    """Something the daemon cannot start without (the Kafka broker, the catalog database)
+    did not answer. The command line exits with ``EXIT_CODE`` (sysexits' EX_UNAVAILABLE), so
+    a supervisor can tell it from a configuration error (2) and retry."""
+
+    EXIT_CODE = 69

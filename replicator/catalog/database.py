@@ -62,6 +62,11 @@ class Database:
     writer: AsyncEngine
     reader: AsyncEngine
 
+    async def ping(self) -> None:
+        """One round trip to the database (readiness checks); raises if it does not answer."""
+        async with self.reader.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
     async def dispose(self) -> None:
         await self.writer.dispose()
         if self.reader is not self.writer:

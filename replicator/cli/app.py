@@ -22,7 +22,7 @@ from replicator.catalog.cli import catalog_app, status_command
 from replicator.cli import logs
 from replicator.cli.controls import deletes_app
 from replicator.engine.units import parse_part_size, parse_size
-from replicator.errors import ConfigError, ReplicatorError
+from replicator.errors import ConfigError, DependencyUnavailable, ReplicatorError
 
 if TYPE_CHECKING:
     from replicator.engine.transfer import Copier, CopyResult
@@ -252,6 +252,9 @@ def main() -> None:
     except Interrupted as exc:
         typer.echo(f"replicator: {exc}", err=True)
         sys.exit(128 + signal.SIGTERM)
+    except DependencyUnavailable as exc:
+        typer.echo(f"replicator: error: {exc}", err=True)
+        sys.exit(DependencyUnavailable.EXIT_CODE)
     except (StoreError, ReplicatorError, devstack_module.DevStackError) as exc:
         typer.echo(f"replicator: error: {exc}", err=True)
         sys.exit(2)
@@ -341,11 +344,25 @@ def run(config: OptionalConfigPath = None) -> None:
 
     daemon = Daemon(load_daemon_config(config))
 
+    def on_hangup() -> None:
+        # Routes are not reloaded in place (README, "Changing the configuration"): a new
+        # configuration is checked and the operator told to restart, rather than the
+        # default of SIGHUP, which would end the daemon without draining.
+        from replicator.daemon.config import check_config
+
+        problems = check_config(config)
+        logs.get_logger().warning(
+            "SIGHUP: configuration not reloaded; restart the daemon to apply it",
+            config=str(config) if config else None,
+            problems=problems,
+        )
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
         await daemon.run(stop)
 
     asyncio.run(main())

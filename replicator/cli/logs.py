@@ -35,6 +35,12 @@ def json_safe(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return {key: value if key == "exc_info" else _safe(value) for key, value in event.items()}
 
 
+def get_logger() -> structlog.typing.FilteringBoundLogger:
+    """The command line's own logger."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("replicator.cli")
+    return logger
+
+
 def configure(level: str = "info", fmt: LogFormat = "console", *, cache: bool = True) -> None:
     """Send structlog events at ``level`` and above to stderr (stdout stays for results).
 

@@ -24,9 +24,16 @@ The routing sections are ``replicator.pipeline.rules``'s; the daemon's own::
     password_env = "REPLICATOR_CATALOG_PASSWORD"        # or password_file = "/run/secrets/pg"
 
     [http]
-    port = 8080                      # health, metrics, catalog queries and ingest
+    port = 8080                      # admin: /healthz, /readyz, /metrics, catalog queries
+    # admin_token_file = "/run/secrets/admin-token"   # optional: admin requests need it
+    ingest_port = 8081               # the ingest receivers (/ingest/...), a listener of its own
     ingest_token_env = "REPLICATOR_INGEST_TOKEN"   # ingest endpoints need this shared secret
     # ingest_token_file = "/run/secrets/ingest-token"
+
+    [health]                         # /readyz (see replicator.daemon.readiness)
+    interval = "15s"                 # how often dependencies are checked
+    timeout = "5s"                   # how long each check may take
+    max_lag = 10000                  # not ready while further behind (messages)
 
     [copy]
     part_size = "auto"               # or a size: parts of every multipart copy
@@ -218,6 +225,8 @@ class KafkaSection(BaseModel):
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     fetch_wait_max_ms: int = Field(default=100, ge=0)
+    # How long the daemon waits at start for a broker to answer before giving up (exit 69).
+    connect_timeout: Duration = timedelta(seconds=30)
     changes_topic: str = CHANGES_TOPIC
     dlq_topic: str = DLQ_TOPIC
     # Any librdkafka property, passed through to every client: security.protocol, sasl.*,
@@ -274,6 +283,14 @@ class CatalogSection(BaseModel):
         _one_source(self.password_env, self.password_file, "catalog.password")
         return self
 
+    def display_url(self) -> str:
+        """``url`` fit for a log line: a password written in it is masked."""
+        parts = urlsplit(self.url)
+        user, at, host = parts.netloc.rpartition("@")
+        if ":" not in user:
+            return self.url
+        return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***{at}{host}"))
+
     def resolved_url(self, environ: Mapping[str, str] | None = None) -> str:
         """The URL to connect with: ``url`` with the referenced password in it. Never log it
         (the catalog reports its URL with the password hidden)."""
@@ -298,7 +315,14 @@ def _catalog_from_text(value: object) -> object:
 class HttpSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     host: str = "0.0.0.0"
+    # The admin listener: health, readiness, metrics and the catalog's queries.
     port: int = Field(default=8080, ge=0, le=65535)
+    admin_token_env: str | None = None
+    admin_token_file: Path | None = None
+    # The ingest listener, apart from the admin one so that only it need be exposed to the
+    # clouds' push notifications. Its host defaults to ``host``.
+    ingest_host: str | None = None
+    ingest_port: int = Field(default=8081, ge=0, le=65535)
     ingest_token_env: str | None = "REPLICATOR_INGEST_TOKEN"
     ingest_token_file: Path | None = None
     sns_confirm_hosts: tuple[str, ...] = ("sns.*.amazonaws.com",)
@@ -307,7 +331,15 @@ class HttpSection(BaseModel):
     def _one_token_source(self) -> HttpSection:
         if self.ingest_token_file is not None and "ingest_token_env" in self.model_fields_set:
             _one_source(self.ingest_token_env, self.ingest_token_file, "http.ingest_token")
+        _one_source(self.admin_token_env, self.admin_token_file, "http.admin_token")
         return self
+
+    def admin_token(self, environ: Mapping[str, str] | None = None) -> str:
+        """The token admin requests must carry (``Authorization: Bearer``); empty: none."""
+        token = read_secret(
+            self.admin_token_env, self.admin_token_file, "http.admin_token", environ
+        )
+        return token or ""
 
     def ingest_token(self, environ: Mapping[str, str] | None = None) -> str:
         """The ingest endpoints' shared secret; empty when none is configured (the endpoints
@@ -448,6 +480,13 @@ class CredentialsSection(BaseModel):
         return self
 
 
+class HealthSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    interval: Duration = timedelta(seconds=15)
+    timeout: Duration = timedelta(seconds=5)
+    max_lag: int = Field(default=10_000, ge=0)
+
+
 class DeletesSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     sweep_interval: Duration = timedelta(minutes=1)
@@ -484,6 +523,7 @@ class DaemonConfig(RoutingConfig):
     credentials: tuple[CredentialsSection, ...] = ()
     deletes: DeletesSection = DeletesSection()
     uploads: UploadsSection = UploadsSection()
+    health: HealthSection = HealthSection()
 
 
 class _WithEnvironment(BaseSettings, DaemonConfig):
@@ -552,8 +592,9 @@ def check_config(path: Path | None, environ: Mapping[str, str] | None = None) ->
         problems += check_client_properties(config.kafka.client_properties(environ))
     except ConfigError as exc:
         problems.append(str(exc))
-    try:
-        config.http.ingest_token(environ)
-    except ConfigError as exc:
-        problems.append(str(exc))
+    for read in (config.http.ingest_token, config.http.admin_token):
+        try:
+            read(environ)
+        except ConfigError as exc:
+            problems.append(str(exc))
     return problems

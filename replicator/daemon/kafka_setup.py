@@ -20,17 +20,19 @@ log = structlog.get_logger(__name__)
 
 def check_topics(settings: KafkaSettings, kafka: KafkaSection) -> list[str]:
     """Ensure the changes and dead-letter topics; return (and log) every shortfall."""
+    timeout = kafka.connect_timeout.total_seconds()
     problems = ensure_topics(
         settings,
         {
             kafka.changes_topic: TopicLayout(kafka.partitions, kafka.replication_factor),
             kafka.dlq_topic: TopicLayout(1, kafka.replication_factor),
         },
+        timeout=timeout,
     )
     # The members already there, and this daemon about to join. (The local test broker
     # describes groups without their members, so there this check sees only this daemon.)
-    members = group_members(settings, kafka.group) + 1
-    idle = idle_members(kafka, members, topic_partitions(settings, kafka.changes_topic))
+    members = group_members(settings, kafka.group, timeout) + 1
+    idle = idle_members(kafka, members, topic_partitions(settings, kafka.changes_topic, timeout))
     if idle is not None:
         problems.append(idle)
     for problem in problems:

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from connectors.credentials import install
-from replicator.catalog import open_catalog
+from replicator.catalog import CatalogUnavailable, open_catalog
 from replicator.catalog.http import create_app
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.config import DaemonConfig
@@ -32,8 +32,10 @@ from replicator.daemon.ingest_sources import build_consumers
 from replicator.daemon.janitor import UploadJanitor
 from replicator.daemon.kafka_setup import check_topics
 from replicator.daemon.metrics import DaemonMetrics
+from replicator.daemon.readiness import ConsumerStatistics, Readiness
 from replicator.engine.transfer import ByteBudget, Copier
 from replicator.engine.units import parse_part_size, parse_size
+from replicator.errors import DependencyUnavailable
 from replicator.pipeline.bus import (
     AsyncConsumer,
     AsyncProducer,
@@ -87,7 +89,7 @@ class Daemon:
         ]
         return min((t for t in times if t is not None), default=None)
 
-    def kafka_settings(self) -> KafkaSettings:
+    def kafka_settings(self, statistics: ConsumerStatistics | None = None) -> KafkaSettings:
         k = self.config.kafka
         return KafkaSettings(
             k.bootstrap,
@@ -96,6 +98,8 @@ class Daemon:
             heartbeat_interval_ms=k.heartbeat_interval_ms,
             fetch_wait_max_ms=k.fetch_wait_max_ms,
             extra=k.client_properties(self.env),
+            statistics=statistics,
+            statistics_interval_ms=int(self.config.health.interval.total_seconds() * 1000),
         )
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -103,12 +107,21 @@ class Daemon:
         install(store_credentials(self.config.credentials, self.env))
         azure_default = default_azure_account(self.env)
         check_azure_accounts(self.config, azure_default)
-        settings = self.kafka_settings()
+        consumer_statistics = ConsumerStatistics()
+        settings = self.kafka_settings(consumer_statistics)
         k = self.config.kafka
+        # Raises BrokerUnreachable (exit 69) when no broker answers.
         await asyncio.to_thread(check_topics, settings, k)
         daemon_metrics = DaemonMetrics()
         metrics = daemon_metrics.lag
-        catalog = await open_catalog(self.config.catalog.resolved_url(self.env), metrics=metrics)
+        try:
+            catalog = await open_catalog(
+                self.config.catalog.resolved_url(self.env), metrics=metrics
+            )
+        except (OSError, CatalogUnavailable) as exc:
+            raise DependencyUnavailable(
+                f"cannot reach the catalog database {self.config.catalog.display_url()}: {exc}"
+            ) from None
         producer = AsyncProducer(settings)
         copy = self.config.copy_
         copier = Copier(
@@ -144,16 +157,29 @@ class Daemon:
         self.ingest_sources = build_consumers(self.config, publisher)
         # Everything ingest holds unpublished (replicator.pipeline.ingest.backlog).
         self.ingest_backlogs = [publisher, *self.ingest_sources]
-        runner = await serve_http(
+        health = self.config.health
+        readiness = Readiness(
+            settings,
+            k.changes_topic,
+            catalog,
+            sorted({url for r in self.config.routes for url in r.store_urls()}),
+            consumer_statistics,
+            max_lag=health.max_lag,
+            interval_s=health.interval.total_seconds(),
+            timeout_s=health.timeout.total_seconds(),
+        )
+        listeners = await serve_http(
             self.config,
             self.env,
             create_app(catalog, metrics, held=self.held),
             publisher,
             worker,
             applier,
+            readiness,
             daemon_metrics.registry,
         )
-        self.http_port = runner.addresses[0][1] if runner.addresses else self.config.http.port
+        self.http_port = listeners.admin_port
+        self.ingest_port = listeners.ingest_port
         try:
             await register_datasets(catalog, self.config)
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
@@ -169,6 +195,7 @@ class Daemon:
                 aborted_counter=daemon_metrics.uploads_aborted,
             )
             tasks.append(asyncio.create_task(janitor.run(stop), name="upload-janitor"))
+            tasks.append(asyncio.create_task(readiness.run(stop), name="readiness"))
             tasks += [
                 asyncio.create_task(c.run(stop), name=f"ingest {c.queue.name}")
                 for c in self.ingest_sources
@@ -185,7 +212,7 @@ class Daemon:
             )
             await asyncio.gather(*tasks)
         finally:
-            await runner.cleanup()
+            await listeners.cleanup()
             for consumer in self.ingest_sources:
                 await consumer.queue.close()
             await applier.close()

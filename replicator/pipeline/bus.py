@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from structlog.typing import FilteringBoundLogger
 
-from replicator.errors import ReplicatorError
+from replicator.errors import DependencyUnavailable, ReplicatorError
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +40,10 @@ class BusError(ReplicatorError):
     def __init__(self, message: str, *, record_too_large: bool = False) -> None:
         super().__init__(message)
         self.record_too_large = record_too_large
+
+
+class BrokerUnreachable(BusError, DependencyUnavailable):
+    """No broker answered a metadata request in time."""
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,20 @@ class KafkaSettings:
     # Any other librdkafka properties (security.protocol, sasl.*, ssl.*, client.id, ...),
     # secrets included: never in a repr, never logged.
     extra: Mapping[str, str] | None = field(default=None, repr=False)
+    # librdkafka's statistics JSON, every statistics_interval_ms, on the client's thread.
+    statistics: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+    statistics_interval_ms: int = 15_000
 
     def common(self) -> dict[str, Any]:
-        return {
+        properties = {
             "bootstrap.servers": self.bootstrap,
             **(self.extra or {}),
             "logger": LIBRDKAFKA_LOG,
         }
+        if self.statistics is not None:
+            properties["stats_cb"] = self.statistics
+            properties["statistics.interval.ms"] = self.statistics_interval_ms
+        return properties
 
 
 class LibrdkafkaLog:
@@ -78,6 +90,9 @@ class LibrdkafkaLog:
 
     def log(self, level: int, fmt: str, *args: object) -> None:
         logger = self._logger or log
+        # librdkafka logs every failed connection attempt as an error and retries it; the
+        # failures that matter reach the daemon as errors of their own (error_cb, exceptions).
+        level = min(level, logging.WARNING)
         if len(args) == 3:
             facility, client, message = args
             logger.log(level, "librdkafka", facility=facility, client=client, message=message)
@@ -128,7 +143,12 @@ def ensure_topics(
         name: layout if isinstance(layout, TopicLayout) else TopicLayout(layout)
         for name, layout in topics.items()
     }
-    existing = admin.list_topics(timeout=timeout).topics
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise BrokerUnreachable(
+            f"cannot reach Kafka at {settings.bootstrap} within {timeout:g} s: {exc.args[0].str()}"
+        ) from None
     problems = []
     for name, layout in layouts.items():
         metadata = existing.get(name)

@@ -97,6 +97,11 @@ class Destination(BaseModel):
 
 class Route(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def store_urls(self) -> list[str]:
+        """The source's and every destination's root URL."""
+        return [self.source, *(d.url for d in self.destinations)]
+
     name: str = Field(min_length=1)
     source: str
     destinations: tuple[Destination, ...] = Field(min_length=1)

@@ -33,6 +33,7 @@ EVERYTHING: dict[str, Any] = {
         {"name": "kafka", "secretName": "kafka-client-tls", "mountPath": "/etc/replicator/kafka"}
     ],
     "env": [{"name": "REPLICATOR_LOG_LEVEL", "value": "debug"}],
+    "adminToken": {"secretName": "replicator-admin", "key": "admin-token"},
 }
 
 

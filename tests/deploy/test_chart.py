@@ -80,13 +80,18 @@ def test_secrets_are_referenced_never_inlined() -> None:
 
 
 def test_probes_resources_and_disruption_budget() -> None:
-    """Probes hit the daemon's health endpoint on its named port, memory is limited, and a
-    PodDisruptionBudget selects exactly the Deployment's pods."""
+    """Liveness and readiness hit /healthz and /readyz on the admin port, ingest has a port
+    of its own, memory is limited, and a PodDisruptionBudget selects exactly the pods."""
     objects = by_kind(documents(render()))
     deployment = objects["Deployment"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080, "ingest": 8081}
+    service_ports = {p["name"]: p["targetPort"] for p in objects["Service"]["spec"]["ports"]}
+    assert service_ports == {"http": "http", "ingest": "ingest"}
     assert container["resources"]["limits"]["memory"]
     assert objects["PodDisruptionBudget"]["spec"]["selector"] == deployment["spec"]["selector"]
     config = objects["ConfigMap"]["data"]["replicator.toml"]
@@ -105,6 +110,9 @@ def test_keda_owns_the_replica_count_and_scales_on_group_lag() -> None:
     assert kafka["metadata"]["topic"] == "replicator.changes"
     monitor = objects["ServiceMonitor"]
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    # With an admin token, Prometheus scrapes with it.
+    credentials = monitor["spec"]["endpoints"][0]["authorization"]["credentials"]
+    assert credentials == {"name": "replicator-admin", "key": "admin-token"}
     assert monitor["spec"]["endpoints"][0]["port"] == objects["Service"]["spec"]["ports"][0]["name"]
 
 
