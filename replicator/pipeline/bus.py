@@ -527,11 +527,31 @@ class AsyncConsumer:
             )
         return Polled(records, accepted)
 
-    async def pause(self, partitions: Sequence[TopicPartitionKey]) -> None:
-        await self._call(self._consumer.pause, [TopicPartition(t, p) for t, p in partitions])
+    async def pause(self, partitions: Sequence[TopicPartitionKey]) -> bool:
+        """Stop fetching ``partitions`` (polling goes on); False if the consumer refused, e.g.
+        for a partition a rebalance has just taken away."""
+        done: bool = await self._call(self._flow, self._consumer.pause, partitions)
+        return done
 
-    async def resume(self, partitions: Sequence[TopicPartitionKey]) -> None:
-        await self._call(self._consumer.resume, [TopicPartition(t, p) for t, p in partitions])
+    async def resume(self, partitions: Sequence[TopicPartitionKey]) -> bool:
+        done: bool = await self._call(self._flow, self._consumer.resume, partitions)
+        return done
+
+    @staticmethod
+    def _flow(
+        operation: Callable[[list[TopicPartition]], None],
+        partitions: Sequence[TopicPartitionKey],
+    ) -> bool:
+        try:
+            operation([TopicPartition(t, p) for t, p in partitions])
+        except KafkaException as exc:
+            log.warning(
+                "cannot pause or resume partitions",
+                partitions=_describe(partitions),
+                error=str(exc),
+            )
+            return False
+        return True
 
     async def close(self) -> None:
         """Leave the group (revoking, hence draining and committing, what it owns)."""

@@ -147,16 +147,16 @@ class Worker:
     # -- backpressure --------------------------------------------------------------------------
 
     async def _apply_backpressure(self) -> None:
+        # A refusal (a partition a rebalance just took) leaves the flags as they were: the
+        # next turn tries again with the partitions owned then.
         if self._unfinished >= self.max_in_flight:
             running = [part for part in self.ownership.owned() if not part.paused]
-            if running:
-                await self.consumer.pause([part.key for part in running])
+            if running and await self.consumer.pause([part.key for part in running]):
                 for part in running:
                     part.paused = True
         elif self._unfinished <= self.resume_at:
             paused = [part for part in self.ownership.owned() if part.paused]
-            if paused:
-                await self.consumer.resume([part.key for part in paused])
+            if paused and await self.consumer.resume([part.key for part in paused]):
                 for part in paused:
                     part.paused = False
 
