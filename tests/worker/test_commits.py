@@ -78,7 +78,8 @@ async def test_commits_refused_while_the_broker_is_down_are_not_counted(
     """Records finish while the broker is down, and it comes back without the group's state:
     the worker never reports as committed an offset the broker does not hold, and it keeps
     running."""
-    bed = await asyncio.to_thread(_bed, broker.bootstrap)
+    await asyncio.to_thread(_wait_for_broker, broker.bootstrap)
+    bed = await asyncio.to_thread(Bed, broker.bootstrap)
     for number in range(8):
         await bed.publish(f"key-{number}", event(f"key-{number}", number))
     release = asyncio.Event()
@@ -100,7 +101,7 @@ async def test_commits_refused_while_the_broker_is_down_are_not_counted(
         # and the ones after it is back, are refused. Whatever the worker counts as committed
         # must be what the broker holds, at every moment.
         broker.start()
-        await asyncio.to_thread(_bed, broker.bootstrap)
+        await asyncio.to_thread(_wait_for_broker, broker.bootstrap)
         deadline = asyncio.get_running_loop().time() + 15
         while asyncio.get_running_loop().time() < deadline:
             held = await asyncio.to_thread(bed.committed)
@@ -117,14 +118,14 @@ async def test_commits_refused_while_the_broker_is_down_are_not_counted(
         await bed.producer.close()
 
 
-def _bed(bootstrap: str) -> Bed:
-    """A worker bed on ``bootstrap``, once the new broker answers a metadata request."""
+def _wait_for_broker(bootstrap: str) -> None:
+    """Return once the broker at ``bootstrap`` answers a metadata request."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + 30
     while True:
         try:
             admin.list_topics(timeout=1)
-            return Bed(bootstrap)
+            return
         except KafkaException:
             if time.monotonic() > deadline:
                 raise
