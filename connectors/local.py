@@ -30,13 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-import google_crc32c
-from awscrt import checksums
+from awscrt import checksums as crt_checksums
 
 from connectors.base import (
     STAGING_PREFIX,
     AlreadyExists,
+    Buffer,
     ChecksumKind,
+    IntegrityError,
     InvalidArgument,
     InvalidKey,
     Limits,
@@ -77,13 +78,25 @@ def _file_crc32c(fd: int, size: int) -> int:
         chunk = os.pread(fd, min(COPY_CHUNK, size - offset), offset)
         if not chunk:
             break
-        crc = google_crc32c.extend(crc, chunk)
+        crc = crt_checksums.crc32c(chunk, crc)
         offset += len(chunk)
     return crc
 
 
 def _crc32c_int(encoded: str) -> int:
     return int.from_bytes(base64.b64decode(encoded), "big")
+
+
+def _written_crc32c(data: Buffer, checksums: Mapping[ChecksumKind, str] | None, url: str) -> int:
+    """The CRC32C of the bytes about to be written, refusing them when the caller's CRC32C
+    (computed from the bytes it read) differs: the check a cloud store makes on its side."""
+    actual = int(crt_checksums.crc32c(data))
+    given = (checksums or {}).get(ChecksumKind.CRC32C)
+    if given is not None and _crc32c_int(given) != actual:
+        raise IntegrityError(
+            f"bytes to write have CRC32C {_crc32c_b64(actual)}, the write says {given}", url=url
+        )
+    return actual
 
 
 @dataclass(frozen=True)
@@ -318,17 +331,18 @@ class LocalStore(ObjectStore):
     async def put(
         self,
         key: str,
-        data: bytes,
+        data: Buffer,
         *,
         attributes: ObjectAttributes | None = None,
         create_only: bool = False,
         if_match: str | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         def write(fd: int) -> int:
-            view = memoryview(data)
+            view = memoryview(data).cast("B")
             while view:
                 view = view[os.write(fd, view) :]
-            return google_crc32c.value(data)  # type: ignore[no-any-return]
+            return _written_crc32c(data, checksums, self.url_for(key))
 
         meta: ObjectMeta = await self._run(
             key, self._write_file, key, write, attributes, create_only, if_match
@@ -554,14 +568,22 @@ class LocalStore(ObjectStore):
         await self._run(key, work)
         return upload_id
 
-    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
+    async def put_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: Buffer,
+        *,
+        checksums: Mapping[ChecksumKind, str] | None = None,
+    ) -> PartToken:
         self.check_part(key, part_number, len(data))
 
         def work() -> PartToken:
             self._manifest(key, upload_id)
             staging = self._upload_dir(upload_id, key)
             temp = staging / f"{part_number:05d}{TEMP_MARKER}{uuid.uuid4().hex[:8]}"
-            checksum = _crc32c_b64(google_crc32c.value(data))
+            checksum = _crc32c_b64(_written_crc32c(data, checksums, self.url_for(key)))
             with open(temp, "wb") as handle:
                 handle.write(data)
                 os.setxattr(handle.fileno(), XATTR, checksum.encode())
@@ -574,7 +596,14 @@ class LocalStore(ObjectStore):
         return token
 
     async def put_part_at(
-        self, key: str, upload_id: str, part_number: int, offset: int, data: bytes
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        offset: int,
+        data: Buffer,
+        *,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> PartToken:
         self.check_part(key, part_number, len(data))
         if offset < 0:
@@ -583,14 +612,14 @@ class LocalStore(ObjectStore):
         def work() -> PartToken:
             self._manifest(key, upload_id)
             staging = self._upload_dir(upload_id, key)
-            checksum = _crc32c_b64(google_crc32c.value(data))
+            checksum = _crc32c_b64(_written_crc32c(data, checksums, self.url_for(key)))
             fd = os.open(
                 staging / STAGED_OBJECT,
                 os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                 0o644,
             )
             try:
-                view, at = memoryview(data), offset
+                view, at = memoryview(data).cast("B"), offset
                 while view:
                     written = os.pwrite(fd, view, at)
                     view, at = view[written:], at + written
@@ -655,7 +684,7 @@ class LocalStore(ObjectStore):
             staged = [self._staged(key, staging, part) for part in ordered]
             crc, size = 0, 0
             for part in staged:
-                crc = checksums.combine_crc32c(crc, _crc32c_int(part.token.token), part.size)
+                crc = crt_checksums.combine_crc32c(crc, _crc32c_int(part.token.token), part.size)
                 size += part.size
             tiled = bool(staged) and all(
                 part.offset == start
@@ -730,7 +759,7 @@ class LocalStore(ObjectStore):
                         copied += done
                 finally:
                     os.close(part_fd)
-                crc = checksums.combine_crc32c(crc, _crc32c_int(part.token.token), part.size)
+                crc = crt_checksums.combine_crc32c(crc, _crc32c_int(part.token.token), part.size)
             return crc
 
         return write
@@ -781,7 +810,7 @@ class LocalStore(ObjectStore):
                 def write(fd: int) -> int:
                     crc, offset = 0, 0
                     while chunk := os.pread(src_fd, COPY_CHUNK, offset):
-                        crc = google_crc32c.extend(crc, chunk)
+                        crc = crt_checksums.crc32c(chunk, crc)
                         offset += len(chunk)
                         view = memoryview(chunk)
                         while view:

@@ -22,7 +22,6 @@ match its own reported CRC32C is caught by comparing the whole-object CRC32C.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -32,6 +31,7 @@ from typing import Literal, Protocol, TypeVar
 import structlog
 
 from connectors.base import (
+    Buffer,
     ChecksumKind,
     IntegrityError,
     MiB,
@@ -42,6 +42,7 @@ from connectors.base import (
     PreconditionFailed,
 )
 from replicator.engine import hashing
+from replicator.engine.memory import ByteBudget
 from replicator.engine.metadata import (
     FINGERPRINT_KEY,
     replica_attributes,
@@ -56,13 +57,32 @@ from replicator.errors import ReplicatorError
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+# ByteBudget (from engine.memory) is part of this module's interface: a Copier is built with one.
+__all__ = [
+    "ByteBudget",
+    "Copier",
+    "CopyResult",
+    "DonePart",
+    "MemoryJournal",
+    "SharedSourceRead",
+    "SourceChanged",
+    "UploadJournal",
+    "UploadRecord",
+    "version_id",
+]
+
 DEFAULT_CONCURRENCY = 8
-DEFAULT_BYTE_BUDGET = 512 * MiB
-# A part is in memory twice while it is received (the transport's buffers, then the joined
-# bytes), so it reserves twice its size: the budget bounds the process's memory, not only the
-# payload it holds.
-RECEIVE_COPIES = 2
+# A whole-object read (a single put's source) is in memory twice while it is received (the
+# transport's pieces, then the joined bytes), so it reserves twice its size. A part is read
+# into one buffer of its own, streamed or in one read, and reserves its size: the budget
+# bounds the process's memory for object data, not only the payload it holds.
+WHOLE_READ_COPIES = 2
 PART_INTEGRITY_ATTEMPTS = 3
+# Parts of one streamed read held at once: one receiving while the one before is sent.
+PARTS_IN_FLIGHT_PER_STREAM = 2
+# Hashing a buffer this large is done off the event loop (the hash libraries release the
+# GIL), so that other copies' I/O is not held up behind it.
+THREAD_HASH_BYTES = 1 * MiB
 
 
 class SourceChanged(ReplicatorError):
@@ -115,16 +135,22 @@ class SharedSourceRead:
 
 
 class _StripeReader:
-    """Consecutive parts of one stripe, taken in order from one streamed read of their range.
+    """Consecutive parts of one stripe, each filled in order from one streamed read of their
+    range: every part is its own buffer, and the stream's chunks are copied into it once.
 
     A stream that breaks (connection lost, throttled) is not resumed: every part still to take
     from it raises, and is read by itself instead.
     """
 
-    def __init__(self, open_stream: Callable[[], AsyncIterator[bytes]]) -> None:
+    def __init__(
+        self,
+        open_stream: Callable[[], AsyncIterator[bytes]],
+        new_buffer: Callable[[int], bytearray],
+    ) -> None:
         self._open = open_stream
+        self._new_buffer = new_buffer
         self._chunks: AsyncIterator[bytes] | None = None
-        self._buffer = bytearray()
+        self._left_over = memoryview(b"")
         self._broken: Exception | None = None
         self._taken: dict[int, asyncio.Event] = {}
 
@@ -138,14 +164,22 @@ class _StripeReader:
     async def wait_taken(self, part_number: int) -> None:
         await self._event(part_number).wait()
 
-    async def take(self, size: int) -> bytes:
+    async def take(self, size: int) -> bytearray:
         if self._broken is not None:
             raise self._broken
+        part = self._new_buffer(size)
+        filled = 0
         try:
             if self._chunks is None:
                 self._chunks = aiter(self._open())
-            while len(self._buffer) < size:
-                self._buffer += await anext(self._chunks)
+            with memoryview(part) as into:
+                while filled < size:
+                    if not self._left_over:
+                        self._left_over = memoryview(await anext(self._chunks))
+                    count = min(len(self._left_over), size - filled)
+                    into[filled : filled + count] = self._left_over[:count]
+                    self._left_over = self._left_over[count:]
+                    filled += count
         except StopAsyncIteration:
             # The object is shorter than the version seen: it changed.
             raise _SourceMoved(
@@ -156,45 +190,12 @@ class _StripeReader:
         except Exception as exc:
             self._broken = exc
             raise
-        with memoryview(self._buffer) as view:
-            data = bytes(view[:size])  # one copy: a bytearray slice would be another
-        del self._buffer[:size]
-        return data
+        return part
 
     async def close(self) -> None:
         closing = getattr(self._chunks, "aclose", None)
         if closing is not None:
             await closing()
-
-
-class ByteBudget:
-    """Bytes of object data allowed in memory at once, shared by every copy in a process.
-
-    A part waits here before it is read, so memory stays bounded whatever the object size and
-    concurrency. A part larger than the whole budget runs alone.
-    """
-
-    def __init__(self, capacity: int = DEFAULT_BYTE_BUDGET) -> None:
-        if capacity <= 0:
-            raise ValueError("the byte budget must be positive")
-        self.capacity = capacity
-        self.in_use = 0
-        self.peak = 0
-        self._changed = asyncio.Condition()
-
-    @contextlib.asynccontextmanager
-    async def reserve(self, size: int) -> AsyncIterator[None]:
-        size = min(size, self.capacity)
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.in_use + size <= self.capacity)
-            self.in_use += size
-            self.peak = max(self.peak, self.in_use)
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self.in_use -= size
-                self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -292,11 +293,29 @@ def version_id(meta: ObjectMeta) -> str:
     return meta.version or meta.etag or ""
 
 
-@dataclass
-class _PartDigest:
+@dataclass(frozen=True)
+class _Digest:
+    """Everything computed from one buffer, in one pass over it: its CRC32C, the checksum the
+    destination verifies writes by (sent with the write, so it is not computed twice), and
+    the fingerprint blocks it holds."""
+
     crc32c: int
-    md5: str | None
+    checksums: dict[ChecksumKind, str]
     blocks: list[tuple[int, bytes]]
+
+
+def _digest_now(data: Buffer, offset: int, write_kind: ChecksumKind) -> _Digest:
+    crc = hashing.crc32c(data)
+    checksums = {ChecksumKind.CRC32C: hashing.crc32c_b64(crc)}
+    if write_kind is not ChecksumKind.CRC32C:
+        checksums[write_kind] = hashing.checksum_b64(write_kind, data)
+    return _Digest(crc, checksums, hashing.block_digests(data, offset))
+
+
+async def _digest(data: Buffer, offset: int, write_kind: ChecksumKind) -> _Digest:
+    if len(data) >= THREAD_HASH_BYTES:
+        return await asyncio.to_thread(_digest_now, data, offset, write_kind)
+    return _digest_now(data, offset, write_kind)
 
 
 class Copier:
@@ -358,9 +377,7 @@ class Copier:
                 same_store=_same_store(source, dest),
                 part_size=self.part_size
                 or auto_part_size(
-                    src.size,
-                    concurrency=self.concurrency,
-                    budget=self.budget.capacity // RECEIVE_COPIES,
+                    src.size, concurrency=self.concurrency, budget=self.budget.capacity
                 ),
             )
             try:
@@ -459,31 +476,30 @@ class Copier:
                 )
             )
 
-        async with self.budget.reserve(src.size * RECEIVE_COPIES):
+        async with self.budget.reserve(src.size * WHOLE_READ_COPIES):
             data = await (shared.read(src, load) if shared is not None else load())
             if len(data) != src.size:
                 raise _SourceMoved(
                     PreconditionFailed(f"read {len(data)} bytes, expected {src.size}", url=src.url)
                 )
-            crc = hashing.crc32c(data)
-            _check_source_crc(src, crc)
-            fingerprint = hashing.fingerprint(data)
+            digest = await _digest(data, 0, dest.limits.write_checksum)
+            _check_source_crc(src, digest.crc32c)
+            fingerprint = hashing.Fingerprint(src.size)
+            fingerprint.add(digest.blocks)
             attributes = replica_attributes(
                 src.attributes,
                 dest.scheme,
                 source_url=src.url,
                 source_version=version_id(src),
-                fingerprint=fingerprint,
+                fingerprint=fingerprint.value(),
             )
             meta = await self.retry.run(
-                lambda: dest.put(dest_key, data, attributes=attributes), what="put destination"
+                lambda: dest.put(dest_key, data, attributes=attributes, checksums=digest.checksums),
+                what="put destination",
             )
-            expected = {ChecksumKind.CRC32C: hashing.crc32c_b64(crc)}
-            if ChecksumKind.MD5 in meta.checksums:
-                expected[ChecksumKind.MD5] = hashing.md5_b64(data)
         _check_size(meta, src)
-        _check_checksums(meta.checksums, expected, meta.url)
-        return _Executed(meta, 0, src.size, fingerprint)
+        _check_checksums(meta.checksums, digest.checksums, meta.url)
+        return _Executed(meta, 0, src.size, fingerprint.value())
 
     async def _multipart(
         self,
@@ -521,9 +537,6 @@ class Copier:
                 parts_done=resumed,
                 parts=len(plan.parts),
             )
-        want_md5 = ChecksumKind.MD5 in dest.limits.native_checksums and (
-            ChecksumKind.CRC32C not in dest.limits.native_checksums
-        )
         remaining = [p for p in plan.parts if p.number not in record.parts]
         todo = iter(remaining)
         transferred = 0
@@ -531,7 +544,7 @@ class Copier:
         async def copy_part(part: Part, stripe: _StripeReader | None = None) -> None:
             nonlocal transferred
             await self._copy_part(
-                part, record, src, source, source_key, dest, dest_key, pin, want_md5, stripe
+                part, record, src, source, source_key, dest, dest_key, pin, stripe
             )
             transferred += part.length
 
@@ -541,14 +554,26 @@ class Copier:
 
         async def stripe_worker(parts: list[Part]) -> None:
             stripe = _StripeReader(
-                lambda: source.read_stream(source_key, parts[0].offset, parts[-1].end, **pin)
+                lambda: source.read_stream(source_key, parts[0].offset, parts[-1].end, **pin),
+                self.budget.take_buffer,
             )
+            in_flight = asyncio.Semaphore(PARTS_IN_FLIGHT_PER_STREAM)
+
+            async def one(part: Part) -> None:
+                try:
+                    await copy_part(part, stripe)
+                finally:
+                    in_flight.release()
+
             try:
                 async with asyncio.TaskGroup() as uploads:
                     for part in parts:
-                        # The next part waits until this one has its bytes (and its budget):
-                        # reads stay in stream order, uploads overlap the following reads.
-                        uploads.create_task(copy_part(part, stripe))
+                        # The next part waits until this one has its bytes (and its budget),
+                        # so reads stay in stream order while uploads overlap the next read;
+                        # and until a part of the stream is done when two are in flight, so
+                        # the same few buffers are reused rather than new ones faulted in.
+                        await in_flight.acquire()
+                        uploads.create_task(one(part))
                         await stripe.wait_taken(part.number)
             finally:
                 await stripe.close()
@@ -608,7 +633,6 @@ class Copier:
         dest: ObjectStore,
         dest_key: str,
         pin: Mapping[str, str | None],
-        want_md5: bool,
         stripe: _StripeReader | None = None,
     ) -> None:
         def read_alone() -> Awaitable[bytes]:
@@ -619,7 +643,7 @@ class Copier:
                 )
             )
 
-        async def read_first() -> bytes:
+        async def read_first() -> Buffer:
             if stripe is None:
                 return await read_alone()
             try:
@@ -635,7 +659,7 @@ class Copier:
             )
             return await read_alone()
 
-        async with self.budget.reserve(part.length * RECEIVE_COPIES):
+        async with self.budget.reserve(part.length):
             for attempt in range(1, PART_INTEGRITY_ATTEMPTS + 1):
                 data = await (read_first() if attempt == 1 else read_alone())
                 if len(data) != part.length:
@@ -645,18 +669,21 @@ class Copier:
                             url=src.url,
                         )
                     )
-                digest = _PartDigest(
-                    hashing.crc32c(data),
-                    hashing.md5_b64(data) if want_md5 else None,
-                    hashing.block_digests(data, part.offset),
-                )
-                token = await self.retry.run(
-                    functools.partial(
-                        dest.put_part_at, dest_key, record.upload_id, part.number, part.offset, data
-                    ),
-                    what=f"upload part {part.number}",
-                )
+                digest = await _digest(data, part.offset, dest.limits.write_checksum)
                 try:
+                    # The store refuses bytes that do not match the checksum sent with them.
+                    token = await self.retry.run(
+                        functools.partial(
+                            dest.put_part_at,
+                            dest_key,
+                            record.upload_id,
+                            part.number,
+                            part.offset,
+                            data,
+                            checksums=digest.checksums,
+                        ),
+                        what=f"upload part {part.number}",
+                    )
                     _check_part(token, digest, part, dest.url_for(dest_key))
                 except IntegrityError as exc:
                     if attempt == PART_INTEGRITY_ATTEMPTS:
@@ -670,6 +697,10 @@ class Copier:
                     continue
                 done = DonePart(token, digest.crc32c, tuple(digest.blocks))
                 await self.journal.part_done(record, done)
+                if isinstance(data, bytearray):
+                    # The upload returned: the SDK no longer holds the buffer (after a
+                    # failure it might, and the buffer is left to the garbage collector).
+                    self.budget.give_buffer(data)
                 return
 
     async def _abort(self, dest: ObjectStore, dest_key: str, record: UploadRecord) -> None:
@@ -743,17 +774,14 @@ def _check_checksums(
             raise IntegrityError(f"destination {kind} is {got}, expected {value}", url=url)
 
 
-def _check_part(token: PartToken, digest: _PartDigest, part: Part, url: str) -> None:
+def _check_part(token: PartToken, digest: _Digest, part: Part, url: str) -> None:
+    """The store took the part's bytes whole, and every checksum it reports for them is the
+    one of the bytes read."""
     if token.size != part.length:
         raise IntegrityError(
             f"part {part.number}: store took {token.size} bytes, sent {part.length}", url=url
         )
-    expected: dict[ChecksumKind, str] = {ChecksumKind.CRC32C: hashing.crc32c_b64(digest.crc32c)}
-    if digest.md5 is not None:
-        expected[ChecksumKind.MD5] = digest.md5
-    if not set(token.checksums) & set(expected):
-        return
-    for kind, value in expected.items():
+    for kind, value in digest.checksums.items():
         got = token.checksums.get(kind)
         if got is not None and got != value:
             raise IntegrityError(

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Self
 
 from connectors.base import (
+    Buffer,
+    ChecksumKind,
     MultipartUpload,
     ObjectAttributes,
     ObjectMeta,
@@ -43,7 +45,7 @@ class FaultyStore(ObjectStore):
             raise Throttled("injected 503 SlowDown", url=self.root_url, retry_after=0.01)
 
     @staticmethod
-    def _flip(data: bytes) -> bytes:
+    def _flip(data: Buffer) -> bytes:
         damaged = bytearray(data)
         damaged[len(damaged) // 2] ^= 0x01
         return bytes(damaged)
@@ -74,18 +76,24 @@ class FaultyStore(ObjectStore):
     async def put(
         self,
         key: str,
-        data: bytes,
+        data: Buffer,
         *,
         attributes: ObjectAttributes | None = None,
         create_only: bool = False,
         if_match: str | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         self._maybe_throttle()
         if self.flip_next_puts > 0 and data:
             self.flip_next_puts -= 1
             data = self._flip(data)
         return await self.inner.put(
-            key, data, attributes=attributes, create_only=create_only, if_match=if_match
+            key,
+            data,
+            attributes=attributes,
+            create_only=create_only,
+            if_match=if_match,
+            checksums=checksums,
         )
 
     def list(
@@ -102,23 +110,40 @@ class FaultyStore(ObjectStore):
         self._maybe_throttle()
         return await self.inner.create_multipart(key, attributes=attributes)
 
-    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
-        self._maybe_throttle()
-        if self.flip_next_parts > 0:
-            self.flip_next_parts -= 1
-            data = self._flip(data)
-        token = await self.inner.put_part(key, upload_id, part_number, data)
-        self.parts_uploaded.append(part_number)
-        return token
-
-    async def put_part_at(
-        self, key: str, upload_id: str, part_number: int, offset: int, data: bytes
+    async def put_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: Buffer,
+        *,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> PartToken:
         self._maybe_throttle()
         if self.flip_next_parts > 0:
             self.flip_next_parts -= 1
             data = self._flip(data)
-        token = await self.inner.put_part_at(key, upload_id, part_number, offset, data)
+        token = await self.inner.put_part(key, upload_id, part_number, data, checksums=checksums)
+        self.parts_uploaded.append(part_number)
+        return token
+
+    async def put_part_at(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        offset: int,
+        data: Buffer,
+        *,
+        checksums: Mapping[ChecksumKind, str] | None = None,
+    ) -> PartToken:
+        self._maybe_throttle()
+        if self.flip_next_parts > 0:
+            self.flip_next_parts -= 1
+            data = self._flip(data)
+        token = await self.inner.put_part_at(
+            key, upload_id, part_number, offset, data, checksums=checksums
+        )
         self.parts_uploaded.append(part_number)
         return token
 

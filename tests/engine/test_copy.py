@@ -93,7 +93,10 @@ async def test_replica_is_never_replicated_back(store_factory: StoreFactory) -> 
         await a.head("k-back")
 
 
-@pytest.mark.parametrize("dest_scheme", CLOUDS)
+# Not s3: the engine sends the CRC32C of the bytes it read and the store must refuse bytes that
+# do not match it, which moto never does (it stores and echoes whatever checksum it is sent,
+# a known gap of the emulator). S3 itself answers BadDigest.
+@pytest.mark.parametrize("dest_scheme", [s for s in CLOUDS if s != "s3"])
 async def test_byte_flipped_in_flight_is_caught(
     store_factory: StoreFactory, dest_scheme: str
 ) -> None:
