@@ -800,6 +800,7 @@ class AzureStore(ObjectStore):
         parts: Sequence[PartToken],
         *,
         extra_metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         name = self._name(key)
         url = self.url_for(key)

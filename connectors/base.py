@@ -395,12 +395,15 @@ class ObjectStore(abc.ABC):
         parts: Sequence[PartToken],
         *,
         extra_metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         """Assemble the parts, in part-number order whatever order they are given in.
 
         ``extra_metadata`` is added to the user metadata given at creation; only stores whose
         ``limits.metadata_at_complete`` is true take it (values known only at the end, such as
-        a fingerprint of the whole object).
+        a fingerprint of the whole object). ``checksums``: the whole object's checksums as the
+        caller computed them from the bytes it read; a store that can check them as it
+        assembles the object (S3's full-object CRC32C) refuses to complete on a mismatch.
         """
         raise NotSupported(f"{self.scheme}:// has no multipart upload", url=self.url_for(key))
 

@@ -670,6 +670,7 @@ class LocalStore(ObjectStore):
         parts: Sequence[PartToken],
         *,
         extra_metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         ordered = sorted(parts, key=lambda p: p.part_number)
         staging = self._upload_dir(upload_id, key)

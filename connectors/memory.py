@@ -263,6 +263,7 @@ class MemoryStore(ObjectStore):
         parts: Sequence[PartToken],
         *,
         extra_metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         await asyncio.sleep(0)
         upload = self._upload(key, upload_id)

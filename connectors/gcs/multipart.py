@@ -179,6 +179,7 @@ class GCSMultipart(GCSTransport):
         parts: Sequence[PartToken],
         *,
         extra_metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         url = self.url_for(key)
         full = self._full(key)

@@ -40,6 +40,7 @@ from connectors.base import (
     ObjectStore,
     PartToken,
     PreconditionFailed,
+    StoreError,
 )
 from replicator.engine import hashing
 from replicator.engine.memory import ByteBudget
@@ -47,8 +48,8 @@ from replicator.engine.metadata import (
     FINGERPRINT_KEY,
     replica_attributes,
     replica_fingerprint,
+    replica_mismatch,
     replica_source,
-    replica_source_version,
 )
 from replicator.engine.planner import CopyPlan, Part, Strategy, auto_part_size, plan_copy, stripes
 from replicator.engine.retry import RetryPolicy
@@ -412,9 +413,11 @@ class Copier:
             existing = await self.retry.run(lambda: dest.head(dest_key), what="head destination")
         except NotFound:
             return None
-        user = existing.attributes.user_metadata
-        if replica_source(user) == src.url and replica_source_version(user) == version_id(src):
+        mismatch = replica_mismatch(src, version_id(src), existing)
+        if mismatch is None:
             return "destination already holds this source version", existing
+        if replica_source(existing.attributes.user_metadata) == src.url:
+            log.info("replica not verified; copying again", destination=existing.url, why=mismatch)
         return None
 
     async def _execute(
@@ -448,7 +451,7 @@ class Copier:
                 except NotFound as gone:
                     raise _SourceMoved(gone) from gone
                 raise exc from None
-            _check_size(meta, src)
+            await self._verify_written(dest, dest_key, meta, lambda: _check_size(meta, src))
             return _Executed(meta, 0, 0, replica_fingerprint(src.attributes.user_metadata))
         if plan.strategy is Strategy.SINGLE:
             return await self._single(src, source, source_key, dest, dest_key, shared)
@@ -497,8 +500,12 @@ class Copier:
                 lambda: dest.put(dest_key, data, attributes=attributes, checksums=digest.checksums),
                 what="put destination",
             )
-        _check_size(meta, src)
-        _check_checksums(meta.checksums, digest.checksums, meta.url)
+
+        def check() -> None:
+            _check_size(meta, src)
+            _check_checksums(meta.checksums, digest.checksums, meta.url)
+
+        await self._verify_written(dest, dest_key, meta, check)
         return _Executed(meta, 0, src.size, fingerprint.value())
 
     async def _multipart(
@@ -605,9 +612,10 @@ class Copier:
                 {FINGERPRINT_KEY: fingerprint.value()} if dest.limits.metadata_at_complete else None
             )
             tokens = [record.parts[p.number].token for p in plan.parts]
+            whole = {ChecksumKind.CRC32C: hashing.crc32c_b64(whole_crc)}
             meta = await self.retry.run(
                 lambda: dest.complete_multipart(
-                    dest_key, record.upload_id, tokens, extra_metadata=extra
+                    dest_key, record.upload_id, tokens, extra_metadata=extra, checksums=whole
                 ),
                 what="complete multipart upload",
             )
@@ -615,13 +623,37 @@ class Copier:
             await self._abort(dest, dest_key, record)
             raise _first_error(exc) from None
         await self.journal.finished(record)
-        _check_size(meta, src)
+        await self._verify_written(dest, dest_key, meta, lambda: _check_size(meta, src))
         head = await self.retry.run(lambda: dest.head(dest_key), what="head destination")
-        _check_size(head, src)
-        _check_checksums(
-            head.checksums, {ChecksumKind.CRC32C: hashing.crc32c_b64(whole_crc)}, head.url
-        )
+
+        def check() -> None:
+            _check_size(head, src)
+            _check_checksums(head.checksums, whole, head.url)
+
+        await self._verify_written(dest, dest_key, head, check)
         return _Executed(head, resumed, transferred, fingerprint.value())
+
+    async def _verify_written(
+        self, dest: ObjectStore, dest_key: str, written: ObjectMeta, check: Callable[[], None]
+    ) -> None:
+        """Run ``check`` on what was written; an object that fails it is removed (if it is
+        still the one written) before the error is raised, so that it can never be taken
+        for a replica: it carries the replica marks of the version it was meant to hold."""
+        try:
+            check()
+        except IntegrityError:
+            try:
+                await self.retry.run(
+                    lambda: dest.delete(dest_key, if_match=written.etag),
+                    what="remove unverified replica",
+                )
+            except StoreError as exc:
+                log.error(
+                    "a replica that failed verification could not be removed",
+                    destination=written.url,
+                    error=str(exc),
+                )
+            raise
 
     async def _copy_part(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Self
 
@@ -28,6 +29,7 @@ class FaultyStore(ObjectStore):
         self.limits = inner.limits
         self.flip_next_parts = 0
         self.flip_next_puts = 0
+        self.damage_next_writes = 0
         self.flip_reads = 0
         self.throttle_next = 0
         self.ignore_aborts = False
@@ -43,6 +45,16 @@ class FaultyStore(ObjectStore):
         if self.throttle_next > 0:
             self.throttle_next -= 1
             raise Throttled("injected 503 SlowDown", url=self.root_url, retry_after=0.01)
+
+    async def _maybe_damage(self, key: str, written: ObjectMeta) -> ObjectMeta:
+        """The object that landed is not the one sent: same size and attributes (so the
+        replica marks too), other bytes, as a store that lost or mixed up data would hold."""
+        if self.damage_next_writes <= 0:
+            return written
+        self.damage_next_writes -= 1
+        landed = await self.inner.head(key)
+        await self.inner.put(key, os.urandom(landed.size), attributes=landed.attributes)
+        return written
 
     @staticmethod
     def _flip(data: Buffer) -> bytes:
@@ -87,7 +99,7 @@ class FaultyStore(ObjectStore):
         if self.flip_next_puts > 0 and data:
             self.flip_next_puts -= 1
             data = self._flip(data)
-        return await self.inner.put(
+        written = await self.inner.put(
             key,
             data,
             attributes=attributes,
@@ -95,6 +107,7 @@ class FaultyStore(ObjectStore):
             if_match=if_match,
             checksums=checksums,
         )
+        return await self._maybe_damage(key, written)
 
     def list(
         self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
@@ -154,11 +167,13 @@ class FaultyStore(ObjectStore):
         parts: Sequence[PartToken],
         *,
         extra_metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         self._maybe_throttle()
-        return await self.inner.complete_multipart(
-            key, upload_id, parts, extra_metadata=extra_metadata
+        completed = await self.inner.complete_multipart(
+            key, upload_id, parts, extra_metadata=extra_metadata, checksums=checksums
         )
+        return await self._maybe_damage(key, completed)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         if not self.ignore_aborts:
