@@ -22,11 +22,13 @@ match its own reported CRC32C is caught by comparing the whole-object CRC32C.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol
 
 import structlog
 
@@ -52,14 +54,16 @@ from replicator.engine.metadata import (
     replica_source,
 )
 from replicator.engine.planner import CopyPlan, Part, Strategy, auto_part_size, plan_copy, stripes
+from replicator.engine.reads import SharedSourceRead, SourceMoved, StripeReader, pinned
 from replicator.engine.retry import RetryPolicy
 from replicator.errors import ReplicatorError
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
 
 # ByteBudget (from engine.memory) is part of this module's interface: a Copier is built with one.
 __all__ = [
+    "ABSENT",
+    "Absent",
     "ByteBudget",
     "Copier",
     "CopyResult",
@@ -88,115 +92,6 @@ THREAD_HASH_BYTES = 1 * MiB
 
 class SourceChanged(ReplicatorError):
     """The source kept changing while it was being copied; nothing was written."""
-
-
-class _SourceMoved(Exception):
-    """A pinned source read found another version (or none): restart from a fresh HEAD."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-async def _pinned(operation: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await operation()
-    except (PreconditionFailed, NotFound) as exc:
-        raise _SourceMoved(exc) from exc
-
-
-class SharedSourceRead:
-    """One read of a whole (small) source object, shared by the copies of it to several
-    destinations that run at once: each destination costs a put, not also a GET.
-
-    Reads are keyed by the exact version they are pinned to, so copies that saw different
-    versions never share bytes; a failed read fails every copy waiting on it, and each then
-    restarts on its own.
-    """
-
-    def __init__(self) -> None:
-        self._reads: dict[tuple[str, str | None, str | None], asyncio.Future[bytes]] = {}
-
-    async def read(self, src: ObjectMeta, load: Callable[[], Awaitable[bytes]]) -> bytes:
-        key = (src.url, src.etag, src.version)
-        read = self._reads.get(key)
-        if read is None:
-            read = self._reads[key] = asyncio.ensure_future(load())
-            read.add_done_callback(functools.partial(self._forget_failed, key))
-        # One copy being cancelled must not cancel the read the others wait on.
-        return await asyncio.shield(read)
-
-    def _forget_failed(
-        self, key: tuple[str, str | None, str | None], done: asyncio.Future[bytes]
-    ) -> None:
-        """A failed read is not kept: a copy restarting on the same version reads again."""
-        failed = done.cancelled() or done.exception() is not None
-        if failed and self._reads.get(key) is done:
-            del self._reads[key]
-
-
-class _StripeReader:
-    """Consecutive parts of one stripe, each filled in order from one streamed read of their
-    range: every part is its own buffer, and the stream's chunks are copied into it once.
-
-    A stream that breaks (connection lost, throttled) is not resumed: every part still to take
-    from it raises, and is read by itself instead.
-    """
-
-    def __init__(
-        self,
-        open_stream: Callable[[], AsyncIterator[bytes]],
-        new_buffer: Callable[[int], bytearray],
-    ) -> None:
-        self._open = open_stream
-        self._new_buffer = new_buffer
-        self._chunks: AsyncIterator[bytes] | None = None
-        self._left_over = memoryview(b"")
-        self._broken: Exception | None = None
-        self._taken: dict[int, asyncio.Event] = {}
-
-    def _event(self, part_number: int) -> asyncio.Event:
-        return self._taken.setdefault(part_number, asyncio.Event())
-
-    def mark_taken(self, part_number: int) -> None:
-        """The part's turn at the stream is over (it has its bytes, or will read them alone)."""
-        self._event(part_number).set()
-
-    async def wait_taken(self, part_number: int) -> None:
-        await self._event(part_number).wait()
-
-    async def take(self, size: int) -> bytearray:
-        if self._broken is not None:
-            raise self._broken
-        part = self._new_buffer(size)
-        filled = 0
-        try:
-            if self._chunks is None:
-                self._chunks = aiter(self._open())
-            with memoryview(part) as into:
-                while filled < size:
-                    if not self._left_over:
-                        self._left_over = memoryview(await anext(self._chunks))
-                    count = min(len(self._left_over), size - filled)
-                    into[filled : filled + count] = self._left_over[:count]
-                    self._left_over = self._left_over[count:]
-                    filled += count
-        except StopAsyncIteration:
-            # The object is shorter than the version seen: it changed.
-            raise _SourceMoved(
-                PreconditionFailed("the source ended before the range read", url="")
-            ) from None
-        except (PreconditionFailed, NotFound) as exc:
-            raise _SourceMoved(exc) from exc
-        except Exception as exc:
-            self._broken = exc
-            raise
-        return part
-
-    async def close(self) -> None:
-        closing = getattr(self._chunks, "aclose", None)
-        if closing is not None:
-            await closing()
 
 
 @dataclass(frozen=True)
@@ -352,12 +247,19 @@ class Copier:
         dest_key: str,
         *,
         observed: ObjectMeta | None = None,
+        dest_observed: ObjectMeta | Absent | None = None,
         shared: SharedSourceRead | None = None,
     ) -> CopyResult:
-        """Copy ``source_key`` to ``dest_key``. ``observed``: the source's metadata, just read
-        by the caller, used instead of a HEAD of its own for the first attempt (reads stay
-        pinned to it, so a source changed since is detected as usual). ``shared``: copies of
-        the same source to other destinations share its read (single-put objects)."""
+        """Copy ``source_key`` to ``dest_key``.
+
+        ``observed``: the source's metadata, just read by the caller (a HEAD, an event, a
+        listing), used instead of a HEAD of its own for the first attempt: reads stay pinned
+        to it, so a source changed since is detected as usual. From a listing without
+        attributes (S3's), a single-put object is read with one request that also brings its
+        metadata; a larger one is HEADed. ``dest_observed``: what the caller knows of the
+        destination, from a listing or the catalog: ``ABSENT`` (nothing there: no HEAD), or
+        its metadata (no HEAD unless it lacks attributes). ``shared``: copies of the same
+        source to other destinations share its read (single-put objects)."""
         started = time.monotonic()
         last_change: Exception | None = None
         for _ in range(self.max_restarts + 1):
@@ -365,37 +267,43 @@ class Copier:
                 src, observed = observed, None
             else:
                 src = await self.retry.run(lambda: source.head(source_key), what="head source")
-            skipped = await self._skip_reason(src, dest, dest_key)
-            if skipped is not None:
-                reason, existing = skipped
-                log.info("copy skipped", source=src.url, reason=reason)
-                return CopyResult(
-                    "skipped", src, existing, reason=reason, seconds=time.monotonic() - started
-                )
-            plan = plan_copy(
-                src.size,
-                dest.limits,
-                same_store=_same_store(source, dest),
-                part_size=self.part_size
-                or auto_part_size(
-                    src.size, concurrency=self.concurrency, budget=self.budget.capacity
-                ),
-            )
+            known_dest, dest_observed = dest_observed, None
+            plan = self._plan(src, source, dest)
+            if not src.attributes_known and plan.strategy is not Strategy.SINGLE:
+                src = await self.retry.run(lambda: source.head(source_key), what="head source")
+                plan = self._plan(src, source, dest)
             try:
-                result = await self._execute(plan, src, source, source_key, dest, dest_key, shared)
-            except _SourceMoved as moved:
+                if not src.attributes_known:
+                    outcome = await self._copy_listed_small(
+                        src, source, source_key, dest, dest_key, known_dest
+                    )
+                else:
+                    skipped = await self._skip_reason(src, dest, dest_key, known_dest)
+                    outcome = skipped or await self._execute(
+                        plan, src, source, source_key, dest, dest_key, shared
+                    )
+            except SourceMoved as moved:
                 last_change = moved.cause
                 log.info("source changed during copy; restarting", source=src.url, error=str(moved))
                 continue
+            if isinstance(outcome, _Skipped):
+                log.info("copy skipped", source=outcome.source.url, reason=outcome.reason)
+                return CopyResult(
+                    "skipped",
+                    outcome.source,
+                    outcome.existing,
+                    reason=outcome.reason,
+                    seconds=time.monotonic() - started,
+                )
             return CopyResult(
                 "copied",
-                src,
-                result.destination,
+                outcome.source or src,
+                outcome.destination,
                 plan.strategy,
                 len(plan.parts),
-                result.parts_resumed,
-                result.bytes_transferred,
-                result.fingerprint,
+                outcome.parts_resumed,
+                outcome.bytes_transferred,
+                outcome.fingerprint,
                 time.monotonic() - started,
             )
         raise SourceChanged(
@@ -403,19 +311,62 @@ class Copier:
             f"copied; last: {last_change}"
         )
 
+    def _plan(self, src: ObjectMeta, source: ObjectStore, dest: ObjectStore) -> CopyPlan:
+        return plan_copy(
+            src.size,
+            dest.limits,
+            same_store=_same_store(source, dest),
+            part_size=self.part_size
+            or auto_part_size(src.size, concurrency=self.concurrency, budget=self.budget.capacity),
+        )
+
+    async def _copy_listed_small(
+        self,
+        listed: ObjectMeta,
+        source: ObjectStore,
+        source_key: str,
+        dest: ObjectStore,
+        dest_key: str,
+        known_dest: ObjectMeta | Absent | None,
+    ) -> _Executed | _Skipped:
+        """A small object seen in a listing that omits attributes: one GET pinned to the
+        listed version brings the bytes and the metadata a HEAD would have (then the replica
+        checks), so reading it costs one request."""
+        async with self.budget.reserve(listed.size * WHOLE_READ_COPIES):
+            src, data = await pinned(
+                lambda: self.retry.run(
+                    lambda: source.get(source_key, if_match=listed.etag), what="read source"
+                )
+            )
+            skipped = await self._skip_reason(src, dest, dest_key, known_dest)
+            if skipped is not None:
+                return skipped
+            return await self._single(src, source, source_key, dest, dest_key, loaded=data)
+
     async def _skip_reason(
-        self, src: ObjectMeta, dest: ObjectStore, dest_key: str
-    ) -> tuple[str, ObjectMeta | None] | None:
+        self,
+        src: ObjectMeta,
+        dest: ObjectStore,
+        dest_key: str,
+        known_dest: ObjectMeta | Absent | None = None,
+    ) -> _Skipped | None:
         origin = replica_source(src.attributes.user_metadata)
         if origin is not None:
-            return f"source is itself a replica of {origin}", None
-        try:
-            existing = await self.retry.run(lambda: dest.head(dest_key), what="head destination")
-        except NotFound:
+            return _Skipped(src, None, f"source is itself a replica of {origin}")
+        if known_dest is ABSENT:
             return None
+        if isinstance(known_dest, ObjectMeta) and known_dest.attributes_known:
+            existing = known_dest
+        else:
+            try:
+                existing = await self.retry.run(
+                    lambda: dest.head(dest_key), what="head destination"
+                )
+            except NotFound:
+                return None
         mismatch = replica_mismatch(src, version_id(src), existing)
         if mismatch is None:
-            return "destination already holds this source version", existing
+            return _Skipped(src, existing, "destination already holds this source version")
         if replica_source(existing.attributes.user_metadata) == src.url:
             log.info("replica not verified; copying again", destination=existing.url, why=mismatch)
         return None
@@ -442,14 +393,14 @@ class Copier:
                     what="server-side copy",
                 )
             except PreconditionFailed as exc:
-                raise _SourceMoved(exc) from exc
+                raise SourceMoved(exc) from exc
             except NotFound as exc:
                 # Either end may be missing; a source that is still there means the
                 # destination is the problem, and that does not go away by restarting.
                 try:
                     await source.head(source_key)
                 except NotFound as gone:
-                    raise _SourceMoved(gone) from gone
+                    raise SourceMoved(gone) from gone
                 raise exc from None
             await self._verify_written(dest, dest_key, meta, lambda: _check_size(meta, src))
             return _Executed(meta, 0, 0, replica_fingerprint(src.attributes.user_metadata))
@@ -469,20 +420,31 @@ class Copier:
         dest: ObjectStore,
         dest_key: str,
         shared: SharedSourceRead | None = None,
+        *,
+        loaded: bytes | None = None,
     ) -> _Executed:
+        """Read the whole object (unless the caller ``loaded`` it, holding its budget), put it."""
         pin = self._pin(source, src)
 
         def load() -> Awaitable[bytes]:
-            return _pinned(
+            return pinned(
                 lambda: self.retry.run(
                     lambda: source.read(source_key, 0, None, **pin), what="read source"
                 )
             )
 
-        async with self.budget.reserve(src.size * WHOLE_READ_COPIES):
-            data = await (shared.read(src, load) if shared is not None else load())
+        reserved = (
+            contextlib.nullcontext()
+            if loaded is not None
+            else self.budget.reserve(src.size * WHOLE_READ_COPIES)
+        )
+        async with reserved:
+            if loaded is not None:
+                data = loaded
+            else:
+                data = await (shared.read(src, load) if shared is not None else load())
             if len(data) != src.size:
-                raise _SourceMoved(
+                raise SourceMoved(
                     PreconditionFailed(f"read {len(data)} bytes, expected {src.size}", url=src.url)
                 )
             digest = await _digest(data, 0, dest.limits.write_checksum)
@@ -506,7 +468,7 @@ class Copier:
             _check_checksums(meta.checksums, digest.checksums, meta.url)
 
         await self._verify_written(dest, dest_key, meta, check)
-        return _Executed(meta, 0, src.size, fingerprint.value())
+        return _Executed(meta, 0, src.size, fingerprint.value(), src)
 
     async def _multipart(
         self,
@@ -548,7 +510,7 @@ class Copier:
         todo = iter(remaining)
         transferred = 0
 
-        async def copy_part(part: Part, stripe: _StripeReader | None = None) -> None:
+        async def copy_part(part: Part, stripe: StripeReader | None = None) -> None:
             nonlocal transferred
             await self._copy_part(
                 part, record, src, source, source_key, dest, dest_key, pin, stripe
@@ -560,7 +522,7 @@ class Copier:
                 await copy_part(part)
 
         async def stripe_worker(parts: list[Part]) -> None:
-            stripe = _StripeReader(
+            stripe = StripeReader(
                 lambda: source.read_stream(source_key, parts[0].offset, parts[-1].end, **pin),
                 self.budget.take_buffer,
             )
@@ -665,10 +627,10 @@ class Copier:
         dest: ObjectStore,
         dest_key: str,
         pin: Mapping[str, str | None],
-        stripe: _StripeReader | None = None,
+        stripe: StripeReader | None = None,
     ) -> None:
         def read_alone() -> Awaitable[bytes]:
-            return _pinned(
+            return pinned(
                 lambda: self.retry.run(
                     lambda: source.read(source_key, part.offset, part.end, **pin),
                     what=f"read part {part.number}",
@@ -680,7 +642,7 @@ class Copier:
                 return await read_alone()
             try:
                 return await stripe.take(part.length)
-            except _SourceMoved:
+            except SourceMoved:
                 raise
             except Exception as exc:
                 broke = exc
@@ -695,7 +657,7 @@ class Copier:
             for attempt in range(1, PART_INTEGRITY_ATTEMPTS + 1):
                 data = await (read_first() if attempt == 1 else read_alone())
                 if len(data) != part.length:
-                    raise _SourceMoved(
+                    raise SourceMoved(
                         PreconditionFailed(
                             f"part {part.number}: read {len(data)} bytes, expected {part.length}",
                             url=src.url,
@@ -767,6 +729,24 @@ class _Executed:
     parts_resumed: int
     bytes_transferred: int
     fingerprint: str | None
+    #: The source as read, when the read itself brought its metadata.
+    source: ObjectMeta | None = None
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    source: ObjectMeta
+    existing: ObjectMeta | None
+    reason: str
+
+
+class Absent(enum.Enum):
+    """What a caller knows of a destination: nothing is there (from a listing, the catalog)."""
+
+    ABSENT = "absent"
+
+
+ABSENT = Absent.ABSENT
 
 
 def _same_store(source: ObjectStore, dest: ObjectStore) -> bool:

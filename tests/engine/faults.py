@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Self
@@ -36,6 +37,8 @@ class FaultyStore(ObjectStore):
         self.before_read: Callable[[int], Awaitable[None]] | None = None
         self.reads = 0
         self.parts_uploaded: list[int] = []
+        #: Requests made through this wrapper, by operation.
+        self.calls: collections.Counter[str] = collections.Counter()
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
@@ -64,7 +67,15 @@ class FaultyStore(ObjectStore):
 
     async def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         self._maybe_throttle()
+        self.calls["head"] += 1
         return await self.inner.head(key, version=version)
+
+    async def get(
+        self, key: str, *, if_match: str | None = None, version: str | None = None
+    ) -> tuple[ObjectMeta, bytes]:
+        self._maybe_throttle()
+        self.calls["get"] += 1
+        return await self.inner.get(key, if_match=if_match, version=version)
 
     async def read(
         self,
@@ -77,6 +88,7 @@ class FaultyStore(ObjectStore):
     ) -> bytes:
         self._maybe_throttle()
         self.reads += 1
+        self.calls["read"] += 1
         if self.before_read is not None:
             await self.before_read(self.reads)
         data = await self.inner.read(key, start, end, if_match=if_match, version=version)
@@ -96,6 +108,7 @@ class FaultyStore(ObjectStore):
         checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         self._maybe_throttle()
+        self.calls["put"] += 1
         if self.flip_next_puts > 0 and data:
             self.flip_next_puts -= 1
             data = self._flip(data)
