@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 import email.utils
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -427,6 +427,40 @@ class ObjectStore(abc.ABC):
         """Copy inside this store without moving bytes through the client. ``attributes``
         replaces the source's attributes when given, else they are kept."""
         raise NotSupported(f"{self.scheme}:// has no server-side copy", url=self.url_for(dest_key))
+
+    def copies_from(self, source: ObjectStore) -> bool:
+        """Whether ``copy_from`` copies from ``source`` without the bytes passing through this
+        process: by default, within this very store (``copy_within``)."""
+        return (
+            self.limits.server_side_copy
+            and type(source) is type(self)
+            and source.root_url == self.root_url
+        )
+
+    async def copy_from(
+        self,
+        source: ObjectStore,
+        source_key: str,
+        dest_key: str,
+        *,
+        if_match: str | None = None,
+        attributes: ObjectAttributes | None = None,
+        inspect: Callable[[memoryview, int], None] | None = None,
+        extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+    ) -> ObjectMeta:
+        """Copy from ``source`` (one ``copies_from`` accepts) as ``copy_within`` does. A
+        store that reads its copy back (the file store) calls ``inspect(chunk, offset)`` with
+        every chunk of it, then ``extra_metadata()`` for user metadata to add (values known
+        only once the bytes were seen, such as a fingerprint), and refuses to publish a copy
+        whose CRC32C differs from the one the source reports; others call neither."""
+        if not self.copies_from(source):
+            raise NotSupported(
+                f"{self.scheme}:// cannot copy from {source.root_url} itself",
+                url=self.url_for(dest_key),
+            )
+        return await self.copy_within(
+            source_key, dest_key, if_match=if_match, attributes=attributes
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ from connectors.base import (
     check_key,
     clip_range,
 )
+from connectors.kernel_copy import SourceShrank, copy_and_read_back
 
 XATTR = "user.replicator"
 TEMP_MARKER = ".replicator-tmp-"
@@ -356,17 +357,26 @@ class LocalStore(ObjectStore):
         attributes: ObjectAttributes | None,
         create_only: bool,
         if_match: str | None,
+        extra_metadata: Callable[[], Mapping[str, str]] | None = None,
     ) -> ObjectMeta:
-        """Write through a temporary file, then move it into place atomically."""
+        """Write through a temporary file (``write`` gets it open for reading and writing and
+        returns the CRC32C of what it wrote), then move it into place atomically."""
         segments = self._segments(key)
         dir_fd = self._open_dir(segments, key, create=True)
         temp = f".{uuid.uuid4().hex[:12]}{TEMP_MARKER}"
         try:
             fd = os.open(
-                temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
+                temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
             )
             try:
-                self._seal(key, fd, write(fd), attributes)
+                crc = write(fd)
+                if extra_metadata is not None:
+                    attributes = attributes or ObjectAttributes()
+                    attributes = replace(
+                        attributes,
+                        user_metadata={**attributes.user_metadata, **extra_metadata()},
+                    )
+                self._seal(key, fd, crc, attributes)
             finally:
                 os.close(fd)
             return self._publish(key, dir_fd, dir_fd, temp, segments[-1], create_only, if_match)
@@ -800,25 +810,61 @@ class LocalStore(ObjectStore):
         if_match: str | None = None,
         attributes: ObjectAttributes | None = None,
     ) -> ObjectMeta:
+        return await self.copy_from(
+            self, source_key, dest_key, if_match=if_match, attributes=attributes
+        )
+
+    def copies_from(self, source: ObjectStore) -> bool:
+        """Any file store: the kernel copies between any two files this process can open
+        (copy_file_range, a reflink where the file system shares extents)."""
+        return isinstance(source, LocalStore)
+
+    async def copy_from(
+        self,
+        source: ObjectStore,
+        source_key: str,
+        dest_key: str,
+        *,
+        if_match: str | None = None,
+        attributes: ObjectAttributes | None = None,
+        inspect: Callable[[memoryview, int], None] | None = None,
+        extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+    ) -> ObjectMeta:
+        """Copy in the kernel, read the copy back once (its CRC32C, ``inspect``), compare that
+        CRC32C with the one the source file records (files this store wrote have one), make
+        it durable and publish it. A source that changes meanwhile fails the copy with
+        PreconditionFailed, before anything is published."""
+        if not isinstance(source, LocalStore):
+            raise NotSupported(
+                f"file:// copies from file stores only, not {source.root_url}",
+                url=self.url_for(dest_key),
+            )
+
         def work() -> ObjectMeta:
-            with self._open_object(source_key) as (src_fd, st):
+            with source._open_object(source_key) as (src_fd, st):
+                source_url = source.url_for(source_key)
                 if if_match is not None and self._etag(st) != if_match:
-                    raise PreconditionFailed(
-                        f"etag is no longer {if_match}", url=self.url_for(source_key)
-                    )
-                keep = attributes or self._meta(source_key, src_fd, st).attributes
+                    raise PreconditionFailed(f"etag is no longer {if_match}", url=source_url)
+                before = source._meta(source_key, src_fd, st)
+                keep = attributes or before.attributes
 
                 def write(fd: int) -> int:
-                    crc, offset = 0, 0
-                    while chunk := os.pread(src_fd, COPY_CHUNK, offset):
-                        crc = crt_checksums.crc32c(chunk, crc)
-                        offset += len(chunk)
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view) :]
+                    try:
+                        crc = copy_and_read_back(src_fd, fd, st.st_size, inspect)
+                    except SourceShrank as exc:
+                        raise PreconditionFailed(f"{exc}: it changed", url=source_url) from None
+                    if self._etag(os.fstat(src_fd)) != self._etag(st):
+                        raise PreconditionFailed("changed while being copied", url=source_url)
+                    recorded = before.checksums.get(ChecksumKind.CRC32C)
+                    if recorded is not None and recorded != _crc32c_b64(crc):
+                        raise IntegrityError(
+                            f"the copy reads back with CRC32C {_crc32c_b64(crc)}, the source "
+                            f"records {recorded}",
+                            url=self.url_for(dest_key),
+                        )
                     return crc
 
-                return self._write_file(dest_key, write, keep, False, None)
+                return self._write_file(dest_key, write, keep, False, None, extra_metadata)
 
         meta: ObjectMeta = await self._run(dest_key, work)
         return meta

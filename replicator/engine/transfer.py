@@ -315,7 +315,7 @@ class Copier:
         return plan_copy(
             src.size,
             dest.limits,
-            same_store=_same_store(source, dest),
+            same_store=dest.copies_from(source),
             part_size=self.part_size
             or auto_part_size(src.size, concurrency=self.concurrency, budget=self.budget.capacity),
         )
@@ -382,31 +382,60 @@ class Copier:
         shared: SharedSourceRead | None = None,
     ) -> _Executed:
         if plan.strategy is Strategy.SERVER_SIDE:
-            attributes = replica_attributes(
-                src.attributes, dest.scheme, source_url=src.url, source_version=version_id(src)
-            )
-            try:
-                meta = await self.retry.run(
-                    lambda: dest.copy_within(
-                        source_key, dest_key, if_match=src.etag, attributes=attributes
-                    ),
-                    what="server-side copy",
-                )
-            except PreconditionFailed as exc:
-                raise SourceMoved(exc) from exc
-            except NotFound as exc:
-                # Either end may be missing; a source that is still there means the
-                # destination is the problem, and that does not go away by restarting.
-                try:
-                    await source.head(source_key)
-                except NotFound as gone:
-                    raise SourceMoved(gone) from gone
-                raise exc from None
-            await self._verify_written(dest, dest_key, meta, lambda: _check_size(meta, src))
-            return _Executed(meta, 0, 0, replica_fingerprint(src.attributes.user_metadata))
+            return await self._server_side(src, source, source_key, dest, dest_key)
         if plan.strategy is Strategy.SINGLE:
             return await self._single(src, source, source_key, dest, dest_key, shared)
         return await self._multipart(plan, src, source, source_key, dest, dest_key)
+
+    async def _server_side(
+        self,
+        src: ObjectMeta,
+        source: ObjectStore,
+        source_key: str,
+        dest: ObjectStore,
+        dest_key: str,
+    ) -> _Executed:
+        """The destination copies by itself. A store that reads its copy back (files: a
+        kernel copy) shows it to us, and the fingerprint goes into the replica's marks."""
+        attributes = replica_attributes(
+            src.attributes, dest.scheme, source_url=src.url, source_version=version_id(src)
+        )
+        fingerprint = hashing.Fingerprint(src.size)
+        read_back = False
+
+        def extra_metadata() -> dict[str, str]:
+            nonlocal read_back
+            read_back = True
+            return {FINGERPRINT_KEY: fingerprint.value()}
+
+        try:
+            meta = await self.retry.run(
+                lambda: dest.copy_from(
+                    source,
+                    source_key,
+                    dest_key,
+                    if_match=src.etag,
+                    attributes=attributes,
+                    inspect=fingerprint.add_data,
+                    extra_metadata=extra_metadata,
+                ),
+                what="server-side copy",
+            )
+        except PreconditionFailed as exc:
+            raise SourceMoved(exc) from exc
+        except NotFound as exc:
+            # Either end may be missing; a source that is still there means the
+            # destination is the problem, and that does not go away by restarting.
+            try:
+                await source.head(source_key)
+            except NotFound as gone:
+                raise SourceMoved(gone) from gone
+            raise exc from None
+        await self._verify_written(dest, dest_key, meta, lambda: _check_size(meta, src))
+        value = (
+            fingerprint.value() if read_back else replica_fingerprint(src.attributes.user_metadata)
+        )
+        return _Executed(meta, 0, 0, value)
 
     def _pin(self, source: ObjectStore, src: ObjectMeta) -> dict[str, str | None]:
         version = src.version if source.limits.versioned_reads else None
@@ -747,11 +776,6 @@ class Absent(enum.Enum):
 
 
 ABSENT = Absent.ABSENT
-
-
-def _same_store(source: ObjectStore, dest: ObjectStore) -> bool:
-    """Server-side copy works within one store: the same kind rooted at the same place."""
-    return type(source) is type(dest) and source.root_url == dest.root_url
 
 
 def _first_error(exc: BaseException) -> BaseException:

@@ -195,6 +195,31 @@ class FaultyStore(ObjectStore):
     def list_multipart_uploads(self, prefix: str = "") -> AsyncIterator[MultipartUpload]:
         return self.inner.list_multipart_uploads(prefix)
 
+    def copies_from(self, source: ObjectStore) -> bool:
+        return self.inner.copies_from(_unwrapped(source))
+
+    async def copy_from(
+        self,
+        source: ObjectStore,
+        source_key: str,
+        dest_key: str,
+        *,
+        if_match: str | None = None,
+        attributes: ObjectAttributes | None = None,
+        inspect: Callable[[memoryview, int], None] | None = None,
+        extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+    ) -> ObjectMeta:
+        self._maybe_throttle()
+        return await self.inner.copy_from(
+            _unwrapped(source),
+            source_key,
+            dest_key,
+            if_match=if_match,
+            attributes=attributes,
+            inspect=inspect,
+            extra_metadata=extra_metadata,
+        )
+
     async def copy_within(
         self,
         source_key: str,
@@ -210,3 +235,7 @@ class FaultyStore(ObjectStore):
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def _unwrapped(store: ObjectStore) -> ObjectStore:
+    return store.inner if isinstance(store, FaultyStore) else store
