@@ -339,6 +339,31 @@ def uploads_clean(
     typer.echo(f"{len(aborted)} abandoned uploads aborted", err=True)
 
 
+@app.command()
+def bench(
+    suite: Annotated[
+        str, typer.Option(help="quick (under 10 minutes here) or full (all data sets, sweeps).")
+    ] = "quick",
+    out: Annotated[
+        Path, typer.Option(help="Where results.json, report.md and the plots go.")
+    ] = Path("bench-results"),
+) -> None:
+    """Benchmark replicator against rclone, the raw SDKs and cp on a local test bed of its own
+    (throughput, client CPU per GiB, memory, event latency, catalog, start-up)."""
+    from replicator.bench import report
+    from replicator.bench.suite import SUITES, default_workdir, run_suite
+
+    if suite not in SUITES:
+        raise ConfigError(f"--suite must be one of {', '.join(SUITES)}, not {suite!r}")
+    workdir = default_workdir()
+    try:
+        results = run_suite(SUITES[suite], workdir, log=lambda line: typer.echo(line, err=True))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report.write(results, out, f"replicator bench --suite {suite}")
+    typer.echo(f"{out / 'report.md'} ({results.seconds} s)")
+
+
 ConfigPath = Annotated[
     Path, typer.Option("--config", "-c", help="Daemon configuration file (TOML).")
 ]
