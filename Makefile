@@ -46,10 +46,9 @@ format: setup
 demo: setup
 	$(BIN)/replicator demo
 
+SUITE ?= quick
 bench: setup
-	$(BIN)/python -m benchmarks.copy_throughput
-	$(BIN)/python -m benchmarks.s3_capacity
-	$(BIN)/python -m benchmarks.event_latency
+	$(BIN)/replicator bench --suite $(SUITE) --out bench-results
 
 devstack-up: setup
 	$(BIN)/replicator devstack up

@@ -27,11 +27,15 @@ from __future__ import annotations
 import abc
 import email.utils
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar, Self, TypeAlias
+
+#: Bytes handed to a write. Connectors send it as it is (no copy), never keep or change it: a
+#: caller may reuse the buffer once the write returns.
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
 #: Stores that stage multipart uploads as objects (GCS parts, Azure markers, file staging
 #: directories) keep them under this prefix at the container root and never list them.
@@ -113,7 +117,8 @@ class Throttled(TransientError):
 class ChecksumKind(enum.StrEnum):
     """Native checksums a store can verify on write and report on read.
 
-    Values are base64 of the big-endian digest, the form every cloud API uses.
+    Values are base64 of the digest in the byte order the store's API uses: big-endian for
+    CRC32C and MD5, little-endian for Azure's CRC64 (CRC-64/NVME).
     """
 
     CRC32C = "crc32c"
@@ -145,6 +150,9 @@ class ObjectMeta:
     last_modified: datetime | None
     attributes: ObjectAttributes = field(default_factory=ObjectAttributes)
     checksums: Mapping[ChecksumKind, str] = field(default_factory=dict)
+    #: False when this came from a listing that omits attributes and user metadata (S3's):
+    #: ``attributes`` is then empty whatever the object holds; HEAD or ``get`` for them.
+    attributes_known: bool = True
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,10 @@ class Limits:
     streamed_reads: bool = False
     # Largest object copy_within copies (0: max_single_put).
     max_server_side_copy: int = 0
+    # The checksum the store verifies every write against (put, put_part): a caller that
+    # already has it for the bytes passes it in ``checksums`` and the connector does not hash
+    # the bytes again.
+    write_checksum: ChecksumKind = ChecksumKind.CRC32C
 
     @property
     def server_side_copy_limit(self) -> int:
@@ -285,6 +297,19 @@ class ObjectStore(abc.ABC):
         one version: if the object changed, PreconditionFailed (or NotFound for a version gone).
         """
 
+    async def get(
+        self, key: str, *, if_match: str | None = None, version: str | None = None
+    ) -> tuple[ObjectMeta, bytes]:
+        """The whole object and what ``head`` reports about it, read together and pinned like
+        ``read``. Stores whose GET answers with the object's metadata do it in one request;
+        by default it is a head and a read pinned to the version the head saw."""
+        meta = await self.head(key, version=version)
+        if if_match is not None and meta.etag != if_match:
+            raise PreconditionFailed(f"etag is {meta.etag}, not {if_match}", url=meta.url)
+        pin = version or (meta.version if self.limits.versioned_reads else None)
+        data = await self.read(key, if_match=meta.etag, version=pin)
+        return meta, data
+
     async def read_stream(
         self,
         key: str,
@@ -302,15 +327,18 @@ class ObjectStore(abc.ABC):
     async def put(
         self,
         key: str,
-        data: bytes,
+        data: Buffer,
         *,
         attributes: ObjectAttributes | None = None,
         create_only: bool = False,
         if_match: str | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         """Write a whole object in one request, with the store's native checksum attached so
         the store rejects damaged bytes. ``create_only`` raises AlreadyExists if the key exists;
-        ``if_match`` raises PreconditionFailed unless the current etag matches."""
+        ``if_match`` raises PreconditionFailed unless the current etag matches. ``checksums``:
+        checksums of ``data`` the caller computed from the bytes it read; the one of kind
+        ``limits.write_checksum`` is sent instead of hashing ``data`` again."""
 
     @abc.abstractmethod
     def list(
@@ -338,11 +366,27 @@ class ObjectStore(abc.ABC):
     ) -> str:
         raise NotSupported(f"{self.scheme}:// has no multipart upload", url=self.url_for(key))
 
-    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
+    async def put_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: Buffer,
+        *,
+        checksums: Mapping[ChecksumKind, str] | None = None,
+    ) -> PartToken:
+        """Store one part; ``checksums`` as for ``put``."""
         raise NotSupported(f"{self.scheme}:// has no multipart upload", url=self.url_for(key))
 
     async def put_part_at(
-        self, key: str, upload_id: str, part_number: int, offset: int, data: bytes
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        offset: int,
+        data: Buffer,
+        *,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> PartToken:
         """``put_part`` for a part that starts ``offset`` bytes into the finished object.
 
@@ -350,7 +394,7 @@ class ObjectStore(abc.ABC):
         completion need not join the parts; every other store ignores it. Completion still
         assembles exactly the parts it is given, in part-number order.
         """
-        return await self.put_part(key, upload_id, part_number, data)
+        return await self.put_part(key, upload_id, part_number, data, checksums=checksums)
 
     async def complete_multipart(
         self,
@@ -359,12 +403,15 @@ class ObjectStore(abc.ABC):
         parts: Sequence[PartToken],
         *,
         extra_metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         """Assemble the parts, in part-number order whatever order they are given in.
 
         ``extra_metadata`` is added to the user metadata given at creation; only stores whose
         ``limits.metadata_at_complete`` is true take it (values known only at the end, such as
-        a fingerprint of the whole object).
+        a fingerprint of the whole object). ``checksums``: the whole object's checksums as the
+        caller computed them from the bytes it read; a store that can check them as it
+        assembles the object (S3's full-object CRC32C) refuses to complete on a mismatch.
         """
         raise NotSupported(f"{self.scheme}:// has no multipart upload", url=self.url_for(key))
 
@@ -388,6 +435,40 @@ class ObjectStore(abc.ABC):
         """Copy inside this store without moving bytes through the client. ``attributes``
         replaces the source's attributes when given, else they are kept."""
         raise NotSupported(f"{self.scheme}:// has no server-side copy", url=self.url_for(dest_key))
+
+    def copies_from(self, source: ObjectStore) -> bool:
+        """Whether ``copy_from`` copies from ``source`` without the bytes passing through this
+        process: by default, within this very store (``copy_within``)."""
+        return (
+            self.limits.server_side_copy
+            and type(source) is type(self)
+            and source.root_url == self.root_url
+        )
+
+    async def copy_from(
+        self,
+        source: ObjectStore,
+        source_key: str,
+        dest_key: str,
+        *,
+        if_match: str | None = None,
+        attributes: ObjectAttributes | None = None,
+        inspect: Callable[[memoryview, int], None] | None = None,
+        extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+    ) -> ObjectMeta:
+        """Copy from ``source`` (one ``copies_from`` accepts) as ``copy_within`` does. A
+        store that reads its copy back (the file store) calls ``inspect(chunk, offset)`` with
+        every chunk of it, then ``extra_metadata()`` for user metadata to add (values known
+        only once the bytes were seen, such as a fingerprint), and refuses to publish a copy
+        whose CRC32C differs from the one the source reports; others call neither."""
+        if not self.copies_from(source):
+            raise NotSupported(
+                f"{self.scheme}:// cannot copy from {source.root_url} itself",
+                url=self.url_for(dest_key),
+            )
+        return await self.copy_within(
+            source_key, dest_key, if_match=if_match, attributes=attributes
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 

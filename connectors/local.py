@@ -30,14 +30,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-import google_crc32c
-from awscrt import checksums
+from awscrt import checksums as crt_checksums
 
 from connectors.base import (
     STAGING_PREFIX,
     AlreadyExists,
+    Buffer,
     ChecksumKind,
     ContainerNotFound,
+    IntegrityError,
     InvalidArgument,
     InvalidKey,
     Limits,
@@ -57,6 +58,7 @@ from connectors.base import (
     check_key,
     clip_range,
 )
+from connectors.kernel_copy import SourceShrank, copy_and_read_back
 
 XATTR = "user.replicator"
 TEMP_MARKER = ".replicator-tmp-"
@@ -78,13 +80,25 @@ def _file_crc32c(fd: int, size: int) -> int:
         chunk = os.pread(fd, min(COPY_CHUNK, size - offset), offset)
         if not chunk:
             break
-        crc = google_crc32c.extend(crc, chunk)
+        crc = crt_checksums.crc32c(chunk, crc)
         offset += len(chunk)
     return crc
 
 
 def _crc32c_int(encoded: str) -> int:
     return int.from_bytes(base64.b64decode(encoded), "big")
+
+
+def _written_crc32c(data: Buffer, checksums: Mapping[ChecksumKind, str] | None, url: str) -> int:
+    """The CRC32C of the bytes about to be written, refusing them when the caller's CRC32C
+    (computed from the bytes it read) differs: the check a cloud store makes on its side."""
+    actual = int(crt_checksums.crc32c(data))
+    given = (checksums or {}).get(ChecksumKind.CRC32C)
+    if given is not None and _crc32c_int(given) != actual:
+        raise IntegrityError(
+            f"bytes to write have CRC32C {_crc32c_b64(actual)}, the write says {given}", url=url
+        )
+    return actual
 
 
 @dataclass(frozen=True)
@@ -321,17 +335,18 @@ class LocalStore(ObjectStore):
     async def put(
         self,
         key: str,
-        data: bytes,
+        data: Buffer,
         *,
         attributes: ObjectAttributes | None = None,
         create_only: bool = False,
         if_match: str | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         def write(fd: int) -> int:
-            view = memoryview(data)
+            view = memoryview(data).cast("B")
             while view:
                 view = view[os.write(fd, view) :]
-            return google_crc32c.value(data)  # type: ignore[no-any-return]
+            return _written_crc32c(data, checksums, self.url_for(key))
 
         meta: ObjectMeta = await self._run(
             key, self._write_file, key, write, attributes, create_only, if_match
@@ -345,17 +360,26 @@ class LocalStore(ObjectStore):
         attributes: ObjectAttributes | None,
         create_only: bool,
         if_match: str | None,
+        extra_metadata: Callable[[], Mapping[str, str]] | None = None,
     ) -> ObjectMeta:
-        """Write through a temporary file, then move it into place atomically."""
+        """Write through a temporary file (``write`` gets it open for reading and writing and
+        returns the CRC32C of what it wrote), then move it into place atomically."""
         segments = self._segments(key)
         dir_fd = self._open_dir(segments, key, create=True)
         temp = f".{uuid.uuid4().hex[:12]}{TEMP_MARKER}"
         try:
             fd = os.open(
-                temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
+                temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
             )
             try:
-                self._seal(key, fd, write(fd), attributes)
+                crc = write(fd)
+                if extra_metadata is not None:
+                    attributes = attributes or ObjectAttributes()
+                    attributes = replace(
+                        attributes,
+                        user_metadata={**attributes.user_metadata, **extra_metadata()},
+                    )
+                self._seal(key, fd, crc, attributes)
             finally:
                 os.close(fd)
             return self._publish(key, dir_fd, dir_fd, temp, segments[-1], create_only, if_match)
@@ -557,14 +581,22 @@ class LocalStore(ObjectStore):
         await self._run(key, work)
         return upload_id
 
-    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
+    async def put_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: Buffer,
+        *,
+        checksums: Mapping[ChecksumKind, str] | None = None,
+    ) -> PartToken:
         self.check_part(key, part_number, len(data))
 
         def work() -> PartToken:
             self._manifest(key, upload_id)
             staging = self._upload_dir(upload_id, key)
             temp = staging / f"{part_number:05d}{TEMP_MARKER}{uuid.uuid4().hex[:8]}"
-            checksum = _crc32c_b64(google_crc32c.value(data))
+            checksum = _crc32c_b64(_written_crc32c(data, checksums, self.url_for(key)))
             with open(temp, "wb") as handle:
                 handle.write(data)
                 os.setxattr(handle.fileno(), XATTR, checksum.encode())
@@ -577,7 +609,14 @@ class LocalStore(ObjectStore):
         return token
 
     async def put_part_at(
-        self, key: str, upload_id: str, part_number: int, offset: int, data: bytes
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        offset: int,
+        data: Buffer,
+        *,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> PartToken:
         self.check_part(key, part_number, len(data))
         if offset < 0:
@@ -586,14 +625,14 @@ class LocalStore(ObjectStore):
         def work() -> PartToken:
             self._manifest(key, upload_id)
             staging = self._upload_dir(upload_id, key)
-            checksum = _crc32c_b64(google_crc32c.value(data))
+            checksum = _crc32c_b64(_written_crc32c(data, checksums, self.url_for(key)))
             fd = os.open(
                 staging / STAGED_OBJECT,
                 os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                 0o644,
             )
             try:
-                view, at = memoryview(data), offset
+                view, at = memoryview(data).cast("B"), offset
                 while view:
                     written = os.pwrite(fd, view, at)
                     view, at = view[written:], at + written
@@ -644,6 +683,7 @@ class LocalStore(ObjectStore):
         parts: Sequence[PartToken],
         *,
         extra_metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         ordered = sorted(parts, key=lambda p: p.part_number)
         staging = self._upload_dir(upload_id, key)
@@ -658,7 +698,7 @@ class LocalStore(ObjectStore):
             staged = [self._staged(key, staging, part) for part in ordered]
             crc, size = 0, 0
             for part in staged:
-                crc = checksums.combine_crc32c(crc, _crc32c_int(part.token.token), part.size)
+                crc = crt_checksums.combine_crc32c(crc, _crc32c_int(part.token.token), part.size)
                 size += part.size
             tiled = bool(staged) and all(
                 part.offset == start
@@ -733,7 +773,7 @@ class LocalStore(ObjectStore):
                         copied += done
                 finally:
                     os.close(part_fd)
-                crc = checksums.combine_crc32c(crc, _crc32c_int(part.token.token), part.size)
+                crc = crt_checksums.combine_crc32c(crc, _crc32c_int(part.token.token), part.size)
             return crc
 
         return write
@@ -773,25 +813,61 @@ class LocalStore(ObjectStore):
         if_match: str | None = None,
         attributes: ObjectAttributes | None = None,
     ) -> ObjectMeta:
+        return await self.copy_from(
+            self, source_key, dest_key, if_match=if_match, attributes=attributes
+        )
+
+    def copies_from(self, source: ObjectStore) -> bool:
+        """Any file store: the kernel copies between any two files this process can open
+        (copy_file_range, a reflink where the file system shares extents)."""
+        return isinstance(source, LocalStore)
+
+    async def copy_from(
+        self,
+        source: ObjectStore,
+        source_key: str,
+        dest_key: str,
+        *,
+        if_match: str | None = None,
+        attributes: ObjectAttributes | None = None,
+        inspect: Callable[[memoryview, int], None] | None = None,
+        extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+    ) -> ObjectMeta:
+        """Copy in the kernel, read the copy back once (its CRC32C, ``inspect``), compare that
+        CRC32C with the one the source file records (files this store wrote have one), make
+        it durable and publish it. A source that changes meanwhile fails the copy with
+        PreconditionFailed, before anything is published."""
+        if not isinstance(source, LocalStore):
+            raise NotSupported(
+                f"file:// copies from file stores only, not {source.root_url}",
+                url=self.url_for(dest_key),
+            )
+
         def work() -> ObjectMeta:
-            with self._open_object(source_key) as (src_fd, st):
+            with source._open_object(source_key) as (src_fd, st):
+                source_url = source.url_for(source_key)
                 if if_match is not None and self._etag(st) != if_match:
-                    raise PreconditionFailed(
-                        f"etag is no longer {if_match}", url=self.url_for(source_key)
-                    )
-                keep = attributes or self._meta(source_key, src_fd, st).attributes
+                    raise PreconditionFailed(f"etag is no longer {if_match}", url=source_url)
+                before = source._meta(source_key, src_fd, st)
+                keep = attributes or before.attributes
 
                 def write(fd: int) -> int:
-                    crc, offset = 0, 0
-                    while chunk := os.pread(src_fd, COPY_CHUNK, offset):
-                        crc = google_crc32c.extend(crc, chunk)
-                        offset += len(chunk)
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view) :]
+                    try:
+                        crc = copy_and_read_back(src_fd, fd, st.st_size, inspect)
+                    except SourceShrank as exc:
+                        raise PreconditionFailed(f"{exc}: it changed", url=source_url) from None
+                    if self._etag(os.fstat(src_fd)) != self._etag(st):
+                        raise PreconditionFailed("changed while being copied", url=source_url)
+                    recorded = before.checksums.get(ChecksumKind.CRC32C)
+                    if recorded is not None and recorded != _crc32c_b64(crc):
+                        raise IntegrityError(
+                            f"the copy reads back with CRC32C {_crc32c_b64(crc)}, the source "
+                            f"records {recorded}",
+                            url=self.url_for(dest_key),
+                        )
                     return crc
 
-                return self._write_file(dest_key, write, keep, False, None)
+                return self._write_file(dest_key, write, keep, False, None, extra_metadata)
 
         meta: ObjectMeta = await self._run(dest_key, work)
         return meta

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import ClassVar, Self
 
-import google_crc32c
+from awscrt import checksums as crt_checksums
 
 from connectors.base import (
     AlreadyExists,
+    Buffer,
     ChecksumKind,
     ContainerNotFound,
+    IntegrityError,
     InvalidArgument,
     Limits,
     MiB,
@@ -38,8 +40,18 @@ from connectors.base import (
 )
 
 
-def crc32c_b64(data: bytes) -> str:
-    return base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+def crc32c_b64(data: Buffer) -> str:
+    return base64.b64encode(crt_checksums.crc32c(data).to_bytes(4, "big")).decode()
+
+
+def _checked_crc32c(data: Buffer, checksums: Mapping[ChecksumKind, str] | None, url: str) -> str:
+    """The CRC32C of ``data``, refusing a write whose sent CRC32C differs, as a cloud store
+    refuses damaged bytes."""
+    actual = crc32c_b64(data)
+    sent = (checksums or {}).get(ChecksumKind.CRC32C)
+    if sent is not None and sent != actual:
+        raise IntegrityError(f"bytes have CRC32C {actual}, the write says {sent}", url=url)
+    return actual
 
 
 @dataclass
@@ -171,13 +183,15 @@ class MemoryStore(ObjectStore):
     async def put(
         self,
         key: str,
-        data: bytes,
+        data: Buffer,
         *,
         attributes: ObjectAttributes | None = None,
         create_only: bool = False,
         if_match: str | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         await asyncio.sleep(0)
+        _checked_crc32c(data, checksums, self.url_for(key))
         self._check_conditions(key, create_only, if_match)
         return self._store(key, bytes(data), attributes or ObjectAttributes())
 
@@ -228,11 +242,19 @@ class MemoryStore(ObjectStore):
             raise NotFound(f"no multipart upload {upload_id}", url=self.url_for(key))
         return upload
 
-    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
+    async def put_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: Buffer,
+        *,
+        checksums: Mapping[ChecksumKind, str] | None = None,
+    ) -> PartToken:
         await asyncio.sleep(0)
         self.check_part(key, part_number, len(data))
+        checksum = _checked_crc32c(data, checksums, self.url_for(key))
         self._upload(key, upload_id).parts[part_number] = bytes(data)
-        checksum = crc32c_b64(data)
         return PartToken(part_number, checksum, len(data), {ChecksumKind.CRC32C: checksum})
 
     async def complete_multipart(
@@ -242,6 +264,7 @@ class MemoryStore(ObjectStore):
         parts: Sequence[PartToken],
         *,
         extra_metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         await asyncio.sleep(0)
         upload = self._upload(key, upload_id)

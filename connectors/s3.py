@@ -13,6 +13,12 @@ rejects damaged bytes. Multipart uploads use S3's default COMPOSITE CRC32C (a ch
 part checksums, shown as ``value-N``), which is not a checksum of the object's bytes and is
 never reported in ``ObjectMeta.checksums``; part CRC32Cs are in the part tokens instead.
 
+Bodies: a bytes body goes to botocore as it is, any other buffer as a file over its memory
+(``connectors.payload.BufferReader``: botocore's signer copies a ``bytearray``); a
+``before-send`` hook then hands aiohttp the same memory in slices (``BufferPayload``). Streamed
+reads yield the aiohttp body's chunks as received. Every write sends the CRC32C its caller
+computed while reading, when given (``checksums``), so the bytes are hashed once.
+
 Conditional requests map onto S3's own: create-only is ``If-None-Match: *``, ``if_match`` is
 ``If-Match`` on put, get and delete, ``CopySourceIfMatch`` on copies. Versions are S3 version
 ids; an unversioned bucket's ``null`` version is reported as None.
@@ -39,8 +45,8 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 import aiohttp
-import google_crc32c
 from aiobotocore.config import AioConfig
+from awscrt import checksums as crt_checksums
 from botocore.configprovider import ConfiguredEndpointProvider
 from botocore.exceptions import (
     BotoCoreError,
@@ -60,6 +66,7 @@ from botocore.exceptions import (
 from connectors.aws_session import aws_session, region_of
 from connectors.base import (
     AlreadyExists,
+    Buffer,
     ChecksumKind,
     ContainerNotFound,
     GiB,
@@ -86,6 +93,7 @@ from connectors.base import (
     parse_retry_after,
 )
 from connectors.credentials import AwsAccess, installed
+from connectors.payload import BufferReader, body_chunks, sliced
 
 DEFAULT_REGION = "us-east-1"
 MAX_PART_SIZE = 5 * GiB
@@ -136,9 +144,6 @@ _BAD_KEY = frozenset({"KeyTooLongError"})
 _NOT_SUPPORTED = frozenset({"NotImplemented", "501"})
 
 
-STREAM_CHUNK = 1024 * 1024
-
-
 class _UnsatisfiableRange(InvalidArgument):
     """S3's 416: the range starts at or past the end of the object."""
 
@@ -147,8 +152,31 @@ def _code(exc: ClientError) -> str:
     return str((exc.response.get("Error") or {}).get("Code") or "")
 
 
-def _crc32c_b64(data: bytes) -> str:
-    return base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+def _crc32c_b64(data: Buffer) -> str:
+    return base64.b64encode(crt_checksums.crc32c(data).to_bytes(4, "big")).decode()
+
+
+def _write_crc32c(data: Buffer, checksums: Mapping[ChecksumKind, str] | None) -> str:
+    """The CRC32C to send with a write: the caller's, else computed from the bytes."""
+    given = (checksums or {}).get(ChecksumKind.CRC32C)
+    return given if given is not None else _crc32c_b64(data)
+
+
+def _body(data: Buffer) -> bytes | BufferReader:
+    """A body botocore takes without copying it: bytes as they are (botocore wraps them in a
+    BytesIO that shares them), any other buffer as a file over its memory."""
+    return data if isinstance(data, bytes) else BufferReader(data)
+
+
+def _send_sliced(request: Any, **_: Any) -> None:
+    """botocore's ``before-send`` hook: a large body goes out in slices of its buffer (see
+    connectors.payload), after botocore has sized and signed it. botocore asks a file body
+    to wait for ``100 Continue``, a round trip per request that a signed, sized body of
+    bytes already in memory does not need."""
+    body = sliced(request.body)
+    if body is not request.body:
+        request.body = body
+        request.headers.pop("Expect", None)
 
 
 def _version(response: Mapping[str, Any]) -> str | None:
@@ -379,6 +407,7 @@ class S3Store(ObjectStore):
         client = await self._exit_stack.enter_async_context(
             session.create_client("s3", config=config, endpoint_url=configured_endpoint)
         )
+        client.meta.events.register("before-send.s3", _send_sliced)
         self._endpoint = str(client.meta.endpoint_url)
         return client
 
@@ -519,6 +548,27 @@ class S3Store(ObjectStore):
             raise
         return data
 
+    async def get(
+        self, key: str, *, if_match: str | None = None, version: str | None = None
+    ) -> tuple[ObjectMeta, bytes]:
+        """One GET: S3 answers with the object's metadata and checksums as headers."""
+        url = self.url_for(key)
+        client = await self._s3()
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self._full(key),
+            "ChecksumMode": "ENABLED",
+        }
+        if if_match is not None:
+            params["IfMatch"] = if_match
+        if version is not None:
+            params["VersionId"] = version
+        with self._errors(url):
+            response = await client.get_object(**params)
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+        return self._meta(key, response, len(data)), data
+
     async def read_stream(
         self,
         key: str,
@@ -544,28 +594,31 @@ class S3Store(ObjectStore):
         with self._errors(url):
             response = await client.get_object(**params)
             async with response["Body"] as body:
-                async for chunk in body.iter_chunks(STREAM_CHUNK):
+                # The aiohttp stream under the body, so chunks come as received (the
+                # engine checks the length it gets against the range it asked for).
+                async for chunk in body_chunks(body.raw_stream.content):
                     yield chunk
 
     async def put(
         self,
         key: str,
-        data: bytes,
+        data: Buffer,
         *,
         attributes: ObjectAttributes | None = None,
         create_only: bool = False,
         if_match: str | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         url = self.url_for(key)
         full = self._full(key)
         self.check_single_put(key, len(data))
         client = await self._s3()
         attributes = attributes or ObjectAttributes()
-        checksum = _crc32c_b64(data)
+        checksum = _write_crc32c(data, checksums)
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": full,
-            "Body": data,
+            "Body": _body(data),
             "ChecksumAlgorithm": "CRC32C",
             "ChecksumCRC32C": checksum,
             **_attribute_params(attributes),
@@ -615,6 +668,7 @@ class S3Store(ObjectStore):
                     etag=item.get("ETag"),
                     version=None,
                     last_modified=item.get("LastModified"),
+                    attributes_known=False,
                 )
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
@@ -650,23 +704,35 @@ class S3Store(ObjectStore):
                 Bucket=self.bucket,
                 Key=full,
                 ChecksumAlgorithm="CRC32C",
+                # The object's own CRC32C, combined by S3 from the parts', rather than a
+                # checksum of the part checksums: comparable with the source's, and the
+                # evidence that stands for the fingerprint S3 metadata cannot hold.
+                ChecksumType="FULL_OBJECT",
                 **_attribute_params(attributes or ObjectAttributes()),
             )
         return str(response["UploadId"])
 
-    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
+    async def put_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: Buffer,
+        *,
+        checksums: Mapping[ChecksumKind, str] | None = None,
+    ) -> PartToken:
         url = self.url_for(key)
         full = self._full(key)
         self.check_part(key, part_number, len(data))
         client = await self._s3()
-        checksum = _crc32c_b64(data)
+        checksum = _write_crc32c(data, checksums)
         with self._errors(url):
             response = await client.upload_part(
                 Bucket=self.bucket,
                 Key=full,
                 UploadId=upload_id,
                 PartNumber=part_number,
-                Body=data,
+                Body=_body(data),
                 ChecksumAlgorithm="CRC32C",
                 ChecksumCRC32C=checksum,
             )
@@ -682,6 +748,7 @@ class S3Store(ObjectStore):
         parts: Sequence[PartToken],
         *,
         extra_metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         if extra_metadata:
             raise NotSupported(
@@ -699,12 +766,18 @@ class S3Store(ObjectStore):
                 entry["ChecksumCRC32C"] = crc
             completed.append(entry)
         client = await self._s3()
+        whole: dict[str, str] = {}
+        crc = (checksums or {}).get(ChecksumKind.CRC32C)
+        if crc is not None:
+            # S3 refuses to complete when the parts do not add up to this CRC32C.
+            whole = {"ChecksumCRC32C": crc, "ChecksumType": "FULL_OBJECT"}
         with self._errors(url):
             response = await client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=full,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": completed},
+                **whole,
             )
         etag = response.get("ETag")
         return ObjectMeta(

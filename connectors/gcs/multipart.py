@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from connectors.base import (
+    Buffer,
     ChecksumKind,
     InvalidArgument,
     MultipartUpload,
@@ -70,18 +71,33 @@ class GCSMultipart(GCSTransport):
         )
         return upload_id
 
-    async def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> PartToken:
+    async def put_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: Buffer,
+        *,
+        checksums: Mapping[ChecksumKind, str] | None = None,
+    ) -> PartToken:
         url = self.url_for(key)
         self._full(key)
         self._check_upload_id(key, upload_id)
         self.check_part(key, part_number, len(data))
         name = _part_name(upload_id, part_number)
-        resource = await self._upload(name, data, url, fields={"contentType": DEFAULT_CONTENT_TYPE})
+        sent = (checksums or {}).get(ChecksumKind.CRC32C) or crc32c_b64(data)
+        resource = await self._upload(
+            name,
+            data,
+            url,
+            fields={"contentType": DEFAULT_CONTENT_TYPE},
+            checksums={ChecksumKind.CRC32C: sent},
+        )
         return PartToken(
             part_number,
             f"{name}#{resource['generation']}",
             len(data),
-            {ChecksumKind.CRC32C: str(resource.get("crc32c") or crc32c_b64(data))},
+            {ChecksumKind.CRC32C: str(resource.get("crc32c") or sent)},
         )
 
     async def _manifest(self, key: str, upload_id: str) -> dict[str, Any]:
@@ -163,6 +179,7 @@ class GCSMultipart(GCSTransport):
         parts: Sequence[PartToken],
         *,
         extra_metadata: Mapping[str, str] | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         url = self.url_for(key)
         full = self._full(key)

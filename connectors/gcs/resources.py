@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
-import google_crc32c
+from awscrt import checksums as crt_checksums
 
-from connectors.base import IntegrityError, ObjectAttributes
+from connectors.base import Buffer, IntegrityError, ObjectAttributes
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 # Uploads are bounded as a whole: a minute plus the time to send at 1 MiB/s.
@@ -27,8 +27,8 @@ ATTRIBUTE_FIELDS = (
 )
 
 
-def crc32c_b64(data: bytes) -> str:
-    return base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+def crc32c_b64(data: Buffer) -> str:
+    return base64.b64encode(crt_checksums.crc32c(data).to_bytes(4, "big")).decode()
 
 
 def timestamp(value: Any) -> datetime | None:

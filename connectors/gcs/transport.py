@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import re
 import urllib.parse
@@ -25,6 +24,7 @@ from tenacity import stop_after_attempt
 
 from connectors.base import (
     AlreadyExists,
+    Buffer,
     ChecksumKind,
     ContainerNotFound,
     IntegrityError,
@@ -42,6 +42,7 @@ from connectors.base import (
     parse_retry_after,
 )
 from connectors.gcs.resources import attributes, crc32c_b64, timestamp, upload_timeout
+from connectors.payload import BufferPayload
 
 KEY_RULE = " (GCS object name rule: 1-1024 bytes of UTF-8)"
 STAGING_PREFIX = ".replicator-uploads/"
@@ -400,22 +401,23 @@ class GCSTransport(ObjectStore):
     async def _upload(
         self,
         name: str,
-        data: bytes,
+        data: Buffer,
         url: str,
         *,
         fields: Mapping[str, Any],
         params: Mapping[str, str] | None = None,
         create_only: bool = False,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> dict[str, Any]:
-        """One multipart upload (resource and media in one request) carrying the CRC32C."""
-        checksum = crc32c_b64(data)
+        """One multipart upload (resource and media in one request) carrying the CRC32C
+        (the caller's, in ``checksums``, else computed here)."""
+        checksum = (checksums or {}).get(ChecksumKind.CRC32C) or crc32c_b64(data)
         resource = {**fields, "name": name, "crc32c": checksum}
         writer = aiohttp.MultipartWriter("related")
         writer.append_json(resource)
         # fake-gcs-server takes the content type from the media part, GCS from the resource.
-        # A BytesIO shares the bytes rather than copying them, and aiohttp streams it in
-        # chunks instead of blocking the loop on one large write.
-        writer.append(io.BytesIO(data), {"Content-Type": str(resource["contentType"])})
+        # The bytes go out in slices of the caller's buffer, never copied whole.
+        writer.append_payload(BufferPayload(data, content_type=str(resource["contentType"])))
         async with (
             self._errors(url, create_only=create_only, write=True),
             self._send(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from connectors import open_object
+from connectors import open_object, open_store
 from connectors.base import StoreError
 from replicator import devstack as devstack_module
 from replicator.catalog.cli import catalog_app, status_command
@@ -25,6 +25,7 @@ from replicator.engine.units import parse_part_size, parse_size
 from replicator.errors import ConfigError, DependencyUnavailable, ReplicatorError
 
 if TYPE_CHECKING:
+    from replicator.catalog import Catalog
     from replicator.engine.transfer import Copier, CopyResult
 
 T = TypeVar("T")
@@ -177,10 +178,24 @@ def run_until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
 
 @app.command()
 def cp(
-    source: Annotated[str, typer.Argument(help="Source object URL, e.g. s3://bucket/key")],
-    destination: Annotated[
-        str, typer.Argument(help="Destination object URL; ending in '/' keeps the source name")
+    source: Annotated[
+        str, typer.Argument(help="Source object URL, e.g. s3://bucket/key (a prefix with -r)")
     ],
+    destination: Annotated[
+        str,
+        typer.Argument(
+            help="Destination object URL; ending in '/' keeps the source name (a prefix with -r)"
+        ),
+    ],
+    recursive: Annotated[
+        bool,
+        typer.Option(
+            "--recursive",
+            "-r",
+            help="Copy every object under the source prefix to the same relative key under "
+            "the destination prefix; what the destination already holds verified is skipped.",
+        ),
+    ] = False,
     part_size: Annotated[
         str,
         typer.Option(
@@ -188,7 +203,12 @@ def cp(
             "(one per parallel slot, within the memory limit, at least 16MiB)."
         ),
     ] = "auto",
-    concurrency: Annotated[int, typer.Option(min=1, help="Parts in flight at once.")] = 8,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Parts in flight at once (per object).")
+    ] = 8,
+    objects: Annotated[
+        int, typer.Option(min=1, help="With --recursive: objects copied at once.")
+    ] = 16,
     memory: Annotated[str, typer.Option(help="Most object bytes held in memory at once.")] = (
         "512MiB"
     ),
@@ -202,7 +222,8 @@ def cp(
         ),
     ] = None,
 ) -> None:
-    """Copy one object between any two stores, verified end to end."""
+    """Copy one object, or every object under a prefix, between any two stores, verified end
+    to end."""
     from replicator.engine.transfer import ByteBudget, Copier
 
     copier = Copier(
@@ -210,6 +231,19 @@ def cp(
         concurrency=concurrency,
         budget=ByteBudget(parse_size(memory)),
     )
+    if recursive:
+        counts = run_until_signalled(_copy_tree(copier, source, destination, catalog, objects))
+        if json_output:
+            typer.echo(json.dumps(counts))
+        else:
+            typer.echo(
+                f"{counts['copied']} copied, {counts['skipped']} skipped, {counts['failed']} "
+                f"failed: {counts['bytes_copied']} bytes in {counts['seconds']} s, "
+                f"{counts['objects_per_s']} objects/s, {counts['mb_per_s']} MB/s"
+            )
+        if counts["failed"]:
+            raise typer.Exit(1)
+        return
     result = run_until_signalled(_copy_one(copier, source, destination, catalog))
     summary = result.summary()
     if json_output:
@@ -225,18 +259,42 @@ def cp(
     )
 
 
+async def _with_journal(copier: Copier, catalog_url: str | None) -> Catalog | None:
+    """Open the catalog (only when asked: its SQL stack is a third of a one-object copy's
+    start-up) and keep the copier's upload journal in it."""
+    if not catalog_url:
+        return None
+    from replicator.catalog import open_catalog
+
+    catalog = await open_catalog(catalog_url)
+    copier.journal = catalog.journal()
+    return catalog
+
+
+async def _copy_tree(
+    copier: Copier, source_url: str, dest_url: str, catalog_url: str | None, objects: int
+) -> dict[str, object]:
+    from replicator.engine.bulk import copy_prefix
+
+    source, dest = open_store(source_url), open_store(dest_url)
+    catalog = await _with_journal(copier, catalog_url)
+    try:
+        async with source, dest:
+            result = await copy_prefix(copier, source, dest, concurrency=objects)
+    finally:
+        if catalog is not None:
+            await catalog.close()
+    return result.summary()
+
+
 async def _copy_one(
     copier: Copier, source_url: str, dest_url: str, catalog_url: str | None
 ) -> CopyResult:
-    from replicator.catalog import open_catalog
-
     source, source_key = open_object(source_url)
     if dest_url.endswith("/"):
         dest_url += source_key.rsplit("/", 1)[-1]
     dest, dest_key = open_object(dest_url)
-    catalog = await open_catalog(catalog_url) if catalog_url else None
-    if catalog is not None:
-        copier.journal = catalog.journal()
+    catalog = await _with_journal(copier, catalog_url)
     try:
         async with source, dest:
             return await copier.copy(source, source_key, dest, dest_key)
@@ -292,6 +350,31 @@ def uploads_clean(
     for upload in aborted:
         typer.echo(f"aborted {upload['upload_id']}  {upload['url']}")
     typer.echo(f"{len(aborted)} abandoned uploads aborted", err=True)
+
+
+@app.command()
+def bench(
+    suite: Annotated[
+        str, typer.Option(help="quick (under 10 minutes here) or full (all data sets, sweeps).")
+    ] = "quick",
+    out: Annotated[
+        Path, typer.Option(help="Where results.json, report.md and the plots go.")
+    ] = Path("bench-results"),
+) -> None:
+    """Benchmark replicator against rclone, the raw SDKs and cp on a local test bed of its own
+    (throughput, client CPU per GiB, memory, event latency, catalog, start-up)."""
+    from replicator.bench import report
+    from replicator.bench.suite import SUITES, default_workdir, run_suite
+
+    if suite not in SUITES:
+        raise ConfigError(f"--suite must be one of {', '.join(SUITES)}, not {suite!r}")
+    workdir = default_workdir()
+    try:
+        results = run_suite(SUITES[suite], workdir, log=lambda line: typer.echo(line, err=True))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report.write(results, out, f"replicator bench --suite {suite}")
+    typer.echo(f"{out / 'report.md'} ({results.seconds} s)")
 
 
 ConfigPath = Annotated[

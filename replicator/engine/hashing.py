@@ -19,7 +19,8 @@ Reference implementation for any reader::
     for block in blocks_of_4_MiB(data): h.update(xxhash.xxh3_128_digest(block))
     "xxh3-128-4m:" + h.hexdigest()
 
-Native checksums are in the form cloud APIs use: base64 of the big-endian digest.
+Native checksums are in the form cloud APIs use: base64 of the digest, big-endian for CRC32C
+and MD5, little-endian for Azure's CRC64 (which is CRC-64/NVME).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ FINGERPRINT_BLOCK = 4 * 1024 * 1024
 FINGERPRINT_PREFIX = "xxh3-128-4m:"
 
 
-def block_digests(data: bytes | memoryview, offset: int) -> list[tuple[int, bytes]]:
+def block_digests(data: bytes | bytearray | memoryview, offset: int) -> list[tuple[int, bytes]]:
     """Digests of the fingerprint blocks in ``data``, which starts at ``offset`` of the object.
 
     ``offset`` must be block-aligned; ``data`` may end mid-block only at the end of the object.
@@ -63,7 +64,7 @@ class Fingerprint:
     def add(self, digests: Iterable[tuple[int, bytes]]) -> None:
         self._digests.update(digests)
 
-    def add_data(self, data: bytes | memoryview, offset: int) -> None:
+    def add_data(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         self.add(block_digests(data, offset))
 
     def value(self) -> str:
@@ -77,14 +78,14 @@ class Fingerprint:
         return FINGERPRINT_PREFIX + hasher.hexdigest()
 
 
-def fingerprint(data: bytes | memoryview) -> str:
+def fingerprint(data: bytes | bytearray | memoryview) -> str:
     """The fingerprint of a whole object held in memory."""
     accumulator = Fingerprint(len(data))
     accumulator.add_data(data, 0)
     return accumulator.value()
 
 
-def crc32c(data: bytes | memoryview, previous: int = 0) -> int:
+def crc32c(data: bytes | bytearray | memoryview, previous: int = 0) -> int:
     return int(checksums.crc32c(data, previous))
 
 
@@ -97,17 +98,22 @@ def crc32c_b64(value: int) -> str:
     return base64.b64encode(value.to_bytes(4, "big")).decode()
 
 
-def md5_b64(data: bytes | memoryview) -> str:
+def md5_b64(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
-def checksum_b64(kind: ChecksumKind, data: bytes | memoryview) -> str | None:
-    """The checksum of ``data`` in wire form, or None for a kind computed only by the store."""
+def crc64_b64(data: bytes | bytearray | memoryview) -> str:
+    """Azure's CRC64 (CRC-64/NVME) in its wire form: 8 bytes little-endian, base64."""
+    return base64.b64encode(checksums.crc64nvme(data).to_bytes(8, "little")).decode()
+
+
+def checksum_b64(kind: ChecksumKind, data: bytes | bytearray | memoryview) -> str:
+    """The checksum of ``data`` in wire form."""
     if kind is ChecksumKind.CRC32C:
         return crc32c_b64(crc32c(data))
     if kind is ChecksumKind.MD5:
         return md5_b64(data)
-    return None
+    return crc64_b64(data)
 
 
 class PartCrcs:

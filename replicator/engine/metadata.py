@@ -22,6 +22,13 @@ Replica marking: every copy carries ``replicator_source`` (the source URL, alway
 percent-encoded), ``replicator_source_version`` and, where known when the object is written,
 ``replicator_fingerprint``. An object with ``replicator_source`` is a replica and is never
 replicated back.
+
+Marks alone never make an object a replica of a version (``replica_mismatch``): its size must
+be the source's, every whole-object checksum both stores report must agree, and the object
+must show it was written and checked by a copy: the fingerprint mark (written with the bytes,
+or at completion once every part was checked), or a whole-object checksum the store itself
+validated (an S3 multipart replica, whose metadata is fixed before its bytes are known, has
+its full-object CRC32C).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import replace
 
-from connectors.base import ObjectAttributes
+from connectors.base import ObjectAttributes, ObjectMeta
 from replicator.errors import ReplicatorError
 
 SOURCE_KEY = "replicator_source"
@@ -124,4 +131,20 @@ def _lookup(user_metadata: Mapping[str, str], name: str) -> str | None:
     for key, value in user_metadata.items():
         if key.lower() == name:
             return value
+    return None
+
+
+def replica_mismatch(source: ObjectMeta, source_version: str, existing: ObjectMeta) -> str | None:
+    """Why ``existing`` is not a verified replica of ``source`` at ``source_version`` (None
+    when it is). ``existing`` must carry its attributes (a HEAD, not an S3 listing)."""
+    user = existing.attributes.user_metadata
+    if replica_source(user) != source.url or replica_source_version(user) != source_version:
+        return "the destination is not a replica of this source version"
+    if existing.size != source.size:
+        return f"the replica holds {existing.size} bytes, the source {source.size}"
+    for kind in sorted(set(source.checksums) & set(existing.checksums)):
+        if source.checksums[kind] != existing.checksums[kind]:
+            return f"the replica's {kind} differs from the source's"
+    if replica_fingerprint(user) is None and not existing.checksums:
+        return "nothing shows the replica's bytes were checked (no fingerprint, no checksum)"
     return None

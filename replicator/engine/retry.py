@@ -39,7 +39,6 @@ class RetryPolicy:
     ) -> T:
         """Run ``operation``; retry retriable StoreErrors until the attempt or time budget is
         spent, then re-raise the last error."""
-        rng = rng or random.Random()
         deadline = time.monotonic() + self.time_budget
         delay = self.base_delay
         attempt = 1
@@ -49,6 +48,9 @@ class RetryPolicy:
             except StoreError as exc:
                 if not exc.retriable or attempt >= self.max_attempts:
                     raise
+                # Seeded only when needed: seeding reads the OS's random source, which a call
+                # that succeeds at once (nearly every call) should not pay for.
+                rng = rng or random.Random()
                 delay = self.next_delay(delay, rng)
                 if isinstance(exc, Throttled) and exc.retry_after is not None:
                     delay = max(delay, min(exc.retry_after, self.max_delay))

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol
 
 import structlog
 
 from connectors.base import (
+    Buffer,
     ChecksumKind,
     IntegrityError,
     MiB,
@@ -40,29 +42,53 @@ from connectors.base import (
     ObjectStore,
     PartToken,
     PreconditionFailed,
+    StoreError,
 )
 from replicator.engine import hashing
+from replicator.engine.memory import ByteBudget
 from replicator.engine.metadata import (
     FINGERPRINT_KEY,
     replica_attributes,
     replica_fingerprint,
+    replica_mismatch,
     replica_source,
-    replica_source_version,
 )
 from replicator.engine.planner import CopyPlan, Part, Strategy, auto_part_size, plan_copy, stripes
+from replicator.engine.reads import SharedSourceRead, SourceMoved, StripeReader, pinned
 from replicator.engine.retry import RetryPolicy
 from replicator.errors import ReplicatorError
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
+
+# ByteBudget (from engine.memory) is part of this module's interface: a Copier is built with one.
+__all__ = [
+    "ABSENT",
+    "Absent",
+    "ByteBudget",
+    "Copier",
+    "CopyResult",
+    "DonePart",
+    "MemoryJournal",
+    "SharedSourceRead",
+    "SourceChanged",
+    "SourceGone",
+    "UploadJournal",
+    "UploadRecord",
+    "version_id",
+]
 
 DEFAULT_CONCURRENCY = 8
-DEFAULT_BYTE_BUDGET = 512 * MiB
-# A part is in memory twice while it is received (the transport's buffers, then the joined
-# bytes), so it reserves twice its size: the budget bounds the process's memory, not only the
-# payload it holds.
-RECEIVE_COPIES = 2
+# A whole-object read (a single put's source) is in memory twice while it is received (the
+# transport's pieces, then the joined bytes), so it reserves twice its size. A part is read
+# into one buffer of its own, streamed or in one read, and reserves its size: the budget
+# bounds the process's memory for object data, not only the payload it holds.
+WHOLE_READ_COPIES = 2
 PART_INTEGRITY_ATTEMPTS = 3
+# Parts of one streamed read held at once: one receiving while the one before is sent.
+PARTS_IN_FLIGHT_PER_STREAM = 2
+# Hashing a buffer this large is done off the event loop (the hash libraries release the
+# GIL), so that other copies' I/O is not held up behind it.
+THREAD_HASH_BYTES = 1 * MiB
 
 
 class SourceChanged(ReplicatorError):
@@ -72,134 +98,6 @@ class SourceChanged(ReplicatorError):
 class SourceGone(NotFound):
     """The source was deleted while it was being copied (its copy restarted and found no
     object): nothing was written, and the caller applies the deletion instead."""
-
-
-class _SourceMoved(Exception):
-    """A pinned source read found another version (or none): restart from a fresh HEAD."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-async def _pinned(operation: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await operation()
-    except (PreconditionFailed, NotFound) as exc:
-        raise _SourceMoved(exc) from exc
-
-
-class SharedSourceRead:
-    """One read of a whole (small) source object, shared by the copies of it to several
-    destinations that run at once: each destination costs a put, not also a GET.
-
-    Reads are keyed by the exact version they are pinned to, so copies that saw different
-    versions never share bytes; a failed read fails every copy waiting on it, and each then
-    restarts on its own.
-    """
-
-    def __init__(self) -> None:
-        self._reads: dict[tuple[str, str | None, str | None], asyncio.Future[bytes]] = {}
-
-    async def read(self, src: ObjectMeta, load: Callable[[], Awaitable[bytes]]) -> bytes:
-        key = (src.url, src.etag, src.version)
-        read = self._reads.get(key)
-        if read is None:
-            read = self._reads[key] = asyncio.ensure_future(load())
-            read.add_done_callback(functools.partial(self._forget_failed, key))
-        # One copy being cancelled must not cancel the read the others wait on.
-        return await asyncio.shield(read)
-
-    def _forget_failed(
-        self, key: tuple[str, str | None, str | None], done: asyncio.Future[bytes]
-    ) -> None:
-        """A failed read is not kept: a copy restarting on the same version reads again."""
-        failed = done.cancelled() or done.exception() is not None
-        if failed and self._reads.get(key) is done:
-            del self._reads[key]
-
-
-class _StripeReader:
-    """Consecutive parts of one stripe, taken in order from one streamed read of their range.
-
-    A stream that breaks (connection lost, throttled) is not resumed: every part still to take
-    from it raises, and is read by itself instead.
-    """
-
-    def __init__(self, open_stream: Callable[[], AsyncIterator[bytes]]) -> None:
-        self._open = open_stream
-        self._chunks: AsyncIterator[bytes] | None = None
-        self._buffer = bytearray()
-        self._broken: Exception | None = None
-        self._taken: dict[int, asyncio.Event] = {}
-
-    def _event(self, part_number: int) -> asyncio.Event:
-        return self._taken.setdefault(part_number, asyncio.Event())
-
-    def mark_taken(self, part_number: int) -> None:
-        """The part's turn at the stream is over (it has its bytes, or will read them alone)."""
-        self._event(part_number).set()
-
-    async def wait_taken(self, part_number: int) -> None:
-        await self._event(part_number).wait()
-
-    async def take(self, size: int) -> bytes:
-        if self._broken is not None:
-            raise self._broken
-        try:
-            if self._chunks is None:
-                self._chunks = aiter(self._open())
-            while len(self._buffer) < size:
-                self._buffer += await anext(self._chunks)
-        except StopAsyncIteration:
-            # The object is shorter than the version seen: it changed.
-            raise _SourceMoved(
-                PreconditionFailed("the source ended before the range read", url="")
-            ) from None
-        except (PreconditionFailed, NotFound) as exc:
-            raise _SourceMoved(exc) from exc
-        except Exception as exc:
-            self._broken = exc
-            raise
-        with memoryview(self._buffer) as view:
-            data = bytes(view[:size])  # one copy: a bytearray slice would be another
-        del self._buffer[:size]
-        return data
-
-    async def close(self) -> None:
-        closing = getattr(self._chunks, "aclose", None)
-        if closing is not None:
-            await closing()
-
-
-class ByteBudget:
-    """Bytes of object data allowed in memory at once, shared by every copy in a process.
-
-    A part waits here before it is read, so memory stays bounded whatever the object size and
-    concurrency. A part larger than the whole budget runs alone.
-    """
-
-    def __init__(self, capacity: int = DEFAULT_BYTE_BUDGET) -> None:
-        if capacity <= 0:
-            raise ValueError("the byte budget must be positive")
-        self.capacity = capacity
-        self.in_use = 0
-        self.peak = 0
-        self._changed = asyncio.Condition()
-
-    @contextlib.asynccontextmanager
-    async def reserve(self, size: int) -> AsyncIterator[None]:
-        size = min(size, self.capacity)
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.in_use + size <= self.capacity)
-            self.in_use += size
-            self.peak = max(self.peak, self.in_use)
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self.in_use -= size
-                self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -298,11 +196,29 @@ def version_id(meta: ObjectMeta) -> str:
     return meta.version or meta.etag or ""
 
 
-@dataclass
-class _PartDigest:
+@dataclass(frozen=True)
+class _Digest:
+    """Everything computed from one buffer, in one pass over it: its CRC32C, the checksum the
+    destination verifies writes by (sent with the write, so it is not computed twice), and
+    the fingerprint blocks it holds."""
+
     crc32c: int
-    md5: str | None
+    checksums: dict[ChecksumKind, str]
     blocks: list[tuple[int, bytes]]
+
+
+def _digest_now(data: Buffer, offset: int, write_kind: ChecksumKind) -> _Digest:
+    crc = hashing.crc32c(data)
+    checksums = {ChecksumKind.CRC32C: hashing.crc32c_b64(crc)}
+    if write_kind is not ChecksumKind.CRC32C:
+        checksums[write_kind] = hashing.checksum_b64(write_kind, data)
+    return _Digest(crc, checksums, hashing.block_digests(data, offset))
+
+
+async def _digest(data: Buffer, offset: int, write_kind: ChecksumKind) -> _Digest:
+    if len(data) >= THREAD_HASH_BYTES:
+        return await asyncio.to_thread(_digest_now, data, offset, write_kind)
+    return _digest_now(data, offset, write_kind)
 
 
 class Copier:
@@ -338,12 +254,19 @@ class Copier:
         dest_key: str,
         *,
         observed: ObjectMeta | None = None,
+        dest_observed: ObjectMeta | Absent | None = None,
         shared: SharedSourceRead | None = None,
     ) -> CopyResult:
-        """Copy ``source_key`` to ``dest_key``. ``observed``: the source's metadata, just read
-        by the caller, used instead of a HEAD of its own for the first attempt (reads stay
-        pinned to it, so a source changed since is detected as usual). ``shared``: copies of
-        the same source to other destinations share its read (single-put objects)."""
+        """Copy ``source_key`` to ``dest_key``.
+
+        ``observed``: the source's metadata, just read by the caller (a HEAD, an event, a
+        listing), used instead of a HEAD of its own for the first attempt: reads stay pinned
+        to it, so a source changed since is detected as usual. From a listing without
+        attributes (S3's), a single-put object is read with one request that also brings its
+        metadata; a larger one is HEADed. ``dest_observed``: what the caller knows of the
+        destination, from a listing or the catalog: ``ABSENT`` (nothing there: no HEAD), or
+        its metadata (no HEAD unless it lacks attributes). ``shared``: copies of the same
+        source to other destinations share its read (single-put objects)."""
         started = time.monotonic()
         last_change: Exception | None = None
         for _ in range(self.max_restarts + 1):
@@ -354,39 +277,43 @@ class Copier:
                     src = await self.retry.run(lambda: source.head(source_key), what="head source")
                 except NotFound as exc:
                     raise SourceGone(str(exc), url=source.url_for(source_key)) from exc
-            skipped = await self._skip_reason(src, dest, dest_key)
-            if skipped is not None:
-                reason, existing = skipped
-                log.info("copy skipped", source=src.url, reason=reason)
-                return CopyResult(
-                    "skipped", src, existing, reason=reason, seconds=time.monotonic() - started
-                )
-            plan = plan_copy(
-                src.size,
-                dest.limits,
-                same_store=_same_store(source, dest),
-                part_size=self.part_size
-                or auto_part_size(
-                    src.size,
-                    concurrency=self.concurrency,
-                    budget=self.budget.capacity // RECEIVE_COPIES,
-                ),
-            )
+            known_dest, dest_observed = dest_observed, None
+            plan = self._plan(src, source, dest)
+            if not src.attributes_known and plan.strategy is not Strategy.SINGLE:
+                src = await self.retry.run(lambda: source.head(source_key), what="head source")
+                plan = self._plan(src, source, dest)
             try:
-                result = await self._execute(plan, src, source, source_key, dest, dest_key, shared)
-            except _SourceMoved as moved:
+                if not src.attributes_known:
+                    outcome = await self._copy_listed_small(
+                        src, source, source_key, dest, dest_key, known_dest
+                    )
+                else:
+                    skipped = await self._skip_reason(src, dest, dest_key, known_dest)
+                    outcome = skipped or await self._execute(
+                        plan, src, source, source_key, dest, dest_key, shared
+                    )
+            except SourceMoved as moved:
                 last_change = moved.cause
                 log.info("source changed during copy; restarting", source=src.url, error=str(moved))
                 continue
+            if isinstance(outcome, _Skipped):
+                log.info("copy skipped", source=outcome.source.url, reason=outcome.reason)
+                return CopyResult(
+                    "skipped",
+                    outcome.source,
+                    outcome.existing,
+                    reason=outcome.reason,
+                    seconds=time.monotonic() - started,
+                )
             return CopyResult(
                 "copied",
-                src,
-                result.destination,
+                outcome.source or src,
+                outcome.destination,
                 plan.strategy,
                 len(plan.parts),
-                result.parts_resumed,
-                result.bytes_transferred,
-                result.fingerprint,
+                outcome.parts_resumed,
+                outcome.bytes_transferred,
+                outcome.fingerprint,
                 time.monotonic() - started,
             )
         raise SourceChanged(
@@ -394,19 +321,64 @@ class Copier:
             f"copied; last: {last_change}"
         )
 
+    def _plan(self, src: ObjectMeta, source: ObjectStore, dest: ObjectStore) -> CopyPlan:
+        return plan_copy(
+            src.size,
+            dest.limits,
+            same_store=dest.copies_from(source),
+            part_size=self.part_size
+            or auto_part_size(src.size, concurrency=self.concurrency, budget=self.budget.capacity),
+        )
+
+    async def _copy_listed_small(
+        self,
+        listed: ObjectMeta,
+        source: ObjectStore,
+        source_key: str,
+        dest: ObjectStore,
+        dest_key: str,
+        known_dest: ObjectMeta | Absent | None,
+    ) -> _Executed | _Skipped:
+        """A small object seen in a listing that omits attributes: one GET pinned to the
+        listed version brings the bytes and the metadata a HEAD would have (then the replica
+        checks), so reading it costs one request."""
+        async with self.budget.reserve(listed.size * WHOLE_READ_COPIES):
+            src, data = await pinned(
+                lambda: self.retry.run(
+                    lambda: source.get(source_key, if_match=listed.etag), what="read source"
+                )
+            )
+            skipped = await self._skip_reason(src, dest, dest_key, known_dest)
+            if skipped is not None:
+                return skipped
+            return await self._single(src, source, source_key, dest, dest_key, loaded=data)
+
     async def _skip_reason(
-        self, src: ObjectMeta, dest: ObjectStore, dest_key: str
-    ) -> tuple[str, ObjectMeta | None] | None:
+        self,
+        src: ObjectMeta,
+        dest: ObjectStore,
+        dest_key: str,
+        known_dest: ObjectMeta | Absent | None = None,
+    ) -> _Skipped | None:
         origin = replica_source(src.attributes.user_metadata)
         if origin is not None:
-            return f"source is itself a replica of {origin}", None
-        try:
-            existing = await self.retry.run(lambda: dest.head(dest_key), what="head destination")
-        except NotFound:
+            return _Skipped(src, None, f"source is itself a replica of {origin}")
+        if known_dest is ABSENT:
             return None
-        user = existing.attributes.user_metadata
-        if replica_source(user) == src.url and replica_source_version(user) == version_id(src):
-            return "destination already holds this source version", existing
+        if isinstance(known_dest, ObjectMeta) and known_dest.attributes_known:
+            existing = known_dest
+        else:
+            try:
+                existing = await self.retry.run(
+                    lambda: dest.head(dest_key), what="head destination"
+                )
+            except NotFound:
+                return None
+        mismatch = replica_mismatch(src, version_id(src), existing)
+        if mismatch is None:
+            return _Skipped(src, existing, "destination already holds this source version")
+        if replica_source(existing.attributes.user_metadata) == src.url:
+            log.info("replica not verified; copying again", destination=existing.url, why=mismatch)
         return None
 
     async def _execute(
@@ -420,31 +392,60 @@ class Copier:
         shared: SharedSourceRead | None = None,
     ) -> _Executed:
         if plan.strategy is Strategy.SERVER_SIDE:
-            attributes = replica_attributes(
-                src.attributes, dest.scheme, source_url=src.url, source_version=version_id(src)
-            )
-            try:
-                meta = await self.retry.run(
-                    lambda: dest.copy_within(
-                        source_key, dest_key, if_match=src.etag, attributes=attributes
-                    ),
-                    what="server-side copy",
-                )
-            except PreconditionFailed as exc:
-                raise _SourceMoved(exc) from exc
-            except NotFound as exc:
-                # Either end may be missing; a source that is still there means the
-                # destination is the problem, and that does not go away by restarting.
-                try:
-                    await source.head(source_key)
-                except NotFound as gone:
-                    raise _SourceMoved(gone) from gone
-                raise exc from None
-            _check_size(meta, src)
-            return _Executed(meta, 0, 0, replica_fingerprint(src.attributes.user_metadata))
+            return await self._server_side(src, source, source_key, dest, dest_key)
         if plan.strategy is Strategy.SINGLE:
             return await self._single(src, source, source_key, dest, dest_key, shared)
         return await self._multipart(plan, src, source, source_key, dest, dest_key)
+
+    async def _server_side(
+        self,
+        src: ObjectMeta,
+        source: ObjectStore,
+        source_key: str,
+        dest: ObjectStore,
+        dest_key: str,
+    ) -> _Executed:
+        """The destination copies by itself. A store that reads its copy back (files: a
+        kernel copy) shows it to us, and the fingerprint goes into the replica's marks."""
+        attributes = replica_attributes(
+            src.attributes, dest.scheme, source_url=src.url, source_version=version_id(src)
+        )
+        fingerprint = hashing.Fingerprint(src.size)
+        read_back = False
+
+        def extra_metadata() -> dict[str, str]:
+            nonlocal read_back
+            read_back = True
+            return {FINGERPRINT_KEY: fingerprint.value()}
+
+        try:
+            meta = await self.retry.run(
+                lambda: dest.copy_from(
+                    source,
+                    source_key,
+                    dest_key,
+                    if_match=src.etag,
+                    attributes=attributes,
+                    inspect=fingerprint.add_data,
+                    extra_metadata=extra_metadata,
+                ),
+                what="server-side copy",
+            )
+        except PreconditionFailed as exc:
+            raise SourceMoved(exc) from exc
+        except NotFound as exc:
+            # Either end may be missing; a source that is still there means the
+            # destination is the problem, and that does not go away by restarting.
+            try:
+                await source.head(source_key)
+            except NotFound as gone:
+                raise SourceMoved(gone) from gone
+            raise exc from None
+        await self._verify_written(dest, dest_key, meta, lambda: _check_size(meta, src))
+        value = (
+            fingerprint.value() if read_back else replica_fingerprint(src.attributes.user_metadata)
+        )
+        return _Executed(meta, 0, 0, value)
 
     def _pin(self, source: ObjectStore, src: ObjectMeta) -> dict[str, str | None]:
         version = src.version if source.limits.versioned_reads else None
@@ -458,41 +459,55 @@ class Copier:
         dest: ObjectStore,
         dest_key: str,
         shared: SharedSourceRead | None = None,
+        *,
+        loaded: bytes | None = None,
     ) -> _Executed:
+        """Read the whole object (unless the caller ``loaded`` it, holding its budget), put it."""
         pin = self._pin(source, src)
 
         def load() -> Awaitable[bytes]:
-            return _pinned(
+            return pinned(
                 lambda: self.retry.run(
                     lambda: source.read(source_key, 0, None, **pin), what="read source"
                 )
             )
 
-        async with self.budget.reserve(src.size * RECEIVE_COPIES):
-            data = await (shared.read(src, load) if shared is not None else load())
+        reserved = (
+            contextlib.nullcontext()
+            if loaded is not None
+            else self.budget.reserve(src.size * WHOLE_READ_COPIES)
+        )
+        async with reserved:
+            if loaded is not None:
+                data = loaded
+            else:
+                data = await (shared.read(src, load) if shared is not None else load())
             if len(data) != src.size:
-                raise _SourceMoved(
+                raise SourceMoved(
                     PreconditionFailed(f"read {len(data)} bytes, expected {src.size}", url=src.url)
                 )
-            crc = hashing.crc32c(data)
-            _check_source_crc(src, crc)
-            fingerprint = hashing.fingerprint(data)
+            digest = await _digest(data, 0, dest.limits.write_checksum)
+            _check_source_crc(src, digest.crc32c)
+            fingerprint = hashing.Fingerprint(src.size)
+            fingerprint.add(digest.blocks)
             attributes = replica_attributes(
                 src.attributes,
                 dest.scheme,
                 source_url=src.url,
                 source_version=version_id(src),
-                fingerprint=fingerprint,
+                fingerprint=fingerprint.value(),
             )
             meta = await self.retry.run(
-                lambda: dest.put(dest_key, data, attributes=attributes), what="put destination"
+                lambda: dest.put(dest_key, data, attributes=attributes, checksums=digest.checksums),
+                what="put destination",
             )
-            expected = {ChecksumKind.CRC32C: hashing.crc32c_b64(crc)}
-            if ChecksumKind.MD5 in meta.checksums:
-                expected[ChecksumKind.MD5] = hashing.md5_b64(data)
-        _check_size(meta, src)
-        _check_checksums(meta.checksums, expected, meta.url)
-        return _Executed(meta, 0, src.size, fingerprint)
+
+        def check() -> None:
+            _check_size(meta, src)
+            _check_checksums(meta.checksums, digest.checksums, meta.url)
+
+        await self._verify_written(dest, dest_key, meta, check)
+        return _Executed(meta, 0, src.size, fingerprint.value(), src)
 
     async def _multipart(
         self,
@@ -542,17 +557,14 @@ class Copier:
                 parts_done=resumed,
                 parts=len(plan.parts),
             )
-        want_md5 = ChecksumKind.MD5 in dest.limits.native_checksums and (
-            ChecksumKind.CRC32C not in dest.limits.native_checksums
-        )
         remaining = [p for p in plan.parts if p.number not in record.parts]
         todo = iter(remaining)
         transferred = 0
 
-        async def copy_part(part: Part, stripe: _StripeReader | None = None) -> None:
+        async def copy_part(part: Part, stripe: StripeReader | None = None) -> None:
             nonlocal transferred
             await self._copy_part(
-                part, record, src, source, source_key, dest, dest_key, pin, want_md5, stripe
+                part, record, src, source, source_key, dest, dest_key, pin, stripe
             )
             transferred += part.length
 
@@ -561,15 +573,27 @@ class Copier:
                 await copy_part(part)
 
         async def stripe_worker(parts: list[Part]) -> None:
-            stripe = _StripeReader(
-                lambda: source.read_stream(source_key, parts[0].offset, parts[-1].end, **pin)
+            stripe = StripeReader(
+                lambda: source.read_stream(source_key, parts[0].offset, parts[-1].end, **pin),
+                self.budget.take_buffer,
             )
+            in_flight = asyncio.Semaphore(PARTS_IN_FLIGHT_PER_STREAM)
+
+            async def one(part: Part) -> None:
+                try:
+                    await copy_part(part, stripe)
+                finally:
+                    in_flight.release()
+
             try:
                 async with asyncio.TaskGroup() as uploads:
                     for part in parts:
-                        # The next part waits until this one has its bytes (and its budget):
-                        # reads stay in stream order, uploads overlap the following reads.
-                        uploads.create_task(copy_part(part, stripe))
+                        # The next part waits until this one has its bytes (and its budget),
+                        # so reads stay in stream order while uploads overlap the next read;
+                        # and until a part of the stream is done when two are in flight, so
+                        # the same few buffers are reused rather than new ones faulted in.
+                        await in_flight.acquire()
+                        uploads.create_task(one(part))
                         await stripe.wait_taken(part.number)
             finally:
                 await stripe.close()
@@ -601,9 +625,10 @@ class Copier:
                 {FINGERPRINT_KEY: fingerprint.value()} if dest.limits.metadata_at_complete else None
             )
             tokens = [record.parts[p.number].token for p in plan.parts]
+            whole = {ChecksumKind.CRC32C: hashing.crc32c_b64(whole_crc)}
             meta = await self.retry.run(
                 lambda: dest.complete_multipart(
-                    dest_key, record.upload_id, tokens, extra_metadata=extra
+                    dest_key, record.upload_id, tokens, extra_metadata=extra, checksums=whole
                 ),
                 what="complete multipart upload",
             )
@@ -611,13 +636,37 @@ class Copier:
             await self._abort(dest, dest_key, record)
             raise _first_error(exc) from None
         await self.journal.finished(record)
-        _check_size(meta, src)
+        await self._verify_written(dest, dest_key, meta, lambda: _check_size(meta, src))
         head = await self.retry.run(lambda: dest.head(dest_key), what="head destination")
-        _check_size(head, src)
-        _check_checksums(
-            head.checksums, {ChecksumKind.CRC32C: hashing.crc32c_b64(whole_crc)}, head.url
-        )
+
+        def check() -> None:
+            _check_size(head, src)
+            _check_checksums(head.checksums, whole, head.url)
+
+        await self._verify_written(dest, dest_key, head, check)
         return _Executed(head, resumed, transferred, fingerprint.value())
+
+    async def _verify_written(
+        self, dest: ObjectStore, dest_key: str, written: ObjectMeta, check: Callable[[], None]
+    ) -> None:
+        """Run ``check`` on what was written; an object that fails it is removed (if it is
+        still the one written) before the error is raised, so that it can never be taken
+        for a replica: it carries the replica marks of the version it was meant to hold."""
+        try:
+            check()
+        except IntegrityError:
+            try:
+                await self.retry.run(
+                    lambda: dest.delete(dest_key, if_match=written.etag),
+                    what="remove unverified replica",
+                )
+            except StoreError as exc:
+                log.error(
+                    "a replica that failed verification could not be removed",
+                    destination=written.url,
+                    error=str(exc),
+                )
+            raise
 
     async def _copy_part(
         self,
@@ -629,23 +678,22 @@ class Copier:
         dest: ObjectStore,
         dest_key: str,
         pin: Mapping[str, str | None],
-        want_md5: bool,
-        stripe: _StripeReader | None = None,
+        stripe: StripeReader | None = None,
     ) -> None:
         def read_alone() -> Awaitable[bytes]:
-            return _pinned(
+            return pinned(
                 lambda: self.retry.run(
                     lambda: source.read(source_key, part.offset, part.end, **pin),
                     what=f"read part {part.number}",
                 )
             )
 
-        async def read_first() -> bytes:
+        async def read_first() -> Buffer:
             if stripe is None:
                 return await read_alone()
             try:
                 return await stripe.take(part.length)
-            except _SourceMoved:
+            except SourceMoved:
                 raise
             except Exception as exc:
                 broke = exc
@@ -656,28 +704,31 @@ class Copier:
             )
             return await read_alone()
 
-        async with self.budget.reserve(part.length * RECEIVE_COPIES):
+        async with self.budget.reserve(part.length):
             for attempt in range(1, PART_INTEGRITY_ATTEMPTS + 1):
                 data = await (read_first() if attempt == 1 else read_alone())
                 if len(data) != part.length:
-                    raise _SourceMoved(
+                    raise SourceMoved(
                         PreconditionFailed(
                             f"part {part.number}: read {len(data)} bytes, expected {part.length}",
                             url=src.url,
                         )
                     )
-                digest = _PartDigest(
-                    hashing.crc32c(data),
-                    hashing.md5_b64(data) if want_md5 else None,
-                    hashing.block_digests(data, part.offset),
-                )
-                token = await self.retry.run(
-                    functools.partial(
-                        dest.put_part_at, dest_key, record.upload_id, part.number, part.offset, data
-                    ),
-                    what=f"upload part {part.number}",
-                )
+                digest = await _digest(data, part.offset, dest.limits.write_checksum)
                 try:
+                    # The store refuses bytes that do not match the checksum sent with them.
+                    token = await self.retry.run(
+                        functools.partial(
+                            dest.put_part_at,
+                            dest_key,
+                            record.upload_id,
+                            part.number,
+                            part.offset,
+                            data,
+                            checksums=digest.checksums,
+                        ),
+                        what=f"upload part {part.number}",
+                    )
                     _check_part(token, digest, part, dest.url_for(dest_key))
                 except IntegrityError as exc:
                     if attempt == PART_INTEGRITY_ATTEMPTS:
@@ -691,6 +742,10 @@ class Copier:
                     continue
                 done = DonePart(token, digest.crc32c, tuple(digest.blocks))
                 await self.journal.part_done(record, done)
+                if isinstance(data, bytearray):
+                    # The upload returned: the SDK no longer holds the buffer (after a
+                    # failure it might, and the buffer is left to the garbage collector).
+                    self.budget.give_buffer(data)
                 return
 
     async def _abort(self, dest: ObjectStore, dest_key: str, record: UploadRecord) -> None:
@@ -725,11 +780,24 @@ class _Executed:
     parts_resumed: int
     bytes_transferred: int
     fingerprint: str | None
+    #: The source as read, when the read itself brought its metadata.
+    source: ObjectMeta | None = None
 
 
-def _same_store(source: ObjectStore, dest: ObjectStore) -> bool:
-    """Server-side copy works within one store: the same kind rooted at the same place."""
-    return type(source) is type(dest) and source.root_url == dest.root_url
+@dataclass(frozen=True)
+class _Skipped:
+    source: ObjectMeta
+    existing: ObjectMeta | None
+    reason: str
+
+
+class Absent(enum.Enum):
+    """What a caller knows of a destination: nothing is there (from a listing, the catalog)."""
+
+    ABSENT = "absent"
+
+
+ABSENT = Absent.ABSENT
 
 
 def _first_error(exc: BaseException) -> BaseException:
@@ -764,17 +832,14 @@ def _check_checksums(
             raise IntegrityError(f"destination {kind} is {got}, expected {value}", url=url)
 
 
-def _check_part(token: PartToken, digest: _PartDigest, part: Part, url: str) -> None:
+def _check_part(token: PartToken, digest: _Digest, part: Part, url: str) -> None:
+    """The store took the part's bytes whole, and every checksum it reports for them is the
+    one of the bytes read."""
     if token.size != part.length:
         raise IntegrityError(
             f"part {part.number}: store took {token.size} bytes, sent {part.length}", url=url
         )
-    expected: dict[ChecksumKind, str] = {ChecksumKind.CRC32C: hashing.crc32c_b64(digest.crc32c)}
-    if digest.md5 is not None:
-        expected[ChecksumKind.MD5] = digest.md5
-    if not set(token.checksums) & set(expected):
-        return
-    for kind, value in expected.items():
+    for kind, value in digest.checksums.items():
         got = token.checksums.get(kind)
         if got is not None and got != value:
             raise IntegrityError(

@@ -14,6 +14,8 @@ import pytest
 from replicator.devstack import StackState
 from replicator.devstack.packages import DEVSTACK_MODULES
 from replicator.devstack.stack import _pid_alive
+from tests.conftest import unique_name
+from tests.independent import read_object
 
 REPLICATOR = [sys.executable, "-m", "replicator"]
 
@@ -101,6 +103,45 @@ class TestCp:
         summary = json.loads(result.stdout)
         assert summary["status"] == "copied"
         assert summary["bytes"] == 10
+
+    def test_recursive_copies_a_prefix_and_then_skips_it(
+        self, tmp_path: Path, devstack: StackState
+    ) -> None:
+        """cp -r copies every object under the source prefix (a multipart one included) to
+        the same relative keys, then finds them all replicated."""
+        import json
+
+        bucket = unique_name()
+        source = tmp_path / "lake"
+        files = {"a.csv": os.urandom(1000), "sub/b.bin": os.urandom(20 * 1024 * 1024)}
+        for name, data in files.items():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            (source / name).write_bytes(data)
+        (source / "sub" / "empty").write_bytes(b"")
+        files["sub/empty"] = b""
+        created = subprocess.run(
+            [sys.executable, "-c", _CREATE_BUCKET, f"s3://{bucket}"], check=False
+        )
+        assert created.returncode == 0
+        first = run("cp", "-r", "--json", f"file://{source}/", f"s3://{bucket}/copy/")
+        assert first.returncode == 0, first.stderr
+        assert json.loads(first.stdout)["copied"] == len(files)
+        for name, data in files.items():
+            assert read_object(f"s3://{bucket}/copy/{name}") == data
+        again = run("cp", "-r", "--json", f"file://{source}/", f"s3://{bucket}/copy/")
+        assert again.returncode == 0, again.stderr
+        counts = json.loads(again.stdout)
+        assert (counts["copied"], counts["skipped"]) == (0, len(files))
+
+
+_CREATE_BUCKET = """
+import asyncio, sys
+from connectors import open_store
+async def main():
+    async with open_store(sys.argv[1]) as store:
+        await store.create_container()
+asyncio.run(main())
+"""
 
 
 class TestDevstack:

@@ -25,6 +25,7 @@ from connectors import open_store
 from connectors.base import (
     ChecksumKind,
     ContainerNotFound,
+    IntegrityError,
     InvalidArgument,
     InvalidKey,
     InvalidStoreURL,
@@ -81,6 +82,10 @@ def refusal(exc: HttpResponseError) -> tuple[int | None, str | None]:
 
 def md5_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def crc64_b64(data: bytes) -> str:
+    return base64.b64encode(crc64(data).to_bytes(8, "little")).decode()
 
 
 def crc64(data: bytes) -> int:
@@ -198,23 +203,37 @@ class TestChecksums:
     async def test_single_put_reports_full_object_md5(
         self, az: ObjectStore, raw: ContainerClient
     ) -> None:
-        """A single put stores the MD5 of the bytes as the blob's Content-MD5."""
+        """A single put carries the CRC64 of the bytes; the service stores their MD5 as the
+        blob's Content-MD5, which head reports."""
         data = os.urandom(3 * 1024 * 1024)
         written = await az.put("c", data)
         head = await az.head("c")
+        assert written.checksums == {ChecksumKind.CRC64: crc64_b64(data)}
         assert head.checksums == {ChecksumKind.MD5: md5_b64(data)}
-        assert written.checksums == {ChecksumKind.MD5: md5_b64(data)}
         props = await raw.get_blob_client("c").get_blob_properties()
         stored_md5 = props.content_settings.content_md5
         assert stored_md5 is not None
         assert bytes(stored_md5) == hashlib.md5(data).digest()
 
-    async def test_part_token_carries_the_part_md5(self, az: ObjectStore) -> None:
+    async def test_part_token_carries_the_part_crc64(self, az: ObjectStore) -> None:
         data = os.urandom(3 * 1024 * 1024)
         upload_id = await az.create_multipart("p")
         token = await az.put_part("p", upload_id, 1, data)
-        assert token.checksums == {ChecksumKind.MD5: md5_b64(data)}
+        assert token.checksums == {ChecksumKind.CRC64: crc64_b64(data)}
         await az.abort_multipart("p", upload_id)
+
+    async def test_a_write_whose_crc64_does_not_match_is_refused(self, az: ObjectStore) -> None:
+        """The CRC64 a caller passes is the one sent: bytes that do not match it are refused
+        by the service, so damage between the read and the write cannot land."""
+        data = os.urandom(100_000)
+        wrong = {ChecksumKind.CRC64: crc64_b64(b"other bytes")}
+        with pytest.raises(IntegrityError):
+            await az.put("w", data, checksums=wrong)
+        upload_id = await az.create_multipart("w")
+        with pytest.raises(IntegrityError):
+            await az.put_part("w", upload_id, 1, bytearray(data), checksums=wrong)
+        await az.abort_multipart("w", upload_id)
+        assert [m.key async for m in az.list()] == []
 
     async def test_multipart_object_reports_no_checksum(self, az: ObjectStore) -> None:
         """Put Block List stores no Content-MD5: nothing is claimed for the whole object."""

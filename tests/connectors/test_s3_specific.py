@@ -62,9 +62,10 @@ class TestChecksums:
         assert head.checksums[ChecksumKind.CRC32C] == crc32c_b64(data)
         assert written.checksums[ChecksumKind.CRC32C] == crc32c_b64(data)
 
-    async def test_parts_carry_crc32c_and_composite_is_not_reported(self, s3: S3Store) -> None:
-        """Each part token holds its part's CRC32C; the composite multipart checksum (a
-        checksum of checksums) never poses as the object's CRC32C."""
+    async def test_parts_carry_crc32c_and_the_object_its_full_crc32c(self, s3: S3Store) -> None:
+        """Each part token holds its part's CRC32C; the completed object reports the CRC32C
+        of its whole bytes (a FULL_OBJECT checksum S3 combines from the parts'), never a
+        composite checksum of checksums."""
         parts = [os.urandom(s3.limits.min_part_size), os.urandom(12_345)]
         upload_id = await s3.create_multipart("mp", attributes=None)
         tokens = [await s3.put_part("mp", upload_id, n, p) for n, p in enumerate(parts, 1)]
@@ -72,11 +73,17 @@ class TestChecksums:
             assert token.checksums[ChecksumKind.CRC32C] == crc32c_b64(data)
             assert token.size == len(data)
             assert token.token.startswith('"')  # the part's ETag, which complete needs
-        meta = await s3.complete_multipart("mp", upload_id, list(reversed(tokens)))
-        assert meta.size == sum(map(len, parts))
+        whole = b"".join(parts)
+        meta = await s3.complete_multipart(
+            "mp",
+            upload_id,
+            list(reversed(tokens)),
+            checksums={ChecksumKind.CRC32C: crc32c_b64(whole)},
+        )
+        assert meta.size == len(whole)
         head = await s3.head("mp")
-        assert ChecksumKind.CRC32C not in head.checksums
-        assert read_object(s3.url_for("mp")) == b"".join(parts)
+        assert head.checksums[ChecksumKind.CRC32C] == crc32c_b64(whole)
+        assert read_object(s3.url_for("mp")) == whole
 
 
 class TestErrorMapping:

@@ -93,13 +93,17 @@ async def test_replica_is_never_replicated_back(store_factory: StoreFactory) -> 
         await a.head("k-back")
 
 
-@pytest.mark.parametrize("dest_scheme", CLOUDS)
+# Not s3: the engine sends the CRC32C of the bytes it read and the store must refuse bytes that
+# do not match it, which moto never does (it stores and echoes whatever checksum it is sent,
+# a known gap of the emulator). S3 itself answers BadDigest.
+@pytest.mark.parametrize("dest_scheme", [s for s in CLOUDS if s != "s3"])
 async def test_byte_flipped_in_flight_is_caught(
     store_factory: StoreFactory, dest_scheme: str
 ) -> None:
     """A byte damaged between the read and the destination is detected; the damaged part is
     sent again and the replica is exact."""
-    source = await store_factory("file")
+    # file -> file is a kernel copy: no part passes through the process to be damaged.
+    source = await store_factory("mem" if dest_scheme == "file" else "file")
     dest = FaultyStore(await store_factory(dest_scheme))
     data = os.urandom(3 * PART)
     await source.put("k", data)
@@ -261,7 +265,7 @@ async def test_a_broken_stream_falls_back_to_reading_parts_alone(
 @pytest.mark.parametrize("dest_scheme", CLOUDS)
 async def test_cancelled_copy_leaves_nothing(store_factory: StoreFactory, dest_scheme: str) -> None:
     """Cancelling a copy mid-way aborts its upload: no object, no upload, no staged parts."""
-    source = FaultyStore(await store_factory("file"))
+    source = FaultyStore(await store_factory("mem" if dest_scheme == "file" else "file"))
     dest = await store_factory(dest_scheme)
     await source.put("k", os.urandom(6 * PART))
     started = asyncio.Event()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import pytest
 
 from connectors import open_store
 from connectors.base import (
+    Buffer,
+    ChecksumKind,
     ContainerNotFound,
     ObjectAttributes,
     ObjectMeta,
@@ -220,17 +223,23 @@ class SlowStore(FaultyStore):
     async def put(
         self,
         key: str,
-        data: bytes,
+        data: Buffer,
         *,
         attributes: ObjectAttributes | None = None,
         create_only: bool = False,
         if_match: str | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         self.active += 1
         try:
             await asyncio.sleep(1.0)
             return await super().put(
-                key, data, attributes=attributes, create_only=create_only, if_match=if_match
+                key,
+                data,
+                attributes=attributes,
+                create_only=create_only,
+                if_match=if_match,
+                checksums=checksums,
             )
         finally:
             self.active -= 1
@@ -240,11 +249,12 @@ class BrokenStore(FaultyStore):
     async def put(
         self,
         key: str,
-        data: bytes,
+        data: Buffer,
         *,
         attributes: ObjectAttributes | None = None,
         create_only: bool = False,
         if_match: str | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> ObjectMeta:
         raise TransientError("injected 503", url=self.url_for(key))
 
