@@ -92,6 +92,16 @@ _UNAVAILABLE = (
     OSError,
     TimeoutError,
 )
+# SQLSTATEs of a server that is there but not serving now (the asyncpg dialect reports them
+# as a generic DBAPIError): connection exceptions (class 08), shutting down or crashed
+# (57P01, 57P02), starting up, recovering or shutting down (57P03 cannot_connect_now), too
+# many connections (53300).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def _not_serving(exc: sql_errors.DBAPIError) -> bool:
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
 
 
 @contextlib.contextmanager
@@ -101,7 +111,7 @@ def _mapped_errors(display_url: str) -> Iterator[None]:
     except CatalogError:
         raise
     except sql_errors.DBAPIError as exc:
-        if exc.connection_invalidated or isinstance(exc, _UNAVAILABLE):
+        if exc.connection_invalidated or isinstance(exc, _UNAVAILABLE) or _not_serving(exc):
             raise CatalogUnavailable(
                 f"catalog {display_url} is unavailable: {_first_line(exc.orig or exc)}"
             ) from exc
