@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import random
 import socket
@@ -122,6 +123,7 @@ class Decision:
     position: float
     method: str
     path: str
+    forced: bool = False
 
 
 @dataclass
@@ -222,9 +224,16 @@ class FaultProxy:
         self.decisions: list[Decision] = []
         self._keep = keep_decisions
         self._rng = random.Random(seed)
+        self._forced: list[FaultKind] = []
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
+
+    def force(self, fault: FaultKind, times: int = 1) -> None:
+        """Give the next ``times`` requests ``fault`` whatever the profile says (for tests
+        that need one fault at one place; a flip or truncation that cannot apply to a request
+        is kept for the next one)."""
+        self._forced += [fault] * times
 
     def decide(self, method: str, path: str) -> Decision:
         """The next decision: one draw for the fault, one for its position or latency."""
@@ -238,7 +247,10 @@ class FaultProxy:
             if draw < cumulative:
                 fault = kind
                 break
-        decision = Decision(number, fault, position, method, path)
+        forced = bool(self._forced)
+        if forced:
+            fault = self._forced.pop(0)
+        decision = Decision(number, fault, position, method, path, forced)
         if len(self.decisions) < self._keep:
             self.decisions.append(decision)
         return decision
@@ -294,6 +306,8 @@ class FaultProxy:
                 body = flip_byte(body, decision.position)
             else:
                 self.stats.not_applicable[fault] += 1
+                if decision.forced:
+                    self._forced.insert(0, fault)
                 fault = "none"
         assert self._session is not None
         headers = {
@@ -306,7 +320,9 @@ class FaultProxy:
                 request.method,
                 self.upstream + request.rel_url.raw_path_qs,
                 headers=headers,
-                data=body if body or request.can_read_body else None,
+                # A buffer, not bytes: aiohttp warns about large bytes bodies (an error under
+                # the test suite's warning filter).
+                data=io.BytesIO(body) if body else (b"" if request.can_read_body else None),
                 allow_redirects=False,
                 skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
             ) as upstream:
@@ -330,6 +346,8 @@ class FaultProxy:
                 self.stats.faults[fault] += 1
             else:
                 self.stats.not_applicable[fault] += 1
+                if decision.forced:
+                    self._forced.insert(0, fault)
         response = web.StreamResponse(status=status)
         for name, value in upstream_headers.items():
             lowered = name.lower()
@@ -354,6 +372,8 @@ class FaultProxy:
             return _dropped()
         if fault == "truncate":
             self.stats.not_applicable[fault] += 1
+            if decision.forced:
+                self._forced.insert(0, fault)
         await response.prepare(request)
         await response.write(payload)
         await response.write_eof()
