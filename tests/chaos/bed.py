@@ -17,7 +17,6 @@ import secrets
 import signal
 import subprocess
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_ac
 from confluent_kafka.admin import AdminClient
 
 from replicator.devstack import AZURE_DEV_ACCOUNT, DevStack, RunningComponent, environment
+from tests.chaos.children import die_with_parent
 from tests.chaos.proxies import ProxyProcess
 from tests.chaos.proxy import FaultProfile
 
@@ -200,11 +200,14 @@ class ChaosBed:
         azure = f"http://127.0.0.1:{components['azure'].port}"
         try:
             proxies = ProxyProcess.start(
+                # moto and fake-gcs-server store bytes that S3 and GCS would refuse against
+                # the checksum sent with them: request bodies are flipped only on the way to
+                # Azurite, which checks them as Azure does.
                 {
-                    "s3": (s3, "s3"),
-                    "sqs": (s3, "sqs"),
-                    "gcs": (gcs, "gcs"),
-                    "azure": (azure, "azure"),
+                    "s3": (s3, "s3", False),
+                    "sqs": (s3, "sqs", False),
+                    "gcs": (gcs, "gcs", False),
+                    "azure": (azure, "azure", True),
                 },
                 seed=seed,
                 profile=profile,
@@ -253,6 +256,8 @@ class ChaosBed:
             "REPLICATOR_INGEST_TOKEN": canaries.ingest_token,
             "CHAOS_CATALOG_PASSWORD": canaries.catalog_password,
             "REPLICATOR_LOG_FORMAT": "json",
+            # Everything the daemons can log is searched for the canaries.
+            "REPLICATOR_LOG_LEVEL": "debug",
         }
         return cls(work, stores, broker, proxies, canaries, direct_env, daemon_env)
 
@@ -279,6 +284,7 @@ class ChaosBed:
                 env={**os.environ, **env},
                 cwd=cwd,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
                 user=run_as[0] if run_as else None,
                 group=run_as[1] if run_as else None,
                 extra_groups=[] if run_as else None,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.chaos.children import die_with_parent
+
 
 @dataclass(frozen=True)
 class Exit:
@@ -66,6 +68,7 @@ class DaemonProcess:
                 stderr=log,
                 env=self.env,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         finally:
             log.close()

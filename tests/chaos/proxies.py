@@ -8,7 +8,8 @@ with the chaos run's own event loop (the oracle, the mutations, the sampling).
 
 prints one JSON line ``{"control": URL, "proxies": {name: URL}}`` and serves on the control
 URL ``GET /stats`` (each proxy's counts) and ``PUT /profile`` (a new profile for every proxy,
-e.g. no faults for the quiescence at the end of a run). Each proxy's seed is derived from the
+e.g. no faults for the quiescence at the end of a run). ``"request_flips": false`` on an entry
+keeps request bodies intact (see ``FaultProxy``). Each proxy's seed is derived from the
 run's seed and the proxy's name, so the whole fault sequence follows from one number.
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.chaos.children import die_with_parent
 from tests.chaos.proxy import FaultProfile, FaultProxy, profile_as_dict, profile_from_dict
 
 
@@ -44,6 +46,7 @@ async def serve(spec: dict[str, Any]) -> None:
             flavour=entry["flavour"],
             profile=profile,
             seed=proxy_seed(int(spec["seed"]), name),
+            request_flips=bool(entry.get("request_flips", True)),
         )
         for name, entry in spec["proxies"].items()
     }
@@ -99,19 +102,20 @@ class ProxyProcess:
     @classmethod
     def start(
         cls,
-        upstreams: dict[str, tuple[str, str]],
+        upstreams: dict[str, tuple[str, str, bool]],
         *,
         seed: int,
         profile: FaultProfile,
         log_path: Path,
     ) -> ProxyProcess:
-        """``upstreams``: name -> (upstream URL, flavour)."""
+        """``upstreams``: name -> (upstream URL, flavour, whether request bodies may be
+        flipped)."""
         spec = {
             "seed": seed,
             "profile": profile_as_dict(profile),
             "proxies": {
-                name: {"upstream": url, "flavour": flavour}
-                for name, (url, flavour) in upstreams.items()
+                name: {"upstream": url, "flavour": flavour, "request_flips": flips}
+                for name, (url, flavour, flips) in upstreams.items()
             },
         }
         with open(log_path, "ab") as log:
@@ -121,6 +125,7 @@ class ProxyProcess:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         assert process.stdout is not None
         line = process.stdout.readline()

@@ -215,11 +215,16 @@ class FaultProxy:
         profile: FaultProfile | None = None,
         seed: int = 0,
         keep_decisions: int = 10_000,
+        request_flips: bool = True,
     ) -> None:
         self.upstream = upstream.rstrip("/")
         self.flavour = flavour
         self.profile = profile or FaultProfile()
         self.seed = seed
+        # False in front of an emulator that stores damaged bytes its real counterpart would
+        # refuse against their checksum (moto, fake-gcs-server): a flipped request there tests
+        # the emulator, not the client.
+        self.request_flips = request_flips
         self.stats = ProxyStats()
         self.decisions: list[Decision] = []
         self._keep = keep_decisions
@@ -302,7 +307,8 @@ class FaultProxy:
             return _dropped()
         elif fault == "flip_request":
             content_type = request.headers.get("Content-Type", "")
-            if body and (profile.flip_scope == "any" or _is_data(content_type)):
+            applies = profile.flip_scope == "any" or _is_data(content_type)
+            if body and applies and self.request_flips:
                 body = flip_byte(body, decision.position)
             else:
                 self.stats.not_applicable[fault] += 1

@@ -115,6 +115,7 @@ class ChaosReport:
         "tracebacks",
         "secret leaks",
         "mutations failed",
+        "oracle errors",
     )
 
     def problems(self) -> dict[str, int]:
@@ -379,6 +380,7 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
             mutated = time.monotonic()
             stop_chaos.set()
             await chaos
+            chaos_stats = await asyncio.to_thread(bed.proxies.stats)
             await asyncio.to_thread(bed.proxies.set_profile, FaultProfile())
             converged = await self._converge(bed, histories, the_plan, status, since=time.time())
             settled = time.monotonic()
@@ -387,10 +389,12 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
             stop_sampling.set()
             await asyncio.gather(*samplers, chaos, return_exceptions=True)
         proxy_stats = await asyncio.to_thread(bed.proxies.stats)
+        self._dump(the_plan, histories, status, proxy_stats)
         await self._judge(bed, the_plan, histories, status, mutator, report)
+        # What the proxies did while the faults were on (the quiescence has none).
         faults: Counter[str] = Counter()
         requests = 0
-        for stats in proxy_stats.values():
+        for stats in chaos_stats.values():
             faults.update(stats["faults"])
             requests += stats["requests"]
         kinds = Counter(f"{m.store} {m.version.kind}" for m in the_plan.mutations)
@@ -404,7 +408,7 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
                 "daemon kills": self.kills,
                 "broker restarts": bed.broker_restarts,
                 "catalog restarts": bed.catalog_restarts,
-                "store requests through the proxies": requests,
+                "store and queue requests during the faults": requests,
                 "faults injected": dict(sorted(faults.items())),
                 "failing requests": sum(n for k, n in faults.items() if k != "latency"),
                 "converged": converged,
@@ -441,14 +445,15 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
                     await asyncio.to_thread(bed.restart_broker, self.rng.uniform(0.5, 3.0))
                 else:
                     await asyncio.to_thread(bed.restart_postgres, self.rng.uniform(0.5, 3.0))
-                self.kill_log.append(f"{what} restarted at {now - began:.1f} s")
+                self.kill_log.append(f"{what} restarted at {now - began:.1f} s ({time.time():.3f})")
                 continue
             if now >= next_kill:
                 await doomed.kill()
                 self.kills += 1
                 down = self.rng.uniform(*settings.down_s)
                 self.kill_log.append(
-                    f"{doomed.name} killed at {now - began:.1f} s for {down:.1f} s"
+                    f"{doomed.name} killed at {now - began:.1f} s ({time.time():.3f}) "
+                    f"for {down:.1f} s"
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), down)
@@ -530,6 +535,47 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
 
     # -- judgement -----------------------------------------------------------------------------
 
+    def _dump(
+        self,
+        the_plan: Plan,
+        histories: dict[str, DestinationHistory],
+        status: StatusSampler,
+        proxy_stats: dict[str, Any],
+    ) -> None:
+        """Everything sampled, for a post-mortem (``run-data.json`` in the work directory)."""
+        data = {
+            "mutations": [
+                {
+                    "index": m.index,
+                    "store": m.store,
+                    "key": m.key,
+                    "n": m.version.n,
+                    "kind": m.version.kind,
+                    "size": m.version.size,
+                    "started": m.started,
+                    "done": m.done,
+                    "notified": m.notified,
+                    "event_time": m.event_time,
+                    "generation": m.generation,
+                    "error": m.error,
+                }
+                for m in the_plan.mutations
+            ],
+            "destinations": {
+                url: {
+                    "source": history.source,
+                    "snapshots": history.snapshots,
+                    "changes": history.changes,
+                    "unidentified": history.unidentified,
+                }
+                for url, history in histories.items()
+            },
+            "watermarks": [sample.__dict__ for sample in status.samples],
+            "proxies": proxy_stats,
+            "kills": self.kill_log,
+        }
+        (self.work / "run-data.json").write_text(json.dumps(data, default=str))
+
     async def _judge(
         self,
         bed: ChaosBed,
@@ -539,34 +585,63 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
         mutator: Mutator,
         report: ChaosReport,
     ) -> None:
+        """Every check of the oracle; one that cannot be carried out is itself a finding
+        (``oracle errors``), never the end of the judgement."""
         findings = report.findings
+        errors = findings.setdefault("oracle errors", [])
         versions = the_plan.versions()
         finals = final_versions(the_plan.mutations)
+        postgres = bed.direct_env["REPLICATOR_POSTGRES_URL"]
+
+        async def check(name: str, step: Any) -> Any:
+            try:
+                return await step
+            except Exception as exc:
+                errors.append(f"{name}: {type(exc).__name__}: {exc}"[:2000])
+                return None
+
         totals = FinalState()
-        for history in histories.values():
-            state = await final_state(history.destination, history.source, versions)
-            totals.checked += state.checked
-            for name in ("lost", "stale", "mixed", "extra"):
-                getattr(totals, name).extend(getattr(state, name))
-            findings.setdefault("older over newer", []).extend(history_violations(history))
-            findings.setdefault("partial visible", []).extend(history.unidentified)
-            findings.setdefault("leftovers", []).extend(await history.destination.leftovers())
-        for name in ("lost", "stale", "mixed", "extra"):
-            findings[name] = getattr(totals, name)
+        for name in ("lost", "stale", "mixed", "extra", "older over newer", "partial visible"):
+            findings.setdefault(name, [])
+        for url, history in histories.items():
+            state = await check(
+                f"final state of {url}",
+                final_state(history.destination, history.source, versions),
+            )
+            if state is not None:
+                totals.checked += state.checked
+                for name in ("lost", "stale", "mixed", "extra"):
+                    findings[name] += getattr(state, name)
+            findings["older over newer"] += history_violations(history)
+            findings["partial visible"] += history.unidentified
+            left = await check(f"leftovers of {url}", history.destination.leftovers())
+            findings.setdefault("leftovers", []).extend(left or [])
         report.figures["objects compared byte for byte"] = totals.checked
-        findings["rclone differences"] = await asyncio.to_thread(self._rclone, bed)
+        findings["rclone differences"] = (
+            await check("rclone", asyncio.to_thread(self._rclone, bed)) or []
+        )
         by_source: dict[str, list[Any]] = {}
         for mutation in the_plan.mutations:
             by_source.setdefault(mutation.store, []).append(mutation)
-        findings["watermark violations"] = await asyncio.to_thread(
-            watermark_violations, status.samples, histories, by_source
+        findings["watermark violations"] = (
+            await check(
+                "watermark",
+                asyncio.to_thread(watermark_violations, status.samples, histories, by_source),
+            )
+            or []
         )
         destinations = {url: history.source for url, history in histories.items()}
-        findings["catalog disagreements"] = await catalog_disagreements(
-            bed.direct_env["REPLICATOR_POSTGRES_URL"], destinations, finals
+        findings["catalog disagreements"] = (
+            await check("catalog", catalog_disagreements(postgres, destinations, finals)) or []
         )
-        letters = await asyncio.to_thread(
-            dead_letters, bed.direct_env["REPLICATOR_KAFKA_BOOTSTRAP"], DLQ_TOPIC
+        letters = (
+            await check(
+                "dead letters",
+                asyncio.to_thread(
+                    dead_letters, bed.direct_env["REPLICATOR_KAFKA_BOOTSTRAP"], DLQ_TOPIC
+                ),
+            )
+            or []
         )
         findings["dead letters"] = [letter.reason[:300] for letter in letters]
         findings["mutations failed"] = [
@@ -583,7 +658,7 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
                 for letter in letters
             ),
         ]
-        self._catalog_text = await catalog_text(bed.direct_env["REPLICATOR_POSTGRES_URL"])
+        self._catalog_text = await check("catalog text", catalog_text(postgres)) or ""
         self._needles = bed.canaries.needles()
 
     def _rclone(self, bed: ChaosBed) -> list[str]:

@@ -104,8 +104,12 @@ class S3Destination:
             region_name="us-east-1",
             aws_access_key_id="chaos",
             aws_secret_access_key="chaos-oracle",
+            # The oracle compares bytes itself: an object whose stored checksum does not
+            # match its bytes must be read and reported, not refused by the client.
             config=Config(
-                retries={"total_max_attempts": 5, "mode": "standard"}, max_pool_connections=16
+                retries={"total_max_attempts": 5, "mode": "standard"},
+                max_pool_connections=16,
+                response_checksum_validation="when_required",
             ),
         )
 

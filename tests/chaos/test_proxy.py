@@ -300,7 +300,7 @@ async def test_the_proxy_process_reports_and_changes_its_profile(
     profile switched off for the quiescence."""
     process = await asyncio.to_thread(
         ProxyProcess.start,
-        {"s3": (devstack.env["AWS_ENDPOINT_URL"], "s3")},
+        {"s3": (devstack.env["AWS_ENDPOINT_URL"], "s3", True)},
         seed=3,
         profile=FaultProfile(throttle=1.0),
         log_path=tmp_path / "proxies.log",

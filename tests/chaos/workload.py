@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import json
 import random
 import time
@@ -34,6 +35,8 @@ Store = Literal["s3", "gs"]
 Kind = Literal["put", "delete"]
 LARGE_PART = 8 * 1024 * 1024
 KiB, MiB = 1024, 1024 * 1024
+# Pub/Sub retries a push for days; a run gives up on one after this long.
+PUSH_DEADLINE_S = 300.0
 # Key names a replicator must keep byte for byte (S3 notifications quote them, URLs must not
 # decode them, file stores must map them to paths).
 KEY_SUFFIXES = ("", " space", "+plus", "ü-unicode", "%41-percent", "a=b&c", "~tilde", "semi;colon")
@@ -383,7 +386,11 @@ class Mutator:
         body = self._push_body(mutation)
         deliveries = 2 if self.rng.random() < 0.03 else 1
         for delivery in range(deliveries):
-            for attempt in range(400):
+            deadline = time.monotonic() + PUSH_DEADLINE_S
+            for attempt in itertools.count():
+                if time.monotonic() > deadline:
+                    mutation.error = f"push never accepted in {PUSH_DEADLINE_S:.0f} s"
+                    return
                 targets = list(self.push_targets())
                 if targets:
                     target = targets[(mutation.index + attempt) % len(targets)]
@@ -412,5 +419,3 @@ class Mutator:
                         pass
                 self.push.retried += 1
                 await asyncio.sleep(min(2.0, 0.1 * (attempt + 1)))
-            else:
-                mutation.error = "push never accepted"
