@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from tests.chaos.observer import UNIDENTIFIED, DestinationHistory, State, WatermarkSample
 from tests.chaos.stores import Destination
@@ -316,39 +317,74 @@ class DeadLetter:
         return self.headers.get("replicator.reason", b"").decode(errors="replace")
 
 
-def dead_letters(bootstrap: str, topic: str, partitions: int = 1) -> list[DeadLetter]:
-    """Every record of ``topic``, read from the start by a consumer of its own."""
-    consumer = Consumer(
+def _reader(bootstrap: str, group: str | None = None) -> Consumer:
+    return Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": f"chaos-oracle-{uuid.uuid4().hex[:8]}",
+            "group.id": group or f"chaos-oracle-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
+            # The end of a partition as the fetch responses say (Tansu's ListOffsets(latest)
+            # is wrong: KAFKA.md).
+            "enable.partition.eof": True,
             "session.timeout.ms": 2000,
             "heartbeat.interval.ms": 300,
         }
     )
+
+
+def dead_letters(
+    bootstrap: str, topic: str, partitions: int = 1, idle_s: float = 10.0
+) -> list[DeadLetter]:
+    """Every record of ``topic``, read from the start to the end of each partition by a
+    consumer of its own."""
+    consumer = _reader(bootstrap)
     found: list[DeadLetter] = []
     try:
-        parts = [TopicPartition(topic, index, 0) for index in range(partitions)]
-        consumer.assign(parts)
-        ends = {}
-        for part in parts:
-            _, high = consumer.get_watermark_offsets(part, timeout=10, cached=False)
-            ends[part.partition] = high
-        positions = dict.fromkeys(ends, 0)
-        idle = 0
-        while any(positions[p] < ends[p] for p in ends) and idle < 50:
+        consumer.assign([TopicPartition(topic, index, 0) for index in range(partitions)])
+        at_end: set[int] = set()
+        last = time.monotonic()
+        while len(at_end) < partitions and time.monotonic() - last < idle_s:
             message = consumer.poll(0.2)
-            if message is None or message.error() is not None:
-                idle += 1
+            if message is None:
                 continue
-            idle = 0
-            positions[message.partition()] = message.offset() + 1
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(message.partition())
+                continue
+            last = time.monotonic()
+            at_end.discard(message.partition())
             headers = {name: value or b"" for name, value in message.headers() or []}
             found.append(DeadLetter(message.key(), message.value() or b"", headers))
     finally:
         consumer.close()
     return found
+
+
+def committed_to_the_end(
+    bootstrap: str, group: str, topic: str, partitions: int, timeout_s: float = 30.0
+) -> bool:
+    """Whether ``group`` committed every partition of ``topic`` up to its end: a reader
+    placed at each committed offset finds nothing after it."""
+    consumer = _reader(bootstrap, group)
+    try:
+        parts = [TopicPartition(topic, index) for index in range(partitions)]
+        committed = consumer.committed(parts, timeout=10)
+        consumer.assign([TopicPartition(topic, p.partition, max(p.offset, 0)) for p in committed])
+        pending = set(range(partitions))
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is None:
+                return False
+            if error.code() == KafkaError._PARTITION_EOF:
+                pending.discard(message.partition())
+        return not pending
+    finally:
+        consumer.close()
 
 
 @dataclass

@@ -266,7 +266,8 @@ class AzureDestination:
                 digest, head, tail, size = _digest_stream(stream.chunks())
                 return Seen(size, head, tail, digest)
             first = blob.download_blob(offset=0, length=MARK)
-            size = first.properties.size
+            # A ranged download's properties.size is the range's: the blob's is in the range.
+            size = int(str(first.properties.content_range).rsplit("/", 1)[1])
             head = first.readall()
             if size <= MARK:
                 return Seen(size, head, head, None)
