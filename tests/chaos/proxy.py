@@ -123,7 +123,8 @@ class Decision:
     position: float
     method: str
     path: str
-    forced: bool = False
+    # Set when the fault was forced (``FaultProxy.force``): the fault and the method it was for.
+    forced: tuple[FaultKind, str | None] | None = None
 
 
 @dataclass
@@ -229,16 +230,23 @@ class FaultProxy:
         self.decisions: list[Decision] = []
         self._keep = keep_decisions
         self._rng = random.Random(seed)
-        self._forced: list[FaultKind] = []
+        self._forced: list[tuple[FaultKind, str | None]] = []
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
 
-    def force(self, fault: FaultKind, times: int = 1) -> None:
-        """Give the next ``times`` requests ``fault`` whatever the profile says (for tests
-        that need one fault at one place; a flip or truncation that cannot apply to a request
-        is kept for the next one)."""
-        self._forced += [fault] * times
+    def force(self, fault: FaultKind, times: int = 1, *, method: str | None = None) -> None:
+        """Give the next ``times`` requests (of ``method``, if given) ``fault`` whatever the
+        profile says, for tests that need one fault at one place (a flip or truncation that
+        cannot apply to a request is kept for the next one)."""
+        self._forced += [(fault, method)] * times
+
+    def _take_forced(self, method: str) -> tuple[FaultKind, str | None] | None:
+        for index, (fault, wanted) in enumerate(self._forced):
+            if wanted is None or wanted == method:
+                del self._forced[index]
+                return fault, wanted
+        return None
 
     def decide(self, method: str, path: str) -> Decision:
         """The next decision: one draw for the fault, one for its position or latency."""
@@ -252,9 +260,9 @@ class FaultProxy:
             if draw < cumulative:
                 fault = kind
                 break
-        forced = bool(self._forced)
-        if forced:
-            fault = self._forced.pop(0)
+        forced = self._take_forced(method)
+        if forced is not None:
+            fault = forced[0]
         decision = Decision(number, fault, position, method, path, forced)
         if len(self.decisions) < self._keep:
             self.decisions.append(decision)
@@ -313,7 +321,7 @@ class FaultProxy:
             else:
                 self.stats.not_applicable[fault] += 1
                 if decision.forced:
-                    self._forced.insert(0, fault)
+                    self._forced.insert(0, decision.forced)
                 fault = "none"
         assert self._session is not None
         headers = {
@@ -353,7 +361,7 @@ class FaultProxy:
             else:
                 self.stats.not_applicable[fault] += 1
                 if decision.forced:
-                    self._forced.insert(0, fault)
+                    self._forced.insert(0, decision.forced)
         response = web.StreamResponse(status=status)
         for name, value in upstream_headers.items():
             lowered = name.lower()
@@ -379,7 +387,7 @@ class FaultProxy:
         if fault == "truncate":
             self.stats.not_applicable[fault] += 1
             if decision.forced:
-                self._forced.insert(0, fault)
+                self._forced.insert(0, decision.forced)
         await response.prepare(request)
         await response.write(payload)
         await response.write_eof()
