@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup test lint format demo bench devstack-up devstack-down clean
+.PHONY: setup test lint format demo bench chaos devstack-up devstack-down clean
 
 setup: $(VENV)/.installed $(VENV)/.tools $(VENV)/.checkov
 
@@ -50,6 +50,10 @@ bench: setup
 	$(BIN)/python -m benchmarks.copy_throughput
 	$(BIN)/python -m benchmarks.s3_capacity
 	$(BIN)/python -m benchmarks.event_latency
+
+# The chaos suite's acceptance run on a private test bed (tests/chaos/README.md); ~20 min.
+chaos: setup
+	$(BIN)/python -m tests.chaos --seed 7 --mutations 2000 --minutes 10
 
 devstack-up: setup
 	$(BIN)/replicator devstack up

@@ -131,7 +131,8 @@ def _wait_until(check: object, what: str, timeout: float = READY_TIMEOUT_S) -> N
 
 
 def kafka_answers(bootstrap: str) -> bool:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000})
+    # Quiet: a broker that is down is what this asks about, not something to report.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000, "log_level": 0})
     try:
         admin.list_topics(timeout=1)
     except Exception:
@@ -267,6 +268,18 @@ class ChaosBed:
         assert stack.state is not None
         return stack.state.components[name]
 
+    def _kill(self, stack: DevStack, component: RunningComponent) -> None:
+        """SIGKILL ``component``'s process group and reap it, whoever started it."""
+        _kill_group(component.pid)
+        # The test bed keeps the Popen of what it started (private to it): reaped here, or it
+        # would warn at garbage collection that the process is "still running".
+        started = stack._children.pop(component.pid, None)
+        if started is not None:
+            started.wait()
+        for process in self.respawned:
+            if process.pid == component.pid:
+                process.wait()
+
     def _respawn(
         self,
         component: RunningComponent,
@@ -296,7 +309,7 @@ class ChaosBed:
         """SIGKILL the broker, wait ``down_s``, start it again on the same port and durable
         storage; returns once it answers."""
         component = self._component(self.broker, "kafka")
-        _kill_group(component.pid)
+        self._kill(self.broker, component)
         time.sleep(down_s)
         assert self.broker.state is not None
         tansu_env = {
@@ -315,7 +328,7 @@ class ChaosBed:
         """SIGKILL PostgreSQL (a crash: it recovers from its WAL), wait ``down_s``, start it
         again on the same data directory and port; returns once it answers queries."""
         component = self._component(self.stores, "postgres")
-        _kill_group(component.pid)
+        self._kill(self.stores, component)
         time.sleep(down_s)
         self._respawn(component, {}, cwd=Path(component.workdir), run_as=_run_as_for_postgres())
         url = self.direct_env["REPLICATOR_POSTGRES_URL"]

@@ -298,6 +298,7 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
         settings = self.settings
         report = ChaosReport(settings)
         profile = FaultProfile.failing_share(settings.failing_share)
+        began = time.monotonic()
         bed = await asyncio.to_thread(
             ChaosBed.start, self.work / "bed", seed=settings.seed, profile=profile
         )
@@ -321,6 +322,7 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
             for daemon in daemons:
                 await daemon.start()
             await asyncio.gather(*(daemon.ready() for daemon in daemons))
+            report.figures["set-up (s)"] = round(time.monotonic() - began, 1)
             destinations = self._destinations(bed)
             await self._chaos(bed, daemons, destinations, report)
         finally:
@@ -334,6 +336,7 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
                 await self._session.close()
             await asyncio.to_thread(bed.close)
         self._judge_processes(daemons, report)
+        report.figures["whole run (s)"] = round(time.monotonic() - began, 1)
         return report
 
     async def _chaos(
@@ -390,7 +393,9 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
             await asyncio.gather(*samplers, chaos, return_exceptions=True)
         proxy_stats = await asyncio.to_thread(bed.proxies.stats)
         self._dump(the_plan, histories, status, proxy_stats)
+        judging = time.monotonic()
         await self._judge(bed, the_plan, histories, status, mutator, report)
+        report.figures["judgement (s)"] = round(time.monotonic() - judging, 1)
         # What the proxies did while the faults were on (the quiescence has none).
         faults: Counter[str] = Counter()
         requests = 0
