@@ -16,6 +16,7 @@ and the daemons' logs and answers as text.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import os
 import subprocess
@@ -153,36 +154,41 @@ def watermark_violations(
     """Samples whose watermark W passed a change that was known to the system when the
     sample was asked for (``notified`` before it) and that the destination certainly had not
     applied when the answer came back (a later sample of the destination still lacked it)."""
-    lacking: dict[tuple[str, int], float] = {}
+    # Per destination: (last time seen lacking, mutation), sorted, so that a sample only looks
+    # at the changes still lacking when it was answered.
+    lacking: dict[str, tuple[list[float], list[Mutation]]] = {}
     for url, history in histories.items():
-        source = history.source
         by_key: dict[str, list[Mutation]] = {}
-        for mutation in mutations.get(source, []):
+        for mutation in mutations.get(history.source, []):
             by_key.setdefault(mutation.key, []).append(mutation)
+        found: list[tuple[float, Mutation]] = []
         for key_mutations in by_key.values():
             deletes = [m for m in key_mutations if m.version.kind == "delete"]
             for mutation in key_mutations:
-                lacking[(url, mutation.index)] = last_seen_older(history, mutation, deletes)
-    found = []
+                when = last_seen_older(history, mutation, deletes)
+                if when:
+                    found.append((when, mutation))
+        found.sort(key=lambda item: item[0])
+        lacking[url] = ([when for when, _ in found], [mutation for _, mutation in found])
+    violations = []
     for sample in samples:
-        history = histories.get(sample.destination)
-        if history is None or sample.watermark is None:
+        if sample.watermark is None or sample.destination not in lacking:
             continue
-        for mutation in mutations.get(history.source, []):
+        times, candidates = lacking[sample.destination]
+        for index in range(bisect.bisect_left(times, sample.received), len(times)):
+            mutation = candidates[index]
             if not mutation.notified or mutation.notified >= sample.sent:
                 continue
             if mutation.event_time >= sample.watermark:
                 continue
-            if lacking[(sample.destination, mutation.index)] >= sample.received:
-                found.append(
-                    f"{sample.daemon} at {sample.sent:.3f}: watermark {sample.watermark:.3f} of "
-                    f"{sample.destination} passed {mutation.store} {mutation.key!r} version "
-                    f"{mutation.version.n} ({mutation.version.kind}, event time "
-                    f"{mutation.event_time:.3f}), still missing there at "
-                    f"{lacking[(sample.destination, mutation.index)]:.3f}"
-                )
-                break
-    return found
+            violations.append(
+                f"{sample.daemon} at {sample.sent:.3f}: watermark {sample.watermark:.3f} of "
+                f"{sample.destination} passed {mutation.store} {mutation.key!r} version "
+                f"{mutation.version.n} ({mutation.version.kind}, event time "
+                f"{mutation.event_time:.3f}), still missing there at {times[index]:.3f}"
+            )
+            break
+    return violations
 
 
 # -- rclone ------------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ class ChaosSettings:
     large_share: float = 0.01
     max_large: int = 20
     converge_timeout_s: float = 600.0
+    leftover_grace_s: float = 60.0
     workers: int = 16
 
 
@@ -378,6 +379,7 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
         duration = settings.minutes * 60
         started = time.monotonic()
         chaos = asyncio.create_task(self._faults(bed, daemons[1], duration, stop_chaos))
+        samplers.append(asyncio.create_task(self._supervise(daemons, stop_sampling)))
         try:
             await mutator.run(duration)
             mutated = time.monotonic()
@@ -387,6 +389,8 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
             await asyncio.to_thread(bed.proxies.set_profile, FaultProfile())
             converged = await self._converge(bed, histories, the_plan, status, since=time.time())
             settled = time.monotonic()
+            if converged:
+                await self._leftovers_cleaned(histories)
         finally:
             stop_chaos.set()
             stop_sampling.set()
@@ -471,6 +475,17 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
         if not doomed.alive:
             await doomed.start()
 
+    async def _supervise(self, daemons: list[DaemonProcess], stop: asyncio.Event) -> None:
+        """Start again, after a pause, a daemon that went down by no doing of the run, as
+        its supervisor (Kubernetes, systemd) would."""
+        while not stop.is_set():
+            for daemon in daemons:
+                if daemon.needs_restart():
+                    await asyncio.sleep(1.0)
+                    await daemon.start()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
     async def _converge(
         self,
         bed: ChaosBed,
@@ -480,8 +495,8 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
         *,
         since: float,
     ) -> bool:
-        """Wait until every destination holds its source's final state with no staging left,
-        and the catalog has nothing unapplied; False at the deadline."""
+        """Wait until every destination holds its source's final state and the catalog has
+        nothing unapplied; False at the deadline."""
         finals = final_versions(the_plan.mutations)
         deadline = time.monotonic() + self.settings.converge_timeout_s
         postgres = bed.direct_env["REPLICATOR_POSTGRES_URL"]
@@ -489,15 +504,22 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
             if self._stores_agree(histories, finals, since) and await self._catalog_settled(
                 postgres
             ):
-                leftovers = [
-                    item
-                    for history in histories.values()
-                    for item in await history.destination.leftovers()
-                ]
-                if not leftovers:
-                    return True
+                return True
             await asyncio.sleep(2)
         return False
+
+    async def _leftovers_cleaned(self, histories: dict[str, DestinationHistory]) -> None:
+        """Give the daemons ``leftover_grace_s`` after convergence to clean what killed
+        copies left (their sweepers run every few seconds); the oracle counts what remains."""
+        deadline = time.monotonic() + self.settings.leftover_grace_s
+        while time.monotonic() < deadline:
+            found = []
+            for history in histories.values():
+                with contextlib.suppress(Exception):
+                    found += await history.destination.leftovers()
+            if not found:
+                return
+            await asyncio.sleep(2)
 
     @staticmethod
     def _stores_agree(
@@ -724,6 +746,12 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
         logs = log_problems(daemon.log for daemon in daemons)
         report.findings["tracebacks"] = logs.tracebacks + [
             f"{count} x {what}" for what, count in logs.logged_exceptions.items()
+        ]
+        report.figures["daemon starts refused (a dependency down at start)"] = [
+            f"{daemon.name} at {exit_.at:.3f}"
+            for daemon in daemons
+            for exit_ in daemon.exits
+            if exit_.cause == "refused to start"
         ]
         report.figures["daemon exits"] = {
             daemon.name: [f"{e.code} ({e.cause})" for e in daemon.exits] for daemon in daemons

@@ -37,6 +37,12 @@ KNOWN_FAILURES: dict[str, str] = {
         "message comes back and is applied (seed 7: 7 changes, each passed for 2-16 s, "
         "mostly around the kills). IngestBacklog.queue_depth exists but holds nothing back."
     ),
+    "leftovers": (
+        "issue 10 scenarios 13 and 17: a copy to GCS in parts killed with its daemon leaves "
+        "its manifest and parts under .replicator-uploads/ for ever (seed 7, short run: one "
+        "upload, two parts, still there a minute after convergence); no daemon cleans up "
+        "uploads (only `replicator uploads clean --older-than`), and nothing counts them."
+    ),
 }
 
 pytestmark = pytest.mark.timeout(int(MINUTES * 60 + 1500))
@@ -61,6 +67,7 @@ def chaos_report(tmp_path_factory: pytest.TempPathFactory) -> ChaosReport:
         large_share=0.01,
         max_large=20 if LONG_RUN else 2,
         converge_timeout_s=600.0 if LONG_RUN else 180.0,
+        leftover_grace_s=120.0 if LONG_RUN else 30.0,
     )
     report = asyncio.run(ChaosRun(settings).run())
     print(report.render())
