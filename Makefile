@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup test lint format demo bench devstack-up devstack-down clean
+.PHONY: setup test lint format demo bench chaos devstack-up devstack-down clean
 
 setup: $(VENV)/.installed $(VENV)/.tools $(VENV)/.checkov
 
@@ -49,6 +49,10 @@ demo: setup
 SUITE ?= quick
 bench: setup
 	$(BIN)/replicator bench --suite $(SUITE) --out bench-results
+
+# The chaos suite's acceptance run on a private test bed (tests/chaos/README.md); ~20 min.
+chaos: setup
+	$(BIN)/python -m tests.chaos --seed 7 --mutations 2000 --minutes 10
 
 devstack-up: setup
 	$(BIN)/replicator devstack up

@@ -91,7 +91,11 @@ class InvalidArgument(StoreError):
 
 
 class IntegrityError(StoreError):
-    pass
+    """Bytes damaged on the way: a store refused them against the checksum sent with them,
+    or what was read or written does not match the checksum it should have. Sending (or
+    reading) them again is the remedy, so it is retriable, within the retry policy's budget."""
+
+    retriable: ClassVar[bool] = True
 
 
 class NotSupported(StoreError):

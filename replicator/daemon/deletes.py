@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from prometheus_client import Gauge
 
-from connectors.base import NotFound, ObjectMeta, ObjectStore
+from connectors.base import NotFound, ObjectMeta, ObjectStore, PreconditionFailed
 from replicator.catalog import Catalog, PauseScope, ReplicaState, ScheduledDelete
 from replicator.engine.metadata import replica_source
 from replicator.engine.retry import RetryPolicy
@@ -124,6 +124,18 @@ async def delete_replica(
         await dest.delete(target.relative_key, if_match=existing.etag)
     except NotFound:
         return False
+    except PreconditionFailed:
+        # The object is no longer the one checked. Either it is gone: a retry of a deletion
+        # that landed while its answer was lost, which is done; or it was written since, and
+        # that newer version is not deleted.
+        try:
+            now_there = await dest.head(target.relative_key)
+        except NotFound:
+            return True
+        raise NotOurReplica(
+            f"{target.dest_url} was written again while being deleted (etag {now_there.etag}, "
+            f"not {existing.etag}): a newer version is not deleted"
+        ) from None
     return True
 
 

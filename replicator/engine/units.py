@@ -29,7 +29,10 @@ def parse_size(text: str) -> int:
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in _SIZE_UNITS:
         raise ConfigError(f"invalid size {text!r}: use a number with an optional unit like 16MiB")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    try:
+        return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    except OverflowError:
+        raise ConfigError(f"invalid size {text!r}: too large") from None
 
 
 def parse_part_size(text: str) -> int | None:
@@ -42,4 +45,7 @@ def parse_duration(text: str) -> timedelta:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|[smhd])\s*", text)
     if match is None:
         raise ConfigError(f"invalid duration {text!r}: use a number and ms, s, m, h or d, e.g. 6h")
-    return timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+    try:
+        return timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+    except OverflowError:
+        raise ConfigError(f"invalid duration {text!r}: too long") from None

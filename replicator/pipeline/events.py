@@ -126,11 +126,21 @@ def _load(payload: bytes | str) -> Any:
         raise ParseError("payload is JSON nested too deeply to parse") from None
 
 
+def _unicode(value: str, name: str) -> str:
+    """``value`` if it is valid Unicode: JSON's ``\\ud800`` escapes decode to lone surrogates,
+    which no URL, Kafka record or catalog row can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ParseError(f"field {name!r} is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
 def _string(raw: Mapping[str, Any], name: str) -> str:
     value = raw.get(name)
     if not isinstance(value, str) or not value:
         raise ParseError(f"field {name!r} is missing or not a non-empty string")
-    return value
+    return _unicode(value, name)
 
 
 def _optional_string(raw: Mapping[str, Any], name: str) -> str | None:
@@ -139,7 +149,7 @@ def _optional_string(raw: Mapping[str, Any], name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ParseError(f"field {name!r} is not a string")
-    return value
+    return _unicode(value, name)
 
 
 def _object(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -176,9 +186,11 @@ def _timestamp(value: Any, name: str) -> datetime:
         text = f"{head}.{tail[: min(digits, 6)]}{tail[digits:]}"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        # In UTC: one form for every cloud's offsets (and a time with an offset that does not
+        # fit the calendar in UTC, like 9999-12-31T23:59:59-14:00, is refused here).
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise ParseError(f"field {name!r} is not an ISO-8601 timestamp: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _hex(value: str | None, name: str) -> str:

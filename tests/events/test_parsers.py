@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -243,6 +244,38 @@ def test_poison_raises_parse_error_only(payload: bytes) -> None:
         assert events == []
         return
     assert reason
+
+
+@pytest.mark.parametrize(
+    ("sample_name", "path", "value"),
+    [
+        ("s3_sqs_put.json", ("Records", 0, "s3", "object", "key"), "k\ud800"),
+        ("s3_eventbridge_created.json", ("detail", "bucket", "name"), "\ud800"),
+        ("gcs_finalize_push.json", ("message", "attributes", "objectId"), "\udc80"),
+        ("s3_sqs_put.json", ("Records", 0, "eventTime"), "9999-12-31T23:59:59-14:00"),
+    ],
+)
+def test_what_cannot_travel_is_refused(
+    sample_name: str, path: tuple[object, ...], value: str
+) -> None:
+    """A lone surrogate (JSON's \\ud800 escape) in any field, or a time that leaves the
+    calendar in UTC, is a ParseError: an event carrying it could not be published to Kafka or
+    recorded in the catalog, and would fail every time it is tried."""
+    document: Any = json.loads(sample(sample_name))
+    target = document
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    with pytest.raises(ParseError):
+        parse_any(json.dumps(document))
+
+
+def test_event_times_are_in_utc() -> None:
+    document = json.loads(sample("s3_sqs_put.json"))
+    document["Records"][0]["eventTime"] = "2026-11-29T05:00:00.123+02:00"
+    [event] = parse_s3(json.dumps(document))
+    assert event.event_time.utcoffset() == timedelta(0)
+    assert event.event_time.hour == 3
 
 
 @given(st.binary(max_size=2000))

@@ -118,6 +118,8 @@ def test_durations() -> None:
     assert parse_duration("1.5s").total_seconds() == 1.5
     with pytest.raises(ConfigError):
         parse_duration("1w")
+    with pytest.raises(ConfigError, match="too long"):
+        parse_duration("9" * 400 + "d")
 
 
 def test_sizes() -> None:
@@ -126,6 +128,8 @@ def test_sizes() -> None:
     assert parse_size("100") == 100
     with pytest.raises(ConfigError, match="invalid size"):
         parse_size("lots")
+    with pytest.raises(ConfigError, match="too large"):
+        parse_size("1" * 400 + "GiB")
 
 
 def test_overlapping_sources_are_refused() -> None:

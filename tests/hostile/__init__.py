@@ -1,0 +1,1 @@
+"""Hostile input: fuzzed parsers and receivers, a flood of poison records."""
