@@ -24,11 +24,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 DEFAULT_SLO = timedelta(minutes=15)
+#: A hold on a route's watermark that means "nothing can be promised yet" (a notification
+#: queue never seen empty): the route has no watermark while it stands.
+NO_PROMISE = datetime.min.replace(tzinfo=UTC)
 # Replication latency spans seconds (small objects, same region) to hours (backlogs).
 LATENCY_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
 
@@ -63,6 +66,8 @@ def watermark(
     oldest_unapplied: datetime | None, newest_applied: datetime | None
 ) -> datetime | None:
     """The route's watermark from the oldest unapplied and the newest applied event times."""
+    if oldest_unapplied == NO_PROMISE:
+        return None
     return oldest_unapplied if oldest_unapplied is not None else newest_applied
 
 

@@ -211,6 +211,8 @@ class Applier:
         """The source is gone: apply its deletion as the route's delete policy says."""
         route, location = target.route, target.destination.url
         now = datetime.now(UTC)
+        # A copy of it killed mid-way will never be resumed: its upload goes now.
+        await self.copier.abandon(self.store(location), target.relative_key)
         if route.delete_policy == "never":
             await self.catalog.mark_retained(change, location, now)
             return "retained"

@@ -33,6 +33,7 @@ from replicator.daemon.janitor import UploadJanitor
 from replicator.daemon.kafka_setup import check_topics
 from replicator.daemon.metrics import DaemonMetrics
 from replicator.daemon.readiness import ConsumerStatistics, Readiness
+from replicator.daemon.watermark import QueueWatch
 from replicator.engine.transfer import ByteBudget, Copier
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.errors import DependencyUnavailable
@@ -79,15 +80,13 @@ class Daemon:
         self.env = dict(os.environ if env is None else env)
         self.router = Router(config)
         self.ingest_backlogs: list[IngestBacklog] = []
+        self.queue_watch = QueueWatch([], [])
 
     def held(self, source: str) -> datetime | None:
-        """The oldest event time under ``source`` that this daemon's ingest holds and has not
-        recorded in the catalog yet (received, not yet accepted): it holds the watermark."""
-        times = [
-            backlog.oldest_unpublished(lambda url: url.startswith(source))
-            for backlog in self.ingest_backlogs
-        ]
-        return min((t for t in times if t is not None), default=None)
+        """What holds the watermark of routes reading ``source`` beyond the catalog: changes
+        this daemon's ingest holds unrecorded, and notification queues not seen empty
+        (``replicator.daemon.watermark``)."""
+        return self.queue_watch.held(source)
 
     def kafka_settings(self, statistics: ConsumerStatistics | None = None) -> KafkaSettings:
         k = self.config.kafka
@@ -157,6 +156,7 @@ class Daemon:
         self.ingest_sources = build_consumers(self.config, publisher)
         # Everything ingest holds unpublished (replicator.pipeline.ingest.backlog).
         self.ingest_backlogs = [publisher, *self.ingest_sources]
+        self.queue_watch = QueueWatch(self.ingest_sources, self.ingest_backlogs)
         health = self.config.health
         readiness = Readiness(
             settings,
@@ -196,6 +196,7 @@ class Daemon:
             )
             tasks.append(asyncio.create_task(janitor.run(stop), name="upload-janitor"))
             tasks.append(asyncio.create_task(readiness.run(stop), name="readiness"))
+            tasks.append(asyncio.create_task(self.queue_watch.run(stop), name="queue-watch"))
             tasks += [
                 asyncio.create_task(c.run(stop), name=f"ingest {c.queue.name}")
                 for c in self.ingest_sources

@@ -38,6 +38,7 @@ from connectors.base import (
     IntegrityError,
     MiB,
     NotFound,
+    NotSupported,
     ObjectMeta,
     ObjectStore,
     PartToken,
@@ -538,6 +539,9 @@ class Copier:
             record = None
         resumed = len(record.parts) if record else 0
         if record is None:
+            # An upload a process killed before it journaled it is found by listing: it is
+            # never resumed, so it goes before a new one starts.
+            await self._abort_unjournaled(dest, dest_key)
             attributes = replica_attributes(
                 src.attributes, dest.scheme, source_url=src.url, source_version=version_id(src)
             )
@@ -747,6 +751,33 @@ class Copier:
                     # failure it might, and the buffer is left to the garbage collector).
                     self.budget.give_buffer(data)
                 return
+
+    async def abandon(self, dest: ObjectStore, dest_key: str) -> None:
+        """Abort the journaled upload to ``dest_key``, if any: the replica will not be written
+        (its source is gone), so a copy killed mid-way is never resumed either."""
+        record = await self.journal.find(dest.url_for(dest_key))
+        if record is not None:
+            await self._abort(dest, dest_key, record)
+
+    async def _abort_unjournaled(self, dest: ObjectStore, dest_key: str) -> None:
+        try:
+            found = [
+                upload.upload_id
+                async for upload in dest.list_multipart_uploads(dest_key)
+                if upload.key == dest_key
+            ]
+        except NotSupported:
+            return
+        for upload_id in found:
+            log.info(
+                "aborting an upload left without a journal",
+                destination=dest.url_for(dest_key),
+                upload_id=upload_id,
+            )
+            await self.retry.run(
+                functools.partial(dest.abort_multipart, dest_key, upload_id),
+                what="abort multipart upload",
+            )
 
     async def _abort(self, dest: ObjectStore, dest_key: str, record: UploadRecord) -> None:
         """Abort an upload whatever happens to the task doing it (even on cancellation)."""

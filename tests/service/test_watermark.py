@@ -11,19 +11,23 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import boto3
 import pytest
 
 from connectors import open_store
 from connectors.base import ObjectMeta, ObjectStore
+from connectors.sqs import SQSQueue
 from replicator.catalog import Catalog, open_catalog
+from replicator.catalog.lag import NO_PROMISE, watermark
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.config import DaemonConfig
 from replicator.daemon.service import Daemon, make_worker
+from replicator.daemon.watermark import QueueWatch
 from replicator.devstack import StackState
 from replicator.engine.transfer import Copier
 from replicator.pipeline.bus import AsyncConsumer
 from replicator.pipeline.events import ChangeEvent
-from replicator.pipeline.ingest import Publisher
+from replicator.pipeline.ingest import Publisher, SQSPoller
 from replicator.pipeline.rules import Router
 from tests.engine.faults import FaultyStore
 from tests.worker.bed import FAST_RETRY, Bed, until
@@ -154,10 +158,48 @@ async def test_what_ingest_holds_unrecorded_holds_the_daemon_watermark(lake: Lak
     await lake.applier.accept([newest])
     assert await lake.applier(newest) == ["copied"]
     daemon = Daemon(lake.config)
-    daemon.ingest_backlogs = [lake.publisher]
+    daemon.queue_watch = QueueWatch([], [lake.publisher])
     token = lake.publisher.holdings.hold(start, [lake.source_url + "received"])
     [lag] = await lake.catalog.route_lag(held=daemon.held)
     assert lag.watermark == start
     lake.publisher.holdings.release(token)
     [lag] = await lake.catalog.route_lag(held=daemon.held)
     assert lag.watermark == start + timedelta(seconds=20)
+
+
+async def test_a_notification_queue_not_seen_empty_holds_the_watermark(
+    devstack: StackState, lake: Lake
+) -> None:
+    """A message waiting in SQS (or received by a daemon that died holding it) is known to no
+    one: while the queue is not empty, the S3 routes it feeds promise no more than the last
+    moment it was seen empty, and nothing at all before it was ever seen empty."""
+    sqs = boto3.client(
+        "sqs", endpoint_url=devstack.env["AWS_ENDPOINT_URL"], region_name="us-east-1"
+    )
+    queue_url = sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+    poller = SQSPoller(SQSQueue(queue_url), lake.publisher, wait_s=0)
+    watch = QueueWatch([poller], [poller, lake.publisher])
+    try:
+        assert watch.held("s3://lake/") == NO_PROMISE, "a queue never looked at promises nothing"
+        before = datetime.now(UTC)
+        await watch.sample()
+        assert watch.held("s3://lake/") is None, "an empty queue holds nothing back"
+        seen_empty = watch.queues[0].empty_at
+        assert seen_empty is not None
+        assert seen_empty >= before
+        sqs.send_message(QueueUrl=queue_url, MessageBody="{}")
+        await watch.sample()
+        assert watch.held("s3://lake/") == seen_empty
+        assert watch.held("gs://other/") is None, "an SQS queue carries S3 notifications only"
+        [message] = sqs.receive_message(QueueUrl=queue_url)["Messages"]
+        await watch.sample()
+        assert watch.held("s3://lake/") == seen_empty, "a message in flight still counts"
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        await watch.sample()
+        assert watch.held("s3://lake/") is None
+    finally:
+        await poller.queue.close()
+
+
+def test_no_promise_means_no_watermark() -> None:
+    assert watermark(NO_PROMISE, datetime.now(UTC)) is None
