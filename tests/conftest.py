@@ -21,6 +21,7 @@ from connectors import open_store
 from connectors.base import ObjectStore
 from replicator.cli import logs
 from replicator.devstack import COMPONENTS, DevStack, StackState, environment
+from tests.private_broker import PrivateBroker
 
 STORE_SCHEMES = ("s3", "gs", "az", "file", "mem")
 POSTGRES_OVERRIDE = "REPLICATOR_TEST_POSTGRES"
@@ -63,6 +64,17 @@ def postgres_server(request: pytest.FixtureRequest) -> str:
         return override
     state: StackState = request.getfixturevalue("devstack")
     return state.env["REPLICATOR_POSTGRES_URL"]
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A broker of the test's own, to kill and start again."""
+    broker = PrivateBroker(tmp_path)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.kill()
 
 
 def unique_name(prefix: str = "t") -> str:

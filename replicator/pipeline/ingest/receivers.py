@@ -4,11 +4,15 @@ Each request is verified first by the receiver's configured method (``verificati
 refused if its message was already accepted (replay), then parsed and published; the answer
 comes only after Kafka acknowledged, so a sender retries what was not taken. Unusable bodies
 from a verified sender are accepted (202) and dead-lettered, so that the sender does not retry
-them for ever.
+them for ever. While Kafka or the catalog cannot take a change, the answer is 503 with
+``Retry-After`` within ``ANSWER_WITHIN`` seconds: the sender keeps the notification and sends it
+again, instead of timing out on a request held open (or, worse, counting an error that some
+senders answer by disabling the subscription).
 """
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import json
 import urllib.parse
@@ -19,6 +23,8 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from replicator.errors import Unavailable
+from replicator.pipeline.bus import BusError
 from replicator.pipeline.events import (
     ParseError,
     azure_validation_code,
@@ -35,6 +41,14 @@ log = structlog.get_logger(__name__)
 PUBLISHER_KEY = web.AppKey("publisher", Publisher)
 AUTH_KEY = web.AppKey("ingest_auth", IngestAuth)
 SNS_HOSTS_KEY = web.AppKey("sns_hosts", tuple[str, ...])
+ANSWER_WITHIN_KEY = web.AppKey("answer_within", float)
+
+#: Seconds a request may wait for Kafka's acknowledgement before it is answered 503. Below the
+#: shortest sender deadline: Pub/Sub push's default acknowledgement deadline of 10 s (SNS waits
+#: 15 s, Event Grid 30 s).
+ANSWER_WITHIN = 8.0
+#: The pause asked of a sender answered 503 (SNS and Event Grid back off on their own anyway).
+RETRY_AFTER_SECONDS = 10
 
 Handler = Callable[[web.Request, bytes], Awaitable[web.Response]]
 
@@ -78,7 +92,21 @@ def _verified(receiver: str, handle: Handler) -> Callable[[web.Request], Awaitab
                 remote=request.remote,
             )
             return web.Response(status=exc.status, text=f"{exc.reason}: {exc.detail}\n")
-        response = await handle(request, body)
+        try:
+            response = await asyncio.wait_for(handle(request, body), request.app[ANSWER_WITHIN_KEY])
+        except (Unavailable, BusError, TimeoutError) as exc:
+            # A change recorded or published before the failure may be sent again with the
+            # retry: events are hints, a duplicate is applied as a no-op.
+            log.warning(
+                "ingest request deferred: Kafka or the catalog cannot take it now",
+                receiver=receiver,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+            return web.Response(
+                status=503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                text="cannot take notifications now; retry later\n",
+            )
         auth.accepted(receiver, ids)
         return response
 
@@ -142,9 +170,11 @@ def add_ingest_routes(
     secret: str,
     sns_hosts: Sequence[str] = ("sns.*.amazonaws.com",),
     auth: IngestAuth | None = None,
+    answer_within: float = ANSWER_WITHIN,
 ) -> None:
     """Mount the receivers on ``app``; ``auth`` says how each verifies its senders (default:
     the shared ``secret`` for all three)."""
+    app[ANSWER_WITHIN_KEY] = answer_within
     app[AUTH_KEY] = auth or IngestAuth(IngestAuthSection(), secret)
     app[PUBLISHER_KEY] = publisher
     app[SNS_HOSTS_KEY] = tuple(sns_hosts)
