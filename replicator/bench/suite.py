@@ -36,8 +36,6 @@ from replicator.bench.processes import run_measured
 from replicator.bench.raw import account_sas
 from replicator.devstack import AZURE_DEV_ACCOUNT, AZURE_DEV_KEY, DevStack, environment
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-
 
 @dataclass(frozen=True)
 class Suite:
@@ -188,7 +186,11 @@ def run_suite(suite: Suite, workdir: Path, log: Callable[[str], None]) -> Result
         log("catalog operations")
         results.catalog = asyncio.run(
             catalog_ops.run(
-                objects=suite.catalog_objects, writers=64, queries=20, postgres=POSTGRES
+                objects=suite.catalog_objects,
+                writers=64,
+                queries=20,
+                # The test bed's own server: the suite needs no PostgreSQL installed.
+                postgres=state.env["REPLICATOR_POSTGRES_URL"],
             )
         )
         log("start-up")
