@@ -40,6 +40,7 @@ class DaemonProcess:
     config: Path
     env: dict[str, str]
     port: int
+    ingest_port: int
     log: Path
     exits: list[Exit] = field(default_factory=list)
     starts: int = 0
@@ -52,6 +53,11 @@ class DaemonProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ingest_url(self) -> str:
+        """The push receivers' listener (apart from the admin one, as in production)."""
+        return f"http://127.0.0.1:{self.ingest_port}"
 
     @property
     def alive(self) -> bool:

@@ -309,7 +309,7 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
             queue_url = await asyncio.to_thread(self._prepare_stores, bed)
             config = self._config(bed, queue_url)
             for name in ("daemon-a", "daemon-b"):
-                port = free_port()
+                port, ingest_port = free_port(), free_port()
                 env = {
                     **{
                         k: v
@@ -318,8 +318,11 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
                     },
                     **bed.daemon_env,
                     "REPLICATOR_HTTP__PORT": str(port),
+                    "REPLICATOR_HTTP__INGEST_PORT": str(ingest_port),
                 }
-                daemons.append(DaemonProcess(name, config, env, port, self.work / f"{name}.log"))
+                daemons.append(
+                    DaemonProcess(name, config, env, port, ingest_port, self.work / f"{name}.log")
+                )
             for daemon in daemons:
                 await daemon.start()
             await asyncio.gather(*(daemon.ready() for daemon in daemons))
@@ -368,7 +371,7 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
             s3_bucket=self.s3_source,
             gcs_host=bed.direct_env["STORAGE_EMULATOR_HOST"],
             gcs_bucket=self.gcs_source,
-            push_targets=lambda: [d.url for d in daemons if d.alive],
+            push_targets=lambda: [d.ingest_url for d in daemons if d.alive],
             ingest_token=bed.canaries.ingest_token,
         )
         stop_sampling, stop_chaos = asyncio.Event(), asyncio.Event()
