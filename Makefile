@@ -5,7 +5,7 @@ PYTHON ?= python3
 
 .PHONY: setup test lint format demo bench chaos devstack-up devstack-down clean
 
-setup: $(VENV)/.installed $(VENV)/.tools $(VENV)/.checkov
+setup: $(VENV)/.installed $(VENV)/.tools $(VENV)/.checkov $(VENV)/.rclone
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ $(VENV)/.tools: $(VENV)/.installed
 $(VENV)/.checkov:
 	$(PYTHON) -m venv $(VENV)/tools/checkov
 	$(VENV)/tools/checkov/bin/pip install --quiet 'checkov>=3.2,<4'
+	touch $@
+
+# rclone: the chaos suite's outside checker and the benchmarks' peer, from the system's packages.
+$(VENV)/.rclone:
+	@command -v rclone >/dev/null || apt-get install -y -q rclone || sudo apt-get install -y -q rclone \
+		|| { echo "the tests need rclone: install it (apt-get install rclone, brew install rclone)" >&2; exit 1; }
 	touch $@
 
 test: setup
