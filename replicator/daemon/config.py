@@ -54,6 +54,8 @@ The routing sections are ``replicator.pipeline.rules``'s; the daemon's own::
     visibility_timeout_s = 15        # lease of a received message, extended while publishing;
                                      # a killed daemon's messages come back after this long
     max_receives = 5                 # a message received more often goes to the DLQ
+    count_lag_s = 60                 # how stale the queue's message counts may be: the
+                                     # watermark stays this far behind "queue seen empty"
     role_arn = "arn:aws:iam::123456789012:role/replicator-events"   # optional; or profile
 
     [[azure_queues]]                 # Event Grid -> Storage Queue (no public endpoint needed)
@@ -62,6 +64,7 @@ The routing sections are ``replicator.pipeline.rules``'s; the daemon's own::
     visibility_timeout_s = 30        # lease, extended while publishing
     receivers = 2
     max_receives = 5
+    count_lag_s = 60
 
     [[pubsub]]                       # GCS -> Pub/Sub, pulled (no public endpoint needed)
     subscription = "projects/lake-prod/subscriptions/replicator"
@@ -370,6 +373,13 @@ class CopySection(BaseModel):
         return value
 
 
+#: How far behind a queue service's message counts may be: SQS documents that its approximate
+#: counts settle up to a minute after messages stop arriving; Azure's count is approximate too.
+#: The watermark of a route fed by the queue stays this far behind the last time it was seen
+#: empty (replicator.daemon.watermark).
+COUNT_LAG_S = 60
+
+
 class SQSSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     queue_url: str
@@ -377,6 +387,7 @@ class SQSSection(BaseModel):
     receivers: int = Field(default=4, ge=1, le=64)
     visibility_timeout_s: int = Field(default=DEFAULT_VISIBILITY_TIMEOUT_S, ge=2, le=43_200)
     max_receives: int = Field(default=5, ge=1)
+    count_lag_s: int = Field(default=COUNT_LAG_S, ge=0, le=3600)
     # The queue's account, when not the standard chain's: a profile and/or a role to assume.
     profile: str | None = None
     role_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+")
@@ -391,6 +402,7 @@ class AzureQueueSection(BaseModel):
     receivers: int = Field(default=2, ge=1, le=64)
     visibility_timeout_s: int = Field(default=30, ge=2, le=7 * 24 * 3600)
     max_receives: int = Field(default=5, ge=1)
+    count_lag_s: int = Field(default=COUNT_LAG_S, ge=0, le=3600)
 
 
 class PubSubSection(BaseModel):

@@ -50,6 +50,7 @@ def build_consumers(config: DaemonConfig, publisher: Publisher) -> list[QueueCon
             wait_s=q.wait_s,
             receivers=q.receivers,
             max_receives=q.max_receives,
+            count_lag_s=q.count_lag_s,
         )
         for q in config.sqs
     ]
@@ -64,6 +65,7 @@ def build_consumers(config: DaemonConfig, publisher: Publisher) -> list[QueueCon
             wait_s=q.wait_s,
             receivers=q.receivers,
             max_receives=q.max_receives,
+            count_lag_s=q.count_lag_s,
         )
         for q in config.azure_queues
     ]

@@ -9,17 +9,21 @@ that, a change is in one of two places the catalog cannot see:
 * in a notification queue (SQS, an Azure Storage Queue): waiting to be received, or received
   by a daemon that died holding it (invisible until its lease ends). Its event time is not
   known to anyone. What is known: when the queue was last seen empty (waiting and in flight),
-  every message sent before then had been deleted, i.e. recorded in the catalog. So while a
-  queue is not empty, the routes it feeds can promise no more than the last moment it was
-  seen empty; a queue never seen empty since this daemon started allows no promise at all.
+  every message sent before then had been deleted, i.e. recorded in the catalog. So the routes
+  it feeds can promise no more than the last moment it was seen empty (a message may have
+  arrived since, even when the last sample found none); a queue never seen empty since this
+  daemon started allows no promise at all.
 
 ``QueueWatch`` samples each queue's depth (the service's own count) every ``interval`` and
 keeps, per queue, the start of the last sample that found it empty. Pub/Sub and HTTP push
 have no count: a Pub/Sub message is redelivered to a live subscriber within its ack deadline,
 and a push the daemon did not answer is the sender's to retry; neither is held here.
 
-Services report approximate counts (SQS may lag its own state by seconds); the queue's
-emptiness is trusted only when this daemon's own consumer holds nothing either.
+Services report approximate counts (SQS documents that its counts settle up to a minute after
+messages stop arriving): a sample that finds a queue empty vouches only for messages sent
+``count_lag_s`` before it, and only when this daemon's own consumer holds nothing either. The
+hold applies whatever the last sample found: a message sent after the last empty sample is not
+known to anyone yet, so an empty queue holds the watermark at that sample too.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ class QueueWatch:
                 continue
             queue.depth = depth.total
             if depth.total == 0 and not len(queue.consumer.holdings):
-                queue.empty_at = started
+                queue.empty_at = started - timedelta(seconds=queue.consumer.count_lag_s)
 
     def held(self, source: str) -> datetime | None:
         """The oldest event time the watermark of a route reading ``source`` may not pass
@@ -99,7 +103,7 @@ class QueueWatch:
             for backlog in self.backlogs
         ]
         for queue in self.queues:
-            if not source.startswith(queue.feeds) or queue.depth == 0:
+            if not source.startswith(queue.feeds):
                 continue
             times.append(queue.empty_at or NO_PROMISE)
         return min((t for t in times if t is not None), default=None)

@@ -69,7 +69,7 @@ class Lake:
                 "catalog": {"url": f"sqlite:///{tmp_path}/catalog-{suffix}.db"},
                 "http": {"host": "127.0.0.1", "port": 0},
                 "copy": {"part_size": "8MiB", "workers": 16},
-                "sqs": [{"queue_url": queue_url, "wait_s": 1}],
+                "sqs": [{"queue_url": queue_url, "wait_s": 1, "count_lag_s": 0}],
                 "routes": [
                     {
                         "name": "lake",

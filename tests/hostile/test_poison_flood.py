@@ -155,6 +155,7 @@ port = {port}
 queue_url = "{queue_url}"
 wait_s = 1
 receivers = 4
+count_lag_s = 0  # moto's message counts are exact
 
 [[routes]]
 name = "flood"

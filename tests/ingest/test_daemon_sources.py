@@ -44,7 +44,7 @@ async def test_queue_and_subscription_sources_replicate_without_any_push(
             },
             "catalog": {"url": f"sqlite:///{tmp_path}/catalog.db"},
             "http": {"host": "127.0.0.1", "port": 0},
-            "azure_queues": [{"queue": queue.queue, "wait_s": 1}],
+            "azure_queues": [{"queue": queue.queue, "wait_s": 1, "count_lag_s": 0}],
             "pubsub": [{"subscription": subscription, "wait_s": 1}],
             "routes": [
                 {

@@ -167,12 +167,13 @@ async def test_what_ingest_holds_unrecorded_holds_the_daemon_watermark(lake: Lak
     assert lag.watermark == start + timedelta(seconds=20)
 
 
-async def test_a_notification_queue_not_seen_empty_holds_the_watermark(
+async def test_a_notification_queue_holds_the_watermark_at_its_last_empty_sample(
     devstack: StackState, lake: Lake
 ) -> None:
     """A message waiting in SQS (or received by a daemon that died holding it) is known to no
-    one: while the queue is not empty, the S3 routes it feeds promise no more than the last
-    moment it was seen empty, and nothing at all before it was ever seen empty."""
+    one: the S3 routes it feeds promise no more than the last moment the queue was seen empty
+    (a message may have arrived since, even when that sample was the latest), and nothing at
+    all before it was ever seen empty."""
     sqs = boto3.client(
         "sqs", endpoint_url=devstack.env["AWS_ENDPOINT_URL"], region_name="us-east-1"
     )
@@ -183,10 +184,10 @@ async def test_a_notification_queue_not_seen_empty_holds_the_watermark(
         assert watch.held("s3://lake/") == NO_PROMISE, "a queue never looked at promises nothing"
         before = datetime.now(UTC)
         await watch.sample()
-        assert watch.held("s3://lake/") is None, "an empty queue holds nothing back"
         seen_empty = watch.queues[0].empty_at
         assert seen_empty is not None
         assert seen_empty >= before
+        assert watch.held("s3://lake/") == seen_empty, "what arrived since is known to no one"
         sqs.send_message(QueueUrl=queue_url, MessageBody="{}")
         await watch.sample()
         assert watch.held("s3://lake/") == seen_empty
@@ -196,7 +197,31 @@ async def test_a_notification_queue_not_seen_empty_holds_the_watermark(
         assert watch.held("s3://lake/") == seen_empty, "a message in flight still counts"
         sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         await watch.sample()
-        assert watch.held("s3://lake/") is None
+        emptied = watch.held("s3://lake/")
+        assert emptied is not None
+        assert emptied > seen_empty
+    finally:
+        await poller.queue.close()
+
+
+async def test_a_queue_with_stale_counts_vouches_only_for_what_it_held_count_lag_before(
+    devstack: StackState, lake: Lake
+) -> None:
+    """SQS's counts settle up to a minute after messages arrive: an empty count vouches only
+    for messages sent ``count_lag_s`` before it was asked."""
+    sqs = boto3.client(
+        "sqs", endpoint_url=devstack.env["AWS_ENDPOINT_URL"], region_name="us-east-1"
+    )
+    queue_url = sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+    poller = SQSPoller(SQSQueue(queue_url), lake.publisher, wait_s=0, count_lag_s=60)
+    watch = QueueWatch([poller], [poller, lake.publisher])
+    try:
+        before = datetime.now(UTC)
+        await watch.sample()
+        held = watch.held("s3://lake/")
+        assert held is not None
+        assert held != NO_PROMISE
+        assert before - timedelta(seconds=61) < held <= before - timedelta(seconds=59)
     finally:
         await poller.queue.close()
 

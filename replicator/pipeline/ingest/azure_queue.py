@@ -23,6 +23,7 @@ class AzureQueueConsumer(QueueConsumer):
         max_receives: int = 5,
         drain_s: float = 10.0,
         retry: RetryPolicy | None = None,
+        count_lag_s: float = 0.0,
     ) -> None:
         super().__init__(
             queue,
@@ -35,5 +36,6 @@ class AzureQueueConsumer(QueueConsumer):
             max_receives=max_receives,
             drain_s=drain_s,
             retry=retry,
+            count_lag_s=count_lag_s,
         )
         self.queue: AzureQueue = queue

@@ -98,6 +98,7 @@ class QueueConsumer:
         max_receives: int = 5,
         drain_s: float = 10.0,
         retry: RetryPolicy | None = None,
+        count_lag_s: float = 0.0,
     ) -> None:
         if receivers < 1:
             raise ValueError("a queue consumer needs at least one receiver")
@@ -112,6 +113,8 @@ class QueueConsumer:
         self.receivers = receivers
         self.max_receives = max_receives
         self.drain_s = drain_s
+        # How far behind its own state the service's message counts may be (queue_depth).
+        self.count_lag_s = count_lag_s
         self.retry = retry or RetryPolicy(
             max_attempts=1_000_000, max_delay=30, time_budget=float("inf")
         )

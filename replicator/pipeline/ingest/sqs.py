@@ -30,6 +30,7 @@ class SQSPoller(QueueConsumer):
         max_receives: int = 5,
         drain_s: float = 10.0,
         retry: RetryPolicy | None = None,
+        count_lag_s: float = 0.0,
     ) -> None:
         super().__init__(
             queue,
@@ -42,5 +43,6 @@ class SQSPoller(QueueConsumer):
             max_receives=max_receives,
             drain_s=drain_s,
             retry=retry,
+            count_lag_s=count_lag_s,
         )
         self.queue: SQSQueue = queue
