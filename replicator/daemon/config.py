@@ -558,17 +558,22 @@ class _WithEnvironment(BaseSettings, DaemonConfig):
         return (env_settings, init_settings)
 
 
-def _build(path: Path | None) -> DaemonConfig:
+def _build(path: Path | None, routes: list[dict[str, Any]] | None = None) -> DaemonConfig:
     data: dict[str, Any] = read_toml(path) if path is not None else {}
+    if routes is not None:
+        data["routes"] = routes
     return _WithEnvironment(**data)
 
 
-def load_daemon_config(path: Path | None) -> DaemonConfig:
+def load_daemon_config(
+    path: Path | None, *, routes: list[dict[str, Any]] | None = None
+) -> DaemonConfig:
     """The configuration in ``path`` (None: the embedded defaults) with the environment's
-    ``REPLICATOR_*`` overrides; one ConfigError listing every problem."""
+    ``REPLICATOR_*`` overrides; one ConfigError listing every problem. ``routes``: routes
+    that replace the file's (a command run on URLs uses the file for the rest)."""
     origin = str(path) if path is not None else "configuration (no file)"
     try:
-        return _build(path)
+        return _build(path, routes)
     except ValidationError as exc:
         raise ConfigError(f"{origin}: {'; '.join(config_problems(exc))}") from None
 
