@@ -36,7 +36,7 @@ log = structlog.get_logger(__name__)
 KEPT_ERRORS = 20
 #: Keys not in sync named in the result (verify); the rest are counted.
 KEPT_FINDINGS = 1000
-CHECKPOINT_EVERY = 200
+CHECKPOINT_EVERY = 100
 
 
 @dataclass
@@ -200,9 +200,9 @@ class Reconciler:
         since_saved = 0
         last_report = time.monotonic()
 
-        async def one(pair: Pair, index: int) -> None:
+        async def one(pair: Pair, verdicts: tuple[Verdict, ...], index: int) -> None:
             try:
-                await self._reconcile(pair)
+                await self._reconcile(pair, verdicts)
             except Exception as exc:
                 if self._failed_at is None:
                     self._failed_at = pair.key
@@ -215,9 +215,15 @@ class Reconciler:
         try:
             async with asyncio.TaskGroup() as group:
                 async for pair in self._pairs(start_after):
-                    await gate.acquire()
-                    group.create_task(one(pair, progress.started(pair.key)))
                     since_saved += 1
+                    verdicts = self._judge(pair)
+                    if verdicts is None:
+                        # Settled by the listings alone: no task (a run over millions of
+                        # keys in sync stays cheap).
+                        progress.finished(progress.started(pair.key))
+                    else:
+                        await gate.acquire()
+                        group.create_task(one(pair, verdicts, progress.started(pair.key)))
                     if (
                         since_saved >= CHECKPOINT_EVERY
                         and progress.contiguous is not None
@@ -264,21 +270,34 @@ class Reconciler:
             names=[self.source.root_url, *(d.root_url for d in self.dests)],
         )
 
-    async def _reconcile(self, pair: Pair) -> None:
-        tally = self.tally
+    def _judge(self, pair: Pair) -> tuple[Verdict, ...] | None:
+        """What the listings alone say of ``pair`` (counted as compared); None when there is
+        nothing more to do about it."""
         src = pair.source
         if src is not None:
             if src.attributes_known and replica_source(src.attributes.user_metadata):
-                tally.skipped += 1  # a replica is never copied on
-                return
-            tally.compared += 1
-            tally.bytes_listed += src.size
+                self.tally.skipped += 1  # a replica is never copied on
+                return None
+            self.tally.compared += 1
+            self.tally.bytes_listed += src.size
         verdicts = tuple(verdict(src, dst) for dst in pair.dests)
-        if self.options.dry_run:
-            verdicts = tuple([await self._resolve(src, dst, i) for i, dst in enumerate(pair.dests)])
+        if self._needs_heads(verdicts) or self._drift(pair, verdicts):
+            return verdicts
+        return None
+
+    def _needs_heads(self, verdicts: tuple[Verdict, ...]) -> bool:
+        """A dry run or a verification settles what the listings cannot by HEADs (or by
+        reading both ends, ``deep``); a run that acts leaves that to the copier's check."""
+        return self.options.dry_run and (
+            self.options.deep or any(v is Verdict.UNSURE for v in verdicts)
+        )
+
+    def _drift(self, pair: Pair, verdicts: tuple[Verdict, ...]) -> bool:
+        """Count what ``verdicts`` say of ``pair``; True if an action is due."""
+        tally = self.tally
         if all(v is Verdict.SAME for v in verdicts):
             tally.in_sync += 1
-            return
+            return False
         for dest, v in zip(self.dests, verdicts, strict=True):
             if v is not Verdict.SAME:
                 tally.found(pair.key, dest.root_url, v)
@@ -289,18 +308,28 @@ class Reconciler:
             elif v is Verdict.EXTRA:
                 tally.extra += 1
         copies = sum(v in (Verdict.MISSING, Verdict.DIFFERENT) for v in verdicts)
-        if src is not None:
-            tally.bytes_to_copy += src.size * copies
+        if pair.source is not None:
+            tally.bytes_to_copy += pair.source.size * copies
         if self.options.dry_run:
-            return
-        if src is None:
+            return False
+        if pair.source is None:
             if not self.options.delete:
-                return
+                return False
             if self._deletes_admitted >= self.options.max_delete:
                 tally.delete_refused += 1
-                return
+                return False
             self._deletes_admitted += 1
-        self._count(await self.actions.repair(Drift(pair, verdicts)), src)
+        return True
+
+    async def _reconcile(self, pair: Pair, verdicts: tuple[Verdict, ...]) -> None:
+        if self._needs_heads(verdicts):
+            resolved = [
+                await self._resolve(pair.source, dst, i) for i, dst in enumerate(pair.dests)
+            ]
+            if not self._drift(pair, tuple(resolved)):
+                return
+            verdicts = tuple(resolved)
+        self._count(await self.actions.repair(Drift(pair, verdicts)), pair.source)
 
     def _count(self, outcomes: list[str], src: ObjectMeta | None) -> None:
         tally = self.tally
