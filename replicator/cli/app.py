@@ -312,6 +312,9 @@ async def _copy_one(
     catalog = await _with_journal(copier, catalog_url)
     try:
         async with source, dest:
+            if dest.scheme == "file":
+                # As aws s3 cp, gsutil cp, rclone and azcopy do: the directory is created.
+                await dest.create_container()
             return await copier.copy(source, source_key, dest, dest_key)
     finally:
         if catalog is not None:
