@@ -18,6 +18,7 @@ import typer
 from connectors import open_object, open_store
 from connectors.base import StoreError
 from replicator import devstack as devstack_module
+from replicator.catalog import cli as catalog_cli
 from replicator.catalog.cli import catalog_app, status_command
 from replicator.cli import logs
 from replicator.cli.controls import deletes_app
@@ -73,6 +74,15 @@ def _global_options(
         raise ConfigError(str(exc)) from None
 
 
+def _configured_catalog(config: Path | None) -> str:
+    from replicator.daemon.config import configured_catalog_url
+
+    return configured_catalog_url(config)
+
+
+# `status` and `catalog` read the daemon's catalog from its configuration (the catalog layer
+# cannot read configurations itself).
+catalog_cli.configured_catalog = _configured_catalog
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(deletes_app, name="deletes")
 app.command("status")(status_command)

@@ -578,6 +578,26 @@ def load_daemon_config(
         raise ConfigError(f"{origin}: {'; '.join(config_problems(exc))}") from None
 
 
+def configured_catalog_url(path: Path | None, environ: Mapping[str, str] | None = None) -> str:
+    """The catalog the daemon runs with under the configuration ``path`` (None: without one),
+    with ``REPLICATOR_CATALOG__URL`` over the file as for the daemon; the routes are not
+    needed (``replicator status``, ``replicator catalog``)."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        section = read_toml(path).get("catalog", {})
+        data = dict(section) if isinstance(section, dict) else {}
+    override = env.get(f"{ENV_PREFIX}CATALOG__URL")
+    if override:
+        data["url"] = override
+    origin = str(path) if path is not None else "configuration (no file)"
+    try:
+        catalog = CatalogSection(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {'; '.join(config_problems(exc))}") from None
+    return catalog.resolved_url(env)
+
+
 def check_config(path: Path | None, environ: Mapping[str, str] | None = None) -> list[str]:
     """Every problem of the configuration the daemon would run with, at once: invalid or
     unknown settings (file and environment), then secrets that cannot be read. Values are

@@ -5,7 +5,9 @@ and bad routes."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from connectors.base import NotFound
 from replicator.devstack import StackState
 from tests.conftest import unique_name
 from tests.independent import read_object
-from tests.reconcile.conftest import Cli, sync, write_config
+from tests.reconcile.conftest import REPLICATOR, Cli, sync, write_config
 
 MiB = 1024 * 1024
 # Safe on every store, and with neighbours that sort differently by key and by path segment.
@@ -236,3 +238,32 @@ def test_dest_object_absent_after_delete(devstack: StackState, cli: Cli) -> None
     with pytest.raises(NotFound):
         sync(head())
     assert os.environ  # the test bed's environment reached the in-process runs
+
+
+def test_status_and_catalog_show_what_a_backfill_did(devstack: StackState, tmp_path: Path) -> None:
+    """Without --config, backfill, status and catalog all use the daemon's default catalog;
+    with --config, the configuration's."""
+    source, dest = f"s3://{unique_name()}/", f"file://{tmp_path}/out/"
+    sync(fill(source, {"k": b"v"}))
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "REPLICATOR_LOG_LEVEL": "error"}
+    env.pop("REPLICATOR_CATALOG", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*REPLICATOR, *args], capture_output=True, text=True, env=env, timeout=120
+        )
+
+    backfilled = run("backfill", source, dest, "--json")
+    assert backfilled.returncode == 0, backfilled.stderr
+    [route] = json.loads(backfilled.stdout)
+    status = run("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert any(json.loads(line)["route"].startswith(source) for line in status.stdout.splitlines())
+    listed = run("catalog", "ls", route, "--json")
+    assert listed.returncode == 0, listed.stderr
+    [entry] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert entry["key"] == "k"
+    assert {loc["state"] for loc in entry["locations"] if loc["location"] == dest} == {"replicated"}
+
+    config = write_config(tmp_path / "other.toml", f"sqlite:///{tmp_path}/other.db")
+    assert run("status", "--config", str(config)).stdout.strip() == "no routes in the catalog yet"
