@@ -502,6 +502,21 @@ class UploadsSection(BaseModel):
     abandon_after: Duration = timedelta(hours=24)
 
 
+class ReconcileSection(BaseModel):
+    """The safety net: every ``interval`` one daemon of the group (a lease in the catalog)
+    compares each route's source with its destinations and publishes a change event for
+    every key that drifted (missing, stale, or a replica whose source is gone), which the
+    fleet applies under the route's delete policy. The first run is one interval after the
+    start; ``enabled = false`` turns it off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = True
+    interval: Duration = timedelta(hours=6)
+    #: Most deletions one run asks for; the rest wait for an operator (drift is reported).
+    max_delete: int = Field(default=10_000, ge=0)
+    transfers: int = Field(default=16, ge=1)
+
+
 class DaemonConfig(RoutingConfig):
     """The whole configuration, as given: ``DaemonConfig.model_validate(data)`` takes
     ``data`` alone. :func:`load_daemon_config` applies the environment's overrides."""
@@ -524,6 +539,7 @@ class DaemonConfig(RoutingConfig):
     deletes: DeletesSection = DeletesSection()
     uploads: UploadsSection = UploadsSection()
     health: HealthSection = HealthSection()
+    reconcile: ReconcileSection = ReconcileSection()
 
 
 class _WithEnvironment(BaseSettings, DaemonConfig):
