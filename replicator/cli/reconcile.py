@@ -105,11 +105,18 @@ def _settings(config: Path | None, urls: Sequence[str] | None) -> DaemonConfig:
 
 
 def _jobs(
-    urls: Sequence[str] | None, settings: DaemonConfig, routes: Sequence[str] | None
+    urls: Sequence[str] | None,
+    settings: DaemonConfig,
+    routes: Sequence[str] | None,
+    *,
+    via_kafka: bool = False,
 ) -> list[Job]:
     if urls:
         if routes:
             raise ConfigError("--route selects routes of --config; it does not go with URLs")
+        if via_kafka:
+            # The fleet applies only changes of its own routes.
+            raise ConfigError("--via-kafka publishes for the daemons' routes: use --config")
         return [Job(settings.routes[0], from_urls=True)]
     known = {r.name for r in settings.routes}
     unknown = sorted(set(routes or ()) - known)
@@ -237,18 +244,17 @@ async def _run_jobs(
         catalog = await open_catalog(settings.catalog.resolved_url())
         stack.push_async_callback(catalog.close)
         copier.journal = catalog.journal()
+        applier = Applier(Router(settings), catalog, copier)
+        stack.push_async_callback(applier.close)
+        publishing = None
+        if via_kafka and not options.dry_run:
+            publishing = await stack.enter_async_context(_publisher(settings, catalog, settings))
         for job in jobs:
             await _register(catalog, job, settings)
-            applier = Applier(Router(settings), catalog, copier)
-            stack.push_async_callback(applier.close)
             source = applier.store(job.route.source)
             dests = [applier.store(d.url) for d in job.route.destinations]
             await _create_file_destinations(dests, options.dry_run)
-            if via_kafka and not options.dry_run:
-                make = await stack.enter_async_context(_publisher(settings, catalog, settings))
-                actions = make(source)
-            else:
-                actions = ApplierActions(applier, source)
+            actions = publishing(source) if publishing else ApplierActions(applier, source)
             progress = _Progress(job.route.name, quiet)
             reconciler = Reconciler(
                 source,
@@ -333,7 +339,7 @@ def backfill(
     from replicator.cli.app import run_until_signalled
 
     settings = _settings(config, urls)
-    jobs = _jobs(urls, settings, route)
+    jobs = _jobs(urls, settings, route, via_kafka=via_kafka)
     options = _options(
         transfers=transfers,
         include=include,
@@ -448,7 +454,7 @@ def verify(
     if via_kafka and not repair:
         raise ConfigError("--via-kafka goes with --repair")
     settings = _settings(config, urls)
-    jobs = _jobs(urls, settings, route)
+    jobs = _jobs(urls, settings, route, via_kafka=via_kafka)
     options = _options(
         transfers=transfers,
         include=include,

@@ -6,6 +6,7 @@ catalog."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from replicator.daemon.config import load_daemon_config
 from replicator.daemon.service import Daemon
 from replicator.devstack import StackState
 from tests.independent import read_object
+from tests.reconcile.conftest import REPLICATOR
 
 CONVERGE_S = 90
 
@@ -36,13 +38,11 @@ async def converged(source: ObjectStore, dest: ObjectStore) -> None:
         await asyncio.sleep(0.2)  # polling a condition, with a deadline
 
 
-async def test_reconciliation_converges_without_events(
-    devstack: StackState, tmp_path: Path
-) -> None:
+def daemon_config(
+    path: Path, devstack: StackState, source_url: str, dest_url: str, reconcile: str
+) -> Path:
     suffix = uuid.uuid4().hex[:8]
-    source_url, dest_url = f"s3://net-{suffix}/data/", f"gs://net-{suffix}/copy/"
-    config_path = tmp_path / "replicator.toml"
-    config_path.write_text(f"""
+    path.write_text(f"""
 [kafka]
 bootstrap = "{devstack.env["REPLICATOR_KAFKA_BOOTSTRAP"]}"
 group = "g-{suffix}"
@@ -53,20 +53,31 @@ session_timeout_ms = 2000
 heartbeat_interval_ms = 300
 
 [catalog]
-url = "sqlite:///{tmp_path}/catalog.db"
+url = "sqlite:///{path.parent}/catalog.db"
 
 [http]
 host = "127.0.0.1"
 port = 0
 
 [reconcile]
-interval = "1s"
+{reconcile}
 
 [[routes]]
 name = "net"
 source = "{source_url}"
 destinations = ["{dest_url}"]
 """)
+    return path
+
+
+async def test_reconciliation_converges_without_events(
+    devstack: StackState, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    source_url, dest_url = f"s3://net-{suffix}/data/", f"gs://net-{suffix}/copy/"
+    config_path = daemon_config(
+        tmp_path / "replicator.toml", devstack, source_url, dest_url, 'interval = "1s"'
+    )
     source, dest = open_store(source_url), open_store(dest_url)
     await source.create_container()
     await dest.create_container()
@@ -112,3 +123,39 @@ async def test_one_holder_of_the_lease_at_a_time(tmp_path: Path) -> None:
         assert not await catalog.take_lease("reconcile", "a", ttl, now + ttl)
         await catalog.release_lease("reconcile", "b")
         assert await catalog.take_lease("reconcile", "a", ttl, now)
+
+
+async def test_a_backfill_via_kafka_is_applied_by_the_daemons(
+    devstack: StackState, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    source_url, dest_url = f"s3://kafka-{suffix}/", f"az://kafka-{suffix}/"
+    config_path = daemon_config(
+        tmp_path / "replicator.toml", devstack, source_url, dest_url, "enabled = false"
+    )
+    source, dest = open_store(source_url), open_store(dest_url)
+    await source.create_container()
+    await dest.create_container()
+    for i in range(10):
+        await source.put(f"k{i}", f"via kafka {i}".encode())
+
+    daemon = Daemon(load_daemon_config(config_path))
+    stop, ready = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(daemon.run(stop, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        backfill = await asyncio.create_subprocess_exec(
+            *REPLICATOR,
+            *("backfill", "--config", str(config_path), "--via-kafka", "--json"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(backfill.communicate(), 120)
+        assert backfill.returncode == 0, err
+        assert json.loads(out)["net"]["published"] == 10
+        await converged(source, dest)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+        await source.close()
+        await dest.close()
