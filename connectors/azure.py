@@ -47,7 +47,7 @@ import json
 import re
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import Enum
@@ -88,6 +88,7 @@ from connectors.base import (
     MiB,
     MultipartUpload,
     NotFound,
+    NotSupported,
     ObjectAttributes,
     ObjectMeta,
     ObjectStore,
@@ -962,11 +963,51 @@ class AzureStore(ObjectStore):
         if_match: str | None = None,
         attributes: ObjectAttributes | None = None,
     ) -> ObjectMeta:
-        """Copy Blob inside the account. The source is named by its blob URL: the request's
-        own shared key authorises a source in the same account, and with a SAS credential
-        the URL carries the SAS. Azurite copies within one instance synchronously; Azure
-        may answer ``pending``, so the copy status is polled until it settles."""
-        source = await self._blob(self._name(source_key))
+        return await self._copy(self, source_key, dest_key, if_match, attributes)
+
+    def copies_from(self, source: ObjectStore) -> bool:
+        """Any Azure store of the same storage account with the same credentials, in any
+        container: stores are rooted at prefixes, so a route within one account has two
+        different roots."""
+        return (
+            isinstance(source, AzureStore)
+            and source._account_name == self._account_name
+            and source._credentials == self._credentials
+            and self._credentials is not None
+        )
+
+    async def copy_from(
+        self,
+        source: ObjectStore,
+        source_key: str,
+        dest_key: str,
+        *,
+        if_match: str | None = None,
+        attributes: ObjectAttributes | None = None,
+        inspect: Callable[[memoryview, int], None] | None = None,
+        extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+    ) -> ObjectMeta:
+        if not isinstance(source, AzureStore) or not self.copies_from(source):
+            raise NotSupported(
+                f"az:// cannot copy from {source.root_url} itself", url=self.url_for(dest_key)
+            )
+        return await self._copy(source, source_key, dest_key, if_match, attributes)
+
+    async def _copy(
+        self,
+        origin: AzureStore,
+        source_key: str,
+        dest_key: str,
+        if_match: str | None,
+        attributes: ObjectAttributes | None,
+    ) -> ObjectMeta:
+        """Copy Blob inside the account, from ``source_key`` of ``origin`` (a store of this
+        account rooted at its own container and prefix). The source is named by its blob
+        URL: the request's own shared key authorises a source in the same account, and with
+        a SAS credential the URL carries the SAS. Azurite copies within one instance
+        synchronously; Azure may answer ``pending``, so the copy status is polled until it
+        settles."""
+        source = await origin._blob(origin._name(source_key))
         dest = await self._blob(self._name(dest_key))
         url = self.url_for(dest_key)
         if attributes is not None:

@@ -41,7 +41,7 @@ import base64
 import contextlib
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 import aiohttp
@@ -792,6 +792,7 @@ class S3Store(ObjectStore):
 
     async def _copy_in_parts(
         self,
+        origin: S3Store,
         source_key: str,
         dest_key: str,
         source: Mapping[str, Any],
@@ -812,7 +813,7 @@ class S3Store(ObjectStore):
         async def copy_part(number: int, start: int, end: int) -> PartToken:
             async with gate:
                 return await self._copy_part(
-                    dest_key, upload_id, number, source_key, start, end, str(source["ETag"])
+                    dest_key, upload_id, number, origin, source_key, start, end, str(source["ETag"])
                 )
 
         try:
@@ -833,19 +834,20 @@ class S3Store(ObjectStore):
         key: str,
         upload_id: str,
         part_number: int,
+        origin: S3Store,
         source_key: str,
         start: int,
         end: int,
         source_etag: str,
     ) -> PartToken:
         client = await self._s3()
-        with self._errors(self.url_for(source_key)):
+        with self._errors(origin.url_for(source_key)):
             response = await client.upload_part_copy(
                 Bucket=self.bucket,
                 Key=self._full(key),
                 UploadId=upload_id,
                 PartNumber=part_number,
-                CopySource={"Bucket": self.bucket, "Key": self._full(source_key)},
+                CopySource={"Bucket": self.bucket, "Key": origin._full(source_key)},
                 CopySourceRange=f"bytes={start}-{end - 1}",
                 CopySourceIfMatch=source_etag,
             )
@@ -904,9 +906,47 @@ class S3Store(ObjectStore):
         if_match: str | None = None,
         attributes: ObjectAttributes | None = None,
     ) -> ObjectMeta:
-        source_url = self.url_for(source_key)
+        return await self._copy(self, source_key, dest_key, if_match, attributes)
+
+    def copies_from(self, source: ObjectStore) -> bool:
+        """Any S3 store on the same bucket through the same endpoint and credentials: stores
+        are rooted at prefixes (a route's source and destination), the bucket is one."""
+        return (
+            isinstance(source, S3Store)
+            and source.bucket == self.bucket
+            and source._access == self._access
+        )
+
+    async def copy_from(
+        self,
+        source: ObjectStore,
+        source_key: str,
+        dest_key: str,
+        *,
+        if_match: str | None = None,
+        attributes: ObjectAttributes | None = None,
+        inspect: Callable[[memoryview, int], None] | None = None,
+        extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+    ) -> ObjectMeta:
+        if not isinstance(source, S3Store) or not self.copies_from(source):
+            raise NotSupported(
+                f"s3:// cannot copy from {source.root_url} itself", url=self.url_for(dest_key)
+            )
+        return await self._copy(source, source_key, dest_key, if_match, attributes)
+
+    async def _copy(
+        self,
+        origin: S3Store,
+        source_key: str,
+        dest_key: str,
+        if_match: str | None,
+        attributes: ObjectAttributes | None,
+    ) -> ObjectMeta:
+        """CopyObject (or UploadPartCopy) from ``source_key`` of ``origin``, a store on this
+        bucket rooted at its own prefix."""
+        source_url = origin.url_for(source_key)
         dest_url = self.url_for(dest_key)
-        source_full = self._full(source_key)
+        source_full = origin._full(source_key)
         dest_full = self._full(dest_key)
         client = await self._s3()
         # The HEAD gives the size (which CopyObject does not return, and which decides
@@ -919,7 +959,7 @@ class S3Store(ObjectStore):
             source = await client.head_object(**head_params)
         size = int(source["ContentLength"])
         if size > self.copy_in_parts_above:
-            return await self._copy_in_parts(source_key, dest_key, source, attributes)
+            return await self._copy_in_parts(origin, source_key, dest_key, source, attributes)
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": dest_full,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import ClassVar, Self
 
 import yarl
@@ -15,8 +15,10 @@ from connectors.base import (
     InvalidArgument,
     Limits,
     NotFound,
+    NotSupported,
     ObjectAttributes,
     ObjectMeta,
+    ObjectStore,
     PreconditionFailed,
     StoreURL,
     TiB,
@@ -295,8 +297,47 @@ class GCSStore(GCSMultipart):
         if_match: str | None = None,
         attributes: ObjectAttributes | None = None,
     ) -> ObjectMeta:
-        source_url = self.url_for(source_key)
-        source = self._full(source_key)
+        return await self._rewrite(self, source_key, dest_key, if_match, attributes)
+
+    def copies_from(self, source: ObjectStore) -> bool:
+        """Any GCS store reached through the same endpoint with the same credentials, in any
+        bucket (a rewrite copies between buckets of the project server-side): stores are
+        rooted at prefixes, so a route within one bucket has two different roots."""
+        return (
+            isinstance(source, GCSStore)
+            and source._api_root == self._api_root
+            and source._service_file == self._service_file
+        )
+
+    async def copy_from(
+        self,
+        source: ObjectStore,
+        source_key: str,
+        dest_key: str,
+        *,
+        if_match: str | None = None,
+        attributes: ObjectAttributes | None = None,
+        inspect: Callable[[memoryview, int], None] | None = None,
+        extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+    ) -> ObjectMeta:
+        if not isinstance(source, GCSStore) or not self.copies_from(source):
+            raise NotSupported(
+                f"gs:// cannot copy from {source.root_url} itself", url=self.url_for(dest_key)
+            )
+        return await self._rewrite(source, source_key, dest_key, if_match, attributes)
+
+    async def _rewrite(
+        self,
+        origin: GCSStore,
+        source_key: str,
+        dest_key: str,
+        if_match: str | None,
+        attributes: ObjectAttributes | None,
+    ) -> ObjectMeta:
+        """A rewrite of ``source_key`` of ``origin`` (a GCS store rooted at its own bucket
+        and prefix) to ``dest_key`` here."""
+        source_url = origin.url_for(source_key)
+        source = origin._full(source_key)
         dest = self._full(dest_key)
         _, storage = await self._client()
         params: dict[str, str] = {}
@@ -311,7 +352,7 @@ class GCSStore(GCSMultipart):
         ):
             # The library loops on rewriteToken until GCS reports the rewrite done.
             result = await storage.copy(
-                self.bucket,
+                origin.bucket,
                 source,
                 self.bucket,
                 new_name=dest,

@@ -1,7 +1,9 @@
 """``replicator catalog ...`` and ``replicator status``: queries of the federated lake.
 
-Every command takes ``--catalog URL`` (or ``REPLICATOR_CATALOG``; default: the embedded SQLite
-file) and ``--json`` (one JSON document, or JSON lines for listings).
+Every command takes ``--catalog URL`` (or ``REPLICATOR_CATALOG``), or ``--config FILE`` for the
+catalog of a daemon configuration; without either, the catalog the daemon uses without a
+configuration (``REPLICATOR_CATALOG__URL``, else the embedded SQLite file). And ``--json`` (one
+JSON document, or JSON lines for listings).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -37,6 +40,42 @@ CatalogURL = Annotated[
         help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB[?schema=NAME]",
     ),
 ]
+OptionalCatalogURL = Annotated[
+    str | None,
+    typer.Option(
+        "--catalog",
+        envvar="REPLICATOR_CATALOG",
+        help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB[?schema=NAME]",
+    ),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Daemon configuration (TOML): use its catalog. Default: the daemon's default.",
+    ),
+]
+
+
+def _default_resolver(config: Path | None) -> str:
+    if config is not None:
+        raise CatalogError("--config needs the daemon's configuration reader")
+    return DEFAULT_CATALOG_URL
+
+
+#: The catalog URL of a daemon configuration (file, or None: the defaults). The daemon layer,
+#: which reads configurations, sets it (``replicator.cli.app``); the catalog layer cannot
+#: import it.
+configured_catalog: Callable[[Path | None], str] = _default_resolver
+
+
+def _url(catalog: str | None, config: Path | None) -> str:
+    if catalog and config is not None:
+        raise CatalogError("give --catalog or --config, not both")
+    return catalog or configured_catalog(config)
+
+
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Limit = Annotated[int, typer.Option(min=1, max=10_000, help="At most this many rows.")]
 
@@ -104,7 +143,8 @@ def add_dataset(
         list[str] | None,
         typer.Option(help="Replica location URL ending in '/', optionally @REGION. Repeatable."),
     ] = None,
-    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    catalog: OptionalCatalogURL = None,
+    config: ConfigFile = None,
     json_output: JsonOutput = False,
 ) -> None:
     """Create a dataset, or add locations to it: a logical name over store prefixes."""
@@ -112,7 +152,7 @@ def add_dataset(
     specs += [_location(r, Role.REPLICA) for r in replica or []]
     if not specs:
         raise CatalogError("give at least one --source or --replica location")
-    dataset = _run(catalog, lambda c: c.add_dataset(name, specs))
+    dataset = _run(_url(catalog, config), lambda c: c.add_dataset(name, specs))
     if json_output:
         _echo_json(dataset)
         return
@@ -122,10 +162,10 @@ def add_dataset(
 
 @catalog_app.command("datasets")
 def datasets_command(
-    catalog: CatalogURL = DEFAULT_CATALOG_URL, json_output: JsonOutput = False
+    catalog: OptionalCatalogURL = None, config: ConfigFile = None, json_output: JsonOutput = False
 ) -> None:
     """List datasets and their locations."""
-    found = _run(catalog, lambda c: c.datasets())
+    found = _run(_url(catalog, config), lambda c: c.datasets())
     if json_output:
         for dataset in found:
             _echo_json(dataset)
@@ -144,13 +184,14 @@ def ls_command(
     after: Annotated[str | None, typer.Option(help="Start after this key (paging).")] = None,
     limit: Limit = 1000,
     include_deleted: Annotated[bool, typer.Option(help="List deleted objects too.")] = False,
-    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    catalog: OptionalCatalogURL = None,
+    config: ConfigFile = None,
     json_output: JsonOutput = False,
 ) -> None:
     """List objects with every location and whether it holds the newest version."""
     dataset, prefix = _split_object(path)
     entries = _run(
-        catalog,
+        _url(catalog, config),
         lambda c: c.ls(dataset, prefix, after=after, limit=limit, include_deleted=include_deleted),
     )
     if json_output:
@@ -174,14 +215,15 @@ def locate_command(
     prefer: Annotated[
         str | None, typer.Option(help="Preferred region label or store kind (s3, gs, az, file).")
     ] = None,
-    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    catalog: OptionalCatalogURL = None,
+    config: ConfigFile = None,
     json_output: JsonOutput = False,
 ) -> None:
     """Print the URL of the best fresh copy of one object (never a stale replica)."""
     dataset, key = _split_object(path)
     if not key:
         raise CatalogError("give DATASET/KEY")
-    found = _run(catalog, lambda c: c.locate(dataset, key, prefer))
+    found = _run(_url(catalog, config), lambda c: c.locate(dataset, key, prefer))
     if json_output:
         _echo_json(found)
     else:
@@ -195,7 +237,8 @@ def stale_command(
         typer.Option(help="Only this route: 'SOURCE -> DESTINATION' or a destination location."),
     ] = None,
     limit: Limit = 1000,
-    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    catalog: OptionalCatalogURL = None,
+    config: ConfigFile = None,
     json_output: JsonOutput = False,
 ) -> None:
     """List replicas behind their source (pending, failed or stale), oldest first."""
@@ -203,7 +246,10 @@ def stale_command(
     destination = route
     if route is not None and "->" in route:
         source, _, destination = (part.strip() for part in route.partition("->"))
-    found = _run(catalog, lambda c: c.stale(destination=destination, source=source, limit=limit))
+    found = _run(
+        _url(catalog, config),
+        lambda c: c.stale(destination=destination, source=source, limit=limit),
+    )
     if json_output:
         for replica in found:
             _echo_json(replica)
@@ -229,13 +275,14 @@ def deletes_command(
         typer.Option(help="Only deletions due this soon (or overdue), e.g. 1d; default: all."),
     ] = None,
     limit: Limit = 1000,
-    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    catalog: OptionalCatalogURL = None,
+    config: ConfigFile = None,
     json_output: JsonOutput = False,
 ) -> None:
     """List replica deletions scheduled by delayed delete policies, the earliest due first."""
     now = datetime.now(UTC)
     before = now + parse_duration(due_within) if due_within else datetime.max.replace(tzinfo=UTC)
-    found = _run(catalog, lambda c: c.due_deletes(before, limit=limit))
+    found = _run(_url(catalog, config), lambda c: c.due_deletes(before, limit=limit))
     if json_output:
         for item in found:
             _echo_json(item)
@@ -257,14 +304,15 @@ def export_command(
     output: Annotated[str, typer.Option(help="File to write ('-': standard output, jsonl only).")],
     format_: Annotated[ExportFormat, typer.Option("--format", help="parquet or jsonl")] = "parquet",
     dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
-    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    catalog: OptionalCatalogURL = None,
+    config: ConfigFile = None,
     json_output: JsonOutput = False,
 ) -> None:
     """Export one row per (object, location) for lake tools (Spark, DuckDB, pandas...)."""
     # pyarrow is imported only by the command that needs it: it slows every CLI start.
     from replicator.catalog.export import export_catalog
 
-    rows = _run(catalog, lambda c: export_catalog(c, output, format_, dataset))
+    rows = _run(_url(catalog, config), lambda c: export_catalog(c, output, format_, dataset))
     summary = {"rows": rows, "format": format_, "output": output}
     if json_output and output != "-":
         _echo_json(summary)
@@ -276,16 +324,20 @@ def export_command(
 def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    catalog: OptionalCatalogURL = None,
+    config: ConfigFile = None,
 ) -> None:
     """Serve the catalog queries and the lag metrics over HTTP (read-only JSON, /metrics)."""
     from replicator.catalog.http import serve
 
-    asyncio.run(serve(catalog, host, port, log=lambda line: typer.echo(line, err=True)))
+    asyncio.run(
+        serve(_url(catalog, config), host, port, log=lambda line: typer.echo(line, err=True))
+    )
 
 
 def status_command(
-    catalog: CatalogURL = DEFAULT_CATALOG_URL,
+    catalog: OptionalCatalogURL = None,
+    config: ConfigFile = None,
     json_output: JsonOutput = False,
     slo: Annotated[
         str, typer.Option(help="Latency objective: slower changes count as missed, e.g. 15m.")
@@ -297,7 +349,7 @@ def status_command(
 ) -> None:
     """Consistency lag per route: pending, failed, latency, oldest pending, watermark."""
     since = datetime.now(UTC) - parse_duration(window) if window else None
-    lags = _run(catalog, lambda c: c.route_lag(since=since), slo=parse_duration(slo))
+    lags = _run(_url(catalog, config), lambda c: c.route_lag(since=since), slo=parse_duration(slo))
     now = datetime.now(UTC)
     if json_output:
         for lag in lags:

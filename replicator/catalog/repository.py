@@ -6,7 +6,8 @@ PostgreSQL), composed of the parts in the sibling modules:
 * ``deletions``: the queue of delayed (and paused) deletions;
 * ``controls``: pauses and the fleet-wide delete budget;
 * ``queries``: listings, locate, export, checkpoints;
-* ``lag_queries``: what is behind, and each route's lag and watermark.
+* ``lag_queries``: what is behind, and each route's lag and watermark;
+* ``reconciliation``: leases and the findings of periodic reconciliations.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from replicator.catalog.journal import CatalogJournal
 from replicator.catalog.lag import DEFAULT_SLO, LagMetrics
 from replicator.catalog.lag_queries import LagQueries
 from replicator.catalog.queries import CatalogQueries
+from replicator.catalog.reconciliation import ReconcileRecords
 from replicator.catalog.writes import ReplicaWrites, _Write
 
 __all__ = ["MAX_LIST", "Catalog", "open_catalog"]
@@ -39,7 +41,14 @@ async def open_catalog(
     return Catalog(database, metrics=metrics, slo=slo)
 
 
-class Catalog(ReplicaWrites, ScheduledDeletions, RouteControls, CatalogQueries, LagQueries):
+class Catalog(
+    ReplicaWrites,
+    ScheduledDeletions,
+    RouteControls,
+    CatalogQueries,
+    LagQueries,
+    ReconcileRecords,
+):
     """The repository API over one open catalog database."""
 
     def __init__(

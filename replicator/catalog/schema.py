@@ -217,3 +217,30 @@ delete_windows = Table(
     Column("window_start", Timestamp, nullable=False),
     Column("used", Integer, nullable=False),
 )
+
+# One daemon of the group at a time does what a lease is named for (the periodic
+# reconciliation): it holds the row until ``expires_at`` and renews it while it works.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", exact_text(), primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+)
+
+# What each reconciliation of a route found (drift by kind) and repaired.
+reconcile_runs = Table(
+    "reconcile_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("route", exact_text(), nullable=False),
+    Column("holder", Text, nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp, nullable=False),
+    *(
+        Column(name, BigInteger, nullable=False)
+        for name in ("compared", "in_sync", "missing", "different", "extra", "repairs", "failed")
+    ),
+    Column("error", Text),
+    Index("ix_reconcile_runs_route", "route", "started_at"),
+)

@@ -24,6 +24,14 @@ A change without a sequencer (moto sends none; listing scans have none) is order
 time: ``sequencer_from_time`` gives a decimal sequencer whose key has at least 40 leading
 zeros, so it orders among other time-based ones and before every native S3 or Azure sequencer
 of the same key (a listing never overrides a notification).
+
+A repair (a listing found a replica that differs from its source although the key's high-water
+is newer than the listing: an event was lost) is ordered just after the high-water it repairs:
+``repair_key`` appends ``~`` and the repair's time to the high-water's key. Every change the
+high-water had seen is then older than the repair (a proper prefix sorts first), and every
+newer change of the key is still newer (it differs from the high-water within its first
+``SEQUENCER_WIDTH`` characters, where it is greater). Repairing again only lengthens the
+time, never the base.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ _HEX = re.compile(r"[0-9A-Fa-f]+")
 _DECIMAL = re.compile(r"([0-9]+)(\.[0-9]+)?")
 _KIND_BY_SCHEME: dict[str, SequencerKind] = {"s3": "hex", "az": "hex", "gs": "decimal"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+REPAIR_MARK = "~"
+_REPAIR_TIME_WIDTH = 20
 
 
 def sequencer_kind(url: str) -> SequencerKind | None:
@@ -54,6 +64,11 @@ def sequencer_key(
     Without ``kind``, digits (with an optional ``.N`` suffix) are taken as decimal and anything
     else as hex.
     """
+    base, mark, repaired_at = seq.partition(REPAIR_MARK)
+    if mark:
+        if not repaired_at.isdigit() or len(repaired_at) != _REPAIR_TIME_WIDTH:
+            raise ValueError(f"sequencer {seq!r} has a malformed repair time")
+        return sequencer_key(base, width, kind=kind) + REPAIR_MARK + repaired_at
     decimal = _DECIMAL.fullmatch(seq)
     if kind is None:
         kind = "decimal" if decimal else "hex"
@@ -84,3 +99,10 @@ def change_key(source_url: str, seq: str, event_time: datetime) -> str:
     if not seq:
         return sequencer_key(sequencer_from_time(event_time), kind="decimal")
     return sequencer_key(seq, kind=sequencer_kind(source_url))
+
+
+def repair_key(high_water_key: str, moment: datetime) -> str:
+    """The stored sequencer of a repair of a key whose high-water key is ``high_water_key``:
+    after it and everything it had seen, before every newer change of the key."""
+    base = high_water_key.partition(REPAIR_MARK)[0]
+    return base + REPAIR_MARK + sequencer_from_time(moment).rjust(_REPAIR_TIME_WIDTH, "0")

@@ -20,7 +20,7 @@ commit of its own transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -70,7 +70,7 @@ from replicator.catalog.schema import (
     objects,
     replicas,
 )
-from replicator.catalog.sequencer import change_key
+from replicator.catalog.sequencer import change_key, repair_key
 
 log = structlog.get_logger(__name__)
 
@@ -174,6 +174,31 @@ class ReplicaWrites(CatalogBase):
         result = await self._writes.submit(write)
         assert isinstance(result, Acceptance)
         return result
+
+    async def accept_repair(
+        self, change: Change, destinations: Sequence[str] | None = None
+    ) -> Change | None:
+        """Accept a repair of ``change``'s key: a listing saw its source in a state the replicas
+        may not hold, but the key's high-water is newer than the listing (the event of the
+        change it missed was lost, or the replica was changed behind our back). The repair is
+        accepted as a new change ordered just after that high-water (``sequencer.repair_key``)
+        and returned with that sequencer; None if a newer change was accepted meanwhile (its
+        own event reads the source afresh and applies it).
+
+        The caller must read the source only after this returns: every change the high-water
+        had seen was then written at the source already, so the repair copies a state at
+        least as new as all of them, and a change newer still is accepted after it.
+        """
+        async with self.database.read() as conn:
+            found = await conn.execute(
+                select(high_water.c.sequencer).where(high_water.c.source_url == change.source_url)
+            )
+            current = found.scalar_one_or_none()
+        base = current if current is not None else self._seq(change)
+        repair = replace(change, sequencer=repair_key(base, _now()))
+        if await self.mark_pending(repair, destinations) is Acceptance.NEW:
+            return repair
+        return None
 
     async def record_replica(self, change: Change, location: str, replica: Replica) -> bool:
         """Record a verified replica of ``change`` at the dataset location ``location``.

@@ -18,9 +18,11 @@ import typer
 from connectors import open_object, open_store
 from connectors.base import StoreError
 from replicator import devstack as devstack_module
+from replicator.catalog import cli as catalog_cli
 from replicator.catalog.cli import catalog_app, status_command
 from replicator.cli import logs
 from replicator.cli.controls import deletes_app
+from replicator.cli.reconcile import backfill, verify
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.errors import ConfigError, DependencyUnavailable, ReplicatorError
 
@@ -72,9 +74,20 @@ def _global_options(
         raise ConfigError(str(exc)) from None
 
 
+def _configured_catalog(config: Path | None) -> str:
+    from replicator.daemon.config import configured_catalog_url
+
+    return configured_catalog_url(config)
+
+
+# `status` and `catalog` read the daemon's catalog from its configuration (the catalog layer
+# cannot read configurations itself).
+catalog_cli.configured_catalog = _configured_catalog
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(deletes_app, name="deletes")
 app.command("status")(status_command)
+app.command("backfill")(backfill)
+app.command("verify")(verify)
 uploads_app = typer.Typer(
     help="Multipart uploads left in progress (for example by a killed process).",
     no_args_is_help=True,
@@ -274,17 +287,29 @@ async def _with_journal(copier: Copier, catalog_url: str | None) -> Catalog | No
 async def _copy_tree(
     copier: Copier, source_url: str, dest_url: str, catalog_url: str | None, objects: int
 ) -> dict[str, object]:
-    from replicator.engine.bulk import copy_prefix
+    """``cp -r``: the streamed compare engine of backfill, copying in process."""
+    from replicator.daemon.reconcile import CopyActions, Options, Reconciler
 
     source, dest = open_store(source_url), open_store(dest_url)
     catalog = await _with_journal(copier, catalog_url)
     try:
         async with source, dest:
-            result = await copy_prefix(copier, source, dest, concurrency=objects)
+            if dest.scheme == "file":
+                await dest.create_container()
+            actions = CopyActions(copier, source, [dest])
+            tally = await Reconciler(
+                source, [dest], actions, Options(transfers=objects), retry=copier.retry
+            ).run()
     finally:
         if catalog is not None:
             await catalog.close()
-    return result.summary()
+    summary = tally.summary()
+    return {
+        "copied": tally.copied,
+        "skipped": tally.skipped + tally.in_sync,
+        **{k: summary[k] for k in ("failed", "bytes_copied", "seconds", "objects_per_s")},
+        **{k: summary[k] for k in ("mb_per_s", "errors")},
+    }
 
 
 async def _copy_one(
@@ -297,6 +322,9 @@ async def _copy_one(
     catalog = await _with_journal(copier, catalog_url)
     try:
         async with source, dest:
+            if dest.scheme == "file":
+                # As aws s3 cp, gsutil cp, rclone and azcopy do: the directory is created.
+                await dest.create_container()
             return await copier.copy(source, source_key, dest, dest_key)
     finally:
         if catalog is not None:
@@ -449,48 +477,6 @@ def run(config: OptionalConfigPath = None) -> None:
         await daemon.run(stop)
 
     asyncio.run(main())
-
-
-@app.command()
-def backfill(
-    config: ConfigPath,
-    route: Annotated[
-        list[str] | None, typer.Option(help="Only these routes (repeatable); default all.")
-    ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Objects copied at once.")] = 16,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
-) -> None:
-    """Copy every object of the routes' sources that its destinations lack or hold an older
-    version of, directly (no Kafka), recording replicas in the catalog. Safe to re-run."""
-    from replicator.catalog import open_catalog
-    from replicator.daemon.backfill import backfill as run_backfill
-    from replicator.daemon.config import load_daemon_config
-    from replicator.engine.transfer import ByteBudget, Copier
-
-    settings = load_daemon_config(config)
-
-    async def main() -> dict[str, int]:
-        copier = Copier(
-            part_size=parse_part_size(settings.copy_.part_size),
-            concurrency=settings.copy_.concurrency,
-            budget=ByteBudget(parse_size(settings.copy_.memory)),
-        )
-        catalog = await open_catalog(settings.catalog.resolved_url())
-        copier.journal = catalog.journal()
-        try:
-            return await run_backfill(
-                settings, catalog, copier, route_names=route, concurrency=concurrency
-            )
-        finally:
-            await catalog.close()
-
-    counts = run_until_signalled(main())
-    if json_output:
-        typer.echo(json.dumps(counts))
-    else:
-        typer.echo(", ".join(f"{name}: {count}" for name, count in counts.items()))
-    if counts.get("failed"):
-        raise typer.Exit(1)
 
 
 @app.command()

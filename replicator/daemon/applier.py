@@ -3,7 +3,11 @@
 Applying one event (events are hints; the source's current state is the truth):
 
 1. the catalog's per-key high-water accepts it (a stale event is a no-op, a duplicate is redone
-   idempotently);
+   idempotently), except that repairs win over event order: an event of a listing (a scan,
+   backfill or reconciliation) that the high-water finds stale, while some replica does not
+   hold the source's current state, is accepted as a repair ordered just after the high-water
+   (``Catalog.accept_repair``); the source is read again after that, so a repair never copies
+   an older version than the high-water had seen;
 2. the source is read afresh: if it exists, it is copied (pinned to the version seen) to each
    destination, and the verified replica is recorded; if it is gone (a definite "no such key"
    in a bucket that exists, or deleted while it was being copied), the deletion is applied
@@ -40,8 +44,8 @@ from replicator.daemon.deletes import (
     delete_replica,
 )
 from replicator.daemon.health import RouteHealth
-from replicator.engine.metadata import replica_source
-from replicator.engine.transfer import Copier, SharedSourceRead, SourceGone
+from replicator.engine.metadata import replica_mismatch, replica_source
+from replicator.engine.transfer import Copier, SharedSourceRead, SourceGone, version_id
 from replicator.errors import Unavailable
 from replicator.pipeline.events import ChangeEvent
 from replicator.pipeline.rules import Router, RoutingConfig, Target
@@ -120,8 +124,13 @@ class Applier:
                 await self._record_failure(change, targets, exc)
             raise
         if acceptance is Acceptance.STALE:
-            log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
-            return ["stale"] * len(targets)
+            repair = None
+            if event.origin == "scan" and not await self._in_sync(current, targets):
+                repair = await self._accept_repair(change, targets, source, key)
+            if repair is None:
+                log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
+                return ["stale"] * len(targets)
+            change, current = repair
         origin = replica_source(current.attributes.user_metadata) if current else None
         if origin is not None:
             return await self._settle_replica(change, targets, origin)
@@ -149,6 +158,34 @@ class Applier:
         except NotFound:
             return None
         return meta
+
+    async def _in_sync(self, current: ObjectMeta | None, targets: Sequence[Target]) -> bool:
+        """Whether every destination holds a verified replica of the source's ``current``
+        state (a listing's stale event then has nothing to repair)."""
+        if current is None:
+            return False
+        for target in targets:
+            try:
+                existing = await self._head(self.store(target.destination.url), target.relative_key)
+            except StoreError:
+                return False  # not known to be in sync: the repair's copy finds out
+            if existing is None:
+                return False
+            if replica_mismatch(current, version_id(current), existing) is not None:
+                return False
+        return True
+
+    async def _accept_repair(
+        self, change: Change, targets: Sequence[Target], source: ObjectStore, key: str
+    ) -> tuple[Change, ObjectMeta | None] | None:
+        """Accept a listing's stale event as a repair, then read the source again (see
+        ``Catalog.accept_repair`` for why in that order); None if a newer change was accepted
+        meanwhile, whose own event applies it."""
+        repair = await self.catalog.accept_repair(change, [t.destination.url for t in targets])
+        if repair is None:
+            return None
+        log.info("repair of a replica that missed a change", source=change.source_url)
+        return repair, await self._head(source, key)
 
     async def _settle_replica(
         self, change: Change, targets: Sequence[Target], origin: str

@@ -514,6 +514,21 @@ class UploadsSection(BaseModel):
     abandon_after: Duration = timedelta(hours=24)
 
 
+class ReconcileSection(BaseModel):
+    """The safety net: every ``interval`` one daemon of the group (a lease in the catalog)
+    compares each route's source with its destinations and publishes a change event for
+    every key that drifted (missing, stale, or a replica whose source is gone), which the
+    fleet applies under the route's delete policy. The first run is one interval after the
+    start; ``enabled = false`` turns it off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = True
+    interval: Duration = timedelta(hours=6)
+    #: Most deletions one run asks for; the rest wait for an operator (drift is reported).
+    max_delete: int = Field(default=10_000, ge=0)
+    transfers: int = Field(default=16, ge=1)
+
+
 class DaemonConfig(RoutingConfig):
     """The whole configuration, as given: ``DaemonConfig.model_validate(data)`` takes
     ``data`` alone. :func:`load_daemon_config` applies the environment's overrides."""
@@ -536,6 +551,7 @@ class DaemonConfig(RoutingConfig):
     deletes: DeletesSection = DeletesSection()
     uploads: UploadsSection = UploadsSection()
     health: HealthSection = HealthSection()
+    reconcile: ReconcileSection = ReconcileSection()
 
 
 class _WithEnvironment(BaseSettings, DaemonConfig):
@@ -570,19 +586,44 @@ class _WithEnvironment(BaseSettings, DaemonConfig):
         return (env_settings, init_settings)
 
 
-def _build(path: Path | None) -> DaemonConfig:
+def _build(path: Path | None, routes: list[dict[str, Any]] | None = None) -> DaemonConfig:
     data: dict[str, Any] = read_toml(path) if path is not None else {}
+    if routes is not None:
+        data["routes"] = routes
     return _WithEnvironment(**data)
 
 
-def load_daemon_config(path: Path | None) -> DaemonConfig:
+def load_daemon_config(
+    path: Path | None, *, routes: list[dict[str, Any]] | None = None
+) -> DaemonConfig:
     """The configuration in ``path`` (None: the embedded defaults) with the environment's
-    ``REPLICATOR_*`` overrides; one ConfigError listing every problem."""
+    ``REPLICATOR_*`` overrides; one ConfigError listing every problem. ``routes``: routes
+    that replace the file's (a command run on URLs uses the file for the rest)."""
     origin = str(path) if path is not None else "configuration (no file)"
     try:
-        return _build(path)
+        return _build(path, routes)
     except ValidationError as exc:
         raise ConfigError(f"{origin}: {'; '.join(config_problems(exc))}") from None
+
+
+def configured_catalog_url(path: Path | None, environ: Mapping[str, str] | None = None) -> str:
+    """The catalog the daemon runs with under the configuration ``path`` (None: without one),
+    with ``REPLICATOR_CATALOG__URL`` over the file as for the daemon; the routes are not
+    needed (``replicator status``, ``replicator catalog``)."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        section = read_toml(path).get("catalog", {})
+        data = dict(section) if isinstance(section, dict) else {}
+    override = env.get(f"{ENV_PREFIX}CATALOG__URL")
+    if override:
+        data["url"] = override
+    origin = str(path) if path is not None else "configuration (no file)"
+    try:
+        catalog = CatalogSection(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {'; '.join(config_problems(exc))}") from None
+    return catalog.resolved_url(env)
 
 
 def check_config(path: Path | None, environ: Mapping[str, str] | None = None) -> list[str]:

@@ -95,6 +95,25 @@ class DaemonMetrics:
             ["route"],
             registry=self.registry,
         )
+        self.reconcile_drift = Counter(
+            "replicator_reconcile_drift",
+            "Keys the periodic reconciliation found out of sync, by kind (missing, different, "
+            "extra: a replica whose source is gone).",
+            ["route", "kind"],
+            registry=self.registry,
+        )
+        self.reconcile_runs = Counter(
+            "replicator_reconcile_runs",
+            "Periodic reconciliations of a route this daemon ran, by outcome (ok, failed).",
+            ["route", "outcome"],
+            registry=self.registry,
+        )
+        self.reconcile_last_run = Gauge(
+            "replicator_reconcile_last_run_timestamp_seconds",
+            "When this daemon last finished a reconciliation of the route.",
+            ["route"],
+            registry=self.registry,
+        )
         self.events = EventCounters()
         self.registry.register(self.events)
         ProcessCollector(registry=self.registry)

@@ -1,7 +1,8 @@
 """The daemon: change events from Kafka applied to every destination of their route, with
-the SQS pollers, the deletion sweeper and one HTTP port for health, metrics, catalog queries
-and the ingest receivers. Configuration: ``replicator.daemon.config``; what applying one event
-means: ``replicator.daemon.applier``.
+the SQS pollers, the deletion sweeper, the periodic reconciliation (``reconcile.safety_net``)
+and one HTTP port for health, metrics, catalog queries and the ingest receivers.
+Configuration: ``replicator.daemon.config``; what applying one event means:
+``replicator.daemon.applier``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from replicator.daemon.janitor import UploadJanitor
 from replicator.daemon.kafka_setup import check_topics
 from replicator.daemon.metrics import DaemonMetrics
 from replicator.daemon.readiness import ConsumerStatistics, Readiness
+from replicator.daemon.reconcile.safety_net import SafetyNet, SafetyNetSettings
 from replicator.daemon.watermark import QueueWatch
 from replicator.engine.transfer import ByteBudget, Copier
 from replicator.engine.units import parse_part_size, parse_size
@@ -195,6 +197,17 @@ class Daemon:
                 aborted_counter=daemon_metrics.uploads_aborted,
             )
             tasks.append(asyncio.create_task(janitor.run(stop), name="upload-janitor"))
+            if self.config.reconcile.enabled:
+                section = self.config.reconcile
+                safety_net = SafetyNet(
+                    self.router,
+                    catalog,
+                    applier.store,
+                    publisher,
+                    SafetyNetSettings(section.interval, section.max_delete, section.transfers),
+                    metrics=daemon_metrics,
+                )
+                tasks.append(asyncio.create_task(safety_net.run(stop), name="reconcile"))
             tasks.append(asyncio.create_task(readiness.run(stop), name="readiness"))
             tasks.append(asyncio.create_task(self.queue_watch.run(stop), name="queue-watch"))
             tasks += [

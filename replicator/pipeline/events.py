@@ -486,3 +486,18 @@ def scan_event(
         event_time=modified or datetime.now(UTC),
         origin="scan",
     )
+
+
+def scan_deletion_event(source_url: str) -> ChangeEvent:
+    """A reconciliation's finding that ``source_url`` is gone while a replica of it is not
+    (its deletion's notification was lost). Applying it reads the source afresh, as always."""
+    return ChangeEvent(
+        kind="delete",
+        source_url=source_url,
+        version=None,
+        sequencer="",
+        size=None,
+        etag=None,
+        event_time=datetime.now(UTC),
+        origin="scan",
+    )

@@ -56,10 +56,12 @@ class TestBadInput:
         result = run("cp", "file://relative/path", f"file://{tmp_path}/x")
         assert_one_line_error(result, "absolute path")
 
-    def test_missing_destination_directory(self, tmp_path: Path) -> None:
+    def test_missing_destination_directory_is_created(self, tmp_path: Path) -> None:
+        """As aws s3 cp, gsutil cp, rclone and azcopy do."""
         (tmp_path / "a").write_bytes(b"x")
-        result = run("cp", f"file://{tmp_path}/a", f"file://{tmp_path}/nowhere/b")
-        assert_one_line_error(result, "does not exist", "nowhere")
+        result = run("cp", f"file://{tmp_path}/a", f"file://{tmp_path}/nowhere/deeper/b")
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "nowhere" / "deeper" / "b").read_bytes() == b"x"
 
     def test_missing_source(self, tmp_path: Path) -> None:
         (tmp_path / "src").mkdir()
