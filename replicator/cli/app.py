@@ -20,7 +20,7 @@ from connectors.base import StoreError
 from replicator import devstack as devstack_module
 from replicator.catalog.cli import catalog_app, status_command
 from replicator.cli import logs
-from replicator.cli.controls import deletes_app
+from replicator.cli.controls import deletes_app, failed_app, pause, paused_all, resume
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.errors import ConfigError, DependencyUnavailable, ReplicatorError
 
@@ -74,6 +74,10 @@ def _global_options(
 
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(deletes_app, name="deletes")
+app.add_typer(failed_app, name="failed")
+app.command("pause")(pause)
+app.command("resume")(resume)
+app.command("paused")(paused_all)
 app.command("status")(status_command)
 uploads_app = typer.Typer(
     help="Multipart uploads left in progress (for example by a killed process).",
