@@ -21,6 +21,7 @@ from replicator import devstack as devstack_module
 from replicator.catalog.cli import catalog_app, status_command
 from replicator.cli import logs
 from replicator.cli.controls import deletes_app, failed_app, pause, paused_all, resume
+from replicator.cli.dlq import dlq_app
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.errors import ConfigError, DependencyUnavailable, ReplicatorError
 
@@ -75,6 +76,7 @@ def _global_options(
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(deletes_app, name="deletes")
 app.add_typer(failed_app, name="failed")
+app.add_typer(dlq_app, name="dlq")
 app.command("pause")(pause)
 app.command("resume")(resume)
 app.command("paused")(paused_all)
