@@ -45,18 +45,31 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _utf8(value: str, name: str) -> str:
+    """Text the catalog can store: a lone surrogate (a JSON \\ud800 escape) is refused."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CatalogError(f"{name!r} is not valid text") from None
+    return value
+
+
 def _text(body: dict[str, Any], name: str, default: str | None = None) -> str | None:
     value = body.get(name, default)
     if value is not None and not isinstance(value, str):
         raise CatalogError(f"{name!r} must be a string")
-    return value
+    return None if value is None else _utf8(value, name)
 
 
 def _texts(body: dict[str, Any], name: str) -> list[str]:
     value = body.get(name, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise CatalogError(f"{name!r} must be a list of strings")
-    return value
+    return [_utf8(v, name) for v in value]
+
+
+def _params(request: web.Request, name: str) -> list[str]:
+    return [_utf8(v, name) for v in request.query.getall(name, [])]
 
 
 def _scope(value: str | None) -> PauseScope:
@@ -88,10 +101,10 @@ async def _pause(request: web.Request) -> web.Response:
 
 
 async def _resume(request: web.Request) -> web.Response:
-    route = request.query.get("route")
+    route = _utf8(request.query.get("route", ""), "route")
     if not route:
         raise CatalogError("query parameter 'route' is required")
-    destination = request.query.get("destination", "")
+    destination = _utf8(request.query.get("destination", ""), "destination")
     resumed = await request.app[CONTROLS_CATALOG].resume(
         route, scope=_scope(request.query.get("scope")), destination=destination
     )
@@ -102,8 +115,8 @@ async def _resume(request: web.Request) -> web.Response:
 
 async def _failed(request: web.Request) -> web.Response:
     found = await request.app[CONTROLS_CATALOG].failed_changes(
-        routes=request.query.getall("route", []),
-        keys=request.query.getall("key", []),
+        routes=_params(request, "route"),
+        keys=_params(request, "key"),
         limit=int(request.query.get("limit", "1000")),
     )
     return web.json_response({"failed": [item.as_dict() for item in found]})

@@ -121,3 +121,33 @@ async def test_failed_list_and_retry_over_http(bed: Bed, admin: TestClient) -> N
     sent = await (await admin.post("/controls/failed/retry", json={"all": True})).json()
     assert [row["key"] for row in sent["sent_back"]] == ["y"]
     assert (await (await admin.get("/controls/failed")).json())["failed"] == []
+
+
+async def test_hostile_control_requests_are_refused_not_failed(
+    bed: Bed,
+    admin: TestClient,  # type: ignore[type-arg]
+) -> None:
+    """Malformed or hostile bodies and parameters are answered 4xx, and pause nothing."""
+    bodies: list[bytes] = [
+        b"not json",
+        b"[]",
+        json.dumps({"route": 5}).encode(),
+        json.dumps({"route": "\ud800"}).encode(),
+        json.dumps({"route": bed.route, "reason": "\ud800"}).encode(),
+        json.dumps({"route": bed.route, "until": "next tuesday"}).encode(),
+        json.dumps({"route": bed.route, "for": "forever"}).encode(),
+        json.dumps({"route": bed.route, "for": "1h", "until": "2030-01-01T00:00Z"}).encode(),
+        json.dumps({"route": bed.route, "scope": "everything"}).encode(),
+        json.dumps({"route": bed.route, "destination": "gs://elsewhere/"}).encode(),
+    ]
+    for body in bodies:
+        answer = await admin.post("/controls/pauses", data=body)
+        assert 400 <= answer.status < 500, (body, answer.status, await answer.text())
+    for params in ({}, {"route": "\ud800"}, {"route": bed.route}):
+        answer = await admin.delete("/controls/pauses", params=params)
+        assert 400 <= answer.status < 500, (params, answer.status)
+    answer = await admin.get("/controls/failed", params={"key": "\ud800", "limit": "x"})
+    assert 400 <= answer.status < 500
+    retry = await admin.post("/controls/failed/retry", json={"keys": "k"})
+    assert retry.status == 400
+    assert await bed.daemons[0].catalog.pauses() == []
