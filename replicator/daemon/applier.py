@@ -62,6 +62,9 @@ from replicator.pipeline.rules import Router, RoutingConfig, Target
 
 log = structlog.get_logger(__name__)
 
+# The outcome at a destination whose change counts as failed (it is in the failed list).
+FAILED = "failed"
+
 
 class Applier:
     """Applies one change event to every destination of its route (the worker's handler)."""
@@ -154,8 +157,11 @@ class Applier:
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
             raise _most_telling(failures)
-        self.health.succeeded(route.name)
-        return [o for o in outcomes if isinstance(o, str)]
+        done = [o for o in outcomes if isinstance(o, str)]
+        if FAILED not in done:
+            # A destination failing for good (a missing container) keeps the route unhealthy.
+            self.health.succeeded(route.name)
+        return done
 
     async def _head(self, source: ObjectStore, key: str) -> ObjectMeta | None:
         """The source's current state (None: it is gone: a missing key in a bucket that
@@ -223,8 +229,9 @@ class Applier:
         if origin is not None:
             return (await self._settle_replica(change, [target], origin))[0]
         outcome = await self._apply(change, target, source, key, current, SharedSourceRead())
-        if outcome == "failed":
+        if outcome == FAILED:
             raise FailedForGood(f"{item.url}: {change.source_url} could not be applied")
+        self.health.succeeded(target.route.name)
         return outcome
 
     async def _apply(
@@ -275,7 +282,7 @@ class Applier:
                 attempts=attempts,
                 error=str(exc)[:500],
             )
-            return "failed"
+            return FAILED
 
     async def _record_failure(
         self, change: Change, targets: Sequence[Target], exc: StoreError

@@ -38,6 +38,7 @@ async def test_a_missing_destination_fills_the_failed_list_and_retry_empties_it(
         await bed.store(bed.source_url).put(key, f"data of {key}".encode())
         assert await daemon.applier(bed.event("put", key)) == ["copied", "failed"]
 
+    assert bed.route in daemon.applier.health.problems(), "the route is not unhealthy"
     failed = await daemon.catalog.failed_changes(routes=[bed.route])
     assert sorted(item.key for item in failed) == keys
     for item in failed:
@@ -52,6 +53,7 @@ async def test_a_missing_destination_fills_the_failed_list_and_retry_empties_it(
     assert len(sent) == len(keys)
     assert await daemon.catalog.failed_changes() == []
     assert await daemon.runner.run_once() == len(keys)
+    assert bed.route not in daemon.applier.health.problems()
     for key in keys:
         assert read_object(bed.other_url + key) == f"data of {key}".encode()
     lag = await bed.lag(bed.other_url)
