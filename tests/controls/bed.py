@@ -82,7 +82,7 @@ class Bed:
         return lag
 
 
-async def make_bed(tmp_path: Path) -> AsyncIterator[Bed]:
+async def make_bed(tmp_path: Path, catalog_url: str | None = None) -> AsyncIterator[Bed]:
     tag = uuid.uuid4().hex[:10]
     source_url = f"s3://src-{tag}/"
     paused_url, other_url = f"gs://paused-{tag}/", f"az://other-{tag}/"
@@ -90,7 +90,8 @@ async def make_bed(tmp_path: Path) -> AsyncIterator[Bed]:
     config = load_config(
         {"routes": [{"name": route, "source": source_url, "destinations": [paused_url, other_url]}]}
     )
-    bed = Bed(route, source_url, paused_url, other_url, f"sqlite:///{tmp_path}/c.db", config)
+    catalog_url = catalog_url or f"sqlite:///{tmp_path}/c.db"
+    bed = Bed(route, source_url, paused_url, other_url, catalog_url, config)
     first = await bed.daemon()
     await register_datasets(first.catalog, config)
     for url in (source_url, paused_url, other_url):

@@ -53,7 +53,7 @@ async def test_a_scheduled_resume_fires_on_the_daemon_left(
     ]
     try:
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
-        until = datetime.now(UTC) + timedelta(seconds=10)
+        until = datetime.now(UTC) + timedelta(seconds=15)
         paused = await admin(
             first,
             "POST",
@@ -67,6 +67,16 @@ async def test_a_scheduled_resume_fires_on_the_daemon_left(
             },
         )
         assert paused["until"] == until.isoformat()
+
+        async def honoured_everywhere() -> bool:
+            for daemon in (first, second):
+                health = await admin(daemon, "GET", "/healthz")
+                if health["destinations_paused"] != [lake.gs]:
+                    return False
+            return True
+
+        # A pause reaches every daemon within seconds (each reads the pauses at most 2 s old).
+        await eventually(honoured_everywhere, "every daemon honouring the pause")
         payloads = {key: os.urandom(2000) for key in KEYS}
         for key, data in payloads.items():
             await source.put(key, data)
@@ -92,8 +102,6 @@ async def test_a_scheduled_resume_fires_on_the_daemon_left(
         metrics = await admin(second, "GET", "/metrics")
         gauge = ("replicator_destination_paused", (("destination", lake.gs), ("route", "lake")))
         assert metrics[gauge] == 1
-        health = await admin(second, "GET", "/healthz")
-        assert health["destinations_paused"] == [lake.gs]
 
         async def all_held() -> bool:
             status = await admin(second, "GET", "/status")

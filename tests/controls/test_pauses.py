@@ -27,11 +27,12 @@ async def write_and_apply(bed: Bed, keys: list[str]) -> list[list[str]]:
     return outcomes
 
 
-async def test_a_paused_destination_holds_its_changes_until_resumed(bed: Bed) -> None:
+async def test_a_paused_destination_holds_its_changes_until_resumed(fleet_bed: Bed) -> None:
     """While one destination is paused, events for it are recorded pending and the events
     complete (so their offsets move on); the other destination gets everything. Resumed, the
     held changes are applied from the catalog, reading the source afresh (a key deleted
     meanwhile is deleted, not copied), and the lag goes back to zero."""
+    bed = fleet_bed
     daemon = bed.daemons[0]
     await daemon.catalog.pause(
         bed.route,
@@ -80,9 +81,10 @@ async def test_a_route_wide_pause_holds_every_destination(bed: Bed) -> None:
     assert read_object(bed.other_url + "a") == read_object(bed.paused_url + "a") == b"data of a"
 
 
-async def test_a_scheduled_resume_fires_on_a_daemon_that_did_not_pause(bed: Bed) -> None:
+async def test_a_scheduled_resume_fires_on_a_daemon_that_did_not_pause(fleet_bed: Bed) -> None:
     """Daemon 1 pauses for a short while, records held changes and goes away; daemon 2,
     sharing only the catalog, applies them once the pause ends, and not before."""
+    bed = fleet_bed
     first = bed.daemons[0]
     until = datetime.now(UTC) + timedelta(seconds=3)
     await first.catalog.pause(
@@ -128,3 +130,20 @@ async def test_pausing_an_unknown_route_or_destination_is_refused(bed: Bed) -> N
             reason="",
             paused_by="ops",
         )
+
+
+async def test_daemons_resuming_together_apply_each_held_change_once(fleet_bed: Bed) -> None:
+    """Two daemons notice the resume at the same moment: each held change is claimed by one
+    of them."""
+    bed = fleet_bed
+    first = bed.daemons[0]
+    await first.catalog.pause(bed.route, scope=PauseScope.REPLICATION, reason="", paused_by="ops")
+    keys = [f"m{i}" for i in range(8)]
+    await write_and_apply(bed, keys)
+    second = await bed.daemon()
+    await first.catalog.resume(bed.route, scope=PauseScope.REPLICATION)
+    taken = await asyncio.gather(first.runner.run_once(), second.runner.run_once())
+    assert sum(taken) == 2 * len(keys)
+    for key in keys:
+        assert read_object(bed.paused_url + key) == read_object(bed.other_url + key)
+    assert (await bed.lag(bed.paused_url)).pending_ops == 0
