@@ -22,7 +22,7 @@ from replicator.catalog.model import (
     Role,
     UnknownDataset,
 )
-from replicator.catalog.schema import replicas
+from replicator.catalog.schema import objects, replicas
 from replicator.catalog.sequencer import change_key
 
 # A change held while still waiting to be applied (a try in progress, or a failed one).
@@ -156,10 +156,22 @@ class HeldChanges(CatalogBase):
     ) -> list[HeldChange]:
         index = await self._load_index()
         r = replicas.c
+        o = objects.c
+        # Whether the row's change is a deletion: the object row holds it while that change
+        # is the newest of the key (a newer one makes the row's change stale anyway).
+        deletion = (
+            select(o.deleted)
+            .where(
+                o.dataset_id == r.dataset_id,
+                o.key == r.key,
+                o.source_sequencer == r.source_sequencer,
+            )
+            .scalar_subquery()
+        )
         async with self.database.read() as conn:
             rows = (
                 await conn.execute(
-                    select(replicas)
+                    select(replicas, deletion.label("change_deleted"))
                     .where(and_(*conditions))
                     .order_by(*order, r.location_id)
                     .limit(limit)
@@ -182,6 +194,7 @@ class HeldChanges(CatalogBase):
                     event_time=row.source_event_time,
                     version=row.source_version,
                     size=row.source_size,
+                    deleted=bool(row.change_deleted),
                     state=ReplicaState(row.state),
                     attempts=row.attempts,
                     last_error=row.last_error,

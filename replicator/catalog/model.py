@@ -345,6 +345,7 @@ class HeldChange:
     event_time: datetime
     version: str | None
     size: int | None
+    deleted: bool
     state: ReplicaState
     attempts: int
     last_error: str | None
@@ -377,6 +378,7 @@ class HeldChange:
             event_time=self.event_time,
             version=self.version,
             size=self.size,
+            deleted=self.deleted,
         )
 
 

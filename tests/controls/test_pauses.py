@@ -63,6 +63,9 @@ async def test_a_paused_destination_holds_its_changes_until_resumed(fleet_bed: B
         assert read_object(bed.paused_url + key) == f"data of {key}".encode()
     with pytest.raises(NotFound):
         await bed.store(bed.paused_url).head("k0")
+    [entry] = await daemon.catalog.ls(bed.route, "k0", limit=1, include_deleted=True)
+    assert entry.deleted, "the catalog lost that the object was deleted"
+    assert {loc.state for loc in entry.locations if loc.location != bed.source_url} == {"deleted"}
     lag = await bed.lag(bed.paused_url)
     assert (lag.pending_ops, lag.failed_ops) == (0, 0)
     assert await daemon.runner.run_once() == 0, "a held change was applied twice"
