@@ -1,7 +1,8 @@
 """Pause and scheduled resume across a running fleet: two daemons in one consumer group,
 fed by real S3 notifications (moto -> SQS -> Kafka). One daemon's admin API pauses a
 destination until a moment; events keep flowing (the other destination is served, nothing is
-written to the paused one, nothing is dead-lettered, the lag shows on every daemon); the
+written to the paused one, nothing is dead-lettered, the offsets move on, the lag shows on
+every daemon); the
 daemon that took the pause is stopped, and the one left applies the held changes once the
 pause ends."""
 
@@ -14,16 +15,31 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.base import NotFound
 from replicator.daemon.service import Daemon
 from replicator.devstack import StackState
+from replicator.pipeline.bus import KafkaSettings, read_topic, topic_partitions
 from tests.controls.bed import eventually
 from tests.e2e.test_daemon import Lake
 from tests.independent import read_object
 
 KEYS = [f"obj-{i}" for i in range(6)]
+
+
+def committed(settings: KafkaSettings, topic: str) -> dict[int, int]:
+    """The group's committed offset of each partition of ``topic`` that has one."""
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": settings.group_id})
+    try:
+        found = consumer.committed(
+            [TopicPartition(topic, p) for p in range(topic_partitions(settings, topic))],
+            timeout=10,
+        )
+        return {p.partition: p.offset for p in found if p.offset >= 0}
+    finally:
+        consumer.close()
 
 
 async def admin(daemon: Daemon, method: str, path: str, **kwargs: Any) -> Any:
@@ -109,6 +125,15 @@ async def test_a_scheduled_resume_fires_on_the_daemon_left(
             return route["operations_pending"] >= len(KEYS)
 
         await eventually(all_held, "the paused destination's changes held, its lag visible")
+        kafka = first.kafka_settings()
+        topic = lake.config.kafka.changes_topic
+
+        async def offsets_moved_on() -> bool:
+            records = await asyncio.to_thread(read_topic, kafka, topic)
+            ends = {r.partition: r.offset + 1 for r in records}
+            return bool(ends) and await asyncio.to_thread(committed, kafka, topic) == ends
+
+        await eventually(offsets_moved_on, "the held events' offsets committed")
 
         stops[0].set()
         await asyncio.wait_for(running[0], 60)
