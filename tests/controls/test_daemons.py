@@ -2,9 +2,8 @@
 fed by real S3 notifications (moto -> SQS -> Kafka). One daemon's admin API pauses a
 destination until a moment; events keep flowing (the other destination is served, nothing is
 written to the paused one, nothing is dead-lettered, the offsets move on, the lag shows on
-every daemon); the
-daemon that took the pause is stopped, and the one left applies the held changes once the
-pause ends."""
+every daemon); the daemon that took the pause is stopped, and the one left applies the held
+changes once the pause ends."""
 
 from __future__ import annotations
 
