@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from replicator.catalog.lag import RouteLag
-from replicator.catalog.model import DEFAULT_CATALOG_URL, CatalogError, LocationSpec, Role
+from replicator.catalog.model import (
+    DEFAULT_CATALOG_URL,
+    CatalogError,
+    LocationSpec,
+    Pause,
+    Role,
+)
 from replicator.catalog.views import ExportFormat, plain
 from replicator.engine.units import parse_duration
 
@@ -347,15 +353,28 @@ def status_command(
         typer.Option(help="Latency figures over changes applied this recently, e.g. 1h."),
     ] = None,
 ) -> None:
-    """Consistency lag per route: pending, failed, latency, oldest pending, watermark."""
+    """Consistency lag per route: pending, failed, latency, oldest pending, watermark, and the
+    pauses in force (who, why, until when)."""
     since = datetime.now(UTC) - parse_duration(window) if window else None
-    lags = _run(_url(catalog, config), lambda c: c.route_lag(since=since), slo=parse_duration(slo))
+
+    async def work(c: Catalog) -> tuple[list[RouteLag], dict[str, Pause], list[Pause]]:
+        return await c.route_lag(since=since), await c.paused_destinations(), await c.pauses()
+
+    lags, paused, pauses = _run(_url(catalog, config), work, slo=parse_duration(slo))
     now = datetime.now(UTC)
     if json_output:
         for lag in lags:
-            typer.echo(json.dumps(lag.as_dict(now)))
+            pause = paused.get(lag.route.destination)
+            typer.echo(json.dumps({**lag.as_dict(now), "paused": pause and pause.as_dict()}))
         return
     typer.echo(_status_table(lags, now))
+    for pause in pauses:
+        what = f"{pause.route} {pause.destination}".strip()
+        until = pause.until.isoformat(timespec="seconds") if pause.until else "resumed by hand"
+        typer.echo(
+            f"paused ({pause.scope}): {what} by {pause.paused_by} since "
+            f"{pause.paused_at.isoformat(timespec='seconds')}, until {until}: {pause.reason}"
+        )
 
 
 def _status_table(lags: Sequence[RouteLag], now: datetime) -> str:

@@ -1,6 +1,7 @@
 """Route controls shared by the whole fleet: pauses (a route's deletions held back by its
-delete limit or by an operator) and the count of deletions per route and minute, so that a
-route's ``max_deletes_per_minute`` holds for every daemon together, not for each one.
+delete limit or by an operator; a route's or one destination's replication held back by an
+operator) and the count of deletions per route and minute, so that a route's
+``max_deletes_per_minute`` holds for every daemon together, not for each one.
 
 Minutes are those of the deciding daemon's clock (the fleet's clocks are assumed to be kept
 in step, as for event times): the limit is "at most N deletions in each calendar minute".
@@ -8,13 +9,30 @@ in step, as for event times): the limit is "at most N deletions in each calendar
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import case, delete, or_, select
 
 from replicator.catalog.base import CatalogBase, _now
-from replicator.catalog.model import Pause, PauseScope
+from replicator.catalog.model import CatalogError, Pause, PauseScope, UnknownLocation
 from replicator.catalog.schema import delete_windows, pauses
+from replicator.engine.units import parse_duration
+
+
+def pause_end(until: str | None, for_: str | None, now: datetime | None = None) -> datetime | None:
+    """When a pause ends by itself: at ``until`` (ISO 8601; UTC unless it names a zone), or
+    ``for_`` (a duration such as 2h) from ``now``; None: when resumed by hand."""
+    if until and for_:
+        raise CatalogError("give an end time or a duration, not both")
+    if for_:
+        return (now or _now()) + parse_duration(for_)
+    if not until:
+        return None
+    try:
+        moment = datetime.fromisoformat(until)
+    except ValueError:
+        raise CatalogError(f"{until!r} is not an ISO 8601 time (e.g. 2026-12-01T06:00Z)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class RouteControls(CatalogBase):
@@ -54,7 +72,12 @@ class RouteControls(CatalogBase):
     ) -> Pause:
         """Hold back ``scope`` of ``route`` (of one ``destination``, if given) until it is
         resumed or ``until`` passes. Pausing what is paused already keeps the first pause's
-        time and replaces its reason and end."""
+        time and replaces its reason and end. A replication pause must name a route of the
+        catalog (and one of its destinations, if any): a typo would otherwise pause nothing."""
+        if scope is PauseScope.REPLICATION:
+            dataset = await self.dataset(route)
+            if destination and destination not in {loc.url for loc in dataset.replicas}:
+                raise UnknownLocation(f"{destination} is not a destination of route {route!r}")
         now = _now()
         stmt = self._insert(pauses).values(
             route=route,
@@ -116,3 +139,29 @@ class RouteControls(CatalogBase):
             for row in rows
         ]
         return found if include_expired else [p for p in found if p.active(now)]
+
+    async def paused_destinations(self, now: datetime | None = None) -> dict[str, Pause]:
+        """The destinations (location URLs) whose replication is paused at ``now``, with the
+        pause in force (one of the destination itself before one of its whole route)."""
+        index = await self._load_index()
+        found: dict[str, Pause] = {}
+        replication = [p for p in await self.pauses(now) if p.scope is PauseScope.REPLICATION]
+        # Route-wide pauses first, so that a destination's own pause replaces them.
+        for pause in sorted(replication, key=lambda p: p.destination != ""):
+            dataset = index.by_name.get(pause.route)
+            for loc in dataset.replicas if dataset is not None else ():
+                if pause.destination in ("", loc.url):
+                    found[loc.url] = pause
+        return found
+
+    async def end_expired_pauses(self, now: datetime | None = None) -> list[Pause]:
+        """Remove the pauses whose ``until`` has passed (a scheduled resume); returns them.
+        They are no longer in force either way: this keeps the table to what is."""
+        now = now or _now()
+        expired = [p for p in await self.pauses(now, include_expired=True) if not p.active(now)]
+        if not expired:
+            return []
+        p = pauses.c
+        async with self.database.write() as conn:
+            await conn.execute(delete(pauses).where(p.until.is_not(None), p.until <= now))
+        return expired

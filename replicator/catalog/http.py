@@ -4,7 +4,7 @@
 ``GET /objects?dataset=D[&prefix=P][&after=K][&limit=N][&include_deleted=1]``   listing
 ``GET /locate?dataset=D&key=K[&prefer=REGION|STORE]``      best fresh copy (404 if none)
 ``GET /stale[?destination=URL][&source=URL][&limit=N]``    replicas behind their source
-``GET /status[?window=1h]``                                 lag figures per route
+``GET /status[?window=1h]``                                 lag figures per route, pauses
 ``GET /metrics``                                            Prometheus text format
 
 Keys and prefixes travel as query parameters (percent-encoded like any query value), so any
@@ -128,8 +128,21 @@ async def _status(request: web.Request) -> web.Response:
     window = request.query.get("window")
     now = datetime.now(UTC)
     since = now - parse_duration(window) if window else None
-    lags = await request.app[CATALOG].route_lag(since=since, held=request.app[HELD])
-    return _json({"routes": [lag.as_dict(now) for lag in lags]})
+    catalog = request.app[CATALOG]
+    lags = await catalog.route_lag(since=since, held=request.app[HELD])
+    paused = await catalog.paused_destinations()
+    return _json(
+        {
+            "routes": [
+                {
+                    **lag.as_dict(now),
+                    "paused": p.as_dict() if (p := paused.get(lag.route.destination)) else None,
+                }
+                for lag in lags
+            ],
+            "pauses": [p.as_dict() for p in await catalog.pauses()],
+        }
+    )
 
 
 async def _metrics(request: web.Request) -> web.Response:

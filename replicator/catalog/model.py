@@ -55,6 +55,12 @@ class ReplicaState(enum.StrEnum):
     ``delete_paused``: a deletion the route's delete limit held back (its deletions are paused);
     still to do, so it holds the watermark, and the deletion sweeper carries it out once the
     route's deletions are resumed.
+
+    ``held``: a change to apply from the catalog rather than from its Kafka record: recorded
+    while replication to its destination was paused (the record's offset moved on), or sent
+    back by an operator (``replicator failed retry``). Still to do (pending work, it holds the
+    watermark); any daemon applies it, reading the source afresh, once its destination is not
+    paused (``replicator.daemon.held``).
     """
 
     PENDING = "pending"
@@ -65,6 +71,7 @@ class ReplicaState(enum.StrEnum):
     RETAINED = "retained"
     DELETE_SCHEDULED = "delete_scheduled"
     DELETE_PAUSED = "delete_paused"
+    HELD = "held"
 
 
 APPLIED = (
@@ -78,6 +85,7 @@ UNAPPLIED = (
     ReplicaState.FAILED,
     ReplicaState.STALE,
     ReplicaState.DELETE_PAUSED,
+    ReplicaState.HELD,
 )
 # Deletions the sweeper carries out when due: scheduled by a delayed policy, or paused.
 SWEPT = (ReplicaState.DELETE_SCHEDULED, ReplicaState.DELETE_PAUSED)
@@ -285,9 +293,11 @@ class StaleReplica:
 
 
 class PauseScope(enum.StrEnum):
-    """What a pause holds back: a route's deletions (the delete limit, or an operator)."""
+    """What a pause holds back: a route's deletions (the delete limit, or an operator), or
+    all replication to a route's destinations (an operator)."""
 
     DELETES = "deletes"
+    REPLICATION = "replication"
 
 
 @dataclass(frozen=True)
@@ -305,3 +315,72 @@ class Pause:
 
     def active(self, now: datetime) -> bool:
         return self.until is None or self.until > now
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "route": self.route,
+            "destination": self.destination or None,
+            "scope": str(self.scope),
+            "reason": self.reason,
+            "paused_by": self.paused_by,
+            "paused_at": self.paused_at.isoformat(),
+            "until": self.until.isoformat() if self.until else None,
+        }
+
+
+@dataclass(frozen=True)
+class HeldChange:
+    """A change to apply at one destination from its catalog row (state ``held``, or
+    ``failed`` in the failed list): enough to read the source afresh and record the outcome.
+
+    ``sequencer`` is the stored one (``catalog.sequencer.change_key`` maps it to itself), so
+    ``change`` identifies the very change of the row.
+    """
+
+    dataset: str
+    key: str
+    source_url: str
+    location: str
+    sequencer: str
+    event_time: datetime
+    version: str | None
+    size: int | None
+    deleted: bool
+    state: ReplicaState
+    attempts: int
+    last_error: str | None
+    first_failed_at: datetime | None = None
+    last_failed_at: datetime | None = None
+
+    @property
+    def url(self) -> str:
+        return self.location + self.key
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "route": self.dataset,
+            "key": self.key,
+            "version": self.version,
+            "source": self.source_url,
+            "destination": self.location,
+            "state": str(self.state),
+            "reason": self.last_error,
+            "attempts": self.attempts,
+            "first_failure": _iso(self.first_failed_at),
+            "last_failure": _iso(self.last_failed_at),
+        }
+
+    @property
+    def change(self) -> Change:
+        return Change(
+            source_url=self.source_url,
+            sequencer=self.sequencer,
+            event_time=self.event_time,
+            version=self.version,
+            size=self.size,
+            deleted=self.deleted,
+        )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None

@@ -5,6 +5,8 @@ PostgreSQL), composed of the parts in the sibling modules:
 * ``writes``: accepting source changes and recording replicas (the concurrency rules are there);
 * ``deletions``: the queue of delayed (and paused) deletions;
 * ``controls``: pauses and the fleet-wide delete budget;
+* ``held``: changes applied from the catalog (held by a pause, or sent back from the failed
+  list);
 * ``queries``: listings, locate, export, checkpoints;
 * ``lag_queries``: what is behind, and each route's lag and watermark;
 * ``reconciliation``: leases and the findings of periodic reconciliations.
@@ -20,6 +22,7 @@ from replicator.catalog.batching import GroupCommit
 from replicator.catalog.controls import RouteControls
 from replicator.catalog.database import Database, open_database
 from replicator.catalog.deletions import ScheduledDeletions
+from replicator.catalog.held import HeldChanges
 from replicator.catalog.journal import CatalogJournal
 from replicator.catalog.lag import DEFAULT_SLO, LagMetrics
 from replicator.catalog.lag_queries import LagQueries
@@ -45,6 +48,7 @@ class Catalog(
     ReplicaWrites,
     ScheduledDeletions,
     RouteControls,
+    HeldChanges,
     CatalogQueries,
     LagQueries,
     ReconcileRecords,

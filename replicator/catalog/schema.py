@@ -144,6 +144,11 @@ replicas = Table(
     Column("updated_at", Timestamp, nullable=False),
     # When a delayed deletion falls due (state delete_scheduled only).
     Column("delete_due", Timestamp),
+    # A held change is taken by one daemon until then (a lease: one that dies leaves it to
+    # the others), or, after a failed try, not taken again before then (backoff).
+    Column("claimed_until", Timestamp),
+    # The first failed attempt at the row's change (NULL once applied, or before any failure).
+    Column("first_failed_at", Timestamp),
     CheckConstraint(_one_of("state", tuple(s.value for s in ReplicaState)), name="state"),
     Index("ix_replicas_route_state", "location_id", "source_location_id", "state"),
     Index("ix_replicas_state_pending", "state", "pending_since"),

@@ -319,6 +319,7 @@ class ReplicaWrites(CatalogBase):
             "pending_since": change.event_time,
             "attempts": 1,
             "last_error": error,
+            "first_failed_at": _now(),
         }
         object_row = _object_row(dataset.id, key, source.id, seq, change)
         write = _Write("failed", seq, change, object_row, [row], Route(source.url, target.url))
@@ -537,6 +538,19 @@ class ReplicaWrites(CatalogBase):
                 "source_size": ex.source_size,
                 "delete_due": ex.delete_due,
                 "updated_at": ex.updated_at,
+                "claimed_until": ex.claimed_until,
+                # The first failure of a change is kept while it fails again.
+                "first_failed_at": case(
+                    (
+                        and_(
+                            same(ex),
+                            r.first_failed_at.is_not(None),
+                            ex.first_failed_at.is_not(None),
+                        ),
+                        r.first_failed_at,
+                    ),
+                    else_=ex.first_failed_at,
+                ),
             }
 
         def attempts(ex: Excluded) -> ColumnElement[Any]:
@@ -727,4 +741,6 @@ def _replica_base(
         "last_error": None,
         "delete_due": None,
         "updated_at": now,
+        "claimed_until": None,
+        "first_failed_at": None,
     }

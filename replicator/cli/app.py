@@ -21,7 +21,8 @@ from replicator import devstack as devstack_module
 from replicator.catalog import cli as catalog_cli
 from replicator.catalog.cli import catalog_app, status_command
 from replicator.cli import logs
-from replicator.cli.controls import deletes_app
+from replicator.cli.controls import deletes_app, failed_app, pause, paused_all, resume
+from replicator.cli.dlq import dlq_app
 from replicator.cli.reconcile import backfill, verify
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.errors import ConfigError, DependencyUnavailable, ReplicatorError
@@ -85,6 +86,11 @@ def _configured_catalog(config: Path | None) -> str:
 catalog_cli.configured_catalog = _configured_catalog
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(deletes_app, name="deletes")
+app.add_typer(failed_app, name="failed")
+app.add_typer(dlq_app, name="dlq")
+app.command("pause")(pause)
+app.command("resume")(resume)
+app.command("paused")(paused_all)
 app.command("status")(status_command)
 app.command("backfill")(backfill)
 app.command("verify")(verify)

@@ -20,6 +20,12 @@ Applying one event (events are hints; the source's current state is the truth):
 A missing or unreadable bucket (``ContainerNotFound``, ``PermissionDenied``) is an error of the
 route: it is recorded as a failure and marks the route unhealthy (``health``); it never deletes
 a replica.
+
+Two operator controls gate each destination (``replicator.daemon.held``): a destination whose
+replication is paused is not written; the change is held in the catalog and applied from there
+once resumed. A destination that keeps failing gets ``retry_budget`` attempts at a change (the
+worker's backoff between them); past it, or at once for a failure retrying cannot mend, the
+change stays in the failed list (``replicator failed``) and the event is done there.
 """
 
 from __future__ import annotations
@@ -35,7 +41,14 @@ import structlog
 from connectors import open_store
 from connectors.base import NotFound, ObjectMeta, ObjectStore, StoreError
 from replicator.catalog import Catalog
-from replicator.catalog.model import Acceptance, Change, LocationSpec, Replica, Role
+from replicator.catalog.model import (
+    Acceptance,
+    Change,
+    HeldChange,
+    LocationSpec,
+    Replica,
+    Role,
+)
 from replicator.daemon.deletes import (
     DeleteGuard,
     DeletionSweeper,
@@ -44,6 +57,7 @@ from replicator.daemon.deletes import (
     delete_replica,
 )
 from replicator.daemon.health import RouteHealth
+from replicator.daemon.held import ReplicationPauses
 from replicator.engine.metadata import replica_mismatch, replica_source
 from replicator.engine.transfer import Copier, SharedSourceRead, SourceGone, version_id
 from replicator.errors import Unavailable
@@ -51,6 +65,9 @@ from replicator.pipeline.events import ChangeEvent
 from replicator.pipeline.rules import Router, RoutingConfig, Target
 
 log = structlog.get_logger(__name__)
+
+# The outcome at a destination whose change counts as failed (it is in the failed list).
+FAILED = "failed"
 
 
 class Applier:
@@ -65,6 +82,8 @@ class Applier:
         store_factory: Callable[[str], ObjectStore] = open_store,
         guard: DeleteGuard | None = None,
         health: RouteHealth | None = None,
+        pauses: ReplicationPauses | None = None,
+        retry_budget: int = 5,
     ) -> None:
         self.router = router
         self.catalog = catalog
@@ -72,6 +91,8 @@ class Applier:
         self.store_factory = store_factory
         self.guard = guard or DeleteGuard(catalog)
         self.health = health or RouteHealth()
+        self.pauses = pauses or ReplicationPauses(catalog, router)
+        self.retry_budget = retry_budget
         self._stores: dict[str, ObjectStore] = {}
         self._gates: dict[str, asyncio.Semaphore] = {}
 
@@ -139,14 +160,17 @@ class Applier:
         # overlapping copies of one key to one destination); one failing destination does
         # not cancel the others, which a retry then finds done.
         outcomes = await asyncio.gather(
-            *(self._apply(change, target, source, key, current, shared) for target in targets),
+            *(self._gated(change, target, source, key, current, shared) for target in targets),
             return_exceptions=True,
         )
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
             raise _most_telling(failures)
-        self.health.succeeded(route.name)
-        return [o for o in outcomes if isinstance(o, str)]
+        done = [o for o in outcomes if isinstance(o, str)]
+        if FAILED not in done:
+            # A destination failing for good (a missing container) keeps the route unhealthy.
+            self.health.succeeded(route.name)
+        return done
 
     async def _head(self, source: ObjectStore, key: str) -> ObjectMeta | None:
         """The source's current state (None: it is gone: a missing key in a bucket that
@@ -199,6 +223,54 @@ class Applier:
         log.info("source is a replica; not replicated", source=change.source_url, origin=origin)
         return ["replica"] * len(targets)
 
+    async def _gated(
+        self,
+        change: Change,
+        target: Target,
+        source: ObjectStore,
+        key: str,
+        current: ObjectMeta | None,
+        shared: SharedSourceRead,
+    ) -> str:
+        """The pause gate: a paused destination is not written; the change is held in the
+        catalog (still to do), applied from there once the destination is resumed."""
+        pause = await self.pauses.pause_of(target.destination.url)
+        if pause is None:
+            return await self._apply(change, target, source, key, current, shared)
+        reason = f"replication paused by {pause.paused_by}: {pause.reason}"
+        await self.catalog.hold(change, target.destination.url, reason)
+        return "held"
+
+    async def apply_held(self, item: HeldChange) -> str:
+        """Apply a change held in the catalog at its destination (paused then, or sent back
+        from the failed list), reading the source afresh as for any event."""
+        target = next(
+            (t for t in self.router.targets(item.source_url) if t.destination.url == item.location),
+            None,
+        )
+        change = item.change
+        if target is None:
+            await self.catalog.mark_failed(
+                change, item.location, "no route replicates this source there any more"
+            )
+            return "no_route"
+        source, key = self.store(target.route.source), target.relative_key
+        try:
+            current = await self._head(source, key)
+        except StoreError as exc:
+            if self.health.is_route_error(exc):
+                self.health.failed(target.route.name, exc)
+            await self.catalog.mark_failed(change, item.location, str(exc)[:2000])
+            raise
+        origin = replica_source(current.attributes.user_metadata) if current else None
+        if origin is not None:
+            return (await self._settle_replica(change, [target], origin))[0]
+        outcome = await self._apply(change, target, source, key, current, SharedSourceRead())
+        if outcome == FAILED:
+            raise FailedForGood(f"{item.url}: {change.source_url} could not be applied")
+        self.health.succeeded(target.route.name)
+        return outcome
+
     async def _apply(
         self,
         change: Change,
@@ -231,8 +303,23 @@ class Applier:
         except Exception as exc:
             if isinstance(exc, StoreError) and self.health.is_route_error(exc):
                 self.health.failed(target.route.name, exc)
-            await self.catalog.mark_failed(change, target.destination.url, str(exc)[:2000])
-            raise
+            attempts = await self.catalog.mark_failed(
+                change, target.destination.url, str(exc)[:2000]
+            )
+            if not isinstance(exc, StoreError):
+                raise
+            if exc.retriable and attempts is not None and attempts < self.retry_budget:
+                raise
+            # Retrying cannot mend it, or the budget is spent: the change is in the failed
+            # list (``replicator failed retry`` sends it back); the other destinations and
+            # the Kafka offset go on.
+            log.error(
+                "change failed at a destination; it is in the failed list",
+                replica=target.dest_url,
+                attempts=attempts,
+                error=str(exc)[:500],
+            )
+            return FAILED
 
     async def _record_failure(
         self, change: Change, targets: Sequence[Target], exc: StoreError
@@ -294,6 +381,10 @@ async def record_accepted(catalog: Catalog, router: Router, events: Sequence[Cha
             if router.targets(event.source_url)
         )
     )
+
+
+class FailedForGood(Exception):
+    """A held change failed past its retry budget (or for good): it is in the failed list."""
 
 
 def _most_telling(failures: Sequence[BaseException]) -> BaseException:

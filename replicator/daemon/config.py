@@ -359,6 +359,11 @@ class CopySection(BaseModel):
     concurrency: int = Field(default=8, ge=1)
     memory: str = "512MiB"
     workers: int = Field(default=64, ge=1, description="events applied at once")
+    retry_budget: int = Field(
+        default=5,
+        ge=1,
+        description="attempts at a change per destination before it counts as failed",
+    )
 
     @field_validator("part_size")
     @classmethod

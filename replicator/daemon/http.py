@@ -1,7 +1,9 @@
 """The daemon's HTTP side, on two listeners:
 
-* admin (``[http] host:port``): ``/healthz``, ``/readyz``, ``/metrics`` and the catalog's
-  read-only queries. With ``admin_token_env``/``admin_token_file`` set, every admin request
+* admin (``[http] host:port``): ``/healthz``, ``/readyz``, ``/metrics``, the catalog's
+  read-only queries and the operator controls (``/controls/...``: pause and resume, the
+  failed list and its retry; ``replicator.daemon.controls_http``). With
+  ``admin_token_env``/``admin_token_file`` set, every admin request
   but the two probes needs ``Authorization: Bearer TOKEN`` (Prometheus: the ServiceMonitor's
   authorization); the probes stay open for the kubelet, and tell nothing secret.
 * ingest (``[http] ingest_host:ingest_port``): the push receivers ``/ingest/s3``,
@@ -23,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from replicator.daemon.applier import Applier
 from replicator.daemon.config import DaemonConfig
+from replicator.daemon.controls_http import add_control_routes
 from replicator.daemon.readiness import Readiness
 from replicator.pipeline.ingest import Publisher, add_ingest_routes
 from replicator.pipeline.ingest.verification import IngestAuth
@@ -96,6 +99,8 @@ async def serve_http(
                 "dead_lettered": worker.stats.dead_lettered,
                 # Routes whose deletions wait for an operator (replicator deletes resume).
                 "deletes_paused": sorted(applier.guard.paused),
+                # Destinations whose replication an operator paused (replicator resume).
+                "destinations_paused": sorted(applier.pauses.paused),
                 # Routes whose source or destination cannot be used (bucket missing, access
                 # refused), with the last error.
                 "routes_unhealthy": {
@@ -111,6 +116,7 @@ async def serve_http(
     admin_token = config.http.admin_token(env)
     if admin_token:
         admin.middlewares.insert(0, _admin_token_check(admin_token))
+    add_control_routes(admin, applier.catalog)
     admin.router.add_get("/healthz", health)
     admin.router.add_get("/readyz", ready)
     admin_runner = await _start(admin, config.http.host, config.http.port)

@@ -2,7 +2,8 @@
 
 * the catalog's figures (``replicator.catalog.lag.LagMetrics``): replication latency,
   failures, and per-route gauges read from the shared catalog at each scrape;
-* ``replicator_route_deletes_paused`` (set by the deletion guard) and
+* ``replicator_route_deletes_paused`` (set by the deletion guard),
+  ``replicator_destination_paused`` (set from the replication pauses) and
   ``replicator_route_healthy`` (set by the routes' health);
 * this daemon's event counters: changes applied, sent to the DLQ, retried;
 * the process itself (CPU, memory, open files, garbage collections, Python version).
@@ -73,6 +74,13 @@ class DaemonMetrics:
             "1 while a route's deletions are paused (its delete limit was exceeded, or an "
             "operator paused them).",
             ["route"],
+            registry=self.registry,
+        )
+        self.destination_paused = Gauge(
+            "replicator_destination_paused",
+            "1 while replication to a destination is paused by an operator (replicator pause), "
+            "else 0; its changes are held in the catalog meanwhile.",
+            ["route", "destination"],
             registry=self.registry,
         )
         self.uploads_open = Gauge(

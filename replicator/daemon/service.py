@@ -1,8 +1,8 @@
 """The daemon: change events from Kafka applied to every destination of their route, with
-the SQS pollers, the deletion sweeper, the periodic reconciliation (``reconcile.safety_net``)
-and one HTTP port for health, metrics, catalog queries and the ingest receivers.
-Configuration: ``replicator.daemon.config``; what applying one event means:
-``replicator.daemon.applier``.
+the SQS pollers, the deletion sweeper, the periodic reconciliation (``reconcile.safety_net``),
+the runner of changes held in the catalog (paused destinations, failed changes sent back) and
+one HTTP port for health, metrics, catalog queries and the ingest receivers. Configuration:
+``replicator.daemon.config``; what applying one event means: ``replicator.daemon.applier``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from replicator.daemon.credentials import (
 )
 from replicator.daemon.deletes import DeleteGuard
 from replicator.daemon.health import RouteHealth
+from replicator.daemon.held import HeldChangesRunner, ReplicationPauses
 from replicator.daemon.http import serve_http
 from replicator.daemon.ingest_sources import build_consumers
 from replicator.daemon.janitor import UploadJanitor
@@ -131,12 +132,15 @@ class Daemon:
             budget=ByteBudget(parse_size(copy.memory)),
             journal=catalog.journal(),
         )
+        pauses = ReplicationPauses(catalog, self.router, daemon_metrics.destination_paused)
         applier = Applier(
             self.router,
             catalog,
             copier,
             guard=DeleteGuard(catalog, daemon_metrics.deletes_paused),
             health=RouteHealth(daemon_metrics.route_healthy),
+            pauses=pauses,
+            retry_budget=copy.retry_budget,
         )
         worker = make_worker(
             AsyncConsumer(settings, [k.changes_topic]),
@@ -187,6 +191,10 @@ class Daemon:
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
             sweeper = applier.sweeper(self.config.deletes.sweep_interval)
             tasks.append(asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"))
+            held = HeldChangesRunner(
+                catalog, pauses, applier.apply_held, retry_budget=copy.retry_budget
+            )
+            tasks.append(asyncio.create_task(held.run(stop), name="held-changes"))
             janitor = UploadJanitor(
                 self.router,
                 applier.store,

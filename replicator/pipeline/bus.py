@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -330,6 +331,71 @@ class Polled:
     committed: bool = False
 
 
+def _record(message: Message) -> Record:
+    raw = message.headers() or ()
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return Record(
+        message.topic() or "",
+        message.partition() or 0,
+        message.offset() or 0,
+        message.key(),
+        message.value(),
+        tuple((name, value) for name, value in pairs if isinstance(value, bytes)),
+        message.timestamp()[1] if message.timestamp()[0] else None,
+    )
+
+
+def read_topic(
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    from_offset: int = 0,
+    to_offset: int | None = None,
+    timeout_s: float = 30,
+) -> list[Record]:
+    """Every record of ``topic`` with an offset in [``from_offset``, ``to_offset``] (each
+    partition's), read to the partitions' ends as the broker's fetches report them, without
+    joining a group or committing anything (an operator looking at the DLQ). Blocking."""
+    partitions = topic_partitions(settings, topic, timeout=timeout_s)
+    if not partitions:
+        raise BusError(f"topic {topic} does not exist")
+    consumer = Consumer(
+        {
+            **settings.common(),
+            "group.id": f"{settings.group_id}.reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": settings.fetch_wait_max_ms,
+        }
+    )
+    records: list[Record] = []
+    try:
+        consumer.assign([TopicPartition(topic, p, max(0, from_offset)) for p in range(partitions)])
+        open_partitions = set(range(partitions))
+        deadline = time.monotonic() + timeout_s
+        while open_partitions:
+            if time.monotonic() > deadline:
+                raise BusError(f"reading {topic} did not reach its end within {timeout_s} s")
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    open_partitions.discard(message.partition() or 0)
+                else:
+                    log.warning("kafka read error", topic=topic, error=str(error))
+                continue
+            offset = message.offset() or 0
+            if to_offset is not None and offset > to_offset:
+                open_partitions.discard(message.partition() or 0)
+                continue
+            records.append(_record(message))
+    finally:
+        consumer.close()
+    return sorted(records, key=lambda r: (r.partition, r.offset))
+
+
 class AsyncConsumer:
     """A consumer-group member with manual commits; every librdkafka call runs on one thread."""
 
@@ -514,17 +580,7 @@ class AsyncConsumer:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka poll error", error=str(error))
                 continue
-            records.append(
-                Record(
-                    message.topic(),
-                    message.partition(),
-                    message.offset(),
-                    message.key(),
-                    message.value(),
-                    tuple(message.headers() or ()),
-                    message.timestamp()[1] if message.timestamp()[0] else None,
-                )
-            )
+            records.append(_record(message))
         return Polled(records, accepted)
 
     async def pause(self, partitions: Sequence[TopicPartitionKey]) -> bool:

@@ -1,6 +1,6 @@
 """Property-based fuzzing of every HTTP endpoint of a running daemon: the push receivers (with
 the shared token, and with SNS signatures, Pub/Sub OIDC tokens and Entra tokens), the catalog
-queries, ``/status``, ``/metrics`` and ``/healthz``.
+queries, the operator controls' queries, ``/status``, ``/metrics`` and ``/healthz``.
 
 Whatever is sent (bodies that are valid notifications with hostile values, arbitrary bytes,
 hostile headers and query strings, right and wrong tokens), the daemon answers with a status
@@ -233,6 +233,8 @@ def query_requests(draw: st.DrawFn) -> str:
                 "/status",
                 "/metrics",
                 "/healthz",
+                "/controls/pauses",
+                "/controls/failed",
                 "/ingest/s3",
                 "/nope",
             ]
@@ -251,6 +253,8 @@ def query_requests(draw: st.DrawFn) -> str:
             "source",
             "window",
             "token",
+            "route",
+            "scope",
         ]
     )
     values = st.one_of(HOSTILE_STRINGS, st.text(max_size=30), st.integers().map(str))

@@ -1,0 +1,112 @@
+"""A route with two destinations on real stores (S3 source on moto, GCS and Azure replicas on
+their emulators) and a real catalog file that several "daemons" (appliers with their held
+changes runner) can share."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from connectors.base import ObjectStore
+from replicator.catalog import Catalog, open_catalog
+from replicator.catalog.lag import RouteLag
+from replicator.daemon.applier import Applier, register_datasets
+from replicator.daemon.held import HeldChangesRunner, ReplicationPauses
+from replicator.engine.retry import RetryPolicy
+from replicator.engine.transfer import Copier
+from replicator.pipeline.events import ChangeEvent
+from replicator.pipeline.rules import Router, RoutingConfig, load_config
+
+DEADLINE_S = 20.0
+
+
+@dataclass
+class Daemon:
+    """What one daemon brings to the controls: its catalog connection, applier and runner."""
+
+    catalog: Catalog
+    applier: Applier
+    runner: HeldChangesRunner
+
+    async def close(self) -> None:
+        await self.applier.close()
+        await self.catalog.close()
+
+
+@dataclass
+class Bed:
+    route: str
+    source_url: str
+    paused_url: str
+    other_url: str
+    catalog_url: str
+    config: RoutingConfig
+    daemons: list[Daemon] = field(default_factory=list)
+
+    async def daemon(self, *, retry_budget: int = 3) -> Daemon:
+        catalog = await open_catalog(self.catalog_url)
+        router = Router(self.config)
+        applier = Applier(router, catalog, Copier(), retry_budget=retry_budget)
+        runner = HeldChangesRunner(
+            catalog,
+            ReplicationPauses(catalog, router),
+            applier.apply_held,
+            retry_budget=retry_budget,
+            backoff=RetryPolicy(base_delay=0.05, max_delay=0.2),
+        )
+        self.daemons.append(Daemon(catalog, applier, runner))
+        return self.daemons[-1]
+
+    def store(self, url: str) -> ObjectStore:
+        return self.daemons[0].applier.store(url)
+
+    def event(self, kind: str, key: str) -> ChangeEvent:
+        return ChangeEvent(
+            kind=kind,  # type: ignore[arg-type]
+            source_url=self.source_url + key,
+            version=None,
+            sequencer="",
+            size=None,
+            etag=None,
+            event_time=datetime.now(UTC),
+            origin="s3",
+        )
+
+    async def lag(self, destination: str) -> RouteLag:
+        [lag] = await self.daemons[0].catalog.route_lag(destination=destination)
+        return lag
+
+
+async def make_bed(tmp_path: Path, catalog_url: str | None = None) -> AsyncIterator[Bed]:
+    tag = uuid.uuid4().hex[:10]
+    source_url = f"s3://src-{tag}/"
+    paused_url, other_url = f"gs://paused-{tag}/", f"az://other-{tag}/"
+    route = f"r{tag}"
+    config = load_config(
+        {"routes": [{"name": route, "source": source_url, "destinations": [paused_url, other_url]}]}
+    )
+    catalog_url = catalog_url or f"sqlite:///{tmp_path}/c.db"
+    bed = Bed(route, source_url, paused_url, other_url, catalog_url, config)
+    first = await bed.daemon()
+    await register_datasets(first.catalog, config)
+    for url in (source_url, paused_url, other_url):
+        await first.applier.store(url).create_container()
+    try:
+        yield bed
+    finally:
+        for daemon in bed.daemons:
+            await daemon.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll ``check`` until it holds, failing after ``DEADLINE_S``."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {DEADLINE_S} s: {what}")
+        await asyncio.sleep(0.05)

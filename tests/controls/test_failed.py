@@ -1,0 +1,113 @@
+"""Failed changes: a destination that keeps failing gets a retry budget, then the change is
+in the failed list (not dead-lettered); sent back after the fix, it is applied from the
+catalog, reading the source afresh, and the list is empty."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from connectors import open_store
+from connectors.base import (
+    Buffer,
+    ChecksumKind,
+    ObjectAttributes,
+    ObjectMeta,
+    ObjectStore,
+    TransientError,
+)
+from replicator.daemon.applier import Applier
+from replicator.engine.transfer import Copier
+from replicator.pipeline.rules import Router
+from tests.controls.bed import Bed
+from tests.engine.faults import FaultyStore
+from tests.independent import delete_container, read_object
+
+
+async def test_a_missing_destination_fills_the_failed_list_and_retry_empties_it(
+    bed: Bed,
+) -> None:
+    """The Azure container is gone (torn down by mistake): its changes fail there at once
+    (retrying cannot bring a container back), the other destination is served, and the event
+    completes. Once the container is back, ``retry`` applies every failed change."""
+    daemon = bed.daemons[0]
+    delete_container(bed.other_url)
+    keys = ["a", "b/c"]
+    for key in keys:
+        await bed.store(bed.source_url).put(key, f"data of {key}".encode())
+        assert await daemon.applier(bed.event("put", key)) == ["copied", "failed"]
+
+    assert bed.route in daemon.applier.health.problems(), "the route is not unhealthy"
+    failed = await daemon.catalog.failed_changes(routes=[bed.route])
+    assert sorted(item.key for item in failed) == keys
+    for item in failed:
+        assert item.location == bed.other_url
+        assert item.attempts == 1
+        assert "not" in (item.last_error or "").lower()
+        assert None not in (item.first_failed_at, item.last_failed_at)
+    assert (await bed.lag(bed.other_url)).failed_ops == len(keys)
+
+    await bed.store(bed.other_url).create_container()
+    sent = await daemon.catalog.retry_failed(routes=[bed.route])
+    assert len(sent) == len(keys)
+    assert await daemon.catalog.failed_changes() == []
+    assert await daemon.runner.run_once() == len(keys)
+    assert bed.route not in daemon.applier.health.problems()
+    for key in keys:
+        assert read_object(bed.other_url + key) == f"data of {key}".encode()
+    lag = await bed.lag(bed.other_url)
+    assert (lag.pending_ops, lag.failed_ops) == (0, 0)
+
+
+class Unreachable(FaultyStore):
+    """A destination answering every write with a 503."""
+
+    async def put(
+        self,
+        key: str,
+        data: Buffer,
+        *,
+        attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
+    ) -> ObjectMeta:
+        raise TransientError("injected 503", url=self.url_for(key))
+
+
+async def test_a_transient_failure_is_retried_within_the_budget_only(bed: Bed) -> None:
+    """A retriable failure is raised (the worker retries it with backoff) until the
+    destination's budget is spent; then the change counts as failed and the event is done.
+    A retry of one key by name, once the destination answers again, applies it."""
+    budget = 3
+
+    def stores(url: str) -> ObjectStore:
+        store = open_store(url)
+        return Unreachable(store) if url == bed.other_url else store
+
+    applier = Applier(
+        Router(bed.config),
+        bed.daemons[0].catalog,
+        Copier(),
+        store_factory=stores,
+        retry_budget=budget,
+    )
+    try:
+        await bed.store(bed.source_url).put("k", b"payload")
+        event = bed.event("put", "k")  # the worker retries the same record
+        for _ in range(budget - 1):
+            with pytest.raises(TransientError):
+                await applier(event)
+        assert await applier(event) == ["skipped", "failed"]
+    finally:
+        await applier.close()
+    [item] = await bed.daemons[0].catalog.failed_changes(keys=["k"])
+    assert item.attempts == budget
+    assert "injected 503" in (item.last_error or "")
+
+    daemon = bed.daemons[0]
+    assert [i.key for i in await daemon.catalog.retry_failed(keys=["k"])] == ["k"]
+    assert await daemon.runner.run_once() == 1
+    assert read_object(bed.other_url + "k") == b"payload"
+    assert await daemon.catalog.failed_changes() == []
