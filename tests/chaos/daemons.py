@@ -17,10 +17,11 @@ from pathlib import Path
 
 import aiohttp
 
+from replicator.errors import DependencyUnavailable
 from tests.chaos.children import die_with_parent
 
-# `replicator`'s exit status for an expected failure, such as a catalog it cannot reach.
-START_REFUSED = 2
+# `replicator`'s exit status when the broker or the catalog cannot be reached at start.
+START_REFUSED = DependencyUnavailable.EXIT_CODE
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class DaemonProcess:
             cause = "crash"
         if cause == "crash" and code == START_REFUSED and not self._became_ready:
             # The documented exit of a daemon started while the broker or the catalog is
-            # down: one error line, status 2, for its supervisor to start it again.
+            # down: one error line, status 69, for its supervisor to start it again.
             cause = "refused to start"
         self.exits.append(Exit(code, cause, time.time()))
 

@@ -28,22 +28,7 @@ FAILING = float(os.environ.get("CHAOS_FAILING", "0.2"))
 LONG_RUN = MINUTES >= 5
 
 # check -> what the suite saw, where the fault lies (see the report in tests/chaos/README.md).
-KNOWN_FAILURES: dict[str, str] = {
-    "watermark violations": (
-        "issue 10 scenarios 6 and 15, in the daemon's watermark (Daemon.held, route_lag): an "
-        "S3 change whose SQS message waits in the queue, or was received by a daemon that was "
-        "then killed (invisible for the visibility timeout, 15 s), is known to no live "
-        "daemon; /status of every daemon reports a watermark past its event time until the "
-        "message comes back and is applied (seed 7: 7 changes, each passed for 2-16 s, "
-        "mostly around the kills). IngestBacklog.queue_depth exists but holds nothing back."
-    ),
-    "leftovers": (
-        "issue 10 scenarios 13 and 17: a copy to GCS in parts killed with its daemon leaves "
-        "its manifest and parts under .replicator-uploads/ for ever (seed 7, short run: one "
-        "upload, two parts, still there a minute after convergence); no daemon cleans up "
-        "uploads (only `replicator uploads clean --older-than`), and nothing counts them."
-    ),
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 pytestmark = pytest.mark.timeout(int(MINUTES * 60 + 1500))
 
