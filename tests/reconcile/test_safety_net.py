@@ -126,6 +126,15 @@ async def test_reconciliation_converges_without_events(
     assert sum(run.missing for run in runs) >= 21
     assert sum(run.extra for run in runs) >= 5
     assert all(run.error is None for run in runs)
+    shown = await asyncio.create_subprocess_exec(
+        *REPLICATOR,
+        *("catalog", "reconciliations", "--config", str(config_path), "--json"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(shown.communicate(), 60)
+    listed = [json.loads(line) for line in out.decode().splitlines()]
+    assert len(listed) == len(runs)
+    assert {run["route"] for run in listed} == {"net"}
 
 
 async def test_one_holder_of_the_lease_at_a_time(tmp_path: Path) -> None:
