@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from replicator.daemon.config import DaemonConfig
     from replicator.daemon.reconcile import Options, Tally
     from replicator.daemon.reconcile.engine import Actions
+    from replicator.daemon.reconcile.pricing import Price
     from replicator.pipeline.rules import Route, RoutingConfig
 
 URLS = Annotated[
@@ -325,7 +326,10 @@ def backfill(
     ] = False,
     prices: Annotated[
         Path | None,
-        typer.Option(help="With --dry-run: a TOML price table over the built-in one."),
+        typer.Option(
+            help="With --dry-run: a TOML price table over the built-in one and the "
+            "configuration's [reconcile.prices]."
+        ),
     ] = None,
     via_kafka: VIA_KAFKA = False,
     include: INCLUDE = None,
@@ -351,13 +355,16 @@ def backfill(
     tallies = run_until_signalled(
         _run_jobs(jobs, settings, options, via_kafka=via_kafka, quiet=json_output)
     )
+    from replicator.daemon.reconcile.pricing import load_prices
+
+    table = settings.reconcile.prices
     report: dict[str, dict[str, object]] = {}
     for job in jobs:
         tally = tallies[job.route.name]
         summary = tally.summary()
         summary.pop("findings")
         if dry_run:
-            summary["cost"] = _cost(job.route, tally, prices)
+            summary["cost"] = _cost(job.route, tally, load_prices(prices, table))
         report[job.route.name] = summary
     if json_output:
         typer.echo(json.dumps(report))
@@ -373,11 +380,10 @@ def backfill(
         raise typer.Exit(1)
 
 
-def _cost(route: Route, tally: Tally, prices: Path | None) -> dict[str, float]:
+def _cost(route: Route, tally: Tally, table: dict[str, Price]) -> dict[str, float]:
     from connectors import parse_store_url
-    from replicator.daemon.reconcile.pricing import estimate, load_prices
+    from replicator.daemon.reconcile.pricing import estimate
 
-    table = load_prices(prices)
     source = parse_store_url(route.source)
     total: dict[str, float] = {}
     for dest in route.destinations:
@@ -392,7 +398,7 @@ def _cost(route: Route, tally: Tally, prices: Path | None) -> dict[str, float]:
             same_store=source.root == parsed.root,
         )
         for name, value in found.summary().items():
-            total[name] = round(total.get(name, 0.0) + value, 4)
+            total[name] = total.get(name, 0.0) + value
     return total
 
 
@@ -413,8 +419,8 @@ def _describe(name: str, summary: dict[str, object]) -> str:
     if isinstance(cost, dict):
         line += (
             f"; {summary['bytes_to_copy']} bytes to copy, estimated cost "
-            f"${cost['total_usd']} (requests ${cost['requests_usd']}, egress "
-            f"${cost['egress_usd']})"
+            f"${cost['total_usd']:.4f} (requests ${cost['requests_usd']:.4f}, egress "
+            f"${cost['egress_usd']:.4f})"
         )
     errors = summary.get("errors")
     if isinstance(errors, list):

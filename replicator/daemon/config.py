@@ -521,6 +521,8 @@ class ReconcileSection(BaseModel):
     #: Most deletions one run asks for; the rest wait for an operator (drift is reported).
     max_delete: int = Field(default=10_000, ge=0)
     transfers: int = Field(default=16, ge=1)
+    #: Entries over the dry run's price table, by scheme (``reconcile.pricing``).
+    prices: dict[str, dict[str, float]] = {}
 
 
 class DaemonConfig(RoutingConfig):

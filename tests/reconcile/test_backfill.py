@@ -214,9 +214,15 @@ def test_a_dry_run_moves_nothing(devstack: StackState, cli: Cli) -> None:
     [summary] = report.values()
     assert (summary["missing"], summary["copied"]) == (20, 0)
     assert summary["bytes_to_copy"] == 20_000
-    assert summary["cost"]["egress_usd"] == pytest.approx(20_000 / 1e9 * 0.09, abs=1e-4)
+    assert summary["cost"]["egress_usd"] == pytest.approx(20_000 / 1e9 * 0.09, rel=1e-3)
     assert summary["cost"]["requests_usd"] > 0
     assert sync(keys(dest)) == []
+
+    with cli.config.open("a") as config:  # a private interconnect, say
+        config.write("\n[reconcile.prices.s3]\negress_per_gb = 0.02\n")
+    _, report = cli.invoke("backfill", source, dest, "--dry-run")
+    [summary] = report.values()
+    assert summary["cost"]["egress_usd"] == pytest.approx(20_000 / 1e9 * 0.02, rel=1e-3)
 
 
 def test_delete_respects_the_guard_and_the_mark(devstack: StackState, cli: Cli) -> None:
