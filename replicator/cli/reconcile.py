@@ -165,9 +165,10 @@ class _Progress:
         rate = tally.bytes_copied / tally.seconds if tally.seconds > 0 else 0.0
         left = tally.bytes_to_copy - tally.bytes_copied
         eta = f"{left / rate:.0f}s" if rate > 0 and left > 0 else "-"
+        objects = tally.copied / tally.seconds if tally.seconds > 0 else 0.0
         return (
-            f"{self.label}: {tally.compared} compared, {tally.copied} copied, "
-            f"{tally.deleted} deleted, {tally.failed} failed, "
+            f"{self.label}: {tally.compared} compared, {tally.copied} copied "
+            f"({objects:.0f}/s), {tally.deleted} deleted, {tally.failed} failed, "
             f"{tally.bytes_copied / 1e6:.1f} MB at {rate / 1e6:.1f} MB/s, eta {eta}"
         )
 
@@ -328,7 +329,7 @@ def backfill(
         Path | None,
         typer.Option(
             help="With --dry-run: a TOML price table over the built-in one and the "
-            "configuration's [reconcile.prices]."
+            "configuration's reconcile.prices table."
         ),
     ] = None,
     via_kafka: VIA_KAFKA = False,
