@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from replicator.daemon.reconcile import Options, Tally
     from replicator.daemon.reconcile.engine import Actions
     from replicator.daemon.reconcile.pricing import Price
-    from replicator.pipeline.rules import Route, RoutingConfig
+    from replicator.pipeline.rules import Route
 
 URLS = Annotated[
     list[str] | None,
@@ -190,8 +190,10 @@ class _Progress:
 
 @asynccontextmanager
 async def _publisher(
-    settings: DaemonConfig, catalog: Catalog, config: RoutingConfig
+    settings: DaemonConfig, catalog: Catalog
 ) -> AsyncIterator[Callable[[ObjectStore], Actions]]:
+    """What publishes a route's drift for the fleet: a producer on the configuration's
+    changes topic, recording each change as accepted first (as ``scan`` does)."""
     from replicator.daemon.applier import record_accepted
     from replicator.daemon.reconcile import PublishActions
     from replicator.daemon.service import Daemon
@@ -206,7 +208,7 @@ async def _publisher(
         daemon.kafka_settings(),
         {kafka.changes_topic: kafka.partitions, kafka.dlq_topic: 1},
     )
-    router = Router(config)
+    router = Router(settings)
     producer = AsyncProducer(daemon.kafka_settings())
     publisher = Publisher(
         producer,
@@ -250,7 +252,7 @@ async def _run_jobs(
         stack.push_async_callback(applier.close)
         publishing = None
         if via_kafka and not options.dry_run:
-            publishing = await stack.enter_async_context(_publisher(settings, catalog, settings))
+            publishing = await stack.enter_async_context(_publisher(settings, catalog))
         for job in jobs:
             await _register(catalog, job, settings)
             source = applier.store(job.route.source)
