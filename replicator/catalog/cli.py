@@ -274,6 +274,39 @@ def stale_command(
     typer.echo(_table(("STATE", "BEHIND", "ATTEMPTS", "REPLICA", "LAST ERROR"), rows))
 
 
+@catalog_app.command("reconciliations")
+def reconciliations_command(
+    route: Annotated[str | None, typer.Option(help="Only this route.")] = None,
+    limit: Limit = 100,
+    catalog: OptionalCatalogURL = None,
+    config: ConfigFile = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """What the daemons' periodic reconciliations found (drift by kind) and repaired, the
+    latest first."""
+    found = _run(_url(catalog, config), lambda c: c.reconcile_runs(route, limit=limit))
+    if json_output:
+        for run in found:
+            _echo_json(run)
+        return
+    rows = [
+        (
+            run.started_at.isoformat(timespec="seconds"),
+            run.route,
+            run.compared,
+            run.missing,
+            run.different,
+            run.extra,
+            run.repairs,
+            run.failed,
+            run.error,
+        )
+        for run in found
+    ]
+    headers = ("STARTED", "ROUTE", "COMPARED", "MISSING", "DIFFERENT", "EXTRA", "REPAIRS")
+    typer.echo(_table((*headers, "FAILED", "ERROR"), rows))
+
+
 @catalog_app.command("deletes")
 def deletes_command(
     due_within: Annotated[

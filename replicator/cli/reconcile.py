@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from replicator.daemon.config import DaemonConfig
     from replicator.daemon.reconcile import Options, Tally
     from replicator.daemon.reconcile.engine import Actions
-    from replicator.pipeline.rules import Route, RoutingConfig
+    from replicator.daemon.reconcile.pricing import Price
+    from replicator.pipeline.rules import Route
 
 URLS = Annotated[
     list[str] | None,
@@ -164,9 +165,10 @@ class _Progress:
         rate = tally.bytes_copied / tally.seconds if tally.seconds > 0 else 0.0
         left = tally.bytes_to_copy - tally.bytes_copied
         eta = f"{left / rate:.0f}s" if rate > 0 and left > 0 else "-"
+        objects = tally.copied / tally.seconds if tally.seconds > 0 else 0.0
         return (
-            f"{self.label}: {tally.compared} compared, {tally.copied} copied, "
-            f"{tally.deleted} deleted, {tally.failed} failed, "
+            f"{self.label}: {tally.compared} compared, {tally.copied} copied "
+            f"({objects:.0f}/s), {tally.deleted} deleted, {tally.failed} failed, "
             f"{tally.bytes_copied / 1e6:.1f} MB at {rate / 1e6:.1f} MB/s, eta {eta}"
         )
 
@@ -188,8 +190,10 @@ class _Progress:
 
 @asynccontextmanager
 async def _publisher(
-    settings: DaemonConfig, catalog: Catalog, config: RoutingConfig
+    settings: DaemonConfig, catalog: Catalog
 ) -> AsyncIterator[Callable[[ObjectStore], Actions]]:
+    """What publishes a route's drift for the fleet: a producer on the configuration's
+    changes topic, recording each change as accepted first (as ``scan`` does)."""
     from replicator.daemon.applier import record_accepted
     from replicator.daemon.reconcile import PublishActions
     from replicator.daemon.service import Daemon
@@ -204,7 +208,7 @@ async def _publisher(
         daemon.kafka_settings(),
         {kafka.changes_topic: kafka.partitions, kafka.dlq_topic: 1},
     )
-    router = Router(config)
+    router = Router(settings)
     producer = AsyncProducer(daemon.kafka_settings())
     publisher = Publisher(
         producer,
@@ -248,7 +252,7 @@ async def _run_jobs(
         stack.push_async_callback(applier.close)
         publishing = None
         if via_kafka and not options.dry_run:
-            publishing = await stack.enter_async_context(_publisher(settings, catalog, settings))
+            publishing = await stack.enter_async_context(_publisher(settings, catalog))
         for job in jobs:
             await _register(catalog, job, settings)
             source = applier.store(job.route.source)
@@ -325,7 +329,10 @@ def backfill(
     ] = False,
     prices: Annotated[
         Path | None,
-        typer.Option(help="With --dry-run: a TOML price table over the built-in one."),
+        typer.Option(
+            help="With --dry-run: a TOML price table over the built-in one and the "
+            "configuration's reconcile.prices table."
+        ),
     ] = None,
     via_kafka: VIA_KAFKA = False,
     include: INCLUDE = None,
@@ -351,13 +358,16 @@ def backfill(
     tallies = run_until_signalled(
         _run_jobs(jobs, settings, options, via_kafka=via_kafka, quiet=json_output)
     )
+    from replicator.daemon.reconcile.pricing import load_prices
+
+    table = settings.reconcile.prices
     report: dict[str, dict[str, object]] = {}
     for job in jobs:
         tally = tallies[job.route.name]
         summary = tally.summary()
         summary.pop("findings")
         if dry_run:
-            summary["cost"] = _cost(job.route, tally, prices)
+            summary["cost"] = _cost(job.route, tally, load_prices(prices, table))
         report[job.route.name] = summary
     if json_output:
         typer.echo(json.dumps(report))
@@ -373,11 +383,10 @@ def backfill(
         raise typer.Exit(1)
 
 
-def _cost(route: Route, tally: Tally, prices: Path | None) -> dict[str, float]:
+def _cost(route: Route, tally: Tally, table: dict[str, Price]) -> dict[str, float]:
     from connectors import parse_store_url
-    from replicator.daemon.reconcile.pricing import estimate, load_prices
+    from replicator.daemon.reconcile.pricing import estimate
 
-    table = load_prices(prices)
     source = parse_store_url(route.source)
     total: dict[str, float] = {}
     for dest in route.destinations:
@@ -392,7 +401,7 @@ def _cost(route: Route, tally: Tally, prices: Path | None) -> dict[str, float]:
             same_store=source.root == parsed.root,
         )
         for name, value in found.summary().items():
-            total[name] = round(total.get(name, 0.0) + value, 4)
+            total[name] = total.get(name, 0.0) + value
     return total
 
 
@@ -413,8 +422,8 @@ def _describe(name: str, summary: dict[str, object]) -> str:
     if isinstance(cost, dict):
         line += (
             f"; {summary['bytes_to_copy']} bytes to copy, estimated cost "
-            f"${cost['total_usd']} (requests ${cost['requests_usd']}, egress "
-            f"${cost['egress_usd']})"
+            f"${cost['total_usd']:.4f} (requests ${cost['requests_usd']:.4f}, egress "
+            f"${cost['egress_usd']:.4f})"
         )
     errors = summary.get("errors")
     if isinstance(errors, list):

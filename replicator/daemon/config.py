@@ -48,6 +48,12 @@ The routing sections are ``replicator.pipeline.rules``'s; the daemon's own::
     sweep_interval = "1h"            # how often the destinations are searched for abandoned
     abandon_after = "24h"            # multipart uploads, aborted once this old
 
+    [reconcile]                      # the safety net (replicator.daemon.reconcile.safety_net)
+    enabled = true
+    interval = "6h"                  # one daemon of the group reconciles every route this often
+    max_delete = 10000               # most deletions one run asks for
+    transfers = 16                   # keys compared at once
+
     [[sqs]]
     queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/lake-events"
     receivers = 4                    # receive loops at once (one drains at most ~10 per call)
@@ -532,6 +538,8 @@ class ReconcileSection(BaseModel):
     #: Most deletions one run asks for; the rest wait for an operator (drift is reported).
     max_delete: int = Field(default=10_000, ge=0)
     transfers: int = Field(default=16, ge=1)
+    #: Entries over the dry run's price table, by scheme (``reconcile.pricing``).
+    prices: dict[str, dict[str, float]] = {}
 
 
 class DaemonConfig(RoutingConfig):

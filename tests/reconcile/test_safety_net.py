@@ -10,21 +10,38 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.error import HTTPError
+
+from azure.core.exceptions import ResourceNotFoundError
 
 from connectors import open_store
 from connectors.base import ObjectStore
 from replicator.catalog import open_catalog
+from replicator.daemon.applier import register_datasets
 from replicator.daemon.config import load_daemon_config
+from replicator.daemon.reconcile.safety_net import SafetyNet, SafetyNetSettings
 from replicator.daemon.service import Daemon
 from replicator.devstack import StackState
+from replicator.pipeline.bus import AsyncProducer
+from replicator.pipeline.ingest import Publisher
+from replicator.pipeline.rules import Router
 from tests.independent import read_object
 from tests.reconcile.conftest import REPLICATOR
 
 CONVERGE_S = 90
 
 
-async def contents(store: ObjectStore) -> dict[str, bytes]:
-    return {meta.key: read_object(meta.url) async for meta in store.list()}
+def read_now(url: str) -> bytes | None:
+    """The object's bytes, or None if it went between its listing and its read (the daemon
+    is still at work)."""
+    try:
+        return read_object(url)
+    except (HTTPError, ResourceNotFoundError):
+        return None
+
+
+async def contents(store: ObjectStore) -> dict[str, bytes | None]:
+    return {meta.key: read_now(meta.url) async for meta in store.list()}
 
 
 async def converged(source: ObjectStore, dest: ObjectStore) -> None:
@@ -109,6 +126,15 @@ async def test_reconciliation_converges_without_events(
     assert sum(run.missing for run in runs) >= 21
     assert sum(run.extra for run in runs) >= 5
     assert all(run.error is None for run in runs)
+    shown = await asyncio.create_subprocess_exec(
+        *REPLICATOR,
+        *("catalog", "reconciliations", "--config", str(config_path), "--json"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(shown.communicate(), 60)
+    listed = [json.loads(line) for line in out.decode().splitlines()]
+    assert len(listed) == len(runs)
+    assert {run["route"] for run in listed} == {"net"}
 
 
 async def test_one_holder_of_the_lease_at_a_time(tmp_path: Path) -> None:
@@ -159,3 +185,37 @@ async def test_a_backfill_via_kafka_is_applied_by_the_daemons(
         await asyncio.wait_for(running, 60)
         await source.close()
         await dest.close()
+
+
+async def test_the_group_reconciles_once_an_interval(devstack: StackState, tmp_path: Path) -> None:
+    """Two daemons' safety nets: the first to run holds the lease for an interval, so the
+    other skips that interval's run instead of repeating it."""
+    suffix = uuid.uuid4().hex[:8]
+    config = load_daemon_config(
+        daemon_config(
+            tmp_path / "replicator.toml",
+            devstack,
+            f"mem://in-{suffix}/",
+            f"mem://out-{suffix}/",
+            "enabled = false",
+        )
+    )
+    router = Router(config)
+    producer = AsyncProducer(Daemon(config).kafka_settings())
+    publisher = Publisher(producer, router)
+    settings = SafetyNetSettings(interval=timedelta(hours=1))
+    async with await open_catalog(config.catalog.url) as catalog:
+        await register_datasets(catalog, config)
+        stores = {url: open_store(url) for url in config.routes[0].store_urls()}
+        for store in stores.values():
+            await store.create_container()
+        try:
+            first = SafetyNet(router, catalog, stores.__getitem__, publisher, settings, holder="a")
+            other = SafetyNet(router, catalog, stores.__getitem__, publisher, settings, holder="b")
+            [run] = await first.reconcile()
+            assert (run.route, run.error) == ("net", None)
+            assert await other.reconcile() == []
+            assert len(await first.reconcile()) == 1  # its own lease: renewed
+            assert [r.holder for r in await catalog.reconcile_runs("net")] == ["a", "a"]
+        finally:
+            await producer.close()

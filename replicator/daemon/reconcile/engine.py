@@ -140,7 +140,7 @@ class Checkpoint(Protocol):
     async def set_checkpoint(self, name: str, value: str) -> None: ...
 
 
-class _Progress:
+class _Contiguous:
     """The largest key below which every key is done (keys are numbered in listing order)."""
 
     def __init__(self) -> None:
@@ -195,7 +195,7 @@ class Reconciler:
     async def run(self) -> Tally:
         started = time.monotonic()
         start_after = await self._resume_point()
-        progress = _Progress()
+        progress = _Contiguous()
         gate = asyncio.Semaphore(self.options.transfers)
         since_saved = 0
         last_report = time.monotonic()

@@ -17,19 +17,20 @@ mem     0                    0                    0
 A copy is counted as one read of the source, one write per part at the destination (parts of
 ``PART_BYTES``; one write for a smaller object) and, unless both ends are the same store
 (a server-side copy), its bytes as egress of the source's cloud. Listing both ends costs one
-write-class request per 1,000 keys on each. Any entry can be overridden by a TOML file
-(``--prices FILE``) of the same shape::
+write-class request per 1,000 keys on each. Any entry can be overridden in the daemon
+configuration, and again by a TOML file (``--prices FILE``) of the same shape::
 
-    [s3]
+    [reconcile.prices.s3]          # in the configuration; [s3] in a --prices file
     writes_per_1000 = 0.005
     reads_per_1000 = 0.0004
-    egress_per_gb = 0.02    # e.g. a private interconnect
+    egress_per_gb = 0.02           # e.g. a private interconnect
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -55,28 +56,33 @@ DEFAULT_PRICES: dict[str, Price] = {
 }
 
 
-def load_prices(path: Path | None) -> dict[str, Price]:
-    """The default table with the entries of the TOML file at ``path`` laid over it."""
+def load_prices(
+    path: Path | None = None, overrides: Mapping[str, Mapping[str, object]] | None = None
+) -> dict[str, Price]:
+    """The default table with ``overrides`` (the configuration's ``[reconcile.prices]``) laid
+    over it, then the entries of the TOML file at ``path``."""
     prices = dict(DEFAULT_PRICES)
-    if path is None:
-        return prices
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"price table {path}: {exc}") from None
+    _lay_over(prices, overrides or {}, "[reconcile.prices]")
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"price table {path}: {exc}") from None
+        _lay_over(prices, raw, f"price table {path}")
+    return prices
+
+
+def _lay_over(prices: dict[str, Price], table: Mapping[str, object], origin: str) -> None:
     names = {f.name for f in fields(Price)}
-    for scheme, entries in raw.items():
-        if not isinstance(entries, dict) or not set(entries) <= names:
-            raise ConfigError(
-                f"price table {path}: [{scheme}] takes only {', '.join(sorted(names))}"
-            )
+    for scheme, entries in table.items():
+        if not isinstance(entries, Mapping) or not set(entries) <= names:
+            raise ConfigError(f"{origin}: [{scheme}] takes only {', '.join(sorted(names))}")
         values = {}
         for name, value in entries.items():
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"price table {path}: {scheme}.{name} must be a number >= 0")
+                raise ConfigError(f"{origin}: {scheme}.{name} must be a number >= 0")
             values[name] = float(value)
         prices[scheme] = replace(prices.get(scheme, Price(0.0, 0.0, 0.0)), **values)
-    return prices
 
 
 @dataclass(frozen=True)
@@ -90,9 +96,9 @@ class Estimate:
 
     def summary(self) -> dict[str, float]:
         return {
-            "requests_usd": round(self.requests_usd, 4),
-            "egress_usd": round(self.egress_usd, 4),
-            "total_usd": round(self.total_usd, 4),
+            "requests_usd": self.requests_usd,
+            "egress_usd": self.egress_usd,
+            "total_usd": self.total_usd,
         }
 
 

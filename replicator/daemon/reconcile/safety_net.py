@@ -1,13 +1,14 @@
 """The daemon's safety net: a periodic reconciliation that catches lost events.
 
 Every ``[reconcile] interval``, one daemon of the group (the holder of the ``reconcile`` lease
-in the catalog, renewed while it works) compares each route's source with its destinations
-(the streamed compare of ``engine``) and publishes a change event for every key that drifted:
-missing or stale at a destination, or a replica whose source is gone (its deletion's event was
-lost). The fleet applies those events as any other, in per-key order (one writer per key):
-the applier repairs a key even when its high-water came from a notification, and a deletion
-follows the route's delete policy and its per-minute limit (``DeleteGuard``). Each run's
-findings are recorded in the catalog (``reconcile_runs``) and counted in Prometheus
+in the catalog, renewed while it works and kept for an interval after) compares each route's
+source with its destinations (the streamed compare of ``engine``) and publishes a change
+event for every key that drifted: missing or stale at a destination, or a replica whose
+source is gone (its deletion's event was lost). The fleet applies those events as any other,
+in per-key order (one writer per key): the applier repairs a key even when its high-water
+came from a notification, and a deletion follows the route's delete policy and its
+per-minute limit (``DeleteGuard``). Each run's findings are recorded in the catalog
+(``reconcile_runs``) and counted in Prometheus
 (``replicator_reconcile_drift_total`` by route and kind).
 """
 
@@ -93,7 +94,10 @@ class SafetyNet:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
-            await self.catalog.release_lease(LEASE, self.holder)
+        # Kept for an interval: the group's other daemons, whose timers run on their own,
+        # skip this interval's reconciliation instead of repeating it; the holder renews it
+        # at its next run, and if it dies the lease expires and another daemon takes over.
+        await self.catalog.take_lease(LEASE, self.holder, self.settings.interval)
         return runs
 
     async def _renew(self) -> None:
