@@ -1,0 +1,152 @@
+"""Held changes are applied by the owner of their key's partition, never beside it: resuming
+publishes each held change to the changes topic keyed by its source URL, so it and any newer
+change of the key are applied one after the other, in the partition's order, by one writer.
+
+A deterministic reproduction of the race this closes (a daemon applying a held change
+directly while the partition owner applies a newer change of the same key) would need the
+two writes held at chosen points; these tests assert the property that excludes it instead:
+a resumed change reaches its destination only through the partition, behind and ahead of its
+key's other changes there, and the destination ends at the newest version (read back with
+the store's own SDK), as the catalog says."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from replicator.catalog import PauseScope
+from replicator.daemon.held import HeldChangesRunner, ReplicationPauses
+from replicator.pipeline.bus import AsyncProducer, KafkaSettings, read_topic
+from replicator.pipeline.events import ChangeEvent
+from replicator.pipeline.ingest.publisher import send_change
+from replicator.pipeline.rules import Router, load_config
+from tests.controls.bed import Bed, eventually
+from tests.independent import read_object
+
+KEY = "ordered/k"
+# A native S3 sequencer: newer than every change ordered by its event time (moto sends none).
+NATIVE_SEQUENCER = "0055AED6DCD90281E5"
+
+
+async def hold_first_version(bed: Bed, data: bytes) -> None:
+    """``KEY`` written at the source while the paused destination is paused: held there."""
+    daemon = bed.daemons[0]
+    await daemon.catalog.pause(
+        bed.route,
+        scope=PauseScope.REPLICATION,
+        destination=bed.paused_url,
+        reason="",
+        paused_by="ops",
+    )
+    await bed.store(bed.source_url).put(KEY, data)
+    assert await daemon.applier(bed.event("put", KEY)) == ["held", "copied"]
+    await daemon.catalog.resume(bed.route, scope=PauseScope.REPLICATION, destination=bed.paused_url)
+
+
+async def the_replica(bed: Bed, destination: str) -> tuple[str, bool, int | None]:
+    """What the catalog says of ``KEY``'s replica at ``destination``: state, fresh, size."""
+    [entry] = await bed.daemons[0].catalog.ls(bed.route, KEY, limit=1)
+    [replica] = [loc for loc in entry.locations if loc.location == destination]
+    return replica.state, replica.fresh, replica.size
+
+
+async def test_a_resumed_change_and_a_newer_one_are_applied_in_key_order(bed: Bed) -> None:
+    """The held change is published keyed by its source URL, with its own sequencer, on the
+    partition where the key's newer change follows it; the owner applies both in that order
+    and both destinations end at the newer version, fresh in the catalog."""
+    daemon = bed.daemons[0]
+    first, newer = b"first version", b"the newer version, longer"
+    await hold_first_version(bed, first)
+    [held] = await daemon.catalog.held_changes(datetime.now(UTC))
+
+    assert await daemon.runner.run_once() == 1
+    await bed.store(bed.source_url).put(KEY, newer)
+    newer_event = bed.event("put", KEY)
+    await send_change(bed.producer, bed.topic, newer_event)
+
+    async def newer_applied() -> bool:
+        return await the_replica(bed, bed.paused_url) == ("replicated", True, len(newer))
+
+    await eventually(newer_applied, "the newer change applied after the resumed one")
+    await bed.settled(bed.paused_url)
+    await bed.settled(bed.other_url)
+    assert read_object(bed.paused_url + KEY) == read_object(bed.other_url + KEY) == newer
+    assert await the_replica(bed, bed.other_url) == ("replicated", True, len(newer))
+    records = await asyncio.to_thread(read_topic, bed.kafka, bed.topic)
+    assert [r.key for r in records] == [(bed.source_url + KEY).encode()] * 2
+    assert len({r.partition for r in records}) == 1
+    resumed, following = (ChangeEvent.from_json(r.value or b"") for r in records)
+    assert (resumed.sequencer, resumed.origin) == (held.sequencer, "scan")
+    assert following == newer_event
+
+
+async def test_a_resumed_change_repairs_past_a_newer_high_water(bed: Bed) -> None:
+    """The key's high-water moved past the held change (a newer notification was recorded)
+    while the paused replica does not hold the source's current state: the resumed change is
+    applied as a repair, not dropped as stale."""
+    daemon = bed.daemons[0]
+    await hold_first_version(bed, b"the only version")
+    url = bed.source_url + KEY
+    assert await daemon.catalog.advance_high_water(
+        url, NATIVE_SEQUENCER, event_time=datetime.now(UTC)
+    )
+    assert await daemon.runner.run_once() == 1
+    await bed.settled(bed.paused_url)
+    assert read_object(bed.paused_url + KEY) == b"the only version"
+    assert await the_replica(bed, bed.paused_url) == (
+        "replicated",
+        True,
+        len(b"the only version"),
+    )
+
+
+async def test_a_held_change_kafka_does_not_take_stays_held(bed: Bed) -> None:
+    """Kafka unreachable: the held change stays held and pending (nothing lost, the lag
+    shows it), is not taken again before ``retry_after``, and is handed over once Kafka
+    takes it."""
+    daemon = bed.daemons[0]
+    await hold_first_version(bed, b"kept")
+    unreachable = AsyncProducer(KafkaSettings("127.0.0.1:1", extra={"message.timeout.ms": "1000"}))
+    router = Router(bed.config)
+    runner = HeldChangesRunner(
+        daemon.catalog,
+        ReplicationPauses(daemon.catalog, router),
+        router,
+        unreachable,
+        changes_topic=bed.topic,
+        retry_after=timedelta(minutes=1),
+    )
+    try:
+        assert await runner.run_once() == 1
+    finally:
+        await unreachable.close()
+    now = datetime.now(UTC)
+    assert await daemon.catalog.held_changes(now) == [], "taken again before retry_after"
+    [still] = await daemon.catalog.held_changes(now + timedelta(minutes=1, seconds=1))
+    assert still.key == KEY
+    assert (await bed.lag(bed.paused_url)).pending_ops == 1
+
+    assert await daemon.runner.run_once(now + timedelta(minutes=1, seconds=1)) == 1
+    await bed.settled(bed.paused_url)
+    assert read_object(bed.paused_url + KEY) == b"kept"
+
+
+async def test_a_held_change_whose_destination_left_the_route_is_failed(bed: Bed) -> None:
+    """A held change no route replicates there any more is not published: it is in the
+    failed list, saying why."""
+    daemon = bed.daemons[0]
+    await hold_first_version(bed, b"orphan")
+    route = {"name": bed.route, "source": bed.source_url, "destinations": [bed.other_url]}
+    shrunk = Router(load_config({"routes": [route]}))
+    runner = HeldChangesRunner(
+        daemon.catalog,
+        ReplicationPauses(daemon.catalog),
+        shrunk,
+        bed.producer,
+        changes_topic=bed.topic,
+    )
+    assert await runner.run_once() == 1
+    [failed] = await daemon.catalog.failed_changes()
+    assert (failed.key, failed.location) == (KEY, bed.paused_url)
+    assert "no route" in (failed.last_error or "")
+    assert await asyncio.to_thread(read_topic, bed.kafka, bed.topic) == []
