@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from connectors import open_store
 from connectors.base import ObjectStore
 from replicator.catalog import Catalog, open_catalog
 from replicator.catalog.lag import RouteLag
@@ -25,6 +26,7 @@ from replicator.engine.transfer import Copier
 from replicator.pipeline.bus import AsyncConsumer, AsyncProducer, KafkaSettings, ensure_topics
 from replicator.pipeline.events import ChangeEvent
 from replicator.pipeline.rules import Router, RoutingConfig, load_config
+from replicator.pipeline.worker import Worker
 
 DEADLINE_S = 20.0
 PARTITIONS = 4
@@ -55,6 +57,15 @@ class Bed:
     topic: str
     producer: AsyncProducer
     daemons: list[Daemon] = field(default_factory=list)
+    #: Wrappers of the stores the partition owner opens, by root URL (set before it opens one).
+    owner_wrappers: dict[str, Callable[[ObjectStore], ObjectStore]] = field(default_factory=dict)
+    #: The partition owner's worker, once it runs.
+    worker: Worker | None = None
+
+    def owner_store(self, url: str) -> ObjectStore:
+        store = open_store(url)
+        wrap = self.owner_wrappers.get(url)
+        return store if wrap is None else wrap(store)
 
     async def daemon(self, *, retry_budget: int = 3) -> Daemon:
         catalog = await open_catalog(self.catalog_url)
@@ -128,8 +139,10 @@ async def make_bed(
         await first.applier.store(url).create_container()
     # The owner of the changes topic's partitions: a worker of its own, as in a daemon.
     owner_catalog = await open_catalog(catalog_url)
-    owner = Applier(Router(config), owner_catalog, Copier(), retry_budget=3)
-    worker = make_worker(
+    owner = Applier(
+        Router(config), owner_catalog, Copier(), store_factory=bed.owner_store, retry_budget=3
+    )
+    worker = bed.worker = make_worker(
         AsyncConsumer(kafka, [topic]),
         producer,
         owner,

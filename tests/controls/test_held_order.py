@@ -2,18 +2,20 @@
 publishes each held change to the changes topic keyed by its source URL, so it and any newer
 change of the key are applied one after the other, in the partition's order, by one writer.
 
-A deterministic reproduction of the race this closes (a daemon applying a held change
-directly while the partition owner applies a newer change of the same key) would need the
-two writes held at chosen points; these tests assert the property that excludes it instead:
-a resumed change reaches its destination only through the partition, behind and ahead of its
-key's other changes there, and the destination ends at the newest version (read back with
+The race this closes: a daemon applying a held change directly, its write of the older
+version held up, while the partition owner applies a newer change of the key; the older write
+landing last left the destination stale while the catalog said fresh. Here the resumed
+change's write is held up at the destination while the newer change's record is taken by the
+worker: it waits behind it, and the destination ends at the newest version (read back with
 the store's own SDK), as the catalog says."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+from connectors.base import Buffer, ChecksumKind, ObjectAttributes, ObjectMeta, ObjectStore
 from replicator.catalog import PauseScope
 from replicator.daemon.held import HeldChangesRunner, ReplicationPauses
 from replicator.pipeline.bus import AsyncProducer, KafkaSettings, read_topic
@@ -21,6 +23,7 @@ from replicator.pipeline.events import ChangeEvent
 from replicator.pipeline.ingest.publisher import send_change
 from replicator.pipeline.rules import Router, load_config
 from tests.controls.bed import Bed, eventually
+from tests.engine.faults import FaultyStore
 from tests.independent import read_object
 
 KEY = "ordered/k"
@@ -78,6 +81,76 @@ async def test_a_resumed_change_and_a_newer_one_are_applied_in_key_order(bed: Be
     resumed, following = (ChangeEvent.from_json(r.value or b"") for r in records)
     assert (resumed.sequencer, resumed.origin) == (held.sequencer, "scan")
     assert following == newer_event
+
+
+class HeldUpPut(FaultyStore):
+    """A destination whose first write of ``KEY`` waits until the test lets it land."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def put(
+        self,
+        key: str,
+        data: Buffer,
+        *,
+        attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
+        checksums: Mapping[ChecksumKind, str] | None = None,
+    ) -> ObjectMeta:
+        if key == KEY and not self.entered.is_set():
+            self.entered.set()
+            await self.release.wait()
+        return await self.inner.put(
+            key,
+            data,
+            attributes=attributes,
+            create_only=create_only,
+            if_match=if_match,
+            checksums=checksums,
+        )
+
+
+async def test_a_newer_change_in_flight_waits_behind_the_resumed_one(bed: Bed) -> None:
+    """The resumed change's write of the first version is held up at the destination; the
+    key is overwritten and its newer change's record reaches the worker meanwhile. The newer
+    change is not applied beside the older write: once that lands, the newer one is applied
+    after it, and the destination and the catalog end at the newer version."""
+    first, newer = b"first version", b"the newer version, longer"
+    await hold_first_version(bed, first)
+    held_up: list[HeldUpPut] = []
+
+    def hold_up(store: ObjectStore) -> ObjectStore:
+        held_up.append(HeldUpPut(store))
+        return held_up[-1]
+
+    bed.owner_wrappers[bed.paused_url] = hold_up
+    assert await bed.daemons[0].runner.run_once() == 1
+
+    async def writing() -> bool:
+        return bool(held_up) and held_up[0].entered.is_set()
+
+    await eventually(writing, "the resumed change being written")
+    await bed.store(bed.source_url).put(KEY, newer)
+    await send_change(bed.producer, bed.topic, bed.event("put", KEY))
+    worker = bed.worker
+    assert worker is not None
+
+    async def both_taken() -> bool:
+        return worker.unfinished == 2
+
+    await eventually(both_taken, "the newer change's record taken by the worker")
+    held_up[0].release.set()
+
+    async def newer_applied() -> bool:
+        return await the_replica(bed, bed.paused_url) == ("replicated", True, len(newer))
+
+    await eventually(newer_applied, "the newer change applied")
+    await bed.settled(bed.paused_url)
+    assert read_object(bed.paused_url + KEY) == read_object(bed.other_url + KEY) == newer
 
 
 async def test_a_resumed_change_repairs_past_a_newer_high_water(bed: Bed) -> None:
