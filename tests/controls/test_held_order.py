@@ -15,9 +15,18 @@ import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
-from connectors.base import Buffer, ChecksumKind, ObjectAttributes, ObjectMeta, ObjectStore
+import pytest
+
+from connectors.base import (
+    Buffer,
+    ChecksumKind,
+    NotFound,
+    ObjectAttributes,
+    ObjectMeta,
+    ObjectStore,
+)
 from replicator.catalog import PauseScope
-from replicator.daemon.held import HeldChangesRunner, ReplicationPauses
+from replicator.daemon.held import HeldChangesRunner, ReplicationPauses, held_event
 from replicator.pipeline.bus import AsyncProducer, KafkaSettings, read_topic
 from replicator.pipeline.events import ChangeEvent
 from replicator.pipeline.ingest.publisher import send_change
@@ -223,3 +232,45 @@ async def test_a_held_change_whose_destination_left_the_route_is_failed(bed: Bed
     assert (failed.key, failed.location) == (KEY, bed.paused_url)
     assert "no route" in (failed.last_error or "")
     assert await asyncio.to_thread(read_topic, bed.kafka, bed.topic) == []
+
+
+async def test_a_handed_over_change_for_a_destination_paused_again_is_held_again(
+    bed: Bed,
+) -> None:
+    """A held change's event reaching the owner while its destination is paused (again, or
+    still in a runner's older view): the destination is not written, the change is held
+    again (still pending), and it is applied once the destination is resumed."""
+    daemon = bed.daemons[0]
+    await hold_first_version(bed, b"paused twice")
+    await daemon.catalog.pause(
+        bed.route,
+        scope=PauseScope.REPLICATION,
+        destination=bed.paused_url,
+        reason="again",
+        paused_by="ops",
+    )
+    [held] = await daemon.catalog.held_changes(datetime.now(UTC))
+    await send_change(bed.producer, bed.topic, held_event(held))
+    worker = bed.worker
+    assert worker is not None
+
+    async def handled() -> bool:
+        return worker.stats.applied == 1
+
+    await eventually(handled, "the handed-over event handled by the owner")
+    with pytest.raises(NotFound):
+        await bed.store(bed.paused_url).head(KEY)
+    assert await the_replica(bed, bed.paused_url) == ("held", False, None)
+    assert (await bed.lag(bed.paused_url)).pending_ops == 1
+
+    await daemon.catalog.resume(bed.route, scope=PauseScope.REPLICATION, destination=bed.paused_url)
+    # The owner may still see the pause (its view is at most PAUSES_TTL_S old) and hold the
+    # change once more: the runner, running on, hands it over again.
+    stop = asyncio.Event()
+    running = asyncio.create_task(daemon.runner.run(stop))
+    try:
+        await bed.settled(bed.paused_url)
+    finally:
+        stop.set()
+        await running
+    assert read_object(bed.paused_url + KEY) == b"paused twice"
