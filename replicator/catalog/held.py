@@ -1,8 +1,8 @@
-"""Changes applied from the catalog instead of from their Kafka record: held while their
-destination's replication is paused, and failed ones an operator sends back
-(``replicator failed retry``). Each row is claimed by one daemon at a time (a lease in
-``claimed_until``), so concurrent daemons apply it once and one that dies leaves it to the
-others when the lease ends.
+"""Changes waiting in the catalog to be handed back to Kafka: held while their destination's
+replication is paused, and failed ones an operator sends back (``replicator failed retry``).
+Each row is claimed by one daemon at a time (a lease in ``claimed_until``), so concurrent
+daemons publish it once per lease and one that dies leaves it to the others when the lease
+ends; the row stays ``held`` until its change is applied.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ _HOLDABLE = (ReplicaState.PENDING, ReplicaState.FAILED, ReplicaState.HELD)
 
 
 class HeldChanges(CatalogBase):
-    """The queue of changes to apply from the catalog, and the failed list."""
+    """The queue of changes to hand back to Kafka from the catalog, and the failed list."""
 
     async def hold(self, change: Change, location: str, reason: str) -> bool:
-        """Mark ``change`` held at ``location`` (its destination is paused): it is applied
-        from this row once resumed. False when the row holds another change by now (a newer
+        """Mark ``change`` held at ``location`` (its destination is paused): once resumed, it
+        is published again from this row. False when the row holds another change by now (a newer
         one, held or applied on its own)."""
         sequencer = change_key(change.source_url, change.sequencer, change.event_time)
         dataset, _, key = await self.resolve(change.source_url, Role.SOURCE)
@@ -93,14 +93,13 @@ class HeldChanges(CatalogBase):
             or_(r.claimed_until.is_(None), r.claimed_until <= now),
         )
 
-    async def hold_again(self, item: HeldChange, not_before: datetime) -> bool:
-        """Put a change whose application failed (the failure is recorded: the row is
-        ``failed``) back among the held ones, not to be taken before ``not_before`` (the
-        backoff)."""
+    async def defer_held(self, item: HeldChange, not_before: datetime) -> bool:
+        """Give back the claim on a held change that could not be handed over (Kafka did not
+        take its event): it is taken again from ``not_before``, by any daemon."""
         return await self._update_row(
             item,
-            {"state": str(ReplicaState.HELD), "claimed_until": not_before},
-            replicas.c.state == str(ReplicaState.FAILED),
+            {"claimed_until": not_before},
+            replicas.c.state == str(ReplicaState.HELD),
         )
 
     async def failed_changes(
@@ -129,8 +128,9 @@ class HeldChanges(CatalogBase):
     async def retry_failed(
         self, *, routes: Sequence[str] = (), keys: Sequence[str] = (), limit: int = MAX_LIST
     ) -> list[HeldChange]:
-        """Send failed changes back to be applied (from the catalog, by any daemon, reading
-        the source afresh): each gets a new retry budget. Returns those sent back."""
+        """Send failed changes back to be applied (held again: a daemon publishes each to its
+        key's partition owner, which reads the source afresh): each gets a new retry budget.
+        Returns those sent back."""
         found = await self.failed_changes(routes=routes, keys=keys, limit=limit)
         sent = []
         for item in found:

@@ -56,11 +56,12 @@ class ReplicaState(enum.StrEnum):
     still to do, so it holds the watermark, and the deletion sweeper carries it out once the
     route's deletions are resumed.
 
-    ``held``: a change to apply from the catalog rather than from its Kafka record: recorded
-    while replication to its destination was paused (the record's offset moved on), or sent
-    back by an operator (``replicator failed retry``). Still to do (pending work, it holds the
-    watermark); any daemon applies it, reading the source afresh, once its destination is not
-    paused (``replicator.daemon.held``).
+    ``held``: a change whose Kafka record was done without applying it there: recorded while
+    replication to its destination was paused (the record's offset moved on), or sent back by
+    an operator (``replicator failed retry``). Still to do (pending work, it holds the
+    watermark) until applied; once its destination is not paused, a daemon publishes it to
+    the changes topic again and the owner of its key's partition applies it
+    (``replicator.daemon.held``).
     """
 
     PENDING = "pending"
@@ -330,8 +331,8 @@ class Pause:
 
 @dataclass(frozen=True)
 class HeldChange:
-    """A change to apply at one destination from its catalog row (state ``held``, or
-    ``failed`` in the failed list): enough to read the source afresh and record the outcome.
+    """A change still to apply at one destination, from its catalog row (state ``held``, or
+    ``failed`` in the failed list): enough to publish its change event again.
 
     ``sequencer`` is the stored one (``catalog.sequencer.change_key`` maps it to itself), so
     ``change`` identifies the very change of the row.

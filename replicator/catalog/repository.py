@@ -5,8 +5,8 @@ PostgreSQL), composed of the parts in the sibling modules:
 * ``writes``: accepting source changes and recording replicas (the concurrency rules are there);
 * ``deletions``: the queue of delayed (and paused) deletions;
 * ``controls``: pauses and the fleet-wide delete budget;
-* ``held``: changes applied from the catalog (held by a pause, or sent back from the failed
-  list);
+* ``held``: changes waiting in the catalog to be published again (held by a pause, or sent
+  back from the failed list);
 * ``queries``: listings, locate, export, checkpoints;
 * ``lag_queries``: what is behind, and each route's lag and watermark;
 * ``reconciliation``: leases and the findings of periodic reconciliations.

@@ -4,8 +4,9 @@ retry budget ran out) and ``replicator deletes ...`` (a route's deletions).
 
 While a destination is paused, every daemon (within seconds) writes nothing there and holds
 its changes in the catalog (pending: the lag grows); once resumed, by hand or when ``--until``
-or ``--for`` ends, whichever daemon is alive applies them from the catalog, reading each source
-afresh. ``failed retry`` sends failed changes back the same way.
+or ``--for`` ends, whichever daemon is alive publishes them to the changes topic again and the
+owner of each key's partition applies them in the key's order, reading each source afresh.
+``failed retry`` sends failed changes back the same way.
 
 A route that exceeds ``max_deletes_per_minute`` has its deletions paused by the delete guard;
 an operator can also pause them (before a risky migration, say). While paused, every daemon
@@ -115,8 +116,8 @@ def resume(
     destination: Destination = "",
     catalog: CatalogURL = DEFAULT_CATALOG_URL,
 ) -> None:
-    """Resume replication: the daemons apply the held changes from the catalog (each source
-    read afresh) within seconds."""
+    """Resume replication: within seconds the daemons publish the held changes again, and
+    each is applied in its key's order (its source read afresh)."""
     resumed = _run(
         catalog,
         lambda c: c.resume(route, scope=PauseScope.REPLICATION, destination=destination),

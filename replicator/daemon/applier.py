@@ -22,10 +22,13 @@ route: it is recorded as a failure and marks the route unhealthy (``health``); i
 a replica.
 
 Two operator controls gate each destination (``replicator.daemon.held``): a destination whose
-replication is paused is not written; the change is held in the catalog and applied from there
-once resumed. A destination that keeps failing gets ``retry_budget`` attempts at a change (the
-worker's backoff between them); past it, or at once for a failure retrying cannot mend, the
-change stays in the failed list (``replicator failed``) and the event is done there.
+replication is paused is not written; the change is held in the catalog and, once resumed,
+published again to its key's partition, whose owner applies it here like any event (a listing's
+event: a repair if the key's high-water moved past it). A destination that keeps failing gets
+``retry_budget`` attempts at a change (the worker's backoff between them); past it, or at once
+for a failure retrying cannot mend, the change stays in the failed list (``replicator
+failed``) and the event is done there; ``replicator failed retry`` sends it back the same way
+as a held change.
 """
 
 from __future__ import annotations
@@ -44,7 +47,6 @@ from replicator.catalog import Catalog
 from replicator.catalog.model import (
     Acceptance,
     Change,
-    HeldChange,
     LocationSpec,
     Replica,
     Role,
@@ -233,43 +235,13 @@ class Applier:
         shared: SharedSourceRead,
     ) -> str:
         """The pause gate: a paused destination is not written; the change is held in the
-        catalog (still to do), applied from there once the destination is resumed."""
+        catalog (still to do), published again once the destination is resumed."""
         pause = await self.pauses.pause_of(target.destination.url)
         if pause is None:
             return await self._apply(change, target, source, key, current, shared)
         reason = f"replication paused by {pause.paused_by}: {pause.reason}"
         await self.catalog.hold(change, target.destination.url, reason)
         return "held"
-
-    async def apply_held(self, item: HeldChange) -> str:
-        """Apply a change held in the catalog at its destination (paused then, or sent back
-        from the failed list), reading the source afresh as for any event."""
-        target = next(
-            (t for t in self.router.targets(item.source_url) if t.destination.url == item.location),
-            None,
-        )
-        change = item.change
-        if target is None:
-            await self.catalog.mark_failed(
-                change, item.location, "no route replicates this source there any more"
-            )
-            return "no_route"
-        source, key = self.store(target.route.source), target.relative_key
-        try:
-            current = await self._head(source, key)
-        except StoreError as exc:
-            if self.health.is_route_error(exc):
-                self.health.failed(target.route.name, exc)
-            await self.catalog.mark_failed(change, item.location, str(exc)[:2000])
-            raise
-        origin = replica_source(current.attributes.user_metadata) if current else None
-        if origin is not None:
-            return (await self._settle_replica(change, [target], origin))[0]
-        outcome = await self._apply(change, target, source, key, current, SharedSourceRead())
-        if outcome == FAILED:
-            raise FailedForGood(f"{item.url}: {change.source_url} could not be applied")
-        self.health.succeeded(target.route.name)
-        return outcome
 
     async def _apply(
         self,
@@ -381,10 +353,6 @@ async def record_accepted(catalog: Catalog, router: Router, events: Sequence[Cha
             if router.targets(event.source_url)
         )
     )
-
-
-class FailedForGood(Exception):
-    """A held change failed past its retry budget (or for good): it is in the failed list."""
 
 
 def _most_telling(failures: Sequence[BaseException]) -> BaseException:

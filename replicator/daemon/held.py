@@ -1,5 +1,5 @@
-"""Pausing replication to a destination for the whole fleet, and applying the changes held in
-the catalog meanwhile.
+"""Pausing replication to a destination for the whole fleet, and handing the changes held in
+the catalog meanwhile back to Kafka once it is resumed.
 
 An operator pauses a route, or one destination of it (``replicator pause``, or ``POST
 /controls/pauses``); the pause lives in the catalog. Every daemon reads the pauses at most
@@ -8,37 +8,52 @@ copies and deletes nothing there and marks the event's change ``held`` in the ca
 to do: its lag grows, its watermark stays), and the worker moves the Kafka offset on.
 
 Every daemon runs a ``HeldChangesRunner``: once a destination is no longer paused (resumed by
-hand, or its ``until`` passed, whichever daemon is alive notices), it applies the held changes
-from their catalog rows, reading each source afresh, without going back to Kafka. The same
-runner applies failed changes an operator sent back (``replicator failed retry``). Each held
-change is claimed in the catalog with a lease, so daemons apply it once and one that dies
-leaves it to the others; a change that fails again waits a backoff, and after
-``retry_budget`` attempts it stays in the failed list.
+hand, or its ``until`` passed, whichever daemon is alive notices), it hands the held changes
+back to Kafka: it publishes a change event per held change to the changes topic, keyed by the
+source URL like every change event, and the owner of the key's partition applies it in the
+key's order (``replicator.pipeline.ownership``). So a held change and a newer change of its
+key are never written by two daemons at once, and an older version never lands after a newer
+one. The same runner hands over the failed changes an operator sent back (``replicator failed
+retry``).
+
+The event carries the held change's own stored sequencer, so the worker finds it the key's
+newest change (a duplicate, applied again) unless a newer change was accepted since; it is
+marked as a listing's event (origin ``scan``), so that if the key's high-water moved past it
+while a replica does not hold the source's current state, it is applied as a repair ordered
+after that high-water (``Applier``: repairs win over event order). Applying it reads the
+source afresh, as for any event; a destination paused again (or still paused in the owner's
+view of the pauses, at most ``PAUSES_TTL_S`` old) holds it again, to be published again.
+
+Each held change is claimed in the catalog with a lease before it is published, so the fleet
+publishes it once per lease (the rows of one change held at several destinations are taken
+by one daemon and published as one event); it stays ``held`` (pending: its lag grows, its
+watermark stays) until the worker applies it, and is published again if it still is once the
+lease ends (a duplicate is harmless: events are hints). If Kafka does not take it, the claim
+is given back after ``retry_after`` and it is published again then. The worker retries a
+change that fails at its destination like any event; past the retry budget it is in the
+failed list again. A held change whose destination no route has any more is put in the
+failed list, not published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import random
 import time
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import structlog
 from prometheus_client import Gauge
 
-from connectors.base import StoreError
-from replicator.catalog import Catalog, HeldChange, Pause, ReplicaState
-from replicator.engine.retry import RetryPolicy
-from replicator.errors import Unavailable
+from replicator.catalog import Catalog, HeldChange, Pause
+from replicator.pipeline.bus import CHANGES_TOPIC, AsyncProducer, BusError
+from replicator.pipeline.events import ChangeEvent
+from replicator.pipeline.ingest.publisher import send_change
 from replicator.pipeline.rules import Router
 
 log = structlog.get_logger(__name__)
-
-# Applies one held change at its destination (``Applier.apply_held``); returns what happened.
-HeldApply = Callable[[HeldChange], Awaitable[str]]
 
 # How long a daemon trusts what it last read of the replication pauses: a pause or a resume
 # reaches every daemon within this time.
@@ -79,45 +94,47 @@ class ReplicationPauses:
 
 
 class HeldChangesRunner:
-    """Applies held changes whose destination is not paused (see the module's docstring)."""
+    """Hands held changes whose destination is not paused to their key's partition owner
+    (see the module's docstring)."""
 
     def __init__(
         self,
         catalog: Catalog,
         pauses: ReplicationPauses,
-        apply: HeldApply,
+        router: Router,
+        producer: AsyncProducer,
         *,
-        retry_budget: int,
-        backoff: RetryPolicy | None = None,
+        changes_topic: str = CHANGES_TOPIC,
         interval: timedelta = timedelta(seconds=1),
         lease: timedelta = timedelta(minutes=5),
+        retry_after: timedelta = timedelta(seconds=10),
         batch: int = 200,
-        concurrency: int = 16,
     ) -> None:
         self.catalog = catalog
         self.pauses = pauses
-        self.apply = apply
-        self.retry_budget = retry_budget
-        self.backoff = backoff or RetryPolicy(base_delay=1.0, max_delay=300.0)
+        self.router = router
+        self.producer = producer
+        self.changes_topic = changes_topic
         self.interval = interval
         self.lease = lease
+        self.retry_after = retry_after
         self.batch = batch
-        self._slots = asyncio.Semaphore(concurrency)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            applied = 0
+            taken = 0
             try:
-                applied = await self.run_once()
+                taken = await self.run_once()
             except Exception as exc:
                 # The catalog being unreachable for a while must not stop the daemon.
-                log.error("applying held changes failed; trying again later", error=str(exc))
-            if applied < self.batch:
+                log.error("handing over held changes failed; trying again later", error=str(exc))
+            if taken < self.batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.interval.total_seconds())
 
     async def run_once(self, now: datetime | None = None) -> int:
-        """Apply the held changes takeable at ``now``; returns how many were taken."""
+        """Publish the held changes takeable at ``now``; returns how many were taken (those
+        Kafka did not take are given back, to be taken again after ``retry_after``)."""
         now = now or datetime.now(UTC)
         for pause in await self.catalog.end_expired_pauses(now):
             log.warning(
@@ -130,46 +147,79 @@ class HeldChangesRunner:
         paused = await self.pauses.refresh(force=True)
         routes = {(p.route, p.destination) for p in paused.values()}
         found = await self.catalog.held_changes(now, paused=routes, limit=self.batch)
+        # One event applies a change at every destination of its route: the rows of one
+        # change held at several destinations share it.
+        changes: defaultdict[tuple[str, str], list[HeldChange]] = defaultdict(list)
+        for item in found:
+            changes[item.source_url, item.sequencer].append(item)
         until = now + self.lease
-        taken = [item for item in found if await self.catalog.claim_held(item, now, until)]
-        await asyncio.gather(*(self._apply(item) for item in taken))
-        return len(taken)
+        taken = 0
+        handing: list[list[HeldChange]] = []
+        for rows in changes.values():
+            claimed = await self._claim(rows, now, until)
+            taken += len(claimed)
+            routed = [item for item in claimed if await self._still_routed(item)]
+            if routed:
+                handing.append(routed)
+        await asyncio.gather(*(self._hand_over(items) for items in handing))
+        return taken
 
-    async def _apply(self, item: HeldChange) -> None:
-        async with self._slots:
-            try:
-                outcome = await self.apply(item)
-            except Unavailable as exc:
-                # The lease ends and the change is taken again, by this daemon or another.
-                log.warning("held change not applied: a service is unavailable", error=str(exc))
-                return
-            except Exception as exc:
-                await self._failed(item, exc)
-                return
-        log.info("held change applied", replica=item.url, outcome=outcome)
+    async def _claim(
+        self, rows: Sequence[HeldChange], now: datetime, until: datetime
+    ) -> list[HeldChange]:
+        """Claim the rows of one change in order, up to the first another daemon holds: the
+        daemon that takes a change's first row then takes the others, and the change is
+        published once."""
+        claimed = []
+        for item in rows:
+            if not await self.catalog.claim_held(item, now, until):
+                break
+            claimed.append(item)
+        return claimed
 
-    async def _failed(self, item: HeldChange, exc: Exception) -> None:
-        """The applier recorded the failed attempt (the row is ``failed``): within the budget
-        it is held again after a backoff; past it, it stays in the failed list."""
-        attempts = item.attempts + 1
-        retriable = isinstance(exc, StoreError) and exc.retriable
-        if retriable and attempts < self.retry_budget:
-            delay = self.backoff.base_delay * 2 ** (attempts - 1)
-            delay = min(self.backoff.max_delay, random.uniform(delay / 2, delay))
-            not_before = datetime.now(UTC) + timedelta(seconds=delay)
-            failed = dataclasses.replace(item, state=ReplicaState.FAILED)
-            await self.catalog.hold_again(failed, not_before)
+    async def _still_routed(self, item: HeldChange) -> bool:
+        targets = self.router.targets(item.source_url)
+        if any(t.destination.url == item.location for t in targets):
+            return True
+        await self.catalog.mark_failed(
+            item.change, item.location, "no route replicates this source there any more"
+        )
+        log.error("held change has no route any more; it is in the failed list", replica=item.url)
+        return False
+
+    async def _hand_over(self, items: Sequence[HeldChange]) -> None:
+        event = held_event(items[0])
+        try:
+            await send_change(self.producer, self.changes_topic, event)
+        except BusError as exc:
+            not_before = datetime.now(UTC) + self.retry_after
+            for item in items:
+                await self.catalog.defer_held(item, not_before)
             log.warning(
-                "held change failed; trying again",
-                replica=item.url,
-                attempt=attempts,
-                delay=round(delay, 3),
+                "held change not published; trying again later",
+                source=event.source_url,
+                retry_after_s=self.retry_after.total_seconds(),
                 error=str(exc),
             )
             return
-        log.error(
-            "held change failed; it is in the failed list (replicator failed retry)",
-            replica=item.url,
-            attempts=attempts,
-            error=str(exc),
+        log.info(
+            "held change handed to its partition's owner",
+            source=event.source_url,
+            destinations=[item.location for item in items],
         )
+
+
+def held_event(item: HeldChange) -> ChangeEvent:
+    """The change event that has ``item`` applied by its key's partition owner: its very
+    change (the stored sequencer), marked as a listing's so that it repairs a replica the
+    key's newer high-water would otherwise leave behind (see the module's docstring)."""
+    return ChangeEvent(
+        kind="delete" if item.deleted else "put",
+        source_url=item.source_url,
+        version=item.version,
+        sequencer=item.sequencer,
+        size=item.size,
+        etag=None,
+        event_time=item.event_time,
+        origin="scan",
+    )

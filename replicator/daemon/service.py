@@ -192,7 +192,7 @@ class Daemon:
             sweeper = applier.sweeper(self.config.deletes.sweep_interval)
             tasks.append(asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"))
             held = HeldChangesRunner(
-                catalog, pauses, applier.apply_held, retry_budget=copy.retry_budget
+                catalog, pauses, self.router, producer, changes_topic=k.changes_topic
             )
             tasks.append(asyncio.create_task(held.run(stop), name="held-changes"))
             janitor = UploadJanitor(

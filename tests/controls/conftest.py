@@ -12,7 +12,7 @@ from tests.controls.bed import Bed, make_bed
 
 @pytest.fixture
 async def bed(devstack: StackState, tmp_path: Path) -> AsyncIterator[Bed]:
-    async for made in make_bed(tmp_path):
+    async for made in make_bed(devstack, tmp_path):
         yield made
 
 
@@ -22,13 +22,13 @@ async def fleet_bed(
 ) -> AsyncIterator[Bed]:
     """The bed on the embedded catalog and on PostgreSQL, which a fleet of daemons shares."""
     if request.param == "sqlite":
-        async for made in make_bed(tmp_path):
+        async for made in make_bed(devstack, tmp_path):
             yield made
         return
     server: str = request.getfixturevalue("postgres_server")
     schema = unique("replicator_controls_")
     try:
-        async for made in make_bed(tmp_path, f"{server}?schema={schema}"):
+        async for made in make_bed(devstack, tmp_path, f"{server}?schema={schema}"):
             yield made
     finally:
         await drop_schema(server, schema)

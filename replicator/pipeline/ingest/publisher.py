@@ -50,6 +50,12 @@ def parse_notification(parser: Parser, payload: bytes | str) -> list[ChangeEvent
         return Rejection(f"{type(exc).__name__}: {str(exc)[:1000]}", type(exc).__name__)
 
 
+async def send_change(producer: AsyncProducer, topic: str, event: ChangeEvent) -> None:
+    """Publish ``event`` keyed by its source object URL: every change of one key lands on one
+    partition, whose owner applies them in order. Returns once Kafka has it."""
+    await producer.send(topic, event.source_url.encode(), event.to_json())
+
+
 class Publisher:
     """Routes, then publishes change events; dead-letters what cannot be parsed.
 
@@ -106,10 +112,7 @@ class Publisher:
             if self.accept is not None:
                 await self.accept(routed)
             await asyncio.gather(
-                *(
-                    self.producer.send(self.changes_topic, e.source_url.encode(), e.to_json())
-                    for e in routed
-                )
+                *(send_change(self.producer, self.changes_topic, e) for e in routed)
             )
         finally:
             self.holdings.release(token)
