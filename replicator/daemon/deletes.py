@@ -58,12 +58,18 @@ class DeleteGuard:
         self.catalog = catalog
         self.paused: set[str] = set()
         self._read_at = float("-inf")
+        # One read at a time: the copies of a burst all find the view stale at once.
+        self._reading = asyncio.Lock()
         self._paused_gauge = paused_gauge
 
     async def refresh(self, *, force: bool = False) -> set[str]:
         """The routes whose deletions are paused, as the catalog says (read at most every
         ``PAUSES_TTL_S`` unless ``force``)."""
-        if force or time.monotonic() - self._read_at >= PAUSES_TTL_S:
+        if not force and time.monotonic() - self._read_at < PAUSES_TTL_S:
+            return self.paused
+        async with self._reading:
+            if not force and time.monotonic() - self._read_at < PAUSES_TTL_S:
+                return self.paused  # read by another task meanwhile
             pauses = await self.catalog.pauses()
             paused = {
                 p.route for p in pauses if p.scope is PauseScope.DELETES and not p.destination

@@ -73,10 +73,16 @@ class ReplicationPauses:
         self.gauge = gauge
         self.paused: dict[str, Pause] = {}
         self._read_at = float("-inf")
+        # One read at a time: the copies of a burst all find the view stale at once.
+        self._reading = asyncio.Lock()
 
     async def refresh(self, *, force: bool = False) -> dict[str, Pause]:
         """Destination URL -> the pause in force there."""
-        if force or time.monotonic() - self._read_at >= PAUSES_TTL_S:
+        if not force and time.monotonic() - self._read_at < PAUSES_TTL_S:
+            return self.paused
+        async with self._reading:
+            if not force and time.monotonic() - self._read_at < PAUSES_TTL_S:
+                return self.paused  # read by another task meanwhile
             self.paused = await self.catalog.paused_destinations()
             self._read_at = time.monotonic()
             self._export()
