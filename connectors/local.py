@@ -63,6 +63,12 @@ from connectors.kernel_copy import SourceShrank, copy_and_read_back
 XATTR = "user.replicator"
 TEMP_MARKER = ".replicator-tmp-"
 UPLOADS_DIR = STAGING_PREFIX.rstrip("/")
+# Where single writes are staged before their rename into place, so that the temporary file of
+# a write killed half-way is found by ``list_multipart_uploads`` (and the upload janitor) with
+# no walk of the whole tree. Not alphanumeric: never taken for an upload's directory.
+TEMP_DIR = "single-writes"
+# An upload id naming a staged single write: letters that no hex upload id holds.
+TEMP_UPLOAD_PREFIX = "tmp"
 NAME_MAX = 255
 COPY_CHUNK = 8 * 1024 * 1024
 PART_FILE = ".part"
@@ -366,10 +372,18 @@ class LocalStore(ObjectStore):
         returns the CRC32C of what it wrote), then move it into place atomically."""
         segments = self._segments(key)
         dir_fd = self._open_dir(segments, key, create=True)
-        temp = f".{uuid.uuid4().hex[:12]}{TEMP_MARKER}"
+        try:
+            temp_dir_fd = self._temp_dir_for(dir_fd)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        temp = f"{uuid.uuid4().hex[:24]}{TEMP_MARKER}"
         try:
             fd = os.open(
-                temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd
+                temp,
+                os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                0o644,
+                dir_fd=temp_dir_fd,
             )
             try:
                 crc = write(fd)
@@ -382,11 +396,34 @@ class LocalStore(ObjectStore):
                 self._seal(key, fd, crc, attributes)
             finally:
                 os.close(fd)
-            return self._publish(key, dir_fd, dir_fd, temp, segments[-1], create_only, if_match)
+            return self._publish(
+                key, dir_fd, temp_dir_fd, temp, segments[-1], create_only, if_match
+            )
         finally:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp, dir_fd=dir_fd)
+                os.unlink(temp, dir_fd=temp_dir_fd)
+            if temp_dir_fd != dir_fd:
+                os.close(temp_dir_fd)
             os.close(dir_fd)
+
+    def _temp_dir_for(self, dir_fd: int) -> int:
+        """The directory a single write is staged in: the store's staging area, or the key's
+        own directory when that is on another file system (a rename cannot cross one)."""
+        fd = self._open_root()
+        try:
+            for segment in (UPLOADS_DIR, TEMP_DIR):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(segment, dir_fd=fd)
+                next_fd = os.open(segment, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+        except BaseException:
+            os.close(fd)
+            raise
+        if os.fstat(fd).st_dev != os.fstat(dir_fd).st_dev:
+            os.close(fd)
+            return dir_fd
+        return fd
 
     def _seal(self, key: str, fd: int, crc: int, attributes: ObjectAttributes | None) -> None:
         """Record the attributes and CRC32C of a finished file and make it durable."""
@@ -781,6 +818,16 @@ class LocalStore(ObjectStore):
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         if not upload_id.isalnum():
             return
+        if upload_id.startswith(TEMP_UPLOAD_PREFIX):
+            temp = (
+                self.root
+                / UPLOADS_DIR
+                / TEMP_DIR
+                / f"{upload_id.removeprefix(TEMP_UPLOAD_PREFIX)}{TEMP_MARKER}"
+            )
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(temp.unlink)
+            return
         in_flight = self._part_writes.get(upload_id, set())
         await asyncio.gather(*in_flight, return_exceptions=True)
         await asyncio.to_thread(shutil.rmtree, self.root / UPLOADS_DIR / upload_id, True)
@@ -798,6 +845,22 @@ class LocalStore(ObjectStore):
                                     manifest["key"],
                                     entry.name,
                                     datetime.fromisoformat(manifest["initiated"]),
+                                )
+                            )
+            # Single writes staged and never renamed into place: their process died (a live
+            # one's file is recent, and the janitor leaves recent uploads alone). Their key
+            # is not recorded: they show under the store's root.
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(self.root / UPLOADS_DIR / TEMP_DIR):
+                    if not prefix and entry.name.endswith(TEMP_MARKER):
+                        with contextlib.suppress(FileNotFoundError):
+                            found.append(
+                                MultipartUpload(
+                                    "",
+                                    TEMP_UPLOAD_PREFIX + entry.name.removesuffix(TEMP_MARKER),
+                                    datetime.fromtimestamp(
+                                        entry.stat(follow_symlinks=False).st_mtime, UTC
+                                    ),
                                 )
                             )
             return sorted(found, key=lambda u: (u.key, u.upload_id))

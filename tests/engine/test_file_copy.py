@@ -54,4 +54,5 @@ async def test_a_source_whose_bytes_differ_from_its_recorded_crc32c_is_not_publi
         await Copier().copy(source, "f", dest, "f")
     with pytest.raises(NotFound):
         await dest.head("f")
-    assert [p.name for p in (tmp_path / "b").iterdir()] == []
+    assert [m async for m in dest.list()] == []
+    assert [u async for u in dest.list_multipart_uploads()] == [], "nothing staged is left"

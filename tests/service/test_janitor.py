@@ -3,6 +3,9 @@ once old enough; younger ones (perhaps a live copy's) are left alone."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -77,4 +80,62 @@ async def test_abandoned_uploads_are_aborted_once_old_enough(
     finally:
         for opened_store in opened.values():
             await opened_store.close()
+        await catalog.close()
+
+
+KILLED_WRITER = """
+import asyncio, sys
+from connectors import open_store
+
+async def main() -> None:
+    store = open_store(sys.argv[1])
+    await store.put("huge.bin", bytearray(1024**3))
+
+asyncio.run(main())
+"""
+
+
+async def test_a_single_write_killed_half_way_leaves_a_temporary_the_janitor_removes(
+    tmp_path: Path,
+) -> None:
+    """A file store stages a single write before renaming it into place; a process killed in
+    between leaves the staged file, which the store reports as an open upload (found without
+    walking the tree) and the janitor removes once old enough."""
+    destination = f"file://{tmp_path}/dest/"
+    (tmp_path / "dest").mkdir()
+    staged = tmp_path / "dest" / ".replicator-uploads" / "single-writes"
+    writer = await asyncio.create_subprocess_exec(sys.executable, "-c", KILLED_WRITER, destination)
+    try:
+        deadline = time.monotonic() + 60
+        while not (staged.is_dir() and any(staged.iterdir())):
+            assert writer.returncode is None, "the write ended before it could be killed"
+            assert time.monotonic() < deadline, "the write never started"
+            await asyncio.sleep(0.005)
+    finally:
+        writer.kill()
+        await writer.wait()
+    store = open_store(destination)
+    catalog = await open_catalog(f"sqlite:///{tmp_path}/catalog.db")
+    config = load_config(
+        {"routes": [{"name": "r", "source": "s3://src/", "destinations": [destination]}]}
+    )
+    janitor = UploadJanitor(
+        Router(config),
+        lambda url: store,
+        catalog.journal(),
+        interval=timedelta(hours=1),
+        abandon_after=timedelta(hours=1),
+    )
+    try:
+        assert [m async for m in store.list()] == [], "a staged write is not an object"
+        [left] = [u async for u in store.list_multipart_uploads()]
+        assert left.initiated is not None
+        young = await janitor.sweep(left.initiated + timedelta(minutes=30))
+        assert young.aborted == []
+        later = await janitor.sweep(left.initiated + timedelta(hours=2))
+        assert len(later.aborted) == 1
+        assert [u async for u in store.list_multipart_uploads()] == []
+        assert list(staged.iterdir()) == []
+    finally:
+        await store.close()
         await catalog.close()
