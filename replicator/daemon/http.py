@@ -66,7 +66,7 @@ def _admin_token_check(token: str) -> Middleware:
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        offered = request.headers.get("Authorization", "").encode()
+        offered = request.headers.get("Authorization", "").encode(errors="surrogateescape")
         if request.path not in _OPEN_PATHS and not hmac.compare_digest(offered, expected):
             raise web.HTTPUnauthorized(text="missing or wrong admin token\n")
         return await handler(request)

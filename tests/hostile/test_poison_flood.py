@@ -112,6 +112,7 @@ class Flood:
     queue_url: str
     dest: Path
     url: str
+    ingest_url: str
 
 
 @pytest.fixture
@@ -132,7 +133,7 @@ def flood(devstack: StackState, tmp_path: Path) -> Iterator[tuple[Flood, Any]]:
     queue_url = sqs.create_queue(QueueName=f"flood-{suffix}")["QueueUrl"]
     dest = tmp_path / "dest"
     dest.mkdir()
-    port = free_port()
+    port, ingest_port = free_port(), free_port()
     config = tmp_path / "replicator.toml"
     config.write_text(f"""
 [kafka]
@@ -150,6 +151,7 @@ url = "sqlite:///{tmp_path}/catalog.db"
 [http]
 host = "127.0.0.1"
 port = {port}
+ingest_port = {ingest_port}
 
 [[sqs]]
 queue_url = "{queue_url}"
@@ -180,7 +182,15 @@ destinations = ["file://{dest}/"]
             start_new_session=True,
         )
     flood = Flood(
-        bootstrap, changes, dlq, group, bucket, queue_url, dest, f"http://127.0.0.1:{port}"
+        bootstrap,
+        changes,
+        dlq,
+        group,
+        bucket,
+        queue_url,
+        dest,
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{ingest_port}",
     )
     try:
         yield flood, (process, log, s3, sqs)
@@ -244,7 +254,7 @@ async def test_ten_thousand_poison_records_all_reach_the_dlq(
             async with (
                 semaphore,
                 session.post(
-                    setup.url + path, data=body, headers={"Authorization": f"Bearer {TOKEN}"}
+                    setup.ingest_url + path, data=body, headers={"Authorization": f"Bearer {TOKEN}"}
                 ) as response,
             ):
                 await response.read()

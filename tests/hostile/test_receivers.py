@@ -42,6 +42,7 @@ FUZZ = settings(
 @dataclass
 class RunningDaemon:
     url: str
+    ingest_url: str
     thread: threading.Thread
     stop: Any
     loop: asyncio.AbstractEventLoop
@@ -67,6 +68,7 @@ def _start(config: DaemonConfig, env: dict[str, str]) -> Iterator[RunningDaemon]
                 [task, asyncio.create_task(started.wait())], return_when="FIRST_COMPLETED"
             )
             state["port"] = getattr(daemon, "http_port", None)
+            state["ingest_port"] = getattr(daemon, "ingest_port", None)
             ready.set()
             await task
 
@@ -82,7 +84,12 @@ def _start(config: DaemonConfig, env: dict[str, str]) -> Iterator[RunningDaemon]
     assert ready.wait(120), "the daemon did not start"
     assert not errors, errors
     running = RunningDaemon(
-        f"http://127.0.0.1:{state['port']}", thread, state["stop"], state["loop"], errors
+        f"http://127.0.0.1:{state['port']}",
+        f"http://127.0.0.1:{state['ingest_port']}",
+        thread,
+        state["stop"],
+        state["loop"],
+        errors,
     )
     try:
         yield running
@@ -105,7 +112,7 @@ def _config(devstack: StackState, tmp_path: Path, ingest: dict[str, Any]) -> Dae
                 "heartbeat_interval_ms": 300,
             },
             "catalog": {"url": f"sqlite:///{tmp_path}/catalog.db"},
-            "http": {"host": "127.0.0.1", "port": 0},
+            "http": {"host": "127.0.0.1", "port": 0, "ingest_port": 0},
             "ingest": ingest,
             "routes": [
                 {"name": "lake", "source": "s3://lake/", "destinations": [f"file://{tmp_path}/c/"]},
@@ -155,9 +162,9 @@ def request(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes, str]:
-    call = urllib.request.Request(
-        daemon.url + path, data=body, method=method, headers=headers or {}
-    )
+    # The push receivers have a listener of their own; everything else is on the admin one.
+    base = daemon.ingest_url if path.startswith("/ingest/") else daemon.url
+    call = urllib.request.Request(base + path, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(call, timeout=60) as response:
             return response.status, response.read(), str(response.headers)

@@ -240,7 +240,12 @@ class IngestAuth:
         if not offered:
             raise Refused(401, "missing", "missing token")
         expected = self._token.encode()
-        if not all(hmac.compare_digest(token.encode(), expected) for token in offered):
+        # Header bytes that are not UTF-8 arrive as lone surrogates (aiohttp decodes with
+        # surrogateescape): encoded back the same way, they are simply a wrong token.
+        if not all(
+            hmac.compare_digest(token.encode(errors="surrogateescape"), expected)
+            for token in offered
+        ):
             raise Refused(401, "invalid", "wrong token")
 
     # -- JWTs (Google OIDC, Entra ID) --------------------------------------------------------
