@@ -280,7 +280,16 @@ class Applier:
             )
             if not isinstance(exc, StoreError):
                 raise
-            if exc.retriable and attempts is not None and attempts < self.retry_budget:
+            if attempts is None:
+                # The replica holds this change or a newer one already (a newer change's own
+                # event applies it): this failure is not one to list or to retry.
+                log.info(
+                    "failure of a change already superseded",
+                    replica=target.dest_url,
+                    error=str(exc)[:500],
+                )
+                return "stale"
+            if exc.retriable and attempts < self.retry_budget:
                 raise
             # Retrying cannot mend it, or the budget is spent: the change is in the failed
             # list (``replicator failed retry`` sends it back); the other destinations and
