@@ -179,7 +179,9 @@ def watermark_violations(
             mutation = candidates[index]
             if not mutation.notified or mutation.notified >= sample.sent:
                 continue
-            if mutation.event_time >= sample.watermark:
+            # Compared at the catalog's precision (microseconds): a watermark held by this
+            # very change equals its event time there, not a float's last digits.
+            if round(mutation.event_time, 6) >= round(sample.watermark, 6):
                 continue
             violations.append(
                 f"{sample.daemon} at {sample.sent:.3f}: watermark {sample.watermark:.3f} of "

@@ -260,6 +260,13 @@ memory = "256MiB"
 [deletes]
 sweep_interval = "5s"
 
+# An upload a killed copy left is aborted when its key is copied again in parts or deleted;
+# one whose key was then written by a single put waits for the janitor, whose thresholds are
+# scaled down to the run (no copy here takes 45 s).
+[uploads]
+sweep_interval = "5s"
+abandon_after = "45s"
+
 [[sqs]]
 queue_url = "{queue_url}"
 wait_s = 1
