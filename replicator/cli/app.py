@@ -497,13 +497,11 @@ def scan(
     no-ops). Each change is recorded in the catalog before it is published, so the routes'
     watermarks wait for them."""
     from replicator.catalog import open_catalog
-    from replicator.daemon.applier import record_accepted, register_datasets
+    from replicator.cli.publishing import accepting_publisher
+    from replicator.daemon.applier import register_datasets
     from replicator.daemon.config import load_daemon_config
     from replicator.daemon.service import Daemon
-    from replicator.pipeline.bus import AsyncProducer, ensure_topics
-    from replicator.pipeline.ingest import Publisher
     from replicator.pipeline.ingest import scan as scan_source
-    from replicator.pipeline.rules import Router
 
     settings = load_daemon_config(config)
     daemon = Daemon(settings)
@@ -513,27 +511,12 @@ def scan(
         raise ConfigError(f"no route named {', '.join(sorted(unknown))}")
 
     async def main() -> dict[str, int]:
-        kafka = settings.kafka
-        await asyncio.to_thread(
-            ensure_topics,
-            daemon.kafka_settings(),
-            {kafka.changes_topic: kafka.partitions, kafka.dlq_topic: 1},
-        )
-        router = Router(settings)
         catalog = await open_catalog(settings.catalog.resolved_url(daemon.env))
-        producer = AsyncProducer(daemon.kafka_settings())
-        publisher = Publisher(
-            producer,
-            router,
-            changes_topic=settings.kafka.changes_topic,
-            dlq_topic=settings.kafka.dlq_topic,
-            accept=lambda events: record_accepted(catalog, router, events),
-        )
         try:
-            await register_datasets(catalog, settings)
-            return {r.name: await scan_source(r.source, publisher) for r in routes}
+            async with accepting_publisher(settings, catalog) as publisher:
+                await register_datasets(catalog, settings)
+                return {r.name: await scan_source(r.source, publisher) for r in routes}
         finally:
-            await producer.close()
             await catalog.close()
 
     counts = run_until_signalled(main())

@@ -4,7 +4,6 @@ its destinations, by URL or by the daemon's routes, through the streamed compare
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import sys
@@ -192,35 +191,13 @@ class _Progress:
 async def _publisher(
     settings: DaemonConfig, catalog: Catalog
 ) -> AsyncIterator[Callable[[ObjectStore], Actions]]:
-    """What publishes a route's drift for the fleet: a producer on the configuration's
-    changes topic, recording each change as accepted first (as ``scan`` does)."""
-    from replicator.daemon.applier import record_accepted
+    """What publishes a route's drift for the fleet: each change recorded as accepted first,
+    as ``scan`` does."""
+    from replicator.cli.publishing import accepting_publisher
     from replicator.daemon.reconcile import PublishActions
-    from replicator.daemon.service import Daemon
-    from replicator.pipeline.bus import AsyncProducer, ensure_topics
-    from replicator.pipeline.ingest import Publisher
-    from replicator.pipeline.rules import Router
 
-    daemon = Daemon(settings)
-    kafka = settings.kafka
-    await asyncio.to_thread(
-        ensure_topics,
-        daemon.kafka_settings(),
-        {kafka.changes_topic: kafka.partitions, kafka.dlq_topic: 1},
-    )
-    router = Router(settings)
-    producer = AsyncProducer(daemon.kafka_settings())
-    publisher = Publisher(
-        producer,
-        router,
-        changes_topic=kafka.changes_topic,
-        dlq_topic=kafka.dlq_topic,
-        accept=lambda events: record_accepted(catalog, router, events),
-    )
-    try:
+    async with accepting_publisher(settings, catalog) as publisher:
         yield lambda source: PublishActions(publisher, source)
-    finally:
-        await producer.close()
 
 
 async def _run_jobs(
