@@ -837,10 +837,19 @@ class AzureStore(ObjectStore):
         *,
         extra_metadata: Mapping[str, str] | None = None,
         checksums: Mapping[ChecksumKind, str] | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
     ) -> ObjectMeta:
         name = self._name(key)
         url = self.url_for(key)
         self._check_upload_id(upload_id, url)
+        if create_only and if_match is not None:
+            raise InvalidArgument("create_only and if_match exclude each other", url=url)
+        conditions: dict[str, Any] = {}
+        if create_only:
+            conditions.update(match_condition=MatchConditions.IfMissing)
+        if if_match is not None:
+            conditions.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
         ordered = sorted(parts, key=lambda p: p.part_number)
         numbers = [p.part_number for p in ordered]
         if len(set(numbers)) != len(numbers):
@@ -872,12 +881,18 @@ class AzureStore(ObjectStore):
                 )
             if marker_name != name:
                 raise NotFound(f"multipart upload {upload_id} is for another key", url=url)
-            with self._errors(url):
-                await client.commit_block_list(
-                    [BlobBlock(block_id=i) for i in ids],
-                    content_settings=_content_settings(attributes),
-                    metadata=dict(attributes.user_metadata),
-                )
+            try:
+                with self._errors(url):
+                    await client.commit_block_list(
+                        [BlobBlock(block_id=i) for i in ids],
+                        content_settings=_content_settings(attributes),
+                        metadata=dict(attributes.user_metadata),
+                        **conditions,
+                    )
+            except PreconditionFailed as exc:
+                if create_only:
+                    raise AlreadyExists(str(exc), url=url) from None
+                raise
         meta = await self.head(key)
         expected = sum(p.size for p in ordered)
         if meta.size != expected:

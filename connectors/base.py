@@ -408,8 +408,15 @@ class ObjectStore(abc.ABC):
         *,
         extra_metadata: Mapping[str, str] | None = None,
         checksums: Mapping[ChecksumKind, str] | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
     ) -> ObjectMeta:
         """Assemble the parts, in part-number order whatever order they are given in.
+
+        ``create_only`` and ``if_match`` condition the completion as they condition ``put``
+        (AlreadyExists, PreconditionFailed), so that a writer that lost its claim on a key
+        cannot land an upload over what another writer put there since it looked; the upload
+        stays in place to be aborted.
 
         ``extra_metadata`` is added to the user metadata given at creation; only stores whose
         ``limits.metadata_at_complete`` is true take it (values known only at the end, such as

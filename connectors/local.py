@@ -721,6 +721,8 @@ class LocalStore(ObjectStore):
         *,
         extra_metadata: Mapping[str, str] | None = None,
         checksums: Mapping[ChecksumKind, str] | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
     ) -> ObjectMeta:
         ordered = sorted(parts, key=lambda p: p.part_number)
         staging = self._upload_dir(upload_id, key)
@@ -744,17 +746,28 @@ class LocalStore(ObjectStore):
                 )
             )
             if tiled:
-                published = self._publish_staged(key, staging, size, crc, attributes)
+                published = self._publish_staged(
+                    key, staging, size, crc, attributes, create_only, if_match
+                )
                 if published is not None:
                     return published
-            return self._write_file(key, self._joiner(key, staged), attributes, False, None)
+            return self._write_file(
+                key, self._joiner(key, staged), attributes, create_only, if_match
+            )
 
         meta: ObjectMeta = await self._run(key, work)
         await asyncio.to_thread(shutil.rmtree, staging, True)
         return meta
 
     def _publish_staged(
-        self, key: str, staging: Path, size: int, crc: int, attributes: ObjectAttributes
+        self,
+        key: str,
+        staging: Path,
+        size: int,
+        crc: int,
+        attributes: ObjectAttributes,
+        create_only: bool,
+        if_match: str | None,
     ) -> ObjectMeta | None:
         """Move the staging file, which holds exactly the object, into place; None when the
         key's directory is on another file system than the staging area."""
@@ -771,7 +784,15 @@ class LocalStore(ObjectStore):
                 finally:
                     os.close(fd)
                 try:
-                    return self._publish(key, dir_fd, staging_fd, STAGED_OBJECT, segments[-1])
+                    return self._publish(
+                        key,
+                        dir_fd,
+                        staging_fd,
+                        STAGED_OBJECT,
+                        segments[-1],
+                        create_only,
+                        if_match,
+                    )
                 except OSError as exc:
                     if exc.errno == errno.EXDEV:
                         return None

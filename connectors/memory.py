@@ -265,9 +265,12 @@ class MemoryStore(ObjectStore):
         *,
         extra_metadata: Mapping[str, str] | None = None,
         checksums: Mapping[ChecksumKind, str] | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
     ) -> ObjectMeta:
         await asyncio.sleep(0)
         upload = self._upload(key, upload_id)
+        self._check_conditions(key, create_only, if_match)
         ordered = sorted(parts, key=lambda p: p.part_number)
         chunks = []
         for part in ordered:

@@ -283,7 +283,7 @@ def _map_client_error(
             return AlreadyExists(f"object already exists ({detail})", url=url)
         return PreconditionFailed(f"precondition failed ({detail})", url=url)
     if code in _OBJECT_MISSING or status == 404:
-        if missing_key_is_mismatch:
+        if missing_key_is_mismatch and code != "NoSuchUpload":
             return PreconditionFailed(
                 f"object does not exist, so If-Match fails ({detail})", url=url
             )
@@ -749,6 +749,8 @@ class S3Store(ObjectStore):
         *,
         extra_metadata: Mapping[str, str] | None = None,
         checksums: Mapping[ChecksumKind, str] | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
     ) -> ObjectMeta:
         if extra_metadata:
             raise NotSupported(
@@ -771,13 +773,29 @@ class S3Store(ObjectStore):
         if crc is not None:
             # S3 refuses to complete when the parts do not add up to this CRC32C.
             whole = {"ChecksumCRC32C": crc, "ChecksumType": "FULL_OBJECT"}
-        with self._errors(url):
+        conditions: dict[str, str] = {}
+        if create_only:
+            conditions["IfNoneMatch"] = "*"
+        if if_match is not None:
+            conditions["IfMatch"] = if_match
+            # S3 checks If-Match on the completion itself, atomically; moto ignores it there
+            # (it honours If-None-Match), so the etag is compared first as well.
+            try:
+                current = (await self.head(key)).etag
+            except NotFound:
+                current = None
+            if current is None or current.strip('"') != if_match.strip('"'):
+                raise PreconditionFailed(f"etag is {current}, not {if_match}", url=url)
+        with self._errors(
+            url, create_only=create_only, missing_key_is_mismatch=if_match is not None
+        ):
             response = await client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=full,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": completed},
                 **whole,
+                **conditions,
             )
         etag = response.get("ETag")
         return ObjectMeta(

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from connectors.base import (
+    AlreadyExists,
     Buffer,
     ChecksumKind,
     InvalidArgument,
@@ -22,6 +23,7 @@ from connectors.base import (
     ObjectAttributes,
     ObjectMeta,
     PartToken,
+    PreconditionFailed,
     StoreError,
     TransientError,
 )
@@ -42,6 +44,7 @@ from connectors.gcs.transport import (
     GCSTransport,
     _part_name,
     quote,
+    write_preconditions,
 )
 
 
@@ -180,10 +183,15 @@ class GCSMultipart(GCSTransport):
         *,
         extra_metadata: Mapping[str, str] | None = None,
         checksums: Mapping[ChecksumKind, str] | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
     ) -> ObjectMeta:
         url = self.url_for(key)
         full = self._full(key)
         self._check_upload_id(key, upload_id)
+        conditions = write_preconditions(create_only, if_match, url)
+        if conditions:
+            await self._check_destination(key, create_only, if_match)
         manifest = await self._manifest(key, upload_id)
         if manifest["key"] != full:
             raise NotFound(f"multipart upload {upload_id} is not one of this key", url=url)
@@ -194,7 +202,9 @@ class GCSMultipart(GCSTransport):
             )
         failure: BaseException | None = None
         try:
-            resource = await self._assemble(full, upload_id, parts, attributes, url)
+            resource = await self._assemble(
+                full, upload_id, parts, attributes, url, conditions, create_only
+            )
         except BaseException as exc:
             failure = exc
             raise
@@ -209,6 +219,22 @@ class GCSMultipart(GCSTransport):
                     )
         return self._meta(key, resource)
 
+    async def _check_destination(self, key: str, create_only: bool, if_match: str | None) -> None:
+        """Compare the key's generation with the condition before composing: GCS checks
+        ``ifGenerationMatch`` on the compose itself, atomically, but fake-gcs-server ignores it
+        there (as on deletes), so without this the condition would go unchecked on it."""
+        url = self.url_for(key)
+        try:
+            resource = await self._resource(self._full(key), url)
+        except NotFound:
+            current = None
+        else:
+            current = str(resource["generation"])
+        if create_only and current is not None:
+            raise AlreadyExists(f"object already exists (generation {current})", url=url)
+        if if_match is not None and current != if_match:
+            raise PreconditionFailed(f"generation is {current}, not {if_match}", url=url)
+
     async def _assemble(
         self,
         full: str,
@@ -216,6 +242,8 @@ class GCSMultipart(GCSTransport):
         parts: Sequence[PartToken],
         attributes: ObjectAttributes,
         url: str,
+        conditions: Mapping[str, str],
+        create_only: bool,
     ) -> dict[str, Any]:
         ordered = sorted(parts, key=lambda p: p.part_number)
         if not ordered:
@@ -263,8 +291,10 @@ class GCSMultipart(GCSTransport):
             ],
             "destination": resource_fields(attributes),
         }
-        async with self._errors(url):
-            return await self._json("POST", self._object_url(full, "/compose"), json_body=body)
+        async with self._errors(url, create_only=create_only):
+            return await self._json(
+                "POST", self._object_url(full, "/compose"), params=conditions, json_body=body
+            )
 
     async def _clear_staging(self, upload_id: str, url: str, *, keep_parts: bool = False) -> None:
         """Delete the upload's staged objects, then its manifest (unless ``keep_parts``, which

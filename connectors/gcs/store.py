@@ -35,6 +35,7 @@ from connectors.gcs.transport import (
     _HTTPError,
     _is_staged,
     _UnsatisfiableRange,
+    write_preconditions,
 )
 from connectors.payload import body_chunks
 
@@ -214,15 +215,7 @@ class GCSStore(GCSMultipart):
         url = self.url_for(key)
         full = self._full(key)
         self.check_single_put(key, len(data))
-        params: dict[str, str] = {}
-        if create_only:
-            if if_match is not None:
-                raise InvalidArgument("create_only and if_match exclude each other", url=url)
-            params["ifGenerationMatch"] = "0"
-        elif if_match is not None:
-            if not _GENERATION.fullmatch(if_match):
-                raise PreconditionFailed(f"{if_match!r} is not a GCS generation", url=url)
-            params["ifGenerationMatch"] = if_match
+        params = write_preconditions(create_only, if_match, url)
         resource = await self._upload(
             full,
             data,

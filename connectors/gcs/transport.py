@@ -51,6 +51,22 @@ _STAGING_END = STAGING_PREFIX[:-1] + chr(ord("/") + 1)
 _ACME_PREFIX = ".well-known/acme-challenge/"
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _GENERATION = re.compile(r"[0-9]+")
+
+
+def write_preconditions(create_only: bool, if_match: str | None, url: str) -> dict[str, str]:
+    """The query parameters that condition a write (an upload or a compose) on what the key
+    holds: nothing (``ifGenerationMatch=0``) or one generation."""
+    if create_only:
+        if if_match is not None:
+            raise InvalidArgument("create_only and if_match exclude each other", url=url)
+        return {"ifGenerationMatch": "0"}
+    if if_match is not None:
+        if not _GENERATION.fullmatch(if_match):
+            raise PreconditionFailed(f"{if_match!r} is not a GCS generation", url=url)
+        return {"ifGenerationMatch": if_match}
+    return {}
+
+
 COMPOSE_MAX_SOURCES = 32
 POOL_CONNECTIONS = 64
 # Composes and deletes of one upload in flight at once: enough to keep the pool busy while

@@ -46,6 +46,7 @@ from connectors.base import (
     StoreError,
 )
 from replicator.engine import hashing
+from replicator.engine.fencing import UNFENCED, DestinationMoved, Fence, fenced
 from replicator.engine.memory import ByteBudget
 from replicator.engine.metadata import (
     FINGERPRINT_KEY,
@@ -289,13 +290,27 @@ class Copier:
                         src, source, source_key, dest, dest_key, known_dest
                     )
                 else:
-                    skipped = await self._skip_reason(src, dest, dest_key, known_dest)
-                    outcome = skipped or await self._execute(
-                        plan, src, source, source_key, dest, dest_key, shared
+                    looked = await self._look_at_destination(src, dest, dest_key, known_dest)
+                    outcome = (
+                        looked
+                        if isinstance(looked, _Skipped)
+                        else await self._execute(
+                            plan, src, source, source_key, dest, dest_key, looked, shared
+                        )
                     )
             except SourceMoved as moved:
                 last_change = moved.cause
                 log.info("source changed during copy; restarting", source=src.url, error=str(moved))
+                continue
+            except DestinationMoved as moved:
+                # Another writer got there first (or this copy's own write landed and its
+                # answer was lost): look at both ends again.
+                last_change = moved.cause
+                log.info(
+                    "destination changed during copy; looking again",
+                    destination=dest.url_for(dest_key),
+                    error=str(moved),
+                )
                 continue
             if isinstance(outcome, _Skipped):
                 log.info("copy skipped", source=outcome.source.url, reason=outcome.reason)
@@ -318,8 +333,8 @@ class Copier:
                 time.monotonic() - started,
             )
         raise SourceChanged(
-            f"{source.url_for(source_key)} changed {self.max_restarts + 1} times while being "
-            f"copied; last: {last_change}"
+            f"{source.url_for(source_key)} or its destination changed "
+            f"{self.max_restarts + 1} times while it was being copied; last: {last_change}"
         )
 
     def _plan(self, src: ObjectMeta, source: ObjectStore, dest: ObjectStore) -> CopyPlan:
@@ -349,23 +364,24 @@ class Copier:
                     lambda: source.get(source_key, if_match=listed.etag), what="read source"
                 )
             )
-            skipped = await self._skip_reason(src, dest, dest_key, known_dest)
-            if skipped is not None:
-                return skipped
-            return await self._single(src, source, source_key, dest, dest_key, loaded=data)
+            looked = await self._look_at_destination(src, dest, dest_key, known_dest)
+            if isinstance(looked, _Skipped):
+                return looked
+            return await self._single(src, source, source_key, dest, dest_key, looked, loaded=data)
 
-    async def _skip_reason(
+    async def _look_at_destination(
         self,
         src: ObjectMeta,
         dest: ObjectStore,
         dest_key: str,
         known_dest: ObjectMeta | Absent | None = None,
-    ) -> _Skipped | None:
+    ) -> _Skipped | Fence:
+        """Why no copy is needed, or the fence its final write is conditioned on."""
         origin = replica_source(src.attributes.user_metadata)
         if origin is not None:
             return _Skipped(src, None, f"source is itself a replica of {origin}")
         if known_dest is ABSENT:
-            return None
+            return Fence.seen(None)
         if isinstance(known_dest, ObjectMeta) and known_dest.attributes_known:
             existing = known_dest
         else:
@@ -374,13 +390,13 @@ class Copier:
                     lambda: dest.head(dest_key), what="head destination"
                 )
             except NotFound:
-                return None
+                return Fence.seen(None)
         mismatch = replica_mismatch(src, version_id(src), existing)
         if mismatch is None:
             return _Skipped(src, existing, "destination already holds this source version")
         if replica_source(existing.attributes.user_metadata) == src.url:
             log.info("replica not verified; copying again", destination=existing.url, why=mismatch)
-        return None
+        return Fence.seen(existing)
 
     async def _execute(
         self,
@@ -390,13 +406,14 @@ class Copier:
         source_key: str,
         dest: ObjectStore,
         dest_key: str,
+        fence: Fence,
         shared: SharedSourceRead | None = None,
     ) -> _Executed:
         if plan.strategy is Strategy.SERVER_SIDE:
             return await self._server_side(src, source, source_key, dest, dest_key)
         if plan.strategy is Strategy.SINGLE:
-            return await self._single(src, source, source_key, dest, dest_key, shared)
-        return await self._multipart(plan, src, source, source_key, dest, dest_key)
+            return await self._single(src, source, source_key, dest, dest_key, fence, shared)
+        return await self._multipart(plan, src, source, source_key, dest, dest_key, fence)
 
     async def _server_side(
         self,
@@ -459,6 +476,7 @@ class Copier:
         source_key: str,
         dest: ObjectStore,
         dest_key: str,
+        fence: Fence = UNFENCED,
         shared: SharedSourceRead | None = None,
         *,
         loaded: bytes | None = None,
@@ -498,9 +516,18 @@ class Copier:
                 source_version=version_id(src),
                 fingerprint=fingerprint.value(),
             )
-            meta = await self.retry.run(
-                lambda: dest.put(dest_key, data, attributes=attributes, checksums=digest.checksums),
-                what="put destination",
+            meta = await fenced(
+                lambda: self.retry.run(
+                    lambda: dest.put(
+                        dest_key,
+                        data,
+                        attributes=attributes,
+                        checksums=digest.checksums,
+                        create_only=fence.create_only,
+                        if_match=fence.if_match,
+                    ),
+                    what="put destination",
+                )
             )
 
         def check() -> None:
@@ -518,6 +545,7 @@ class Copier:
         source_key: str,
         dest: ObjectStore,
         dest_key: str,
+        fence: Fence = UNFENCED,
     ) -> _Executed:
         pin = self._pin(source, src)
         dest_url = dest.url_for(dest_key)
@@ -630,11 +658,20 @@ class Copier:
             )
             tokens = [record.parts[p.number].token for p in plan.parts]
             whole = {ChecksumKind.CRC32C: hashing.crc32c_b64(whole_crc)}
-            meta = await self.retry.run(
-                lambda: dest.complete_multipart(
-                    dest_key, record.upload_id, tokens, extra_metadata=extra, checksums=whole
+            meta = await fenced(
+                lambda: self.retry.run(
+                    lambda: dest.complete_multipart(
+                        dest_key,
+                        record.upload_id,
+                        tokens,
+                        extra_metadata=extra,
+                        checksums=whole,
+                        create_only=fence.create_only,
+                        if_match=fence.if_match,
+                    ),
+                    what="complete multipart upload",
                 ),
-                what="complete multipart upload",
+                completion=True,
             )
         except BaseException as exc:
             await self._abort(dest, dest_key, record)

@@ -22,6 +22,7 @@ from connectors.base import (
     NotFound,
     ObjectAttributes,
     ObjectStore,
+    PartToken,
     PermissionDenied,
     PreconditionFailed,
     StoreError,
@@ -299,6 +300,49 @@ class TestMultipart:
         token = await store.put_part("one", upload_id, 1, b"small")
         await store.complete_multipart("one", upload_id, [token])
         assert await store.read("one") == b"small"
+
+
+class TestFencedCompletion:
+    """A completion conditioned on what the writer saw at the key: a writer that lost its
+    claim cannot land its upload over another writer's object (issue: one key, one writer)."""
+
+    async def _upload(self, store: ObjectStore, key: str) -> tuple[str, list[PartToken]]:
+        upload_id = await store.create_multipart(key)
+        token = await store.put_part(key, upload_id, 1, b"late writer")
+        return upload_id, [token]
+
+    async def test_create_only_completion_refuses_an_existing_key(self, store: ObjectStore) -> None:
+        upload_id, parts = await self._upload(store, "k")
+        await store.put("k", b"there first")
+        with pytest.raises(AlreadyExists):
+            await store.complete_multipart("k", upload_id, parts, create_only=True)
+        assert await store.read("k") == b"there first"
+        await store.abort_multipart("k", upload_id)
+        assert await collect_uploads(store) == []
+        assert await store.read("k") == b"there first"
+
+    async def test_create_only_completion_of_a_new_key(self, store: ObjectStore) -> None:
+        upload_id, parts = await self._upload(store, "k")
+        await store.complete_multipart("k", upload_id, parts, create_only=True)
+        assert await store.read("k") == b"late writer"
+
+    async def test_if_match_completion_refuses_a_changed_key(self, store: ObjectStore) -> None:
+        seen = await store.put("k", b"seen by the writer")
+        upload_id, parts = await self._upload(store, "k")
+        await store.put("k", b"written since")
+        assert seen.etag is not None
+        with pytest.raises(PreconditionFailed):
+            await store.complete_multipart("k", upload_id, parts, if_match=seen.etag)
+        assert await store.read("k") == b"written since"
+        await store.abort_multipart("k", upload_id)
+        assert await collect_uploads(store) == []
+
+    async def test_if_match_completion_on_the_current_etag(self, store: ObjectStore) -> None:
+        seen = await store.put("k", b"seen by the writer")
+        upload_id, parts = await self._upload(store, "k")
+        assert seen.etag is not None
+        await store.complete_multipart("k", upload_id, parts, if_match=seen.etag)
+        assert await store.read("k") == b"late writer"
 
 
 class TestServerSideCopy:

@@ -35,6 +35,8 @@ class FaultyStore(ObjectStore):
         self.throttle_next = 0
         self.ignore_aborts = False
         self.before_read: Callable[[int], Awaitable[None]] | None = None
+        #: Awaited before a put or a multipart completion is sent (a writer held back).
+        self.before_final_write: Callable[[], Awaitable[None]] | None = None
         self.reads = 0
         self.parts_uploaded: list[int] = []
         #: Requests made through this wrapper, by operation.
@@ -112,6 +114,8 @@ class FaultyStore(ObjectStore):
     ) -> ObjectMeta:
         self._maybe_throttle()
         self.calls["put"] += 1
+        if self.before_final_write is not None:
+            await self.before_final_write()
         if self.flip_next_puts > 0 and data:
             self.flip_next_puts -= 1
             data = self._flip(data)
@@ -184,10 +188,20 @@ class FaultyStore(ObjectStore):
         *,
         extra_metadata: Mapping[str, str] | None = None,
         checksums: Mapping[ChecksumKind, str] | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
     ) -> ObjectMeta:
         self._maybe_throttle()
+        if self.before_final_write is not None:
+            await self.before_final_write()
         completed = await self.inner.complete_multipart(
-            key, upload_id, parts, extra_metadata=extra_metadata, checksums=checksums
+            key,
+            upload_id,
+            parts,
+            extra_metadata=extra_metadata,
+            checksums=checksums,
+            create_only=create_only,
+            if_match=if_match,
         )
         return await self._maybe_damage(key, completed)
 
