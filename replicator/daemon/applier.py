@@ -166,6 +166,14 @@ class Applier:
             return_exceptions=True,
         )
         failures = [o for o in outcomes if isinstance(o, BaseException)]
+        log.debug(
+            "change applied",
+            source=event.source_url,
+            sequencer=change.sequencer,
+            event_time=change.event_time.isoformat(),
+            acceptance=acceptance.name,
+            outcomes=[o if isinstance(o, str) else type(o).__name__ for o in outcomes],
+        )
         if failures:
             raise _most_telling(failures)
         done = [o for o in outcomes if isinstance(o, str)]
@@ -352,16 +360,24 @@ async def record_accepted(catalog: Catalog, router: Router, events: Sequence[Cha
     published to Kafka: a change waiting there (a partition behind, a record in a worker's
     memory) then holds its route's watermark until it is applied. Applying it later finds it
     accepted already (a duplicate, redone as usual)."""
-    await asyncio.gather(
+    routed = [event for event in events if router.targets(event.source_url)]
+    acceptances = await asyncio.gather(
         *(
             catalog.mark_pending(
                 Change.from_event(event),
                 [t.destination.url for t in router.targets(event.source_url)],
             )
-            for event in events
-            if router.targets(event.source_url)
+            for event in routed
         )
     )
+    for event, acceptance in zip(routed, acceptances, strict=True):
+        log.debug(
+            "change accepted",
+            source=event.source_url,
+            sequencer=event.sequencer,
+            event_time=event.event_time.isoformat(),
+            acceptance=acceptance.name,
+        )
 
 
 def _most_telling(failures: Sequence[BaseException]) -> BaseException:

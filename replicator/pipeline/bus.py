@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import threading
 import time
@@ -205,30 +206,83 @@ def group_members(settings: KafkaSettings, group: str, timeout: float = 30) -> i
 
 
 class AsyncProducer:
-    """An idempotent producer; ``send`` resolves when the broker has the record (acks=all)."""
+    """An idempotent producer; ``send`` resolves when the broker has the record (acks=all).
+
+    A fatal error (the idempotent producer's sequence numbers out of order after the broker
+    lost or rolled back its state) leaves a librdkafka producer unable to send ever again; a
+    broker that no longer knows the producer's id can keep it retrying without end (it bumps
+    its epoch, the broker answers "unknown producer id" again) until each record times out.
+    On either (a fatal error, a delivery timed out) the poll thread replaces the producer,
+    whose successor starts with a fresh producer id, and fails every delivery still awaited
+    from the old one (BusError, which the ingest paths send again): no send waits for ever and
+    the process goes on publishing. Records of one key may then be reordered across the
+    replacement; the applier orders changes by their sequencers, not by their arrival.
+    """
 
     def __init__(self, settings: KafkaSettings) -> None:
-        self._producer = Producer(
-            {
-                **settings.common(),
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "error_cb": self._on_error,
-            }
-        )
+        self._config = {
+            **settings.common(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "error_cb": self._on_error,
+        }
+        self._lock = threading.Lock()
+        self._producer = Producer(self._config)
+        self._generation = 0
+        self._broken: KafkaError | None = None
+        # Deliveries awaited: token -> (producer generation, the future to settle).
+        self._awaiting: dict[int, tuple[int, _Delivery]] = {}
+        self._tokens = itertools.count()
+        self.replaced = 0
         self._running = True
         self._thread = threading.Thread(target=self._poll, name="kafka-producer", daemon=True)
         self._thread.start()
 
-    @staticmethod
-    def _on_error(error: KafkaError) -> None:
+    def _on_error(self, error: KafkaError) -> None:
         log.warning("kafka producer error", error=str(error), fatal=error.fatal())
+        if error.fatal():
+            self._broken = error
 
     def _poll(self) -> None:
         while self._running:
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not error.fatal():
+                    log.warning("kafka producer poll failed", error=str(error))
+                    continue
+                self._broken = error
+            # Replaced here, between polls, never from a callback inside one.
+            if self._broken is not None:
+                self._replace(self._broken)
+
+    def _replace(self, error: KafkaError) -> None:
+        """Swap the failed producer for a new one; fail what the old one still owed."""
+        with self._lock:
+            old, old_generation = self._producer, self._generation
+            self._producer = Producer(self._config)
+            self._generation += 1
+            self._broken = None
+            stranded = [
+                token
+                for token, (generation, _) in self._awaiting.items()
+                if generation == old_generation
+            ]
+            owed = [self._awaiting.pop(token)[1] for token in stranded]
+        self.replaced += 1
+        log.error(
+            "Kafka producer cannot deliver; replaced by a new one",
+            error=error.str(),
+            deliveries_failed=len(owed),
+        )
+        for loop, future in owed:
+            outcome = BusError(f"delivery failed: the producer was replaced ({error.str()})")
+            loop.call_soon_threadsafe(_settle, future, outcome)
+        old.purge(in_queue=True, in_flight=True, blocking=False)
+        old.poll(0)
 
     async def send(
         self,
@@ -240,8 +294,13 @@ class AsyncProducer:
         """Produce one record; returns (partition, offset) once it is acknowledged."""
         loop = asyncio.get_running_loop()
         delivered: asyncio.Future[tuple[int, int]] = loop.create_future()
+        token = next(self._tokens)
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
+            with self._lock:
+                self._awaiting.pop(token, None)
+            if error is not None and error.code() == KafkaError._MSG_TIMED_OUT:
+                self._broken = error
             if error is not None:
                 outcome: BaseException | tuple[int, int] = BusError(
                     f"delivery to {topic} failed: {error}",
@@ -252,8 +311,11 @@ class AsyncProducer:
             loop.call_soon_threadsafe(_settle, delivered, outcome)
 
         while True:
+            with self._lock:
+                producer = self._producer
+                self._awaiting[token] = (self._generation, (loop, delivered))
             try:
-                self._producer.produce(
+                producer.produce(
                     topic,
                     value=value,
                     key=key,
@@ -264,6 +326,8 @@ class AsyncProducer:
             except BufferError:
                 await asyncio.sleep(0.01)  # local queue full: the poll thread drains it
             except KafkaException as exc:
+                with self._lock:
+                    self._awaiting.pop(token, None)
                 error = exc.args[0]
                 raise BusError(
                     f"cannot produce to {topic}: {error.str()}",
@@ -280,6 +344,9 @@ class AsyncProducer:
         await self.flush()
         self._running = False
         await asyncio.to_thread(self._thread.join)
+
+
+_Delivery = tuple[asyncio.AbstractEventLoop, "asyncio.Future[tuple[int, int]]"]
 
 
 def _settle(

@@ -69,7 +69,14 @@ from tests.chaos.stores import (
 )
 from tests.chaos.workload import Mutator, Plan, Store, plan
 
-CHANGES_TOPIC, DLQ_TOPIC, PARTITIONS = "replicator.changes", "replicator.dlq", 4
+# The durable broker (Tansu's S3 storage, one object per produced batch) lists a partition's
+# batches on every fetch, and answers with what it could read within the fetch's wait: a
+# partition grown to thousands of batches is answered with nothing, every time, and the run
+# stalls (README.md, "Observed in the test bed"). More partitions keep each one short, and a
+# longer fetch wait than the daemon's default (100 ms) lets one fetch bring many batches (at
+# 2,500 batches: 28 a second with 3 s, 6 with 500 ms, none with 5 ms).
+CHANGES_TOPIC, DLQ_TOPIC, PARTITIONS = "replicator.changes", "replicator.dlq", 16
+FETCH_WAIT_MS = 3000
 UNAPPLIED = ("pending", "failed", "stale", "delete_paused")
 
 
@@ -243,6 +250,7 @@ changes_topic = "{CHANGES_TOPIC}"
 dlq_topic = "{DLQ_TOPIC}"
 session_timeout_ms = 2000
 heartbeat_interval_ms = 300
+fetch_wait_max_ms = {FETCH_WAIT_MS}
 
 [catalog]
 url = "{postgres}"
