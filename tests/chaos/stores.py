@@ -198,7 +198,10 @@ class GCSDestination:
             if name.startswith(STAGING):
                 staging.append(self.url + name)
             else:
-                found[name] = Listed(name, int(item["size"]), str(item["generation"]))
+                # fake-gcs-server keeps an object's generation (and update time) when a compose
+                # replaces it, so the content's CRC32C is part of what tells a new object.
+                token = f"{item['generation']}:{item.get('crc32c')}"
+                found[name] = Listed(name, int(item["size"]), token)
         return found, staging
 
     def _media(self, key: str, generation: str | None = None) -> str:
