@@ -436,8 +436,8 @@ def costs_command(
     """Requests by class, bytes read, written and leaving a provider or region (egress), and
     their estimated cost, per day, route, destination and store, as the daemons and backfills
     counted them; then each route's totals. A destination "(route)" is the route's own work
-    (the source's heads, listings); a route "(none)", a destination's housekeeping (the upload
-    janitor's)."""
+    (the source's heads, listings); a route "(none)", a location's housekeeping (the upload
+    janitor's, the readiness checks')."""
     first = (datetime.now(UTC) - parse_duration(since)).date()
     rows = _run(_url(catalog, config), lambda c: c.costs(first, route))
     if json_output:

@@ -181,6 +181,7 @@ class Daemon:
             max_lag=health.max_lag,
             interval_s=health.interval.total_seconds(),
             timeout_s=health.timeout.total_seconds(),
+            ledger=ledger,
         )
         listeners = await serve_http(
             self.config,
