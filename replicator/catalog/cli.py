@@ -392,6 +392,10 @@ def _cost_totals(rows: Sequence[CostRow], by: Callable[[CostRow], T]) -> dict[T,
     return totals
 
 
+def _spent(row: CostRow) -> dict[str, object]:
+    return {**row.usage.as_dict(), "cost_usd": row.cost_usd}
+
+
 def _cost_table(rows: Sequence[CostRow], *, with_day: bool) -> str:
     lines = []
     for row in rows:
@@ -486,15 +490,24 @@ def status_command(
     now = datetime.now(UTC)
     if json_output:
         # Each line is one destination of a source: its costs are what was counted for that
-        # destination today, by every route writing to it.
+        # destination today, by every route writing to it; and the whole of each such route
+        # (all its destinations and its own work: the source's heads, listings).
         by_destination = _cost_totals(costs, lambda row: row.key.destination)
+        by_route = _cost_totals(costs, lambda row: row.key.route)
+        writers: dict[str, set[str]] = {}
+        for row in costs:
+            writers.setdefault(row.key.destination, set()).add(row.key.route)
         for lag in lags:
-            pause = paused.get(lag.route.destination)
-            spent = by_destination.get(lag.route.destination)
+            destination = lag.route.destination
+            pause = paused.get(destination)
+            spent = by_destination.get(destination)
             line = {
                 **lag.as_dict(now),
                 "paused": pause and pause.as_dict(),
-                "costs_today": spent and {**spent.usage.as_dict(), "cost_usd": spent.cost_usd},
+                "costs_today": spent and _spent(spent),
+                "route_costs_today": {
+                    name: _spent(by_route[name]) for name in sorted(writers.get(destination, ()))
+                },
             }
             typer.echo(json.dumps(line))
         return

@@ -112,13 +112,19 @@ async def test_status_json_carries_each_destinations_costs_today(
     replica = dataset.replicas[0].url
     done = change(dataset, "k", 1)
     await catalog.record_replica(done, replica, verified(done))
-    ledger = CostLedger()
-    counted(ledger, unique("route-"), replica, S3_GET)
+    ledger, route = CostLedger(), unique("route-")
+    counted(ledger, route, replica, S3_GET)
+    ledger.observer(route)(StoreRequest("s3:us-east-1", RequestClass.LIST))
     await CostFlusher(ledger, catalog, DEFAULT_PRICES).flush()
     status = await run("status", "--json", "--catalog", catalog_url)
     lines = {line["destination"]: line for line in map(json.loads, status.stdout.splitlines())}
-    assert lines[replica]["costs_today"]["get_requests"] >= 1
-    assert lines[replica]["costs_today"]["egress_bytes"] >= 1_000_000
+    spent = lines[replica]["costs_today"]
+    assert (spent["get_requests"], spent["list_requests"]) == (1, 0)
+    assert spent["egress_bytes"] == 1_000_000
+    # The route's totals take in its own work (the listing) too.
+    whole = lines[replica]["route_costs_today"][route]
+    assert (whole["get_requests"], whole["list_requests"]) == (1, 1)
+    assert whole["cost_usd"] > spent["cost_usd"]
 
 
 async def test_a_batch_the_catalog_cannot_take_is_kept_for_the_next(tmp_path: Path) -> None:
