@@ -63,6 +63,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from connectors.aws_requests import S3RequestReporter
 from connectors.aws_session import aws_session, region_of
 from connectors.base import (
     AlreadyExists,
@@ -84,16 +85,13 @@ from connectors.base import (
     PartToken,
     PermissionDenied,
     PreconditionFailed,
-    RequestClass,
     StoreError,
-    StoreRequest,
     StoreURL,
     Throttled,
     TransientError,
     check_key,
     clip_range,
     parse_retry_after,
-    report_request,
 )
 from connectors.credentials import AwsAccess, installed
 from connectors.payload import BufferReader, body_chunks, sliced
@@ -180,61 +178,6 @@ def _send_sliced(request: Any, **_: Any) -> None:
     if body is not request.body:
         request.body = body
         request.headers.pop("Expect", None)
-
-
-# Each S3 operation the connector uses, as providers bill it (connectors.base.RequestClass).
-_REQUEST_CLASSES = {
-    "GetObject": RequestClass.GET,
-    "HeadObject": RequestClass.HEAD,
-    "HeadBucket": RequestClass.HEAD,
-    "PutObject": RequestClass.PUT,
-    "CreateMultipartUpload": RequestClass.PUT,
-    "UploadPart": RequestClass.PUT,
-    "CompleteMultipartUpload": RequestClass.PUT,
-    "CreateBucket": RequestClass.PUT,
-    "ListObjectsV2": RequestClass.LIST,
-    "ListMultipartUploads": RequestClass.LIST,
-    "ListParts": RequestClass.LIST,
-    "CopyObject": RequestClass.COPY,
-    "UploadPartCopy": RequestClass.COPY,
-    "DeleteObject": RequestClass.DELETE,
-    "AbortMultipartUpload": RequestClass.DELETE,
-}
-_BY_METHOD = {
-    "GET": RequestClass.GET,
-    "HEAD": RequestClass.HEAD,
-    "DELETE": RequestClass.DELETE,
-}
-
-
-class _RequestReporter:
-    """botocore hooks reporting every HTTP attempt (retries included, as the store sees
-    them) to the context's request observer (``connectors.base.observing``)."""
-
-    def __init__(self, location: str) -> None:
-        self.location = location
-
-    @staticmethod
-    def _class(event_name: str, method: str) -> RequestClass:
-        operation = event_name.rsplit(".", 1)[-1]
-        return _REQUEST_CLASSES.get(operation) or _BY_METHOD.get(method, RequestClass.PUT)
-
-    def before_send(self, request: Any, event_name: str, **_: Any) -> None:
-        sent = int(request.headers.get("Content-Length") or 0)
-        kind = self._class(event_name, request.method)
-        report_request(StoreRequest(self.location, kind, bytes_sent=sent))
-
-    def response_received(
-        self, event_name: str, response_dict: Mapping[str, Any] | None, **_: Any
-    ) -> None:
-        # The object's bytes: the body of a successful GetObject, whole or one range.
-        if response_dict is None or not 200 <= int(response_dict.get("status_code", 0)) < 300:
-            return
-        length = int(response_dict.get("headers", {}).get("content-length") or 0)
-        if length:
-            report_request(
-                StoreRequest(self.location, RequestClass.GET, bytes_received=length, requests=0)
-            )
 
 
 def _version(response: Mapping[str, Any]) -> str | None:
@@ -473,7 +416,7 @@ class S3Store(ObjectStore):
             session.create_client("s3", config=config, endpoint_url=configured_endpoint)
         )
         client.meta.events.register("before-send.s3", _send_sliced)
-        reporter = _RequestReporter(self.location)
+        reporter = S3RequestReporter(self.location)
         client.meta.events.register("before-send.s3", reporter.before_send)
         client.meta.events.register("response-received.s3.GetObject", reporter.response_received)
         self._endpoint = str(client.meta.endpoint_url)
