@@ -54,6 +54,7 @@ from enum import Enum
 from typing import Any, ClassVar, NoReturn, Self, cast
 
 import aiohttp
+import yarl
 from awscrt import checksums as crt_checksums
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -95,6 +96,7 @@ from connectors.base import (
     PartToken,
     PermissionDenied,
     PreconditionFailed,
+    RequestClass,
     StoreError,
     StoreURL,
     Throttled,
@@ -103,6 +105,7 @@ from connectors.base import (
     clip_range,
 )
 from connectors.credentials import installed
+from connectors.observed import request_tracing
 from connectors.payload import sliced
 
 UPLOADS_PREFIX = STAGING_PREFIX
@@ -308,6 +311,24 @@ def _retry_after(exc: HttpResponseError) -> float | None:
 # -- the store -------------------------------------------------------------------------------
 
 
+def request_class(method: str, url: yarl.URL, headers: Mapping[str, str]) -> RequestClass:
+    """A Blob service request as Azure bills it (``connectors.base.RequestClass``)."""
+    comp = url.query.get("comp")
+    if method == "DELETE":
+        return RequestClass.DELETE
+    if method == "HEAD":
+        return RequestClass.HEAD
+    if method == "GET":
+        if comp in ("list", "blocklist"):
+            return RequestClass.LIST
+        if comp is not None or url.query.get("restype") == "container":
+            return RequestClass.HEAD  # properties or metadata of a container or a blob
+        return RequestClass.GET
+    if "x-ms-copy-source" in {name.lower() for name in headers}:
+        return RequestClass.COPY  # Copy Blob, Put Block From URL
+    return RequestClass.PUT
+
+
 # azure-core exports AioHttpTransport through a lazy module __getattr__, so mypy sees Any.
 class _Transport(AioHttpTransport):  # type: ignore[misc]
     """Large bytes-like bodies go out in slices of the caller's buffer (connectors.payload),
@@ -421,6 +442,7 @@ class AzureStore(ObjectStore):
             if self._container_client is None:
                 session = aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(limit=_POOL_CONNECTIONS),
+                    trace_configs=[request_tracing("az", request_class)],
                     cookie_jar=aiohttp.DummyCookieJar(),
                     auto_decompress=False,
                     trust_env=True,

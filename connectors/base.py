@@ -25,13 +25,15 @@ Error tree (every connector maps its SDK's errors into these; nothing else leave
 from __future__ import annotations
 
 import abc
+import contextlib
+import contextvars
 import email.utils
 import enum
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import ClassVar, Self, TypeAlias
+from typing import ClassVar, Protocol, Self, TypeAlias
 
 #: Bytes handed to a write. Connectors send it as it is (no copy), never keep or change it: a
 #: caller may reuse the buffer once the write returns.
@@ -231,6 +233,74 @@ class StoreURL:
         return f"{self.root}/{self.path}" if self.scheme != "file" else f"file://{self.path}"
 
 
+class RequestClass(enum.StrEnum):
+    """What a request to a store is, as providers bill requests.
+
+    GET reads object bytes (whole or one range); PUT writes them (a whole object, one part, or
+    creating or completing a multipart upload); LIST fetches one page of a listing (objects,
+    uploads, parts); HEAD reads metadata only; DELETE removes an object, a staged part or an
+    upload; COPY copies inside the provider without the bytes passing through the client
+    (copy, part copy, rewrite, compose).
+    """
+
+    GET = "get"
+    PUT = "put"
+    LIST = "list"
+    HEAD = "head"
+    DELETE = "delete"
+    COPY = "copy"
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """What a connector reports of one request it sent to its store.
+
+    ``location`` names the provider and, where the connector knows it, the region
+    (``s3:eu-west-1``, ``gs``, ``az``, ``file``): bytes read from one location on behalf of a
+    destination in another leave the first one (egress). ``bytes_sent`` is the request's body,
+    ``bytes_received`` the object bytes a GET answered with. A connector that learns the
+    answer's size only after reporting the request reports it again with ``requests=0``.
+    """
+
+    location: str
+    request_class: RequestClass
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    requests: int = 1
+
+
+class RequestObserver(Protocol):
+    """Told of every request a connector sends (``observing``); it must be quick and never
+    raise: it is called on the request's own path."""
+
+    def __call__(self, request: StoreRequest, /) -> None: ...
+
+
+# A context variable, not an attribute of a store: one store serves many routes and
+# destinations at once, and the caller (the engine copying for one of them) knows which.
+_observer: contextvars.ContextVar[RequestObserver | None] = contextvars.ContextVar(
+    "connectors_request_observer", default=None
+)
+
+
+@contextlib.contextmanager
+def observing(observer: RequestObserver | None) -> Iterator[None]:
+    """Report every request connectors send from this context (and the tasks it starts) to
+    ``observer`` until the block ends; None stops reporting within the block."""
+    token = _observer.set(observer)
+    try:
+        yield
+    finally:
+        _observer.reset(token)
+
+
+def report_request(request: StoreRequest) -> None:
+    """Called by connectors for each request they send: hands it to the context's observer."""
+    observer = _observer.get()
+    if observer is not None:
+        observer(request)
+
+
 class ObjectStore(abc.ABC):
     """An async object store rooted at one location.
 
@@ -252,6 +322,13 @@ class ObjectStore(abc.ABC):
     def from_url(cls, url: StoreURL) -> Self:
         """Open the store rooted at ``url``, taking credentials and endpoints from the
         environment (each SDK's standard variables and chains). Does no I/O."""
+
+    @property
+    def location(self) -> str:
+        """Where the store's bytes are, as far as egress goes: the provider, and the region
+        where the connector knows it (S3). Bytes read here for a destination at another
+        location leave this one. Requests are reported with it (``StoreRequest.location``)."""
+        return self.scheme
 
     def url_for(self, key: str) -> str:
         """The URL of ``key`` under this store's root."""

@@ -63,6 +63,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from connectors.aws_requests import S3RequestReporter
 from connectors.aws_session import aws_session, region_of
 from connectors.base import (
     AlreadyExists,
@@ -354,6 +355,13 @@ class S3Store(ObjectStore):
         self._endpoint = "the default AWS S3 endpoint"
         self._exit_stack = contextlib.AsyncExitStack()
         self._client_lock = asyncio.Lock()
+        self._region: str | None = None
+
+    @property
+    def location(self) -> str:
+        if self._region is None:
+            self._region = region_of(aws_session(self._access), self._access)
+        return f"s3:{self._region}"
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
@@ -385,7 +393,7 @@ class S3Store(ObjectStore):
         if configured_endpoint:
             self._endpoint = str(configured_endpoint)
         config = AioConfig(
-            region_name=region_of(session, self._access),
+            region_name=self.location.removeprefix("s3:"),
             s3={
                 "addressing_style": "path" if configured_endpoint else "auto",
                 # The body is covered by the CRC32C header, which is signed; a SHA-256 of
@@ -408,6 +416,9 @@ class S3Store(ObjectStore):
             session.create_client("s3", config=config, endpoint_url=configured_endpoint)
         )
         client.meta.events.register("before-send.s3", _send_sliced)
+        reporter = S3RequestReporter(self.location)
+        client.meta.events.register("before-send.s3", reporter.before_send)
+        client.meta.events.register("response-received.s3.GetObject", reporter.response_received)
         self._endpoint = str(client.meta.endpoint_url)
         return client
 

@@ -35,6 +35,7 @@ from connectors.base import (
     ObjectStore,
     PermissionDenied,
     PreconditionFailed,
+    RequestClass,
     StoreError,
     Throttled,
     TransientError,
@@ -42,6 +43,7 @@ from connectors.base import (
     parse_retry_after,
 )
 from connectors.gcs.resources import attributes, crc32c_b64, timestamp, upload_timeout
+from connectors.observed import request_tracing
 from connectors.payload import BufferPayload
 
 KEY_RULE = " (GCS object name rule: 1-1024 bytes of UTF-8)"
@@ -84,6 +86,31 @@ _Missing = Literal["object", "changed", "upload", "absent_ok"]
 def quote(name: str) -> str:
     # Every character but unreserved ones is encoded, '/' included: a name is one path segment.
     return urllib.parse.quote(name, safe="")
+
+
+def request_class(method: str, url: yarl.URL, _: Mapping[str, str]) -> RequestClass | None:
+    """A JSON API request as GCS bills it (``connectors.base.RequestClass``); None for one
+    that is not to the storage API (a token)."""
+    path = url.raw_path
+    if path.startswith(("/upload/", "/resumable/")):
+        return RequestClass.PUT
+    if path.startswith("/download/"):
+        return RequestClass.GET
+    if not path.startswith("/storage/v1/"):
+        return None
+    if method == "DELETE":
+        return RequestClass.DELETE
+    if method in ("POST", "PUT") and (
+        "/compose" in path or "/rewriteTo/" in path or "/copyTo/" in path
+    ):
+        return RequestClass.COPY
+    if method != "GET":
+        return RequestClass.PUT  # bucket creation, metadata patches
+    if path.endswith("/o"):
+        return RequestClass.LIST
+    if url.query.get("alt") == "media":
+        return RequestClass.GET
+    return RequestClass.HEAD  # an object's or a bucket's resource
 
 
 def _part_name(upload_id: str, part_number: int) -> str:
@@ -192,7 +219,8 @@ class GCSTransport(ObjectStore):
             async with self._client_lock:
                 if self._session is None or self._storage is None:
                     session = aiohttp.ClientSession(
-                        connector=aiohttp.TCPConnector(limit=POOL_CONNECTIONS)
+                        connector=aiohttp.TCPConnector(limit=POOL_CONNECTIONS),
+                        trace_configs=[request_tracing("gs", request_class)],
                     )
                     # The library's annotations name requests' Session, serving both its
                     # aiohttp and its requests builds; this build runs on aiohttp.

@@ -21,11 +21,13 @@ from replicator.catalog.lag import RouteLag
 from replicator.catalog.model import (
     DEFAULT_CATALOG_URL,
     CatalogError,
+    CostRow,
     LocationSpec,
     Pause,
     Role,
 )
 from replicator.catalog.views import ExportFormat, plain
+from replicator.engine.costs import CLASSES, Usage, UsageKey
 from replicator.engine.units import parse_duration
 
 if TYPE_CHECKING:
@@ -374,6 +376,87 @@ def serve_command(
     )
 
 
+def _cost_totals(rows: Sequence[CostRow], by: Callable[[CostRow], T]) -> dict[T, CostRow]:
+    """``rows`` added up per ``by(row)`` (days and stores together)."""
+    totals: dict[T, CostRow] = {}
+    for row in rows:
+        group = by(row)
+        found = totals.get(group)
+        usage = Usage()
+        usage.add(row.usage)
+        if found is not None:
+            usage.add(found.usage)
+        cost = row.cost_usd + (found.cost_usd if found is not None else 0.0)
+        key = UsageKey(row.key.route, row.key.destination, "")
+        totals[group] = CostRow(row.day, key, usage, cost)
+    return totals
+
+
+def _spent(row: CostRow) -> dict[str, object]:
+    return {**row.usage.as_dict(), "cost_usd": row.cost_usd}
+
+
+def _cost_table(rows: Sequence[CostRow], *, with_day: bool) -> str:
+    lines = []
+    for row in rows:
+        usage = row.usage
+        lines.append(
+            (
+                *((row.day.isoformat(),) if with_day else ()),
+                row.key.route or "(none)",
+                row.key.destination or "(route)",
+                *((row.key.store,) if with_day else ()),
+                *(usage.count(kind) for kind in CLASSES),
+                usage.bytes_read,
+                usage.bytes_written,
+                usage.egress_bytes,
+                f"{row.cost_usd:.4f}",
+            )
+        )
+    headers = (
+        *(("DAY",) if with_day else ()),
+        "ROUTE",
+        "DESTINATION",
+        *(("STORE",) if with_day else ()),
+        *(kind.value.upper() for kind in CLASSES),
+        "BYTES READ",
+        "BYTES WRITTEN",
+        "EGRESS BYTES",
+        "EST. USD",
+    )
+    return _table(headers, lines)
+
+
+@catalog_app.command("costs")
+def costs_command(
+    since: Annotated[
+        str, typer.Option(help="Days from this long ago (UTC days, today included), e.g. 7d.")
+    ] = "7d",
+    route: Annotated[str | None, typer.Option(help="Only this route (its name).")] = None,
+    catalog: OptionalCatalogURL = None,
+    config: ConfigFile = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Requests by class, bytes read, written and leaving a provider or region (egress), and
+    their estimated cost, per day, route, destination and store, as the daemons and backfills
+    counted them; then each route's totals. A destination "(route)" is the route's own work
+    (the source's heads, listings); a route "(none)", a location's housekeeping (the upload
+    janitor's, the readiness checks')."""
+    first = (datetime.now(UTC) - parse_duration(since)).date()
+    rows = _run(_url(catalog, config), lambda c: c.costs(first, route))
+    if json_output:
+        for row in rows:
+            _echo_json(row.as_dict())
+        return
+    if not rows:
+        typer.echo(f"no costs counted since {first.isoformat()}")
+        return
+    typer.echo(_cost_table(rows, with_day=True))
+    totals = _cost_totals(rows, lambda row: (row.key.route, row.key.destination))
+    typer.echo(f"\ntotals since {first.isoformat()}:")
+    typer.echo(_cost_table([totals[k] for k in sorted(totals)], with_day=False))
+
+
 def status_command(
     catalog: OptionalCatalogURL = None,
     config: ConfigFile = None,
@@ -386,21 +469,53 @@ def status_command(
         typer.Option(help="Latency figures over changes applied this recently, e.g. 1h."),
     ] = None,
 ) -> None:
-    """Consistency lag per route: pending, failed, latency, oldest pending, watermark, and the
-    pauses in force (who, why, until when)."""
+    """Consistency lag per route: pending, failed, latency, oldest pending, watermark, the
+    pauses in force (who, why, until when), and today's requests, bytes and estimated cost
+    per route and destination (``catalog costs`` for more days)."""
     since = datetime.now(UTC) - parse_duration(window) if window else None
 
-    async def work(c: Catalog) -> tuple[list[RouteLag], dict[str, Pause], list[Pause]]:
-        return await c.route_lag(since=since), await c.paused_destinations(), await c.pauses()
+    today = datetime.now(UTC).date()
 
-    lags, paused, pauses = _run(_url(catalog, config), work, slo=parse_duration(slo))
+    async def work(
+        c: Catalog,
+    ) -> tuple[list[RouteLag], dict[str, Pause], list[Pause], list[CostRow]]:
+        return (
+            await c.route_lag(since=since),
+            await c.paused_destinations(),
+            await c.pauses(),
+            await c.costs(today),
+        )
+
+    lags, paused, pauses, costs = _run(_url(catalog, config), work, slo=parse_duration(slo))
     now = datetime.now(UTC)
     if json_output:
+        # Each line is one destination of a source: its costs are what was counted for that
+        # destination today, by every route writing to it; and the whole of each such route
+        # (all its destinations and its own work: the source's heads, listings).
+        by_destination = _cost_totals(costs, lambda row: row.key.destination)
+        by_route = _cost_totals(costs, lambda row: row.key.route)
+        writers: dict[str, set[str]] = {}
+        for row in costs:
+            writers.setdefault(row.key.destination, set()).add(row.key.route)
         for lag in lags:
-            pause = paused.get(lag.route.destination)
-            typer.echo(json.dumps({**lag.as_dict(now), "paused": pause and pause.as_dict()}))
+            destination = lag.route.destination
+            pause = paused.get(destination)
+            spent = by_destination.get(destination)
+            line = {
+                **lag.as_dict(now),
+                "paused": pause and pause.as_dict(),
+                "costs_today": spent and _spent(spent),
+                "route_costs_today": {
+                    name: _spent(by_route[name]) for name in sorted(writers.get(destination, ()))
+                },
+            }
+            typer.echo(json.dumps(line))
         return
     typer.echo(_status_table(lags, now))
+    if costs:
+        totals = _cost_totals(costs, lambda row: (row.key.route, row.key.destination))
+        typer.echo(f"\ncosts today ({today.isoformat()} UTC), per route and destination:")
+        typer.echo(_cost_table([totals[k] for k in sorted(totals)], with_day=False))
     for pause in pauses:
         what = f"{pause.route} {pause.destination}".strip()
         until = pause.until.isoformat(timespec="seconds") if pause.until else "resumed by hand"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from replicator.engine.costs import Usage, UsageKey
 from replicator.errors import ReplicatorError, Unavailable
 
 if TYPE_CHECKING:
@@ -385,3 +386,23 @@ class HeldChange:
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """What one store served for one route and destination on one day (UTC)."""
+
+    day: date
+    key: UsageKey
+    usage: Usage
+    cost_usd: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "day": self.day.isoformat(),
+            "route": self.key.route,
+            "destination": self.key.destination,
+            "store": self.key.store,
+            **self.usage.as_dict(),
+            "cost_usd": self.cost_usd,
+        }

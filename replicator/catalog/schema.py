@@ -19,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -248,4 +249,29 @@ reconcile_runs = Table(
     ),
     Column("error", Text),
     Index("ix_reconcile_runs_route", "route", "started_at"),
+)
+
+# The requests and bytes the stores served each day (UTC) per route, destination ("" for the
+# route's work as a whole) and store location, and their estimated cost with the prices in
+# force when they were counted. Daemons add their counts in batches (``CostRecords``).
+COST_COUNTS = (
+    "get_requests",
+    "put_requests",
+    "list_requests",
+    "head_requests",
+    "delete_requests",
+    "copy_requests",
+    "bytes_read",
+    "bytes_written",
+    "egress_bytes",
+)
+route_costs = Table(
+    "route_costs",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("route", exact_text(), primary_key=True),
+    Column("destination", exact_text(), primary_key=True),
+    Column("store", exact_text(), primary_key=True),
+    *(Column(name, BigInteger, nullable=False) for name in COST_COUNTS),
+    Column("cost_usd", Float, nullable=False),
 )

@@ -210,7 +210,10 @@ async def _run_jobs(
 ) -> dict[str, Tally]:
     from replicator.catalog import open_catalog
     from replicator.daemon.applier import Applier
+    from replicator.daemon.costs import CostFlusher
     from replicator.daemon.reconcile import ApplierActions, Reconciler
+    from replicator.daemon.reconcile.pricing import load_prices
+    from replicator.engine.costs import CostLedger
     from replicator.engine.transfer import ByteBudget, Copier
     from replicator.engine.units import parse_part_size, parse_size
     from replicator.pipeline.rules import Router
@@ -225,7 +228,12 @@ async def _run_jobs(
         catalog = await open_catalog(settings.catalog.resolved_url())
         stack.push_async_callback(catalog.close)
         copier.journal = catalog.journal()
-        applier = Applier(Router(settings), catalog, copier)
+        # What the run's requests cost is added to the catalog's daily totals, like the
+        # daemon's (``replicator catalog costs``), once at the end.
+        ledger = CostLedger()
+        flusher = CostFlusher(ledger, catalog, load_prices(overrides=settings.reconcile.prices))
+        stack.push_async_callback(flusher.flush)
+        applier = Applier(Router(settings), catalog, copier, ledger=ledger)
         stack.push_async_callback(applier.close)
         publishing = None
         if via_kafka and not options.dry_run:
@@ -247,7 +255,8 @@ async def _run_jobs(
                 checkpoint_name=f"reconcile/{job.route.name}",
                 on_progress=progress,
             )
-            results[job.route.name] = await reconciler.run()
+            with ledger.attribute(job.route.name):
+                results[job.route.name] = await reconciler.run()
             progress.done()
     return results
 

@@ -60,6 +60,7 @@ from replicator.daemon.deletes import (
 )
 from replicator.daemon.health import RouteHealth
 from replicator.daemon.held import ReplicationPauses
+from replicator.engine.costs import CostLedger, attributed
 from replicator.engine.metadata import replica_mismatch, replica_source
 from replicator.engine.transfer import Copier, SharedSourceRead, SourceGone, version_id
 from replicator.errors import Unavailable
@@ -86,6 +87,7 @@ class Applier:
         health: RouteHealth | None = None,
         pauses: ReplicationPauses | None = None,
         retry_budget: int = 5,
+        ledger: CostLedger | None = None,
     ) -> None:
         self.router = router
         self.catalog = catalog
@@ -95,6 +97,8 @@ class Applier:
         self.health = health or RouteHealth()
         self.pauses = pauses or ReplicationPauses(catalog, router)
         self.retry_budget = retry_budget
+        #: Counts the requests of each route and destination (``replicator.engine.costs``).
+        self.ledger = ledger
         self._stores: dict[str, ObjectStore] = {}
         self._gates: dict[str, asyncio.Semaphore] = {}
 
@@ -131,6 +135,12 @@ class Applier:
         targets = self.router.targets(event.source_url)
         if not targets:
             return []
+        # The route's own requests (the source's head); each destination's are counted for
+        # it (``_gated``).
+        with attributed(self.ledger, targets[0].route.name):
+            return await self._apply_event(event, targets)
+
+    async def _apply_event(self, event: ChangeEvent, targets: Sequence[Target]) -> list[str]:
         change = Change.from_event(event)
         route = targets[0].route
         source, key = self.store(route.source), targets[0].relative_key
@@ -246,7 +256,9 @@ class Applier:
         catalog (still to do), published again once the destination is resumed."""
         pause = await self.pauses.pause_of(target.destination.url)
         if pause is None:
-            return await self._apply(change, target, source, key, current, shared)
+            url = target.destination.url
+            with attributed(self.ledger, target.route.name, url, self.store(url).location):
+                return await self._apply(change, target, source, key, current, shared)
         reason = f"replication paused by {pause.paused_by}: {pause.reason}"
         await self.catalog.hold(change, target.destination.url, reason)
         return "held"
@@ -351,7 +363,13 @@ class Applier:
     def sweeper(self, interval: timedelta) -> DeletionSweeper:
         """The sweeper of deletions this applier's routes delay, sharing its stores and limits."""
         return DeletionSweeper(
-            self.router, self.catalog, self.store, self.guard, self.copier.retry, interval=interval
+            self.router,
+            self.catalog,
+            self.store,
+            self.guard,
+            self.copier.retry,
+            interval=interval,
+            ledger=self.ledger,
         )
 
 

@@ -538,8 +538,18 @@ class ReconcileSection(BaseModel):
     #: Most deletions one run asks for; the rest wait for an operator (drift is reported).
     max_delete: int = Field(default=10_000, ge=0)
     transfers: int = Field(default=16, ge=1)
-    #: Entries over the dry run's price table, by scheme (``reconcile.pricing``).
+    #: Entries over the price table, by scheme (``reconcile.pricing``): the dry run's
+    #: estimate and the cost of what the daemon counted.
     prices: dict[str, dict[str, float]] = {}
+
+
+class CostsSection(BaseModel):
+    """Cost accounting (``replicator.daemon.costs``): what the daemon counted is added to the
+    catalog's daily totals every ``flush_interval``, in one transaction. Prices: the
+    ``[reconcile.prices]`` entries over the built-in table (``reconcile.pricing``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    flush_interval: Duration = timedelta(minutes=1)
 
 
 class DaemonConfig(RoutingConfig):
@@ -565,6 +575,7 @@ class DaemonConfig(RoutingConfig):
     uploads: UploadsSection = UploadsSection()
     health: HealthSection = HealthSection()
     reconcile: ReconcileSection = ReconcileSection()
+    costs: CostsSection = CostsSection()
 
 
 class _WithEnvironment(BaseSettings, DaemonConfig):

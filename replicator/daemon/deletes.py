@@ -26,6 +26,7 @@ from prometheus_client import Gauge
 
 from connectors.base import NotFound, ObjectMeta, ObjectStore, PreconditionFailed
 from replicator.catalog import Catalog, PauseScope, ReplicaState, ScheduledDelete
+from replicator.engine.costs import CostLedger, attributed
 from replicator.engine.metadata import replica_source
 from replicator.engine.retry import RetryPolicy
 from replicator.pipeline.rules import Route, Router, Target
@@ -189,10 +190,13 @@ class DeletionSweeper:
         interval: timedelta = timedelta(minutes=1),
         lease: timedelta = timedelta(minutes=5),
         batch: int = 500,
+        ledger: CostLedger | None = None,
     ) -> None:
         self.router = router
         self.catalog = catalog
         self.stores = stores
+        # Counts each deletion's requests for its route and destination.
+        self.ledger = ledger
         self.guard = guard
         self.retry = retry
         self.interval = interval
@@ -229,7 +233,13 @@ class DeletionSweeper:
             if not await self.catalog.claim_delete(item, now + self.lease):
                 continue
             try:
-                await self._settle(item, target, now, report)
+                if target is None:
+                    await self._settle(item, target, now, report)
+                else:
+                    url = target.destination.url
+                    location = self.stores(url).location
+                    with attributed(self.ledger, target.route.name, url, location):
+                        await self._settle(item, target, now, report)
             except RoutePaused:
                 # The limit was reached meanwhile: due again as soon as it is lifted.
                 report.deferred += 1

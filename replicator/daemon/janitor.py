@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge
 
 from connectors.base import NotSupported, ObjectStore, StoreError
 from replicator.catalog.journal import CatalogJournal
+from replicator.engine.costs import CostLedger, attributed
 from replicator.pipeline.rules import Router
 
 log = structlog.get_logger(__name__)
@@ -44,6 +45,7 @@ class UploadJanitor:
         abandon_after: timedelta,
         open_gauge: Gauge | None = None,
         aborted_counter: Counter | None = None,
+        ledger: CostLedger | None = None,
     ) -> None:
         self.router = router
         self.stores = stores
@@ -52,6 +54,7 @@ class UploadJanitor:
         self.abandon_after = abandon_after
         self.open_gauge = open_gauge
         self.aborted_counter = aborted_counter
+        self.ledger = ledger
 
     def destinations(self) -> list[str]:
         return sorted({d.url for r in self.router.config.routes for d in r.destinations})
@@ -75,29 +78,36 @@ class UploadJanitor:
         report = JanitorReport()
         for destination in self.destinations():
             store = self.stores(destination)
-            try:
-                uploads = [upload async for upload in store.list_multipart_uploads()]
-            except NotSupported:
-                continue
-            except StoreError as exc:
-                report.errors.append(f"{destination}: {exc}")
-                continue
-            remaining = len(uploads)
-            for upload in uploads:
-                # An upload whose start the store does not report may be a live copy's.
-                if upload.initiated is None or upload.initiated > cutoff:
-                    continue
-                try:
-                    await store.abort_multipart(upload.key, upload.upload_id)
-                except StoreError as exc:
-                    report.errors.append(f"{store.url_for(upload.key)}: {exc}")
-                    continue
-                await self.journal.forget(store.url_for(upload.key), upload.upload_id)
-                remaining -= 1
-                report.aborted.append(f"{store.url_for(upload.key)} ({upload.upload_id})")
-                if self.aborted_counter is not None:
-                    self.aborted_counter.labels(destination).inc()
-            report.open[destination] = remaining
-            if self.open_gauge is not None:
-                self.open_gauge.labels(destination).set(remaining)
+            # A destination's housekeeping is no one route's: counted under the route "".
+            with attributed(self.ledger, "", destination, store.location):
+                await self._sweep(destination, store, cutoff, report)
         return report
+
+    async def _sweep(
+        self, destination: str, store: ObjectStore, cutoff: datetime, report: JanitorReport
+    ) -> None:
+        try:
+            uploads = [upload async for upload in store.list_multipart_uploads()]
+        except NotSupported:
+            return
+        except StoreError as exc:
+            report.errors.append(f"{destination}: {exc}")
+            return
+        remaining = len(uploads)
+        for upload in uploads:
+            # An upload whose start the store does not report may be a live copy's.
+            if upload.initiated is None or upload.initiated > cutoff:
+                continue
+            try:
+                await store.abort_multipart(upload.key, upload.upload_id)
+            except StoreError as exc:
+                report.errors.append(f"{store.url_for(upload.key)}: {exc}")
+                continue
+            await self.journal.forget(store.url_for(upload.key), upload.upload_id)
+            remaining -= 1
+            report.aborted.append(f"{store.url_for(upload.key)} ({upload.upload_id})")
+            if self.aborted_counter is not None:
+                self.aborted_counter.labels(destination).inc()
+        report.open[destination] = remaining
+        if self.open_gauge is not None:
+            self.open_gauge.labels(destination).set(remaining)

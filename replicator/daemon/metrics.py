@@ -6,6 +6,9 @@
   ``replicator_destination_paused`` (set from the replication pauses) and
   ``replicator_route_healthy`` (set by the routes' health);
 * this daemon's event counters: changes applied, sent to the DLQ, retried;
+* its cost accounting (``replicator.daemon.costs``): requests by class, bytes read, written
+  and leaving a provider or region, and their estimated cost, per route, destination and
+  store;
 * the process itself (CPU, memory, open files, garbage collections, Python version).
 
 ``deploy/`` (the Grafana dashboard, the KEDA trigger) uses only names exported here; a test
@@ -29,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from replicator.catalog.lag import LagMetrics
+from replicator.daemon.costs import CostCounters
 from replicator.pipeline.worker import WorkerStats
 
 
@@ -124,6 +128,8 @@ class DaemonMetrics:
         )
         self.events = EventCounters()
         self.registry.register(self.events)
+        self.costs = CostCounters()
+        self.registry.register(self.costs)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)

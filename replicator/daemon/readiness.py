@@ -34,6 +34,7 @@ import structlog
 from connectors import open_store
 from connectors.base import ObjectStore
 from replicator.catalog import Catalog
+from replicator.engine.costs import CostLedger, attributed
 from replicator.pipeline.bus import KafkaSettings, topic_partitions
 
 log = structlog.get_logger(__name__)
@@ -83,6 +84,8 @@ class Readiness:
     interval_s: float = 15.0
     timeout_s: float = 5.0
     results: dict[str, CheckResult] = field(default_factory=dict)
+    #: Counts the checks' listings, each for its location under no route.
+    ledger: CostLedger | None = None
     _stores: dict[str, ObjectStore] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -127,8 +130,9 @@ class Readiness:
         store = self._stores.get(url)
         if store is None:
             store = self._stores[url] = open_store(url)
-        async for _ in store.list(page_size=1):
-            break
+        with attributed(self.ledger, "", url, store.location):
+            async for _ in store.list(page_size=1):
+                break
 
     def report(self) -> tuple[bool, dict[str, object]]:
         """(ready, what a probe shows): every check with its state."""

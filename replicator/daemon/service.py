@@ -21,6 +21,7 @@ from replicator.catalog import CatalogUnavailable, open_catalog
 from replicator.catalog.http import create_app
 from replicator.daemon.applier import Applier, register_datasets
 from replicator.daemon.config import DaemonConfig
+from replicator.daemon.costs import CostFlusher
 from replicator.daemon.credentials import (
     check_azure_accounts,
     default_azure_account,
@@ -35,8 +36,10 @@ from replicator.daemon.janitor import UploadJanitor
 from replicator.daemon.kafka_setup import check_topics
 from replicator.daemon.metrics import DaemonMetrics
 from replicator.daemon.readiness import ConsumerStatistics, Readiness
+from replicator.daemon.reconcile.pricing import load_prices
 from replicator.daemon.reconcile.safety_net import SafetyNet, SafetyNetSettings
 from replicator.daemon.watermark import QueueWatch
+from replicator.engine.costs import CostLedger
 from replicator.engine.transfer import ByteBudget, Copier
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.errors import DependencyUnavailable
@@ -133,6 +136,10 @@ class Daemon:
             journal=catalog.journal(),
         )
         pauses = ReplicationPauses(catalog, self.router, daemon_metrics.destination_paused)
+        ledger = CostLedger()
+        prices = load_prices(overrides=self.config.reconcile.prices)
+        daemon_metrics.costs.ledger, daemon_metrics.costs.prices = ledger, prices
+        costs = CostFlusher(ledger, catalog, prices, interval=self.config.costs.flush_interval)
         applier = Applier(
             self.router,
             catalog,
@@ -141,6 +148,7 @@ class Daemon:
             health=RouteHealth(daemon_metrics.route_healthy),
             pauses=pauses,
             retry_budget=copy.retry_budget,
+            ledger=ledger,
         )
         worker = make_worker(
             AsyncConsumer(settings, [k.changes_topic]),
@@ -173,6 +181,7 @@ class Daemon:
             max_lag=health.max_lag,
             interval_s=health.interval.total_seconds(),
             timeout_s=health.timeout.total_seconds(),
+            ledger=ledger,
         )
         listeners = await serve_http(
             self.config,
@@ -203,6 +212,7 @@ class Daemon:
                 abandon_after=self.config.uploads.abandon_after,
                 open_gauge=daemon_metrics.uploads_open,
                 aborted_counter=daemon_metrics.uploads_aborted,
+                ledger=ledger,
             )
             tasks.append(asyncio.create_task(janitor.run(stop), name="upload-janitor"))
             if self.config.reconcile.enabled:
@@ -214,8 +224,10 @@ class Daemon:
                     publisher,
                     SafetyNetSettings(section.interval, section.max_delete, section.transfers),
                     metrics=daemon_metrics,
+                    ledger=ledger,
                 )
                 tasks.append(asyncio.create_task(safety_net.run(stop), name="reconcile"))
+            tasks.append(asyncio.create_task(costs.run(stop), name="cost-totals"))
             tasks.append(asyncio.create_task(readiness.run(stop), name="readiness"))
             tasks.append(asyncio.create_task(self.queue_watch.run(stop), name="queue-watch"))
             tasks += [
@@ -239,4 +251,9 @@ class Daemon:
                 await consumer.queue.close()
             await applier.close()
             await producer.close()
+            # What the last in-flight work counted after the flusher's final batch.
+            try:
+                await costs.flush()
+            except Exception as exc:
+                log.warning("cost totals of the last moments not written", error=str(exc))
             await catalog.close()

@@ -1,4 +1,6 @@
-"""The cost estimate of a dry run: requests and egress a reconciliation's copies would cost.
+"""The price table and the one cost model: what the stores' requests and egress cost, as the
+daemon counted them (``replicator status``, ``replicator catalog costs``) and as a dry run
+predicts them (``backfill --dry-run``).
 
 List prices in US dollars (standard storage class, first volume tier, public list prices of
 2025; check your contract), per store scheme:
@@ -14,11 +16,19 @@ file    0                    0                    0
 mem     0                    0                    0
 ======  ===================  ===================  ====================================
 
-A copy is counted as one read of the source, one write per part at the destination (parts of
-``PART_BYTES``; one write for a smaller object) and, unless both ends are the same store
-(a server-side copy), its bytes as egress of the source's cloud. Listing both ends costs one
-write-class request per 1,000 keys on each. Any entry can be overridden in the daemon
-configuration, and again by a TOML file (``--prices FILE``) of the same shape::
+One model prices both what the daemon counted (``replicator.engine.costs``: the requests each
+store served, by class, and the bytes that left a provider or region) and what a dry run
+predicts: PUT (whole objects, parts, creating and completing uploads), COPY and LIST requests
+are priced as writes, GET and HEAD as reads, DELETE is free (as all three providers bill it),
+and egress bytes at the egress price of the store they were read from.
+
+A dry run predicts, for each copy, one read of the source, one write per part at the
+destination (parts of ``PART_BYTES``; one write for a smaller object) and, unless both ends
+are the same store (a server-side copy), its bytes as egress of the source's cloud; listing
+both ends costs one LIST request per 1,000 keys on each.
+
+Any entry can be overridden in the daemon configuration, and again by a TOML file
+(``--prices FILE``) of the same shape::
 
     [reconcile.prices.s3]          # in the configuration; [s3] in a --prices file
     writes_per_1000 = 0.005
@@ -34,6 +44,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from connectors.base import RequestClass
+from replicator.engine.costs import Usage
 from replicator.errors import ConfigError
 
 PART_BYTES = 64 * 1024 * 1024
@@ -102,6 +114,21 @@ class Estimate:
         }
 
 
+#: The request classes priced as writes; the others but DELETE are priced as reads.
+WRITE_CLASSES = frozenset({RequestClass.PUT, RequestClass.COPY, RequestClass.LIST})
+READ_CLASSES = frozenset({RequestClass.GET, RequestClass.HEAD})
+_FREE = Price(0.0, 0.0, 0.0)
+
+
+def cost_of(prices: Mapping[str, Price], scheme: str, usage: Usage) -> Estimate:
+    """What ``usage`` of a store of ``scheme`` costs."""
+    price = prices.get(scheme, _FREE)
+    writes = sum(usage.count(kind) for kind in WRITE_CLASSES)
+    reads = sum(usage.count(kind) for kind in READ_CLASSES)
+    requests = writes * price.writes_per_1000 / 1000 + reads * price.reads_per_1000 / 1000
+    return Estimate(requests, usage.egress_bytes / 1e9 * price.egress_per_gb)
+
+
 def estimate(
     prices: dict[str, Price],
     source_scheme: str,
@@ -113,15 +140,18 @@ def estimate(
     same_store: bool = False,
 ) -> Estimate:
     """The cost of listing ``listed`` keys at both ends and copying ``copies`` objects of
-    ``copy_bytes`` bytes in all from the source to one destination."""
-    zero = Price(0.0, 0.0, 0.0)
-    src, dst = prices.get(source_scheme, zero), prices.get(dest_scheme, zero)
+    ``copy_bytes`` bytes in all from the source to one destination: the usage predicted at
+    each end, priced by ``cost_of``."""
     pages = math.ceil(listed / LIST_PAGE) if listed else 0
     writes = max(copies, math.ceil(copy_bytes / PART_BYTES))
-    requests = (
-        pages * (src.writes_per_1000 + dst.writes_per_1000) / 1000
-        + copies * src.reads_per_1000 / 1000
-        + writes * dst.writes_per_1000 / 1000
+    source = Usage(
+        requests={RequestClass.LIST: pages, RequestClass.GET: copies},
+        bytes_read=copy_bytes,
+        egress_bytes=0 if same_store else copy_bytes,
     )
-    egress = 0.0 if same_store else copy_bytes / 1e9 * src.egress_per_gb
-    return Estimate(requests, egress)
+    dest = Usage(requests={RequestClass.LIST: pages, RequestClass.PUT: writes})
+    at_source = cost_of(prices, source_scheme, source)
+    at_dest = cost_of(prices, dest_scheme, dest)
+    return Estimate(
+        at_source.requests_usd + at_dest.requests_usd, at_source.egress_usd + at_dest.egress_usd
+    )

@@ -30,6 +30,7 @@ from replicator.catalog.reconciliation import ReconcileRun
 from replicator.daemon.metrics import DaemonMetrics
 from replicator.daemon.reconcile.actions import PublishActions
 from replicator.daemon.reconcile.engine import Options, Reconciler, Tally
+from replicator.engine.costs import CostLedger, attributed
 from replicator.pipeline.ingest.publisher import Publisher
 from replicator.pipeline.rules import Route, Router
 
@@ -58,6 +59,7 @@ class SafetyNet:
         *,
         metrics: DaemonMetrics | None = None,
         holder: str | None = None,
+        ledger: CostLedger | None = None,
     ) -> None:
         self.router = router
         self.catalog = catalog
@@ -65,6 +67,8 @@ class SafetyNet:
         self.publisher = publisher
         self.settings = settings
         self.metrics = metrics
+        # Its listings are counted as the route's requests (``replicator.engine.costs``).
+        self.ledger = ledger
         self.holder = holder or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -123,7 +127,8 @@ class SafetyNet:
         )
         error: str | None = None
         try:
-            tally = await reconciler.run()
+            with attributed(self.ledger, route.name):
+                tally = await reconciler.run()
         except Exception as exc:
             tally, error = reconciler.tally, str(exc)[:2000]
             log.error("reconciliation of a route failed", route=route.name, error=error)
