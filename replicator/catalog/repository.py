@@ -9,7 +9,8 @@ PostgreSQL), composed of the parts in the sibling modules:
   back from the failed list);
 * ``queries``: listings, locate, export, checkpoints;
 * ``lag_queries``: what is behind, and each route's lag and watermark;
-* ``reconciliation``: leases and the findings of periodic reconciliations.
+* ``reconciliation``: leases and the findings of periodic reconciliations;
+* ``conflicts``: the conflicts of replication groups.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Self
 
 from replicator.catalog.base import MAX_LIST, _Index
 from replicator.catalog.batching import GroupCommit
+from replicator.catalog.conflicts import ConflictRecords
 from replicator.catalog.controls import RouteControls
 from replicator.catalog.database import Database, open_database
 from replicator.catalog.deletions import ScheduledDeletions
@@ -52,6 +54,7 @@ class Catalog(
     CatalogQueries,
     LagQueries,
     ReconcileRecords,
+    ConflictRecords,
 ):
     """The repository API over one open catalog database."""
 
