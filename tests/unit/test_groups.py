@@ -136,7 +136,8 @@ class TestRule:
         earlier_delete = Contender(0, T - timedelta(seconds=2), None)
         assert winner(write, later_delete) is later_delete
         assert winner(earlier_delete, write) is write
-        assert later_delete.deleted and not write.deleted
+        assert later_delete.deleted
+        assert not write.deleted
 
     def test_change_time_is_utc_whole_seconds(self) -> None:
         local = T.astimezone(timezone(timedelta(hours=1)))
