@@ -161,7 +161,7 @@ class Applier:
             # A replica of another member's write reached the member after its user deleted
             # the key: the deletion may still win the group's conflict rule.
             assert current is not None
-            if await self.groups.delete_wins_over_replica(change, route, key, current, source):
+            if await self.groups.delete_meets_replica(change, route, key, current, source):
                 current, origin = None, None
         if origin is not None:
             return await self._settle_replica(change, targets, origin)

@@ -103,23 +103,24 @@ class GroupArbiter:
         note = f"lost a conflict to the {kept.describe()} of group {tag.name!r}"
         return Verdict(False, existing, note=note)
 
-    async def delete_wins_over_replica(
+    async def delete_meets_replica(
         self, change: Change, route: Route, key: str, current: ObjectMeta, source: ObjectStore
     ) -> bool:
-        """A deletion event whose source member now holds a replica of another member's write
-        (that write arrived after the deletion): True, with the replica deleted, if the
-        deletion wins the rule; the deletion then applies to every other member as usual."""
+        """A deletion event whose source member now holds a replica of another member's write:
+        that write reached the member after its user deleted the key (the deletion's own event
+        runs after the copy), so the two were concurrent. True, with the replica deleted, if
+        the deletion wins the rule (it then applies to every other member as usual); False if
+        the write wins (it stays, and the deletion is recorded as the loser)."""
         tag = _tag(route)
-        origin = replica_source(current.attributes.user_metadata)
-        if origin is None or tag.member_of(origin) is None:
-            return False
         held = _held(tag, route.source, change.source_url, current)
-        if held is None:
+        if held is None or held.contender.deleted:
             return False
         incoming = _incoming(tag, change, None)
-        if winner(incoming, held.contender) is not incoming:
+        kept = winner(incoming, held.contender)
+        loser = held.contender if kept is incoming else incoming
+        await self._record(tag, key, kept, loser)
+        if kept is not incoming:
             return False
-        await self._record(tag, key, incoming, held.contender)
         await self.delete_held(route, source, key, current)
         return True
 

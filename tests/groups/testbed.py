@@ -6,7 +6,10 @@ count every version each member holds.
 fake-gcs-server sends no notifications, so ``GcsNotifier`` plays GCS and Pub/Sub: it lists
 every generation of every object of its bucket and pushes an ``OBJECT_FINALIZE`` message for
 each one it has not pushed yet (the daemon's own replica writes included, as GCS would), built
-from the object resource GCS itself reports.
+from the object resource GCS itself reports; and an ``OBJECT_ARCHIVE`` message (what a
+versioned bucket sends for a deletion) for every generation that stopped being live
+(``timeDeleted``) other than by being overwritten, whoever deleted it; all in the order they
+happened, as GCS publishes them.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import os
 import urllib.parse
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import boto3
 
 from replicator.daemon.config import DaemonConfig
+from replicator.daemon.service import Daemon
 from replicator.devstack import StackState
 
 TOKEN = "group-test-token"
@@ -98,6 +103,12 @@ async def gcs_put(http: aiohttp.ClientSession, bucket: str, key: str, data: byte
         response.raise_for_status()
 
 
+async def gcs_delete(http: aiohttp.ClientSession, bucket: str, key: str) -> None:
+    name = urllib.parse.quote(key, safe="")
+    async with http.delete(f"{gcs_host()}/storage/v1/b/{bucket}/o/{name}") as response:
+        response.raise_for_status()
+
+
 async def gcs_generations(http: aiohttp.ClientSession, bucket: str) -> list[dict[str, object]]:
     """Every generation of every object (live or not), as GCS reports them."""
     items: list[dict[str, object]] = []
@@ -129,6 +140,25 @@ async def gcs_current(
         return await response.read(), dict(resource.get("metadata") or {})
 
 
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _overwritten(item: dict[str, object], generations: list[dict[str, object]]) -> bool:
+    """Whether ``item`` stopped being live because a newer generation replaced it:
+    fake-gcs-server archives the old generation in the same moment it creates the new one
+    (microseconds apart); a deletion and a later re-creation are two requests."""
+    deleted_at = _instant(str(item["timeDeleted"]))
+    for other in generations:
+        if other["name"] == item["name"] and int(str(other["generation"])) > int(
+            str(item["generation"])
+        ):
+            created = _instant(str(other.get("timeCreated") or other["updated"]))
+            if abs((created - deleted_at).total_seconds()) < 0.002:
+                return True
+    return False
+
+
 class GcsNotifier:
     """GCS notifications through Pub/Sub push, played for fake-gcs-server (module docstring)."""
 
@@ -137,36 +167,43 @@ class GcsNotifier:
         self.bucket = bucket
         self.endpoint = endpoint
         self.pushed: set[tuple[str, str]] = set()
+        self.archived: set[tuple[str, str]] = set()
         self._task: asyncio.Task[None] | None = None
 
     async def push_new(self) -> int:
-        """Push a notification for every generation not pushed yet, oldest first."""
-        fresh = [
-            item
-            for item in await gcs_generations(self.http, self.bucket)
-            if (str(item["name"]), str(item["generation"])) not in self.pushed
-        ]
-        fresh.sort(key=lambda item: int(str(item["generation"])))
-        for item in fresh:
-            await self._push(item)
-            self.pushed.add((str(item["name"]), str(item["generation"])))
-        return len(fresh)
+        """Push a notification for every write and deletion not pushed yet, in the order they
+        happened."""
+        generations = await gcs_generations(self.http, self.bucket)
+        due: list[tuple[str, str, dict[str, object]]] = []
+        for item in generations:
+            ident = (str(item["name"]), str(item["generation"]))
+            if ident not in self.pushed:
+                due.append((str(item["updated"]), "OBJECT_FINALIZE", item))
+            deleted_at = item.get("timeDeleted")
+            if deleted_at and ident not in self.archived and not _overwritten(item, generations):
+                due.append((str(deleted_at), "OBJECT_ARCHIVE", item))
+        due.sort(key=lambda entry: _instant(entry[0]))
+        for event_time, kind, item in due:
+            await self._push(item, kind, event_time)
+            ident = (str(item["name"]), str(item["generation"]))
+            (self.pushed if kind == "OBJECT_FINALIZE" else self.archived).add(ident)
+        return len(due)
 
-    async def _push(self, resource: dict[str, object]) -> None:
+    async def _push(self, resource: dict[str, object], kind: str, event_time: str) -> None:
         body = {
             "message": {
                 "attributes": {
                     "notificationConfig": f"projects/_/buckets/{self.bucket}/notificationConfigs/1",
-                    "eventType": "OBJECT_FINALIZE",
+                    "eventType": kind,
                     "payloadFormat": "JSON_API_V1",
                     "bucketId": self.bucket,
                     "objectId": resource["name"],
                     "objectGeneration": str(resource["generation"]),
-                    "eventTime": resource["updated"],
+                    "eventTime": event_time,
                 },
                 "data": base64.b64encode(json.dumps(resource).encode()).decode(),
                 "messageId": uuid.uuid4().hex,
-                "publishTime": resource["updated"],
+                "publishTime": event_time,
             },
             "subscription": "projects/test/subscriptions/replicator",
         }
@@ -225,3 +262,82 @@ async def until(condition: Callable[[], object], seconds: float = 90, what: str 
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"not reached in {seconds} s: {what}")
+
+
+class Pair:
+    """A group of one versioned S3 bucket (member 1) and one versioned GCS bucket (member 2)
+    of the same name, and a daemon that can be stopped and started again (the same catalog
+    and consumer group), so that changes can be made at both members before either is
+    replicated."""
+
+    def __init__(self, devstack: StackState, tmp_path: Path, http: aiohttp.ClientSession):
+        suffix = uuid.uuid4().hex[:10]
+        self.http = http
+        self.bucket = f"grp-{suffix}"
+        self.queue_url, self.queue_arn = s3_queue(f"grp-{suffix}")
+        self.members = [f"s3://{self.bucket}/", f"gs://{self.bucket}/"]
+        self.config = group_config(devstack, tmp_path, suffix, self.members, self.queue_url)
+        self.group = self.config.groups[0].name
+        self.daemon: Daemon | None = None
+        self.notifier = GcsNotifier(http, self.bucket, self._ingest)
+        self._stop = asyncio.Event()
+        self._running: asyncio.Task[None] | None = None
+
+    def _ingest(self) -> str:
+        assert self.daemon is not None
+        return f"http://127.0.0.1:{self.daemon.ingest_port}/ingest/gcs"
+
+    async def create(self) -> None:
+        versioned_s3_bucket(self.bucket, self.queue_arn)
+        await versioned_gcs_bucket(self.http, self.bucket)
+
+    async def start(self) -> None:
+        self.daemon = Daemon(self.config)
+        self._stop, ready = asyncio.Event(), asyncio.Event()
+        self._running = asyncio.create_task(self.daemon.run(self._stop, ready))
+        await asyncio.wait_for(ready.wait(), 60)
+        self.notifier.start()
+
+    async def stop(self) -> None:
+        await self.notifier.stop()
+        self._stop.set()
+        if self._running is not None:
+            await asyncio.wait_for(self._running, 60)
+            self._running = None
+
+    def s3_put(self, key: str, data: bytes) -> None:
+        s3_client().put_object(Bucket=self.bucket, Key=key, Body=data)  # type: ignore[attr-defined]
+
+    def s3_delete(self, key: str) -> None:
+        s3_client().delete_object(Bucket=self.bucket, Key=key)  # type: ignore[attr-defined]
+
+    async def gcs_put(self, key: str, data: bytes) -> None:
+        await gcs_put(self.http, self.bucket, key, data)
+
+    async def gcs_delete(self, key: str) -> None:
+        await gcs_delete(self.http, self.bucket, key)
+
+    async def holds(self, key: str) -> tuple[bytes | None, bytes | None]:
+        """What each member holds for ``key`` (None: nothing), read by their own clients."""
+        at_s3, at_gs = s3_current(self.bucket, key), await gcs_current(self.http, self.bucket, key)
+        return (None if at_s3 is None else at_s3[0], None if at_gs is None else at_gs[0])
+
+    async def until_both_hold(self, expected: dict[str, bytes | None], seconds: float = 90) -> None:
+        async def converged() -> bool:
+            for key, content in expected.items():
+                if await self.holds(key) != (content, content):
+                    return False
+            return True
+
+        await until(converged, seconds, f"both members hold {sorted(expected)}")
+
+
+async def next_second() -> None:
+    """Wait for the clock's next whole second: changes before and after it are a second apart
+    for the conflict rule, whichever store's precision."""
+    boundary = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+    async def begun() -> bool:
+        return datetime.now(UTC) >= boundary
+
+    await until(begun, 5, "the clock's next second")
