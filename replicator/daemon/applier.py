@@ -152,6 +152,9 @@ class Applier:
             repair = None
             if event.origin == "scan" and not await self._in_sync(current, targets):
                 repair = await self._accept_repair(change, targets, source, key)
+            elif self.groups.deletion_outruns(change, route, current):
+                # Applied as a repair, ordered after the replica's notification that overtook it.
+                repair = await self._accept_repair(change, targets, source, key)
             if repair is None:
                 log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
                 return ["stale"] * len(targets)
@@ -269,7 +272,7 @@ class Applier:
                     await self.catalog.mark_retained(
                         change, target.destination.url, datetime.now(UTC), note=verdict.note
                     )
-                    return "conflict_lost"
+                    return verdict.outcome
             if current is None:
                 return await self._delete(change, target, verdict)
             try:

@@ -61,6 +61,8 @@ class Verdict:
     # The write to delete at the destination (a deletion that won over it), if any.
     overrides: Held | None = None
     note: str | None = None
+    # What the change came to where it does not apply.
+    outcome: str = "conflict_lost"
 
 
 class GroupArbiter:
@@ -77,6 +79,11 @@ class GroupArbiter:
         """The verdict on ``change`` (its source's ``current`` state; None: deleted) at
         ``target``, a destination member of the group."""
         tag = _tag(target.route)
+        if current is None and not change.deleted:
+            # A write whose object is gone: when it was deleted is not in this event (its time
+            # is the write's), so the deletion's own event settles it under the rule.
+            note = "the source is gone; its deletion's own event applies it"
+            return Verdict(False, None, note=note, outcome="deferred")
         try:
             existing: ObjectMeta | None = await self.retry.run(
                 lambda: dest.head(target.relative_key), what="head destination"
@@ -102,6 +109,20 @@ class GroupArbiter:
             return Verdict(True, existing, overrides=held)
         note = f"lost a conflict to the {kept.describe()} of group {tag.name!r}"
         return Verdict(False, existing, note=note)
+
+    def deletion_outruns(self, change: Change, route: Route, current: ObjectMeta | None) -> bool:
+        """Whether the deletion ``change``, found stale, must still be applied: its member now
+        holds a replica of a concurrent write the deletion wins over. The replica's own
+        notification was accepted first (it came in while the deletion waited to be applied),
+        but it says nothing of the deletion. A deletion that loses stays stale, as does one
+        whose member holds a write of its own (made after the deletion)."""
+        if route.group is None or not change.deleted or current is None:
+            return False
+        held = _held(route.group, route.source, change.source_url, current)
+        if held is None or replica_source(current.attributes.user_metadata) is None:
+            return False
+        incoming = _incoming(route.group, change, None)
+        return winner(incoming, held.contender) is incoming
 
     async def delete_meets_replica(
         self, change: Change, route: Route, key: str, current: ObjectMeta, source: ObjectStore

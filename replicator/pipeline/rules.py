@@ -379,6 +379,17 @@ class Router:
             found.extend(Target(route, d, relative) for d in route.destinations)
         return found
 
+    def ordering_key(self, source_url: str) -> str:
+        """The key a change of ``source_url`` is published under (one partition, one worker,
+        in order): its URL; for a group's member, the same key at the group's first member,
+        so that the changes of one key at every member are applied one after the other (a
+        copy from one member never races a deletion at another)."""
+        for target in self.targets(source_url)[:1]:
+            group = target.route.group
+            if group is not None:
+                return group.members[0] + target.relative_key
+        return source_url
+
     def route(self, name: str) -> Route:
         for route in self.config.routes:
             if route.name == name:

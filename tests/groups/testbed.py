@@ -147,14 +147,15 @@ def _instant(text: str) -> datetime:
 def _overwritten(item: dict[str, object], generations: list[dict[str, object]]) -> bool:
     """Whether ``item`` stopped being live because a newer generation replaced it:
     fake-gcs-server archives the old generation in the same moment it creates the new one
-    (microseconds apart); a deletion and a later re-creation are two requests."""
+    (microseconds apart, a few milliseconds under load); a deletion and a re-creation are
+    two requests, and here the re-creation is a replica (a notification and a copy later)."""
     deleted_at = _instant(str(item["timeDeleted"]))
     for other in generations:
         if other["name"] == item["name"] and int(str(other["generation"])) > int(
             str(item["generation"])
         ):
             created = _instant(str(other.get("timeCreated") or other["updated"]))
-            if abs((created - deleted_at).total_seconds()) < 0.002:
+            if abs((created - deleted_at).total_seconds()) < 0.05:
                 return True
     return False
 
@@ -222,9 +223,14 @@ class GcsNotifier:
         self._task = asyncio.create_task(loop())
 
     async def stop(self) -> None:
+        """Stop pushing; a push that failed fails the test here."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            task, self._task = self._task, None
+            if not task.done():
+                task.cancel()
+            outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+            if isinstance(outcome, Exception):
+                raise outcome
 
 
 def group_config(
@@ -329,7 +335,16 @@ class Pair:
                     return False
             return True
 
-        await until(converged, seconds, f"both members hold {sorted(expected)}")
+        try:
+            await until(converged, seconds, f"both members hold {sorted(expected)}")
+        except AssertionError:
+            held = {}
+            for key, content in expected.items():
+                held[key] = [
+                    "none" if h is None else "expected" if h == content else "other"
+                    for h in await self.holds(key)
+                ]
+            raise AssertionError(f"members do not converge: {held}") from None
 
 
 async def next_second() -> None:

@@ -47,6 +47,19 @@ class TestExpansion:
         ]
         assert {t.route.name for t in targets} == {"lake.2"}
 
+    def test_one_key_at_every_member_is_published_under_one_kafka_key(self) -> None:
+        """So one worker applies them in order: a copy from one member never races a deletion
+        of the same key at another."""
+        router = Router(load_config(group()))
+        keys = {router.ordering_key(member + "day 1/x.parquet") for member in MEMBERS}
+        assert keys == {MEMBERS[0] + "day 1/x.parquet"}
+        other = Router(
+            load_config(
+                {"routes": [{"name": "r", "source": "s3://a/", "destinations": ["gs://b/"]}]}
+            )
+        )
+        assert other.ordering_key("s3://a/k") == "s3://a/k"
+
     def test_groups_and_routes_side_by_side(self, tmp_path: Path) -> None:
         path = tmp_path / "replicator.toml"
         path.write_text(
