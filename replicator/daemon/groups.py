@@ -142,8 +142,8 @@ class GroupArbiter:
         await self._record(tag, key, kept, loser)
         if kept is not incoming:
             return False
-        await self.delete_held(route, source, key, current)
-        return True
+        # False: the member was written again meanwhile; that write's own event goes on.
+        return await self.delete_held(route, source, key, current)
 
     async def delete_held(
         self, route: Route, store: ObjectStore, key: str, existing: ObjectMeta
