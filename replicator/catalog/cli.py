@@ -309,6 +309,39 @@ def reconciliations_command(
     typer.echo(_table((*headers, "FAILED", "ERROR"), rows))
 
 
+@catalog_app.command("conflicts")
+def conflicts_command(
+    group: Annotated[str | None, typer.Option(help="Only this replication group.")] = None,
+    limit: Limit = 1000,
+    catalog: OptionalCatalogURL = None,
+    config: ConfigFile = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Keys changed at two members of a replication group before either change was
+    replicated: the winner every member keeps and the recorded loser, the latest first."""
+    found = _run(_url(catalog, config), lambda c: c.conflicts(group, limit=limit))
+    if json_output:
+        for conflict in found:
+            typer.echo(json.dumps(conflict.as_json()))
+        return
+
+    def side(member: str, version: str | None, time: datetime) -> str:
+        what = "deleted" if version is None else version
+        return f"{member} {what} @{time.isoformat(timespec='seconds')}"
+
+    rows = [
+        (
+            c.detected_at.isoformat(timespec="seconds"),
+            c.group,
+            c.key,
+            side(c.winner_member, c.winner_version, c.winner_time),
+            side(c.loser_member, c.loser_version, c.loser_time),
+        )
+        for c in found
+    ]
+    typer.echo(_table(("DETECTED", "GROUP", "KEY", "WINNER", "LOSER"), rows))
+
+
 @catalog_app.command("deletes")
 def deletes_command(
     due_within: Annotated[

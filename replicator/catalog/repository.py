@@ -11,6 +11,7 @@ PostgreSQL), composed of the parts in the sibling modules:
 * ``lag_queries``: what is behind, and each route's lag and watermark;
 * ``reconciliation``: leases and the findings of periodic reconciliations;
 * ``costs``: daily totals of the requests, bytes and estimated cost per route.
+* ``conflicts``: the conflicts of replication groups.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Self
 
 from replicator.catalog.base import MAX_LIST, _Index
 from replicator.catalog.batching import GroupCommit
+from replicator.catalog.conflicts import ConflictRecords
 from replicator.catalog.controls import RouteControls
 from replicator.catalog.costs import CostRecords
 from replicator.catalog.database import Database, open_database
@@ -55,6 +57,7 @@ class Catalog(
     LagQueries,
     ReconcileRecords,
     CostRecords,
+    ConflictRecords,
 ):
     """The repository API over one open catalog database."""
 

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects import postgresql
 
@@ -274,4 +275,30 @@ route_costs = Table(
     Column("store", exact_text(), primary_key=True),
     *(Column(name, BigInteger, nullable=False) for name in COST_COUNTS),
     Column("cost_usd", Float, nullable=False),
+)
+
+# Conflicts of replication groups: the loser of each (a deletion's version is '').
+conflicts = Table(
+    "conflicts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("group_name", exact_text(), nullable=False),
+    Column("key", exact_text(), nullable=False),
+    Column("winner_member", exact_text(), nullable=False),
+    Column("winner_version", exact_text(), nullable=False),
+    Column("winner_time", Timestamp, nullable=False),
+    Column("loser_member", exact_text(), nullable=False),
+    Column("loser_version", exact_text(), nullable=False),
+    Column("loser_time", Timestamp, nullable=False),
+    Column("detected_at", Timestamp, nullable=False),
+    UniqueConstraint(
+        "group_name",
+        "key",
+        "winner_member",
+        "winner_version",
+        "loser_member",
+        "loser_version",
+        name="uq_conflicts_sides",
+    ),
+    Index("ix_conflicts_group", "group_name", "detected_at"),
 )

@@ -118,14 +118,20 @@ def _jobs(
             # The fleet applies only changes of its own routes.
             raise ConfigError("--via-kafka publishes for the daemons' routes: use --config")
         return [Job(settings.routes[0], from_urls=True)]
-    known = {r.name for r in settings.routes}
+    # A group's routes are not backfilled or verified yet: a listing's repair would copy past
+    # the group's conflict rule.
+    known = {r.name for r in settings.routes if r.group is None}
     unknown = sorted(set(routes or ()) - known)
     if unknown:
         raise ConfigError(
             f"no route named {', '.join(unknown)} in the configuration "
             f"(routes: {', '.join(sorted(known))})"
         )
-    return [Job(r, from_urls=False) for r in settings.routes if not routes or r.name in routes]
+    return [
+        Job(r, from_urls=False)
+        for r in settings.routes
+        if r.group is None and (not routes or r.name in routes)
+    ]
 
 
 async def _register(catalog: Catalog, job: Job, settings: DaemonConfig) -> None:

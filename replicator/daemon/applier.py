@@ -58,11 +58,12 @@ from replicator.daemon.deletes import (
     RoutePaused,
     delete_replica,
 )
+from replicator.daemon.groups import GroupArbiter, Verdict
 from replicator.daemon.health import RouteHealth
 from replicator.daemon.held import ReplicationPauses
 from replicator.engine.costs import CostLedger, attributed
 from replicator.engine.metadata import replica_mismatch, replica_source
-from replicator.engine.transfer import Copier, SharedSourceRead, SourceGone, version_id
+from replicator.engine.transfer import ABSENT, Copier, SharedSourceRead, SourceGone, version_id
 from replicator.errors import Unavailable
 from replicator.pipeline.events import ChangeEvent
 from replicator.pipeline.rules import Router, RoutingConfig, Target
@@ -99,6 +100,7 @@ class Applier:
         self.retry_budget = retry_budget
         #: Counts the requests of each route and destination (``replicator.engine.costs``).
         self.ledger = ledger
+        self.groups = GroupArbiter(catalog, copier.retry, self.guard)
         self._stores: dict[str, ObjectStore] = {}
         self._gates: dict[str, asyncio.Semaphore] = {}
 
@@ -160,11 +162,20 @@ class Applier:
             repair = None
             if event.origin == "scan" and not await self._in_sync(current, targets):
                 repair = await self._accept_repair(change, targets, source, key)
+            elif self.groups.deletion_outruns(change, route, current):
+                # Applied as a repair, ordered after the replica's notification that overtook it.
+                repair = await self._accept_repair(change, targets, source, key)
             if repair is None:
                 log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
                 return ["stale"] * len(targets)
             change, current = repair
         origin = replica_source(current.attributes.user_metadata) if current else None
+        if origin is not None and route.group is not None and change.deleted:
+            # A replica of another member's write reached the member after its user deleted
+            # the key: the deletion may still win the group's conflict rule.
+            assert current is not None
+            if await self.groups.delete_meets_replica(change, route, key, current, source):
+                current, origin = None, None
         if origin is not None:
             return await self._settle_replica(change, targets, origin)
         shared = SharedSourceRead()
@@ -273,12 +284,27 @@ class Applier:
         shared: SharedSourceRead,
     ) -> str:
         try:
-            if current is None:
-                return await self._delete(change, target)
             dest = self.store(target.destination.url)
+            verdict = None
+            if target.route.group is not None:
+                verdict = await self.groups.decide(change, target, current, dest)
+                if not verdict.applies:
+                    await self.catalog.mark_retained(
+                        change, target.destination.url, datetime.now(UTC), note=verdict.note
+                    )
+                    return verdict.outcome
+            if current is None:
+                return await self._delete(change, target, verdict)
             try:
                 result = await self.copier.copy(
-                    source, key, dest, target.relative_key, observed=current, shared=shared
+                    source,
+                    key,
+                    dest,
+                    target.relative_key,
+                    observed=current,
+                    # What the group's rule read of the destination: not read again.
+                    dest_observed=None if verdict is None else verdict.existing or ABSENT,
+                    shared=shared,
                 )
             except SourceGone:
                 # Deleted while it was being copied (a put quickly followed by a delete):
@@ -332,8 +358,9 @@ class Applier:
             for target in targets:
                 await self.catalog.mark_failed(change, target.destination.url, str(exc)[:2000])
 
-    async def _delete(self, change: Change, target: Target) -> str:
-        """The source is gone: apply its deletion as the route's delete policy says."""
+    async def _delete(self, change: Change, target: Target, verdict: Verdict | None = None) -> str:
+        """The source is gone: apply its deletion as the route's delete policy says.
+        ``verdict``: a group's rule on it, which may let it delete another member's write."""
         route, location = target.route, target.destination.url
         now = datetime.now(UTC)
         # A copy of it killed mid-way will never be resumed: its upload goes now.
@@ -341,6 +368,20 @@ class Applier:
         if route.delete_policy == "never":
             await self.catalog.mark_retained(change, location, now)
             return "retained"
+        if verdict is not None and verdict.overrides is not None:
+            try:
+                deleted = await self.groups.delete_held(
+                    route, self.store(location), target.relative_key, verdict.overrides.existing
+                )
+            except RoutePaused as exc:
+                await self.catalog.pause_delete(change, location, when=now, reason=str(exc))
+                return "delete_paused"
+            if not deleted:
+                note = "written again while being deleted: the newer write is kept"
+                await self.catalog.mark_retained(change, location, now, note=note)
+                return "not_ours"
+            await self.catalog.mark_deleted(change, location, datetime.now(UTC))
+            return "deleted"
         if route.delete_policy == "delayed":
             assert route.delete_delay is not None  # the configuration guarantees it
             due = change.event_time + route.delete_delay
@@ -418,7 +459,14 @@ async def register_datasets(catalog: Catalog, config: RoutingConfig) -> None:
     changes will never be applied there, and they must not hold its lag or watermark.
     """
     known = {dataset.name: dataset for dataset in await catalog.datasets()}
+    for group in config.groups:
+        # One dataset per group, every member a source (each is written by its users).
+        await catalog.add_dataset(
+            group.name, [LocationSpec(m.url, Role.SOURCE, m.region) for m in group.members]
+        )
     for route in config.routes:
+        if route.group is not None:
+            continue
         await catalog.add_dataset(
             route.name,
             [

@@ -196,7 +196,12 @@ class HeldChangesRunner:
     async def _hand_over(self, items: Sequence[HeldChange]) -> None:
         event = held_event(items[0])
         try:
-            await send_change(self.producer, self.changes_topic, event)
+            await send_change(
+                self.producer,
+                self.changes_topic,
+                event,
+                self.router.ordering_key(event.source_url),
+            )
         except BusError as exc:
             not_before = datetime.now(UTC) + self.retry_after
             for item in items:

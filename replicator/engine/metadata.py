@@ -20,7 +20,9 @@ name that cannot be mapped, are refused with MetadataError naming them: nothing 
 
 Replica marking: every copy carries ``replicator_source`` (the source URL, always
 percent-encoded), ``replicator_source_version`` and, where known when the object is written,
-``replicator_fingerprint``. An object with ``replicator_source`` is a replica and is never
+``replicator_fingerprint``, and ``replicator_source_modified`` (the source's last-modified
+time, ISO 8601: a replication group's conflict rule compares the times of the writes a
+replica carries). An object with ``replicator_source`` is a replica and is never
 replicated back.
 
 Marks alone never make an object a replica of a version (``replica_mismatch``): its size must
@@ -37,6 +39,7 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from connectors.base import ObjectAttributes, ObjectMeta
 from replicator.errors import ReplicatorError
@@ -45,7 +48,10 @@ SOURCE_KEY = "replicator_source"
 SOURCE_VERSION_KEY = "replicator_source_version"
 FINGERPRINT_KEY = "replicator_fingerprint"
 ENCODED_KEY = "replicator_encoded"
-RESERVED = frozenset({SOURCE_KEY, SOURCE_VERSION_KEY, FINGERPRINT_KEY, ENCODED_KEY})
+SOURCE_MODIFIED_KEY = "replicator_source_modified"
+RESERVED = frozenset(
+    {SOURCE_KEY, SOURCE_VERSION_KEY, FINGERPRINT_KEY, ENCODED_KEY, SOURCE_MODIFIED_KEY}
+)
 HEADER_VALUE_STORES = frozenset({"s3", "az"})
 _AZURE_INVALID = re.compile(r"[^A-Za-z0-9_]")
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
@@ -102,11 +108,14 @@ def replica_attributes(
     source_url: str,
     source_version: str,
     fingerprint: str | None = None,
+    source_modified: datetime | None = None,
 ) -> ObjectAttributes:
     """The source's attributes mapped for the destination, plus the replica marks."""
     user = map_user_metadata(attributes.user_metadata, dest_scheme)
     user[SOURCE_KEY] = _encode_value(source_url)
     user[SOURCE_VERSION_KEY] = source_version
+    if source_modified is not None:
+        user[SOURCE_MODIFIED_KEY] = source_modified.astimezone(UTC).isoformat()
     if fingerprint is not None:
         user[FINGERPRINT_KEY] = fingerprint
     return replace(attributes, user_metadata=user)
@@ -120,6 +129,18 @@ def replica_source(user_metadata: Mapping[str, str]) -> str | None:
 
 def replica_source_version(user_metadata: Mapping[str, str]) -> str | None:
     return _lookup(user_metadata, SOURCE_VERSION_KEY)
+
+
+def replica_source_modified(user_metadata: Mapping[str, str]) -> datetime | None:
+    """The last-modified time of the source a replica was written from, if marked."""
+    value = _lookup(user_metadata, SOURCE_MODIFIED_KEY)
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def replica_fingerprint(user_metadata: Mapping[str, str]) -> str | None:

@@ -426,7 +426,11 @@ class Copier:
         """The destination copies by itself. A store that reads its copy back (files: a
         kernel copy) shows it to us, and the fingerprint goes into the replica's marks."""
         attributes = replica_attributes(
-            src.attributes, dest.scheme, source_url=src.url, source_version=version_id(src)
+            src.attributes,
+            dest.scheme,
+            source_url=src.url,
+            source_version=version_id(src),
+            source_modified=src.last_modified,
         )
         fingerprint = hashing.Fingerprint(src.size)
         read_back = False
@@ -515,6 +519,7 @@ class Copier:
                 source_url=src.url,
                 source_version=version_id(src),
                 fingerprint=fingerprint.value(),
+                source_modified=src.last_modified,
             )
             meta = await fenced(
                 lambda: self.retry.run(
@@ -571,7 +576,11 @@ class Copier:
             # never resumed, so it goes before a new one starts.
             await self._abort_unjournaled(dest, dest_key)
             attributes = replica_attributes(
-                src.attributes, dest.scheme, source_url=src.url, source_version=version_id(src)
+                src.attributes,
+                dest.scheme,
+                source_url=src.url,
+                source_version=version_id(src),
+                source_modified=src.last_modified,
             )
             upload_id = await self.retry.run(
                 lambda: dest.create_multipart(dest_key, attributes=attributes),

@@ -25,6 +25,18 @@ Deletes: ``propagate`` deletes a replica as soon as its source is deleted; ``nev
 written again in the meantime (a safety net against mistaken deletes). Only objects carrying
 this route's replica mark are ever deleted, and at most ``max_deletes_per_minute`` per route.
 
+Replication groups: two or more locations that all converge to the same content, each written
+by its own users (``replicator.pipeline.groups``)::
+
+    [[groups]]
+    name = "lake"
+    members = ["s3://lake-us/data/", { url = "gs://lake-eu/data/", region = "europe-west4" }]
+    include = ["*.parquet"]          # as for routes
+    delete_policy = "propagate"      # or "never" ("delayed" is not available for groups)
+
+A group is expanded into one route per member (named ``lake.1``, ``lake.2``, ... in member
+order), whose destinations are all the other members.
+
 Residency: when ``allowed`` is set, every destination must match one of its patterns, either
 by URL (``gs://*``) or by region (``region:europe-*``); a route that breaks it is refused when
 the configuration is loaded, before any data moves.
@@ -95,6 +107,30 @@ class Destination(BaseModel):
     _valid_url = field_validator("url")(_check_url)
 
 
+def _urls_as_tables(value: object) -> object:
+    """A location may be written as its URL alone."""
+    if isinstance(value, list):
+        return [{"url": item} if isinstance(item, str) else item for item in value]
+    return value
+
+
+class GroupTag(BaseModel):
+    """The replication group a route was expanded from: its members in the configured order
+    (the conflict rule's tie-break) and which of them is the route's source."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    members: tuple[str, ...]
+    index: int
+
+    def member_of(self, url: str) -> int | None:
+        """The position of the member holding ``url``, if one does."""
+        for position, member in enumerate(self.members):
+            if url.startswith(member):
+                return position
+        return None
+
+
 class Route(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -111,8 +147,16 @@ class Route(BaseModel):
     delete_delay: Duration | None = None
     concurrency: int | None = Field(default=None, ge=1, le=1024)
     max_deletes_per_minute: int = Field(default=600, ge=0)
+    # Set only on the routes a [[groups]] entry expands into.
+    group: GroupTag | None = None
 
     _valid_source = field_validator("source")(_check_url)
+
+    @property
+    def dataset(self) -> str:
+        """The catalog dataset the route's objects are recorded in: one per group, whose
+        members are all sources (each is written by its own users)."""
+        return self.group.name if self.group is not None else self.name
 
     @model_validator(mode="after")
     def _delay_with_policy(self) -> Route:
@@ -128,12 +172,7 @@ class Route(BaseModel):
             )
         return self
 
-    @field_validator("destinations", mode="before")
-    @classmethod
-    def _plain_urls(cls, value: object) -> object:
-        if isinstance(value, list):
-            return [{"url": item} if isinstance(item, str) else item for item in value]
-        return value
+    _plain_urls = field_validator("destinations", mode="before")(_urls_as_tables)
 
     @model_validator(mode="after")
     def _no_self_loop(self) -> Route:
@@ -177,10 +216,106 @@ class Residency(BaseModel):
         return False
 
 
+def _overlap(first: str, second: str) -> bool:
+    return first.startswith(second) or second.startswith(first)
+
+
+class Group(BaseModel):
+    """A replication group: every member is written by its own users and receives every other
+    member's writes; conflicting writes of one key are settled by the rule in
+    ``replicator.pipeline.groups``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # The catalog dataset of the group (hence a dataset name).
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    members: tuple[Destination, ...] = Field(min_length=2)
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    # A delayed deletion would let a member re-create what another deleted: not for groups.
+    delete_policy: Literal["propagate", "never"] = "propagate"
+    concurrency: int | None = Field(default=None, ge=1, le=1024)
+    max_deletes_per_minute: int = Field(default=600, ge=0)
+
+    _plain_urls = field_validator("members", mode="before")(_urls_as_tables)
+
+    @model_validator(mode="after")
+    def _distinct_members(self) -> Group:
+        urls = [member.url for member in self.members]
+        for i, first in enumerate(urls):
+            for second in urls[i + 1 :]:
+                if first == second:
+                    raise ValueError(f"member {first} is listed twice")
+                if _overlap(first, second):
+                    raise ValueError(
+                        f"members {first} and {second} overlap: one would hold the other's "
+                        "objects and replicate them into itself"
+                    )
+        return self
+
+    def routes(self) -> list[Route]:
+        """One route per member, to every other member, in member order."""
+        urls = tuple(member.url for member in self.members)
+        return [
+            Route(
+                name=f"{self.name}.{index + 1}",
+                source=member.url,
+                destinations=tuple(m for m in self.members if m is not member),
+                include=self.include,
+                exclude=self.exclude,
+                delete_policy=self.delete_policy,
+                concurrency=self.concurrency,
+                max_deletes_per_minute=self.max_deletes_per_minute,
+                group=GroupTag(name=self.name, members=urls, index=index),
+            )
+            for index, member in enumerate(self.members)
+        ]
+
+
+def check_groups(groups: tuple[Group, ...], routes: tuple[Route, ...]) -> None:
+    """A location belongs to one group or to the routes, never both: a hand-written route
+    reading or writing a member would feed the group's replicas back to it as new writes (or
+    delete from a member behind the group's conflict rule)."""
+    names = [group.name for group in groups]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"group names must be unique: {', '.join(duplicates)}")
+    for i, group in enumerate(groups):
+        for member in group.members:
+            for other in groups[i + 1 :]:
+                for theirs in other.members:
+                    if _overlap(member.url, theirs.url):
+                        raise ValueError(
+                            f"groups {group.name!r} and {other.name!r} share the location "
+                            f"{member.url} / {theirs.url}: a location belongs to one group"
+                        )
+            for route in routes:
+                for url in route.store_urls():
+                    if _overlap(member.url, url):
+                        raise ValueError(
+                            f"group {group.name!r} member {member.url} overlaps {url} of route "
+                            f"{route.name!r}: a location belongs to one group or route, or "
+                            "replicas would loop back into the group"
+                        )
+
+
 class RoutingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    routes: tuple[Route, ...] = Field(min_length=1)
+    # The routes as written, followed by those the groups expand into.
+    routes: tuple[Route, ...] = ()
+    groups: tuple[Group, ...] = ()
     residency: Residency = Residency()
+
+    @model_validator(mode="after")
+    def _expand_groups(self) -> RoutingConfig:
+        if not self.routes and not self.groups:
+            raise ValueError("no [[routes]] and no [[groups]]: nothing to replicate")
+        if any(route.group is not None for route in self.routes):
+            raise ValueError("group is set on the routes [[groups]] expand into, not by hand")
+        check_groups(self.groups, self.routes)
+        # The model is frozen to its users; this is its own validation completing it.
+        expanded = tuple(route for group in self.groups for route in group.routes())
+        object.__setattr__(self, "routes", self.routes + expanded)
+        return self
 
     @model_validator(mode="after")
     def _checks(self) -> RoutingConfig:
@@ -243,6 +378,17 @@ class Router:
                 continue
             found.extend(Target(route, d, relative) for d in route.destinations)
         return found
+
+    def ordering_key(self, source_url: str) -> str:
+        """The key a change of ``source_url`` is published under (one partition, one worker,
+        in order): its URL; for a group's member, the same key at the group's first member,
+        so that the changes of one key at every member are applied one after the other (a
+        copy from one member never races a deletion at another)."""
+        for target in self.targets(source_url)[:1]:
+            group = target.route.group
+            if group is not None:
+                return group.members[0] + target.relative_key
+        return source_url
 
     def route(self, name: str) -> Route:
         for route in self.config.routes:

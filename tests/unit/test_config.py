@@ -92,7 +92,7 @@ class TestEnvironmentOverrides:
         assert [r.name for r in config.routes] == ["lake"]
 
     def test_without_a_file_or_routes_the_error_says_what_is_missing(self) -> None:
-        with pytest.raises(ConfigError, match=r"no file.*routes: Field required"):
+        with pytest.raises(ConfigError, match=r"no file.*no \[\[routes\]\] and no \[\[groups\]\]"):
             load_daemon_config(None)
 
     def test_model_validate_ignores_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:

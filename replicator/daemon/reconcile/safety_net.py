@@ -93,6 +93,10 @@ class SafetyNet:
         renewing = asyncio.create_task(self._renew())
         try:
             for route in self.router.config.routes:
+                if route.group is not None:
+                    # A listing's repair would copy past the group's conflict rule (a member's
+                    # own write looks like drift): groups are not reconciled yet.
+                    continue
                 runs.append(await self._reconcile(route))
         finally:
             renewing.cancel()

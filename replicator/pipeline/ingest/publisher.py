@@ -50,10 +50,13 @@ def parse_notification(parser: Parser, payload: bytes | str) -> list[ChangeEvent
         return Rejection(f"{type(exc).__name__}: {str(exc)[:1000]}", type(exc).__name__)
 
 
-async def send_change(producer: AsyncProducer, topic: str, event: ChangeEvent) -> None:
-    """Publish ``event`` keyed by its source object URL: every change of one key lands on one
-    partition, whose owner applies them in order. Returns once Kafka has it."""
-    await producer.send(topic, event.source_url.encode(), event.to_json())
+async def send_change(
+    producer: AsyncProducer, topic: str, event: ChangeEvent, key: str | None = None
+) -> None:
+    """Publish ``event`` keyed by its source object URL (or ``key``: ``Router.ordering_key``):
+    every change of one key lands on one partition, whose owner applies them in order.
+    Returns once Kafka has it."""
+    await producer.send(topic, (key or event.source_url).encode(), event.to_json())
 
 
 class Publisher:
@@ -112,7 +115,15 @@ class Publisher:
             if self.accept is not None:
                 await self.accept(routed)
             await asyncio.gather(
-                *(send_change(self.producer, self.changes_topic, e) for e in routed)
+                *(
+                    send_change(
+                        self.producer,
+                        self.changes_topic,
+                        e,
+                        self.router.ordering_key(e.source_url),
+                    )
+                    for e in routed
+                )
             )
         finally:
             self.holdings.release(token)

@@ -1,0 +1,107 @@
+"""Conflicts of replication groups on both backends: recorded once whichever member's daemon
+finds them, listed latest first by the catalog and by `replicator catalog conflicts`; and
+what a member had received before its own change (``Catalog.received``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import typer
+from typer.testing import CliRunner
+
+from replicator.catalog import Catalog, LocationSpec, Role
+from replicator.catalog.cli import catalog_app
+from replicator.catalog.conflicts import Conflict
+from replicator.catalog.model import Change
+from tests.catalog.conftest import unique
+from tests.catalog.test_replicas import verified
+
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+async def group_dataset(catalog: Catalog) -> tuple[str, str, str]:
+    """A group's dataset: two members, both sources."""
+    name, tag = unique("grp-"), unique("")
+    s3, gs = f"s3://lake-{tag}/", f"gs://lake-{tag}/"
+    await catalog.add_dataset(name, [LocationSpec(s3, Role.SOURCE), LocationSpec(gs, Role.SOURCE)])
+    return name, s3, gs
+
+
+def conflict(group: str, key: str, winner: str, loser: str, at: int) -> Conflict:
+    return Conflict(
+        group=group,
+        key=key,
+        winner_member=winner,
+        winner_version=f"w{at}",
+        winner_time=T0 + timedelta(seconds=at + 1),
+        loser_member=loser,
+        loser_version=None,
+        loser_time=T0 + timedelta(seconds=at),
+        detected_at=T0 + timedelta(seconds=at + 5),
+    )
+
+
+async def test_recorded_once_and_listed_latest_first(catalog: Catalog) -> None:
+    group, s3, gs = await group_dataset(catalog)
+    first = conflict(group, "a.bin", s3, gs, 0)
+    assert await catalog.record_conflict(first)
+    # The other member's daemon finds the same conflict: not recorded twice.
+    assert not await catalog.record_conflict(
+        Conflict(**{**first.__dict__, "detected_at": T0 + timedelta(minutes=1)})
+    )
+    second = conflict(group, "b.bin", gs, s3, 10)
+    assert await catalog.record_conflict(second)
+    assert await catalog.record_conflict(conflict(unique("other-"), "a.bin", s3, gs, 0))
+    assert await catalog.conflicts(group) == [second, first]
+    assert first.as_json()["loser"] == {
+        "member": gs,
+        "version": None,
+        "deleted": True,
+        "time": (T0).isoformat(),
+    }
+
+
+async def test_received_names_the_version_a_member_holds_from_another(catalog: Catalog) -> None:
+    _, s3, gs = await group_dataset(catalog)
+    write = Change(
+        source_url=s3 + "k.bin",
+        sequencer="",
+        event_time=T0,
+        version="v1",
+        size=100,
+        etag="e1",
+    )
+    await catalog.mark_pending(write, [gs])
+    assert not await catalog.received(gs + "k.bin", s3 + "k.bin", "v1")
+    await catalog.record_replica(write, gs, verified(write))
+    assert await catalog.received(gs + "k.bin", s3 + "k.bin", "v1")
+    assert not await catalog.received(gs + "k.bin", s3 + "k.bin", "v2")
+    # Not the other direction, and not for a location outside the dataset.
+    assert not await catalog.received(s3 + "k.bin", gs + "k.bin", "v1")
+    assert not await catalog.received(gs + "k.bin", "az://elsewhere/k.bin", "v1")
+
+
+async def test_the_command_lists_them(catalog: Catalog, catalog_url: str) -> None:
+    group, s3, gs = await group_dataset(catalog)
+    await catalog.record_conflict(conflict(group, "a b.bin", s3, gs, 0))
+    app = typer.Typer()
+    app.add_typer(catalog_app, name="catalog")
+
+    def invoke(*args: str) -> str:
+        result = CliRunner().invoke(app, ["catalog", "conflicts", *args, "--catalog", catalog_url])
+        assert result.exit_code == 0, (result.output, result.exception)
+        return result.stdout
+
+    listed = await asyncio.to_thread(invoke, "--group", group, "--json")
+    [found] = [json.loads(line) for line in listed.splitlines()]
+    assert (found["key"], found["winner"]["member"], found["loser"]["deleted"]) == (
+        "a b.bin",
+        s3,
+        True,
+    )
+    table = await asyncio.to_thread(invoke, "--group", group)
+    assert "DETECTED" in table
+    assert f"{s3} w0 @2026-11-30T12:00:01+00:00" in table
+    assert f"{gs} deleted @2026-11-30T12:00:00+00:00" in table
