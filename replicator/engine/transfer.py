@@ -286,7 +286,7 @@ class Copier:
             try:
                 if not src.attributes_known:
                     outcome = await self._copy_listed_small(
-                        src, source, source_key, dest, dest_key, known_dest
+                        src, source, source_key, dest, dest_key, known_dest, shared
                     )
                 else:
                     skipped = await self._skip_reason(src, dest, dest_key, known_dest)
@@ -339,16 +339,21 @@ class Copier:
         dest: ObjectStore,
         dest_key: str,
         known_dest: ObjectMeta | Absent | None,
+        shared: SharedSourceRead | None = None,
     ) -> _Executed | _Skipped:
         """A small object seen in a listing that omits attributes: one GET pinned to the
         listed version brings the bytes and the metadata a HEAD would have (then the replica
-        checks), so reading it costs one request."""
-        async with self.budget.reserve(listed.size * WHOLE_READ_COPIES):
-            src, data = await pinned(
+        checks), so reading it costs one request (one for every destination, ``shared``)."""
+
+        def load() -> Awaitable[tuple[ObjectMeta, bytes]]:
+            return pinned(
                 lambda: self.retry.run(
                     lambda: source.get(source_key, if_match=listed.etag), what="read source"
                 )
             )
+
+        async with self.budget.reserve(listed.size * WHOLE_READ_COPIES):
+            src, data = await (shared.get(listed, load) if shared is not None else load())
             skipped = await self._skip_reason(src, dest, dest_key, known_dest)
             if skipped is not None:
                 return skipped
