@@ -18,7 +18,7 @@ Usage (timed work on a shared machine goes under the benchmark lock):
 
     flock /tmp/bench.lock .venv/bin/python -m benchmarks.backfill_vs_rclone \
         [--objects 2000] [--size 4096] [--transfers 16] [--repeats 3] [--routes s3->gs,s3->az]
-        [--raw] [--json-out FILE]
+        [--raw] [--no-rclone] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -185,15 +185,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--routes", default=",".join(ROUTES), help="comma-separated")
     parser.add_argument("--raw", action="store_true", help="also time the raw SDK baseline")
+    parser.add_argument(
+        "--no-rclone", action="store_true", help="time replicator alone (quick comparisons)"
+    )
     parser.add_argument("--json-out", type=Path, help="also write the results here")
     args = parser.parse_args()
     routes = [r.strip() for r in args.routes.split(",") if r.strip()]
     unknown = [r for r in routes if r not in ROUTES]
     if unknown:
         parser.error(f"unknown route(s) {unknown}; known: {', '.join(ROUTES)}")
-    if shutil.which("rclone") is None:
+    if shutil.which("rclone") is None and not args.no_rclone:
         parser.error("rclone is not installed (make setup installs it)")
-    tools = [REPLICATOR, RCLONE] + ([RAW] if args.raw else [])
+    tools = [REPLICATOR] + ([] if args.no_rclone else [RCLONE]) + ([RAW] if args.raw else [])
     with tempfile.TemporaryDirectory(prefix="backfill-bench-") as tmp:
         workdir = Path(tmp)
         with test_bed(workdir) as state, environment(state.env):
