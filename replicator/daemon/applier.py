@@ -167,6 +167,7 @@ class Applier:
         route = targets[0].route
         source, key = self.store(route.source), targets[0].relative_key
         locations = [t.destination.url for t in targets]
+        shared = SharedSourceRead()
         current: ObjectMeta | None
         try:
             if listed is None:
@@ -176,7 +177,13 @@ class Applier:
                     self.catalog.mark_pending(change, locations), self._head(source, key)
                 )
             else:
-                acceptance = await self.catalog.mark_pending(change, locations)
+                # A small listed object is read while the change is accepted, as the source
+                # is HEADed above; its copies then take the bytes from ``shared``.
+                dests = [self.store(location) for location in locations]
+                acceptance, _ = await asyncio.gather(
+                    self.catalog.mark_pending(change, locations),
+                    self.copier.prefetch(source, key, listed.source, dests, shared),
+                )
                 current = listed.source
                 if acceptance is Acceptance.STALE:
                     # Whether a stale event repairs anything is decided on the source and
@@ -198,7 +205,6 @@ class Applier:
         origin = replica_source(current.attributes.user_metadata) if current else None
         if origin is not None:
             return await self._settle_replica(change, targets, origin)
-        shared = SharedSourceRead()
         # Every destination's copy finishes before the event is done or tried again (no
         # overlapping copies of one key to one destination); one failing destination does
         # not cancel the others, which a retry then finds done.
