@@ -249,7 +249,11 @@ async def _run_jobs(
             source = applier.store(job.route.source)
             dests = [applier.store(d.url) for d in job.route.destinations]
             await _create_file_destinations(dests, options.dry_run)
-            actions = publishing(source) if publishing else ApplierActions(applier, source)
+            actions = (
+                publishing(source)
+                if publishing
+                else ApplierActions(applier, source, [d.url for d in job.route.destinations])
+            )
             progress = _Progress(job.route.name, quiet)
             reconciler = Reconciler(
                 source,

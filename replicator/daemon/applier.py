@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -63,7 +64,15 @@ from replicator.daemon.health import RouteHealth
 from replicator.daemon.held import ReplicationPauses
 from replicator.engine.costs import CostLedger, attributed
 from replicator.engine.metadata import replica_mismatch, replica_source
-from replicator.engine.transfer import ABSENT, Copier, SharedSourceRead, SourceGone, version_id
+from replicator.engine.transfer import (
+    ABSENT,
+    Absent,
+    Copier,
+    CopyResult,
+    SharedSourceRead,
+    SourceGone,
+    version_id,
+)
 from replicator.errors import Unavailable
 from replicator.pipeline.events import ChangeEvent
 from replicator.pipeline.rules import Router, RoutingConfig, Target
@@ -72,6 +81,28 @@ log = structlog.get_logger(__name__)
 
 # The outcome at a destination whose change counts as failed (it is in the failed list).
 FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Listed:
+    """What listings showed of an event's key a moment ago (a reconciliation's compare): the
+    source object, and each destination location's object by its URL (None: absent there).
+
+    The applier takes it instead of HEADs of its own: the copy's read is pinned to the listed
+    version (If-Match), so a source changed since is found and read afresh as usual, and a
+    destination listed absent or different is written whatever it holds now, as a HEAD a
+    moment earlier would have let it. A stale event is never decided on it (see
+    ``Applier.__call__``)."""
+
+    source: ObjectMeta
+    dests: Mapping[str, ObjectMeta | None] = field(default_factory=dict)
+
+    def dest(self, location: str) -> ObjectMeta | Absent | None:
+        """What the listing showed at ``location`` (None: not listed there)."""
+        if location not in self.dests:
+            return None
+        shown = self.dests[location]
+        return ABSENT if shown is None else shown
 
 
 class Applier:
@@ -132,27 +163,46 @@ class Applier:
             gate = self._gates[route.name] = asyncio.Semaphore(route.concurrency)
         return gate
 
-    async def __call__(self, event: ChangeEvent) -> list[str]:
-        """Apply ``event``; returns what happened at each destination."""
+    async def __call__(self, event: ChangeEvent, listed: Listed | None = None) -> list[str]:
+        """Apply ``event``; returns what happened at each destination. ``listed``: what a
+        listing just showed of the event's key, used instead of HEADs of both ends."""
         targets = self.router.targets(event.source_url)
         if not targets:
             return []
         # The route's own requests (the source's head); each destination's are counted for
         # it (``_gated``).
         with attributed(self.ledger, targets[0].route.name):
-            return await self._apply_event(event, targets)
+            return await self._apply_event(event, targets, listed)
 
-    async def _apply_event(self, event: ChangeEvent, targets: Sequence[Target]) -> list[str]:
+    async def _apply_event(
+        self, event: ChangeEvent, targets: Sequence[Target], listed: Listed | None
+    ) -> list[str]:
         change = Change.from_event(event)
         route = targets[0].route
         source, key = self.store(route.source), targets[0].relative_key
+        locations = [t.destination.url for t in targets]
+        shared = SharedSourceRead()
+        current: ObjectMeta | None
         try:
-            # The source is read while the change is accepted: a read is harmless, and it is
-            # simply unused when the change turns out to be stale.
-            acceptance, current = await asyncio.gather(
-                self.catalog.mark_pending(change, [t.destination.url for t in targets]),
-                self._head(source, key),
-            )
+            if listed is None:
+                # The source is read while the change is accepted: a read is harmless, and it
+                # is simply unused when the change turns out to be stale.
+                acceptance, current = await asyncio.gather(
+                    self.catalog.mark_pending(change, locations), self._head(source, key)
+                )
+            else:
+                # A small listed object is read while the change is accepted, as the source
+                # is HEADed above; its copies then take the bytes from ``shared``.
+                dests = [self.store(location) for location in locations]
+                acceptance, _ = await asyncio.gather(
+                    self.catalog.mark_pending(change, locations),
+                    self.copier.prefetch(source, key, listed.source, dests, shared),
+                )
+                current = listed.source
+                if acceptance is Acceptance.STALE:
+                    # Whether a stale event repairs anything is decided on the source and
+                    # replicas as they are now, never on a listing.
+                    current, listed = await self._head(source, key), None
         except StoreError as exc:
             if self.health.is_route_error(exc):
                 self.health.failed(route.name, exc)
@@ -178,12 +228,14 @@ class Applier:
                 current, origin = None, None
         if origin is not None:
             return await self._settle_replica(change, targets, origin)
-        shared = SharedSourceRead()
         # Every destination's copy finishes before the event is done or tried again (no
         # overlapping copies of one key to one destination); one failing destination does
         # not cancel the others, which a retry then finds done.
         outcomes = await asyncio.gather(
-            *(self._gated(change, target, source, key, current, shared) for target in targets),
+            *(
+                self._gated(change, target, source, key, current, shared, listed)
+                for target in targets
+            ),
             return_exceptions=True,
         )
         failures = [o for o in outcomes if isinstance(o, BaseException)]
@@ -262,6 +314,7 @@ class Applier:
         key: str,
         current: ObjectMeta | None,
         shared: SharedSourceRead,
+        listed: Listed | None = None,
     ) -> str:
         """The pause gate: a paused destination is not written; the change is held in the
         catalog (still to do), published again once the destination is resumed."""
@@ -269,7 +322,7 @@ class Applier:
         if pause is None:
             url = target.destination.url
             with attributed(self.ledger, target.route.name, url, self.store(url).location):
-                return await self._apply(change, target, source, key, current, shared)
+                return await self._apply(change, target, source, key, current, shared, listed)
         reason = f"replication paused by {pause.paused_by}: {pause.reason}"
         await self.catalog.hold(change, target.destination.url, reason)
         return "held"
@@ -282,6 +335,7 @@ class Applier:
         key: str,
         current: ObjectMeta | None,
         shared: SharedSourceRead,
+        listed: Listed | None = None,
     ) -> str:
         try:
             dest = self.store(target.destination.url)
@@ -302,8 +356,15 @@ class Applier:
                     dest,
                     target.relative_key,
                     observed=current,
-                    # What the group's rule read of the destination: not read again.
-                    dest_observed=None if verdict is None else verdict.existing or ABSENT,
+                    # What the group's rule read of the destination is not read again,
+                    # nor what the backfill's listing showed of it.
+                    dest_observed=(
+                        (verdict.existing or ABSENT)
+                        if verdict is not None
+                        else listed.dest(target.destination.url)
+                        if listed
+                        else None
+                    ),
                     shared=shared,
                 )
             except SourceGone:
@@ -315,6 +376,10 @@ class Applier:
                 await self.catalog.record_replica(
                     change, target.destination.url, Replica.from_copy(result)
                 )
+            elif (origin := _replica_origin(result)) is not None:
+                # A listed source whose read showed it is itself a replica (a listing
+                # without metadata could not tell): settled like one HEADed first.
+                return (await self._settle_replica(change, [target], origin))[0]
             return result.status
         except Unavailable:
             raise
@@ -437,6 +502,13 @@ async def record_accepted(catalog: Catalog, router: Router, events: Sequence[Cha
             event_time=event.event_time.isoformat(),
             acceptance=acceptance.name,
         )
+
+
+def _replica_origin(result: CopyResult) -> str | None:
+    """The object a skipped copy's source is a replica of, if that is why it was skipped."""
+    if result.status != "skipped" or result.destination is not None:
+        return None
+    return replica_source(result.source.attributes.user_metadata)
 
 
 def _most_telling(failures: Sequence[BaseException]) -> BaseException:

@@ -28,6 +28,11 @@ async def pinned(operation: Callable[[], Awaitable[T]]) -> T:
         raise SourceMoved(exc) from exc
 
 
+# A whole object read with its metadata (``ObjectStore.get``), and the version a read is of.
+_Got = tuple[ObjectMeta, bytes]
+_ReadKey = tuple[str, str | None, str | None]
+
+
 class SharedSourceRead:
     """One read of a whole (small) source object, shared by the copies of it to several
     destinations that run at once: each destination costs a put, not also a GET.
@@ -38,24 +43,37 @@ class SharedSourceRead:
     """
 
     def __init__(self) -> None:
-        self._reads: dict[tuple[str, str | None, str | None], asyncio.Future[bytes]] = {}
+        self._reads: dict[_ReadKey, asyncio.Future[bytes]] = {}
+        self._gets: dict[_ReadKey, asyncio.Future[_Got]] = {}
 
     async def read(self, src: ObjectMeta, load: Callable[[], Awaitable[bytes]]) -> bytes:
-        key = (src.url, src.etag, src.version)
-        read = self._reads.get(key)
-        if read is None:
-            read = self._reads[key] = asyncio.ensure_future(load())
-            read.add_done_callback(functools.partial(self._forget_failed, key))
-        # One copy being cancelled must not cancel the read the others wait on.
-        return await asyncio.shield(read)
+        return await _shared(self._reads, (src.url, src.etag, src.version), load)
 
-    def _forget_failed(
-        self, key: tuple[str, str | None, str | None], done: asyncio.Future[bytes]
-    ) -> None:
-        """A failed read is not kept: a copy restarting on the same version reads again."""
-        failed = done.cancelled() or done.exception() is not None
-        if failed and self._reads.get(key) is done:
-            del self._reads[key]
+    async def get(
+        self, listed: ObjectMeta, load: Callable[[], Awaitable[_Got]]
+    ) -> tuple[ObjectMeta, bytes]:
+        """One GET of a listed object (bytes and metadata), shared like ``read``."""
+        return await _shared(self._gets, (listed.url, listed.etag, listed.version), load)
+
+
+async def _shared(
+    reads: dict[_ReadKey, asyncio.Future[T]], key: _ReadKey, load: Callable[[], Awaitable[T]]
+) -> T:
+    read = reads.get(key)
+    if read is None:
+        read = reads[key] = asyncio.ensure_future(load())
+        read.add_done_callback(functools.partial(_forget_failed, reads, key))
+    # One copy being cancelled must not cancel the read the others wait on.
+    return await asyncio.shield(read)
+
+
+def _forget_failed(
+    reads: dict[_ReadKey, asyncio.Future[T]], key: _ReadKey, done: asyncio.Future[T]
+) -> None:
+    """A failed read is not kept: a copy restarting on the same version reads again."""
+    failed = done.cancelled() or done.exception() is not None
+    if failed and reads.get(key) is done:
+        del reads[key]
 
 
 class StripeReader:

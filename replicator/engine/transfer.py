@@ -26,7 +26,7 @@ import contextlib
 import enum
 import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -91,6 +91,9 @@ PARTS_IN_FLIGHT_PER_STREAM = 2
 # Hashing a buffer this large is done off the event loop (the hash libraries release the
 # GIL), so that other copies' I/O is not held up behind it.
 THREAD_HASH_BYTES = 1 * MiB
+# Listed objects up to this size may be read ahead of their copy (``Copier.prefetch``): the
+# bytes wait outside the byte budget for a moment, at most this much per object in flight.
+PREFETCH_MAX = 1 * MiB
 
 
 class SourceChanged(ReplicatorError):
@@ -287,7 +290,7 @@ class Copier:
             try:
                 if not src.attributes_known:
                     outcome = await self._copy_listed_small(
-                        src, source, source_key, dest, dest_key, known_dest
+                        src, source, source_key, dest, dest_key, known_dest, shared
                     )
                 else:
                     looked = await self._look_at_destination(src, dest, dest_key, known_dest)
@@ -354,20 +357,50 @@ class Copier:
         dest: ObjectStore,
         dest_key: str,
         known_dest: ObjectMeta | Absent | None,
+        shared: SharedSourceRead | None = None,
     ) -> _Executed | _Skipped:
         """A small object seen in a listing that omits attributes: one GET pinned to the
         listed version brings the bytes and the metadata a HEAD would have (then the replica
-        checks), so reading it costs one request."""
+        checks), so reading it costs one request (one for every destination, ``shared``)."""
+
+        load = functools.partial(self._get_listed, source, source_key, listed)
         async with self.budget.reserve(listed.size * WHOLE_READ_COPIES):
-            src, data = await pinned(
-                lambda: self.retry.run(
-                    lambda: source.get(source_key, if_match=listed.etag), what="read source"
-                )
-            )
+            src, data = await (shared.get(listed, load) if shared is not None else load())
             looked = await self._look_at_destination(src, dest, dest_key, known_dest)
             if isinstance(looked, _Skipped):
                 return looked
             return await self._single(src, source, source_key, dest, dest_key, looked, loaded=data)
+
+    def _get_listed(
+        self, source: ObjectStore, source_key: str, listed: ObjectMeta
+    ) -> Awaitable[tuple[ObjectMeta, bytes]]:
+        return pinned(
+            lambda: self.retry.run(
+                lambda: source.get(source_key, if_match=listed.etag), what="read source"
+            )
+        )
+
+    async def prefetch(
+        self,
+        source: ObjectStore,
+        source_key: str,
+        listed: ObjectMeta,
+        dests: Sequence[ObjectStore],
+        shared: SharedSourceRead,
+    ) -> None:
+        """Read a small object a listing showed into ``shared`` ahead of its copies, which
+        take it from there (one GET in all): the applier overlaps the read with the catalog's
+        acceptance of the change. Only what a copy to one of ``dests`` would read the same
+        way (a listing without attributes, a single put, not a server-side copy). A failed
+        read is not kept by ``shared``: the copy reads again and handles the failure."""
+        if listed.attributes_known or listed.size > PREFETCH_MAX:
+            return
+        if not any(self._plan(listed, source, dest).strategy is Strategy.SINGLE for dest in dests):
+            return
+        load = functools.partial(self._get_listed, source, source_key, listed)
+        with contextlib.suppress(Exception):
+            async with self.budget.reserve(listed.size * WHOLE_READ_COPIES):
+                await shared.get(listed, load)
 
     async def _look_at_destination(
         self,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from connectors.base import NotFound, ObjectStore, PreconditionFailed
-from replicator.daemon.applier import Applier
+from replicator.daemon.applier import Applier, Listed
 from replicator.daemon.reconcile.engine import Drift
 from replicator.engine.compare import Verdict
 from replicator.engine.metadata import replica_source
@@ -80,14 +80,24 @@ class CopyActions:
 
 
 class ApplierActions:
-    """Each drifted key becomes a listing event applied by the daemon's applier."""
+    """Each drifted key becomes a listing event applied by the daemon's applier, with what
+    the listings showed of it (so neither end is HEADed again): ``dest_urls`` are the route's
+    destination locations, in the order the reconciler compares them."""
 
-    def __init__(self, applier: Applier, source: ObjectStore) -> None:
+    def __init__(
+        self, applier: Applier, source: ObjectStore, dest_urls: Sequence[str] = ()
+    ) -> None:
         self.applier = applier
         self.source = source
+        self.dest_urls = list(dest_urls)
 
     async def repair(self, drift: Drift) -> list[str]:
-        return await self.applier(drift_event(self.source, drift))
+        pair = drift.pair
+        listed = None
+        if pair.source is not None:
+            shown = dict(zip(self.dest_urls, pair.dests, strict=True)) if self.dest_urls else {}
+            listed = Listed(pair.source, shown)
+        return await self.applier(drift_event(self.source, drift), listed)
 
 
 class PublishActions:
