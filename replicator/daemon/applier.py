@@ -75,7 +75,7 @@ from replicator.engine.transfer import (
 )
 from replicator.errors import Unavailable
 from replicator.pipeline.events import ChangeEvent
-from replicator.pipeline.rules import Router, RoutingConfig, Target
+from replicator.pipeline.rules import Route, Router, RoutingConfig, Target
 
 log = structlog.get_logger(__name__)
 
@@ -196,7 +196,7 @@ class Applier:
                 dests = [self.store(location) for location in locations]
                 acceptance, _ = await asyncio.gather(
                     self.catalog.mark_pending(change, locations),
-                    self.copier.prefetch(source, key, listed.source, dests, shared),
+                    self._prefetch(route, source, key, listed, dests, locations[0], shared),
                 )
                 current = listed.source
                 if acceptance is Acceptance.STALE:
@@ -254,6 +254,22 @@ class Applier:
             # A destination failing for good (a missing container) keeps the route unhealthy.
             self.health.succeeded(route.name)
         return done
+
+    async def _prefetch(
+        self,
+        route: Route,
+        source: ObjectStore,
+        key: str,
+        listed: Listed,
+        dests: Sequence[ObjectStore],
+        first: str,
+        shared: SharedSourceRead,
+    ) -> None:
+        """Read a small listed object ahead of its copies, which share the read; counted for
+        the route's first destination, as a copy that read it itself would be (so a read
+        from another provider counts as egress)."""
+        with attributed(self.ledger, route.name, first, dests[0].location):
+            await self.copier.prefetch(source, key, listed.source, dests, shared)
 
     async def _head(self, source: ObjectStore, key: str) -> ObjectMeta | None:
         """The source's current state (None: it is gone: a missing key in a bucket that
