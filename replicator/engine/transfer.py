@@ -27,8 +27,8 @@ import enum
 import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Literal
 
 import structlog
 
@@ -47,6 +47,7 @@ from connectors.base import (
 )
 from replicator.engine import hashing
 from replicator.engine.fencing import UNFENCED, DestinationMoved, Fence, fenced
+from replicator.engine.journal import DonePart, MemoryJournal, UploadJournal, UploadRecord
 from replicator.engine.memory import ByteBudget
 from replicator.engine.metadata import (
     FINGERPRINT_KEY,
@@ -103,61 +104,6 @@ class SourceChanged(ReplicatorError):
 class SourceGone(NotFound):
     """The source was deleted while it was being copied (its copy restarted and found no
     object): nothing was written, and the caller applies the deletion instead."""
-
-
-@dataclass(frozen=True)
-class DonePart:
-    """A stored part with what is needed to finish the copy without reading it again."""
-
-    token: PartToken
-    crc32c: int
-    block_digests: tuple[tuple[int, bytes], ...]
-
-
-@dataclass
-class UploadRecord:
-    """A multipart upload in progress, enough to resume it after a crash."""
-
-    dest_url: str
-    upload_id: str
-    source_url: str
-    source_version: str
-    part_size: int
-    size: int
-    parts: dict[int, DonePart] = field(default_factory=dict)
-
-
-class UploadJournal(Protocol):
-    """Where the engine reports upload progress so a crashed copy can resume."""
-
-    async def find(self, dest_url: str) -> UploadRecord | None:
-        """The upload in progress to ``dest_url`` (of whatever source version), if any."""
-        ...
-
-    async def started(self, record: UploadRecord) -> None: ...
-
-    async def part_done(self, record: UploadRecord, part: DonePart) -> None: ...
-
-    async def finished(self, record: UploadRecord) -> None: ...
-
-
-class MemoryJournal:
-    """An UploadJournal kept in process memory (resumes within one process only)."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, UploadRecord] = {}
-
-    async def find(self, dest_url: str) -> UploadRecord | None:
-        return self.records.get(dest_url)
-
-    async def started(self, record: UploadRecord) -> None:
-        self.records[record.dest_url] = record
-
-    async def part_done(self, record: UploadRecord, part: DonePart) -> None:
-        record.parts[part.token.part_number] = part
-
-    async def finished(self, record: UploadRecord) -> None:
-        self.records.pop(record.dest_url, None)
 
 
 @dataclass(frozen=True)
