@@ -9,30 +9,13 @@ in step, as for event times): the limit is "at most N deletions in each calendar
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import case, delete, or_, select
 
 from replicator.catalog.base import CatalogBase, _now
-from replicator.catalog.model import CatalogError, Pause, PauseScope, UnknownLocation
+from replicator.catalog.model import Pause, PauseScope, UnknownLocation
 from replicator.catalog.schema import delete_windows, pauses
-from replicator.engine.units import parse_duration
-
-
-def pause_end(until: str | None, for_: str | None, now: datetime | None = None) -> datetime | None:
-    """When a pause ends by itself: at ``until`` (ISO 8601; UTC unless it names a zone), or
-    ``for_`` (a duration such as 2h) from ``now``; None: when resumed by hand."""
-    if until and for_:
-        raise CatalogError("give an end time or a duration, not both")
-    if for_:
-        return (now or _now()) + parse_duration(for_)
-    if not until:
-        return None
-    try:
-        moment = datetime.fromisoformat(until)
-    except ValueError:
-        raise CatalogError(f"{until!r} is not an ISO 8601 time (e.g. 2026-12-01T06:00Z)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class RouteControls(CatalogBase):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from replicator.engine.costs import Usage, UsageKey
+from replicator.engine.units import parse_duration
 from replicator.errors import ReplicatorError, Unavailable
 
 if TYPE_CHECKING:
@@ -406,3 +407,19 @@ class CostRow:
             **self.usage.as_dict(),
             "cost_usd": self.cost_usd,
         }
+
+
+def pause_end(until: str | None, for_: str | None, now: datetime | None = None) -> datetime | None:
+    """When a pause ends by itself: at ``until`` (ISO 8601; UTC unless it names a zone), or
+    ``for_`` (a duration such as 2h) from ``now``; None: when resumed by hand."""
+    if until and for_:
+        raise CatalogError("give an end time or a duration, not both")
+    if for_:
+        return (now or datetime.now(UTC)) + parse_duration(for_)
+    if not until:
+        return None
+    try:
+        moment = datetime.fromisoformat(until)
+    except ValueError:
+        raise CatalogError(f"{until!r} is not an ISO 8601 time (e.g. 2026-12-01T06:00Z)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -27,8 +27,13 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from replicator.catalog.cli import CatalogURL
-from replicator.catalog.controls import pause_end
-from replicator.catalog.model import DEFAULT_CATALOG_URL, HeldChange, Pause, PauseScope
+from replicator.catalog.model import (
+    DEFAULT_CATALOG_URL,
+    HeldChange,
+    Pause,
+    PauseScope,
+    pause_end,
+)
 from replicator.errors import ConfigError
 
 if TYPE_CHECKING:

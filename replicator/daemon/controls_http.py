@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from replicator.catalog import Catalog, CatalogError, PauseScope
-from replicator.catalog.controls import pause_end
+from replicator.catalog.model import pause_end
 
 CONTROLS_CATALOG = web.AppKey("controls_catalog", Catalog)
 
