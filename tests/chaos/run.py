@@ -264,6 +264,10 @@ port = 0
 workers = {self.settings.workers}
 concurrency = 4
 memory = "256MiB"
+# A fifth of every store request fails here, so five failed attempts at one change (the
+# default budget, each attempt retrying its requests) happen now and then: such a change goes
+# to the failed list for an operator, and a key whose last change it was never converges.
+retry_budget = 20
 
 [deletes]
 sweep_interval = "5s"
