@@ -109,6 +109,18 @@ class CatalogJournal:
         """Forget an upload that was completed or aborted (only that one, by its id)."""
         await self.forget(record.dest_url, record.upload_id)
 
+    async def stale(self, under: str, before: datetime) -> list[tuple[str, str]]:
+        """The ``(dest_url, upload_id)`` of uploads to URLs under ``under`` started before
+        ``before``."""
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                select(uploads.c.dest_url, uploads.c.upload_id).where(
+                    uploads.c.dest_url.startswith(under, autoescape=True),
+                    uploads.c.started_at < before,
+                )
+            )
+            return [(row.dest_url, row.upload_id) for row in rows]
+
     async def forget(self, dest_url: str, upload_id: str) -> None:
         """Forget the upload ``upload_id`` to ``dest_url`` and its parts, if recorded."""
         async with self._db.write() as conn:

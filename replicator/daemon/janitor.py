@@ -4,6 +4,9 @@ file store's staging directory). A copy of the same version redone later resumes
 a newer version aborts it (``engine.transfer``); the janitor finds the rest: every
 ``[uploads] sweep_interval`` it lists the open uploads at each route destination, exports how
 many there are, and aborts (and forgets in the journal) those older than ``abandon_after``.
+It also forgets journal rows that old whose upload the store no longer has: a daemon killed
+between completing an upload and forgetting it (or a catalog that refused the forgetting)
+leaves one, and no later copy needs it (a copy of that key finds the replica in place).
 
 Several daemons may sweep at once: aborting an upload twice is harmless.
 """
@@ -31,6 +34,7 @@ log = structlog.get_logger(__name__)
 class JanitorReport:
     open: dict[str, int] = field(default_factory=dict)
     aborted: list[str] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -65,6 +69,8 @@ class UploadJanitor:
                 report = await self.sweep()
                 if report.aborted:
                     log.info("abandoned uploads aborted", uploads=report.aborted)
+                if report.forgotten:
+                    log.info("journal rows of finished uploads forgotten", uploads=report.forgotten)
             except Exception as exc:
                 log.error("upload sweep failed; trying again later", error=str(exc))
             with contextlib.suppress(TimeoutError):
@@ -108,6 +114,12 @@ class UploadJanitor:
             report.aborted.append(f"{store.url_for(upload.key)} ({upload.upload_id})")
             if self.aborted_counter is not None:
                 self.aborted_counter.labels(destination).inc()
+        # Listed before the journal is read: a row started since is younger than the cutoff.
+        still_open = {(store.url_for(upload.key), upload.upload_id) for upload in uploads}
+        for dest_url, upload_id in await self.journal.stale(store.url_for(""), cutoff):
+            if (dest_url, upload_id) not in still_open:
+                await self.journal.forget(dest_url, upload_id)
+                report.forgotten.append(f"{dest_url} ({upload_id})")
         report.open[destination] = remaining
         if self.open_gauge is not None:
             self.open_gauge.labels(destination).set(remaining)

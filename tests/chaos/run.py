@@ -413,7 +413,7 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
             converged = await self._converge(bed, histories, the_plan, status, since=time.time())
             settled = time.monotonic()
             if converged:
-                await self._leftovers_cleaned(histories)
+                await self._leftovers_cleaned(histories, bed.direct_env["REPLICATOR_POSTGRES_URL"])
         finally:
             stop_chaos.set()
             stop_sampling.set()
@@ -531,18 +531,33 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
             await asyncio.sleep(2)
         return False
 
-    async def _leftovers_cleaned(self, histories: dict[str, DestinationHistory]) -> None:
+    async def _leftovers_cleaned(
+        self, histories: dict[str, DestinationHistory], postgres: str
+    ) -> None:
         """Give the daemons ``leftover_grace_s`` after convergence to clean what killed
-        copies left (their sweepers run every few seconds); the oracle counts what remains."""
+        copies left, at the stores and in the upload journal (their janitors run every few
+        seconds); the oracle counts what remains."""
         deadline = time.monotonic() + self.settings.leftover_grace_s
         while time.monotonic() < deadline:
             found = []
             for history in histories.values():
                 with contextlib.suppress(Exception):
                     found += await history.destination.leftovers()
-            if not found:
+            if not found and await self._journal_empty(postgres):
                 return
             await asyncio.sleep(2)
+
+    @staticmethod
+    async def _journal_empty(postgres: str) -> bool:
+        try:
+            connection = await asyncpg.connect(postgres)
+        except (OSError, asyncpg.PostgresError):
+            return False
+        try:
+            count = await connection.fetchval("SELECT count(*) FROM uploads")
+        finally:
+            await connection.close()
+        return count == 0
 
     @staticmethod
     def _stores_agree(

@@ -52,7 +52,7 @@ def chaos_report(tmp_path_factory: pytest.TempPathFactory) -> ChaosReport:
         large_share=0.01,
         max_large=20 if LONG_RUN else 2,
         converge_timeout_s=600.0 if LONG_RUN else 180.0,
-        leftover_grace_s=120.0 if LONG_RUN else 30.0,
+        leftover_grace_s=120.0 if LONG_RUN else 60.0,
     )
     report = asyncio.run(ChaosRun(settings).run())
     print(report.render())

@@ -7,7 +7,7 @@ import asyncio
 import sys
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -80,6 +80,56 @@ async def test_abandoned_uploads_are_aborted_once_old_enough(
     finally:
         for opened_store in opened.values():
             await opened_store.close()
+        await catalog.close()
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs", "az", "file"])
+async def test_journal_rows_of_uploads_gone_from_the_store_are_forgotten(
+    devstack: StackState, tmp_path: Path, scheme: str
+) -> None:
+    """A daemon killed between completing an upload and forgetting it in the journal (or a
+    catalog that refused the forgetting) leaves a row for an upload the store no longer has:
+    no later copy of that key needs it, so the janitor forgets it once old enough."""
+    tag = uuid.uuid4().hex[:10]
+    destination = (
+        f"file://{tmp_path}/dest/" if scheme == "file" else f"{scheme}://dst-{tag}/replicas/"
+    )
+    elsewhere = f"file://{tmp_path}/elsewhere/"
+    config = load_config(
+        {"routes": [{"name": "r", "source": f"s3://src-{tag}/", "destinations": [destination]}]}
+    )
+    store = open_store(destination)
+    catalog = await open_catalog(f"sqlite:///{tmp_path}/catalog.db")
+    journal = catalog.journal()
+    janitor = UploadJanitor(
+        Router(config),
+        lambda url: store,
+        journal,
+        interval=timedelta(hours=1),
+        abandon_after=timedelta(hours=1),
+    )
+    try:
+        await store.create_container()
+        completed = await store.create_multipart("done.bin")
+        token = await store.put_part("done.bin", completed, 1, b"done")
+        await journal.started(
+            UploadRecord(store.url_for("done.bin"), completed, "s3://src/done.bin", "v1", 4, 4)
+        )
+        await store.complete_multipart("done.bin", completed, [token])
+        other = UploadRecord(elsewhere + "x.bin", "u-1", "s3://src/x.bin", "v1", 4, 4)
+        await journal.started(other)
+
+        soon = await janitor.sweep(datetime.now(UTC))
+        assert soon.forgotten == []
+        assert await journal.find(store.url_for("done.bin")) is not None
+
+        later = await janitor.sweep(datetime.now(UTC) + timedelta(hours=2))
+        assert later.errors == []
+        assert later.forgotten == [f"{store.url_for('done.bin')} ({completed})"]
+        assert await journal.find(store.url_for("done.bin")) is None
+        assert await journal.find(other.dest_url) == other, "another destination's row"
+    finally:
+        await store.close()
         await catalog.close()
 
 
