@@ -1009,8 +1009,12 @@ class AzureStore(ObjectStore):
         *,
         if_match: str | None = None,
         attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
-        return await self._copy(self, source_key, dest_key, if_match, attributes)
+        return await self._copy(
+            self, source_key, dest_key, if_match, attributes, create_only, dest_if_match
+        )
 
     def copies_from(self, source: ObjectStore) -> bool:
         """Any Azure store of the same storage account with the same credentials, in any
@@ -1033,12 +1037,16 @@ class AzureStore(ObjectStore):
         attributes: ObjectAttributes | None = None,
         inspect: Callable[[memoryview, int], None] | None = None,
         extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
         if not isinstance(source, AzureStore) or not self.copies_from(source):
             raise NotSupported(
                 f"az:// cannot copy from {source.root_url} itself", url=self.url_for(dest_key)
             )
-        return await self._copy(source, source_key, dest_key, if_match, attributes)
+        return await self._copy(
+            source, source_key, dest_key, if_match, attributes, create_only, dest_if_match
+        )
 
     async def _copy(
         self,
@@ -1047,6 +1055,8 @@ class AzureStore(ObjectStore):
         dest_key: str,
         if_match: str | None,
         attributes: ObjectAttributes | None,
+        create_only: bool,
+        dest_if_match: str | None,
     ) -> ObjectMeta:
         """Copy Blob inside the account, from ``source_key`` of ``origin`` (a store of this
         account rooted at its own container and prefix). The source is named by its blob
@@ -1059,15 +1069,28 @@ class AzureStore(ObjectStore):
         url = self.url_for(dest_key)
         if attributes is not None:
             _check_attributes(attributes, url)
+        if create_only and dest_if_match is not None:
+            raise InvalidArgument("create_only and if_match exclude each other", url=url)
         options: dict[str, Any] = {}
         if if_match is not None:
             options.update(
                 source_etag=if_match, source_match_condition=MatchConditions.IfNotModified
             )
+        # Conditions on the destination blob, checked by the service with the copy.
+        if create_only:
+            options.update(match_condition=MatchConditions.IfMissing)
+        if dest_if_match is not None:
+            options.update(etag=dest_if_match, match_condition=MatchConditions.IfNotModified)
         if attributes is not None and attributes.user_metadata:
             options["metadata"] = dict(attributes.user_metadata)
+        try:
+            with self._errors(url):
+                response = await dest.start_copy_from_url(source.url, **options)
+        except PreconditionFailed as exc:
+            if create_only:
+                raise AlreadyExists(str(exc), url=url) from None
+            raise
         with self._errors(url):
-            response = await dest.start_copy_from_url(source.url, **options)
             status = response.get("copy_status")
             delay = _COPY_POLL_S[0]
             while status == "pending":

@@ -784,19 +784,7 @@ class S3Store(ObjectStore):
         if crc is not None:
             # S3 refuses to complete when the parts do not add up to this CRC32C.
             whole = {"ChecksumCRC32C": crc, "ChecksumType": "FULL_OBJECT"}
-        conditions: dict[str, str] = {}
-        if create_only:
-            conditions["IfNoneMatch"] = "*"
-        if if_match is not None:
-            conditions["IfMatch"] = if_match
-            # S3 checks If-Match on the completion itself, atomically; moto ignores it there
-            # (it honours If-None-Match), so the etag is compared first as well.
-            try:
-                current = (await self.head(key)).etag
-            except NotFound:
-                current = None
-            if current is None or current.strip('"') != if_match.strip('"'):
-                raise PreconditionFailed(f"etag is {current}, not {if_match}", url=url)
+        conditions = await self._destination_conditions(key, create_only, if_match, copy=False)
         with self._errors(
             url, create_only=create_only, missing_key_is_mismatch=if_match is not None
         ):
@@ -826,9 +814,12 @@ class S3Store(ObjectStore):
         dest_key: str,
         source: Mapping[str, Any],
         attributes: ObjectAttributes | None,
+        create_only: bool,
+        dest_if_match: str | None,
     ) -> ObjectMeta:
         """A server-side copy too large for CopyObject: a multipart upload whose parts are
-        copied from ranges of the source (UploadPartCopy), every range pinned to its etag."""
+        copied from ranges of the source (UploadPartCopy), every range pinned to its etag,
+        completed under the destination's conditions."""
         size = int(source["ContentLength"])
         part_size = max(self.copy_part_size, -(-size // MAX_PARTS))
         kept = attributes if attributes is not None else _attributes(source)
@@ -849,7 +840,13 @@ class S3Store(ObjectStore):
             # A failed part cancels the others: nothing keeps copying into an aborted upload.
             async with asyncio.TaskGroup() as group:
                 copying = [group.create_task(copy_part(*r)) for r in ranges]
-            await self.complete_multipart(dest_key, upload_id, [t.result() for t in copying])
+            await self.complete_multipart(
+                dest_key,
+                upload_id,
+                [t.result() for t in copying],
+                create_only=create_only,
+                if_match=dest_if_match,
+            )
         except BaseException as exc:
             await asyncio.shield(self.abort_multipart(dest_key, upload_id))
             first: BaseException = exc
@@ -888,6 +885,33 @@ class S3Store(ObjectStore):
             end - start,
             {ChecksumKind.CRC32C: str(crc)} if crc else {},
         )
+
+    async def _destination_conditions(
+        self, key: str, create_only: bool, if_match: str | None, *, copy: bool
+    ) -> dict[str, str]:
+        """The parameters that condition a completion or a ``copy`` on what ``key`` holds. S3
+        checks them on the request itself, atomically; moto ignores If-Match on completions
+        and both conditions on CopyObject, so the key is also compared first there (atomic on
+        S3, with a window on moto). A create-only completion needs no look: moto honours it."""
+        if not create_only and if_match is None:
+            return {}
+        url = self.url_for(key)
+        if create_only and if_match is not None:
+            raise InvalidArgument("create_only and if_match exclude each other", url=url)
+        if create_only and not copy:
+            return {"IfNoneMatch": "*"}
+        try:
+            current = (await self.head(key)).etag
+        except NotFound:
+            current = None
+        if create_only:
+            if current is not None:
+                raise AlreadyExists(f"object already exists (etag {current})", url=url)
+            return {"IfNoneMatch": "*"}
+        assert if_match is not None
+        if current is None or current.strip('"') != if_match.strip('"'):
+            raise PreconditionFailed(f"etag is {current}, not {if_match}", url=url)
+        return {"IfMatch": if_match}
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         url = self.url_for(key)
@@ -934,8 +958,12 @@ class S3Store(ObjectStore):
         *,
         if_match: str | None = None,
         attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
-        return await self._copy(self, source_key, dest_key, if_match, attributes)
+        return await self._copy(
+            self, source_key, dest_key, if_match, attributes, create_only, dest_if_match
+        )
 
     def copies_from(self, source: ObjectStore) -> bool:
         """Any S3 store on the same bucket through the same endpoint and credentials: stores
@@ -956,12 +984,16 @@ class S3Store(ObjectStore):
         attributes: ObjectAttributes | None = None,
         inspect: Callable[[memoryview, int], None] | None = None,
         extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
         if not isinstance(source, S3Store) or not self.copies_from(source):
             raise NotSupported(
                 f"s3:// cannot copy from {source.root_url} itself", url=self.url_for(dest_key)
             )
-        return await self._copy(source, source_key, dest_key, if_match, attributes)
+        return await self._copy(
+            source, source_key, dest_key, if_match, attributes, create_only, dest_if_match
+        )
 
     async def _copy(
         self,
@@ -970,9 +1002,11 @@ class S3Store(ObjectStore):
         dest_key: str,
         if_match: str | None,
         attributes: ObjectAttributes | None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
         """CopyObject (or UploadPartCopy) from ``source_key`` of ``origin``, a store on this
-        bucket rooted at its own prefix."""
+        bucket rooted at its own prefix, conditioned on the destination key as a put is."""
         source_url = origin.url_for(source_key)
         dest_url = self.url_for(dest_key)
         source_full = origin._full(source_key)
@@ -988,12 +1022,15 @@ class S3Store(ObjectStore):
             source = await client.head_object(**head_params)
         size = int(source["ContentLength"])
         if size > self.copy_in_parts_above:
-            return await self._copy_in_parts(origin, source_key, dest_key, source, attributes)
+            return await self._copy_in_parts(
+                origin, source_key, dest_key, source, attributes, create_only, dest_if_match
+            )
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": dest_full,
             "CopySource": {"Bucket": self.bucket, "Key": source_full},
             "CopySourceIfMatch": source["ETag"],
+            **await self._destination_conditions(dest_key, create_only, dest_if_match, copy=True),
         }
         if attributes is None:
             params["MetadataDirective"] = "COPY"
@@ -1002,7 +1039,9 @@ class S3Store(ObjectStore):
             params["MetadataDirective"] = "REPLACE"
             params.update(_attribute_params(attributes))
             kept = attributes
-        with self._errors(dest_url):
+        with self._errors(
+            dest_url, create_only=create_only, missing_key_is_mismatch=dest_if_match is not None
+        ):
             response = await client.copy_object(**params)
         result = response.get("CopyObjectResult") or {}
         etag = result.get("ETag")

@@ -20,7 +20,9 @@ from connectors.base import (
     InvalidArgument,
     InvalidKey,
     NotFound,
+    NotSupported,
     ObjectAttributes,
+    ObjectMeta,
     ObjectStore,
     PartToken,
     PermissionDenied,
@@ -367,6 +369,52 @@ class TestServerSideCopy:
         await store.put("src", b"changed")
         with pytest.raises(PreconditionFailed):
             await store.copy_within("src", "dst2", if_match=source.etag)
+
+
+class TestFencedServerSideCopy:
+    """A server-side copy conditioned on what the writer saw at the destination key, as a
+    put or a completion is: a writer that lost its claim cannot copy over another's object."""
+
+    async def _source(self, store: ObjectStore) -> ObjectMeta:
+        return await store.put("src", b"late writer's version")
+
+    async def test_create_only_copy_refuses_an_existing_key(self, store: ObjectStore) -> None:
+        if not store.limits.server_side_copy:
+            with pytest.raises(NotSupported):
+                await store.copy_within("src", "k", create_only=True)
+            return
+        source = await self._source(store)
+        await store.put("k", b"there first")
+        with pytest.raises(AlreadyExists):
+            await store.copy_within("src", "k", if_match=source.etag, create_only=True)
+        assert await store.read("k") == b"there first"
+
+    async def test_create_only_copy_of_a_new_key(self, store: ObjectStore) -> None:
+        if not store.limits.server_side_copy:
+            return
+        source = await self._source(store)
+        await store.copy_within("src", "k", if_match=source.etag, create_only=True)
+        assert await store.read("k") == b"late writer's version"
+
+    async def test_if_match_copy_refuses_a_changed_key(self, store: ObjectStore) -> None:
+        if not store.limits.server_side_copy:
+            return
+        source = await self._source(store)
+        seen = await store.put("k", b"seen by the writer")
+        await store.put("k", b"written since")
+        assert seen.etag is not None
+        with pytest.raises(PreconditionFailed):
+            await store.copy_within("src", "k", if_match=source.etag, dest_if_match=seen.etag)
+        assert await store.read("k") == b"written since"
+
+    async def test_if_match_copy_on_the_current_etag(self, store: ObjectStore) -> None:
+        if not store.limits.server_side_copy:
+            return
+        source = await self._source(store)
+        seen = await store.put("k", b"seen by the writer")
+        assert seen.etag is not None
+        await store.copy_within("src", "k", if_match=source.etag, dest_if_match=seen.etag)
+        assert await store.read("k") == b"late writer's version"
 
 
 HOSTILE_KEYS = [

@@ -323,6 +323,20 @@ class TestCopy:
             await s3.head("moving-copy")
         assert [u async for u in s3.list_multipart_uploads()] == []
 
+    async def test_a_fenced_copy_in_parts_refused_leaves_the_key_and_no_upload(
+        self, s3: S3Store
+    ) -> None:
+        """A copy in parts completes under the destination's condition: refused, the key keeps
+        what another writer put there and the upload is aborted."""
+        s3.copy_in_parts_above = 6 * MiB
+        s3.copy_part_size = 5 * MiB
+        source = await s3.put("huge", os.urandom(12 * MiB))
+        await s3.put("taken", b"there first")
+        with pytest.raises(AlreadyExists):
+            await s3.copy_within("huge", "taken", if_match=source.etag, create_only=True)
+        assert await s3.read("taken") == b"there first"
+        assert [u async for u in s3.list_multipart_uploads()] == []
+
 
 class TestStreamedReads:
     async def test_a_range_streams_in_chunks_and_is_pinned(self, s3: S3Store) -> None:
