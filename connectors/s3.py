@@ -64,7 +64,7 @@ from botocore.exceptions import (
 )
 
 from connectors.aws_requests import S3RequestReporter
-from connectors.aws_session import aws_session, region_of
+from connectors.aws_session import USER_AGENT, aws_session, region_of
 from connectors.base import (
     AlreadyExists,
     Buffer,
@@ -411,6 +411,7 @@ class S3Store(ObjectStore):
             read_timeout=60,
             # Parallel part uploads and ranged reads each hold a connection.
             max_pool_connections=64,
+            user_agent=USER_AGENT,
         )
         client = await self._exit_stack.enter_async_context(
             session.create_client("s3", config=config, endpoint_url=configured_endpoint)

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 import google_crc32c
@@ -16,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from connectors import open_store
+from connectors.aws_session import USER_AGENT
 from connectors.base import (
     AlreadyExists,
     ChecksumKind,
@@ -200,6 +202,32 @@ class TestEndpoint:
         with pytest.raises(NotFound) as caught:
             await s3.head("nope")
         assert type(caught.value) is NotFound
+
+
+class TestUserAgent:
+    async def test_every_request_names_the_product_in_one_fixed_user_agent(
+        self, s3: S3Store
+    ) -> None:
+        """Requests carry one fixed User-Agent naming the product (what server access logs
+        show), not botocore's default, which it rebuilds component by component on every
+        request."""
+        seen: list[str] = []
+
+        def capture(request: Any, **_: Any) -> None:
+            seen.append(request.headers["User-Agent"].decode())
+
+        client = await s3._s3()
+        client.meta.events.register("before-send.s3", capture)
+        try:
+            await s3.put("k", b"data")
+            await s3.get("k")
+            await s3.head("k")
+        finally:
+            client.meta.events.unregister("before-send.s3", capture)
+        assert len(seen) == 3
+        assert len(set(seen)) == 1, seen
+        assert seen[0].startswith(USER_AGENT + " "), seen[0]
+        assert "ua/2.1" not in seen[0], "botocore's default User-Agent"
 
 
 class TestKeys:
