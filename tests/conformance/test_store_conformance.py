@@ -347,6 +347,40 @@ class TestFencedCompletion:
         assert await store.read("k") == b"late writer"
 
 
+class TestGet:
+    """``get``: the whole object with what ``head`` reports about it, pinned like ``read``."""
+
+    @pytest.mark.parametrize("size", [0, 1, 70_000])
+    async def test_get_returns_the_bytes_and_heads_metadata(
+        self, store: ObjectStore, size: int
+    ) -> None:
+        data = os.urandom(size)
+        attributes = ObjectAttributes(content_type="text/csv", user_metadata={"k": "v"})
+        put = await store.put("obj", data, attributes=attributes)
+        meta, got = await store.get("obj", if_match=put.etag)
+        assert bytes(got) == data
+        head = await store.head("obj")
+        assert (meta.key, meta.size, meta.etag, meta.version) == (
+            head.key,
+            head.size,
+            head.etag,
+            head.version,
+        )
+        assert meta.attributes == head.attributes
+        assert meta.checksums == head.checksums
+        assert meta.last_modified == head.last_modified
+
+    async def test_get_pinned_to_an_etag_gone_is_refused(self, store: ObjectStore) -> None:
+        old = await store.put("obj", b"first")
+        await store.put("obj", b"second, longer")
+        with pytest.raises(PreconditionFailed):
+            await store.get("obj", if_match=old.etag)
+
+    async def test_get_of_a_missing_key_is_not_found(self, store: ObjectStore) -> None:
+        with pytest.raises(NotFound):
+            await store.get("absent")
+
+
 class TestServerSideCopy:
     async def test_copy_within(self, store: ObjectStore) -> None:
         """Server-side copy duplicates bytes and attributes, and honours If-Match."""
