@@ -90,7 +90,7 @@ def test_the_command_line_imports_no_catalog_library_at_start() -> None:
 def test_help_imports_no_store_sdk_and_nothing_of_the_daemon(tmp_path: Path) -> None:
     modules = modules_loaded_by(tmp_path, "--help")
     every_sdk = tuple(sdk for sdks in SDKS.values() for sdk in sdks)
-    assert loaded(modules, every_sdk + ("aiohttp",) + DAEMON_ONLY) == []
+    assert loaded(modules, (*every_sdk, "aiohttp", *DAEMON_ONLY)) == []
 
 
 @pytest.mark.parametrize(
