@@ -46,6 +46,7 @@ from typing import Any, ClassVar, Self
 
 import aiohttp
 from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
 from awscrt import checksums as crt_checksums
 from botocore.configprovider import ConfiguredEndpointProvider
 from botocore.exceptions import (
@@ -356,12 +357,20 @@ class S3Store(ObjectStore):
         self._exit_stack = contextlib.AsyncExitStack()
         self._client_lock = asyncio.Lock()
         self._region: str | None = None
+        self._session: AioSession | None = None
 
     @property
     def location(self) -> str:
         if self._region is None:
-            self._region = region_of(aws_session(self._access), self._access)
+            self._region = region_of(self._aws_session(), self._access)
         return f"s3:{self._region}"
+
+    def _aws_session(self) -> AioSession:
+        # One per store: a session costs ~30 ms of CPU to build (botocore registers its
+        # handlers), which the region lookup and the client would otherwise pay twice.
+        if self._session is None:
+            self._session = aws_session(self._access)
+        return self._session
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
@@ -380,7 +389,7 @@ class S3Store(ObjectStore):
         return self._client
 
     async def _open_client(self) -> Any:
-        session = aws_session(self._access)
+        session = self._aws_session()
         configured_endpoint = self._access.endpoint_url if self._access else None
         if not configured_endpoint and not session.get_config_variable(
             "ignore_configured_endpoint_urls"
