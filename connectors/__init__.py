@@ -64,6 +64,11 @@ def _store_class(scheme: str) -> type[ObjectStore]:
     return cls
 
 
+def store_type(url: str) -> type[ObjectStore]:
+    """The class of the store ``url`` names, its module (and SDK) imported."""
+    return _store_class(parse_store_url(url).scheme)
+
+
 def open_store(url: str) -> ObjectStore:
     """Open the store rooted at ``url``; keys given to it are relative to that root.
 

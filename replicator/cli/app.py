@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from connectors import open_object, open_store
+from connectors import open_object, open_store, store_type
 from connectors.base import StoreError
 from replicator.catalog import cli as catalog_cli
 from replicator.catalog.cli import catalog_app, status_command
 from replicator.cli import logs
+from replicator.cli.collector import freeze_after_start_up, start_up
 from replicator.cli.controls import deletes_app, failed_app, pause, paused_all, resume
 from replicator.cli.dlq import dlq_app
 from replicator.cli.reconcile import backfill, verify
@@ -251,13 +252,16 @@ def cp(
 ) -> None:
     """Copy one object, or every object under a prefix, between any two stores, verified end
     to end."""
-    from replicator.engine.transfer import ByteBudget, Copier
+    with start_up():
+        from replicator.engine.transfer import ByteBudget, Copier
 
-    copier = Copier(
-        part_size=parse_part_size(part_size),
-        concurrency=concurrency,
-        budget=ByteBudget(parse_size(memory)),
-    )
+        for url in (source, destination):
+            store_type(url)
+        copier = Copier(
+            part_size=parse_part_size(part_size),
+            concurrency=concurrency,
+            budget=ByteBudget(parse_size(memory)),
+        )
     if recursive:
         counts = run_until_signalled(_copy_tree(copier, source, destination, catalog, objects))
         if json_output:
@@ -347,6 +351,7 @@ async def _copy_one(
 
 def main() -> None:
     """Entry point: expected failures print one line naming the problem and exit non-zero."""
+    freeze_after_start_up()
     try:
         app()
     except Interrupted as exc:
