@@ -33,7 +33,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict
 
 from tests.costs.proxy import _HOP_BY_HOP
 
@@ -122,7 +122,7 @@ class EventGridProxy:
         return response
 
     def _observe(
-        self, request: web.Request, body: bytes, status: int, headers: CIMultiDictProxy[str]
+        self, request: web.Request, body: bytes, status: int, headers: CIMultiDict[str]
     ) -> None:
         """Record the blob change a request made, as Event Grid would report it."""
         prefix = f"/{self.account}/{self.container}/"
@@ -142,7 +142,7 @@ class EventGridProxy:
             "requestId": uuid.uuid4().hex,
             "eTag": etag,
             "blobType": "BlockBlob",
-            "url": f"https://{self.account}.blob.core.windows.net/{self.container}/{path[len(prefix):]}",
+            "url": f"https://{self.account}.blob.core.windows.net{path[len(self.account) + 1 :]}",
             "sequencer": f"{self._sequence:032x}",
         }
         self._sequence += 1
