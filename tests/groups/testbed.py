@@ -263,7 +263,8 @@ def group_config(
 
 async def until(condition: Callable[[], object], seconds: float = 90, what: str = "") -> None:
     """Poll ``condition`` until it holds, failing after ``seconds``."""
-    for _ in range(int(seconds / 0.1)):
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
         if await condition():  # type: ignore[misc]
             return
         await asyncio.sleep(0.1)
