@@ -208,6 +208,10 @@ class Limits:
     # already has it for the bytes passes it in ``checksums`` and the connector does not hash
     # the bytes again.
     write_checksum: ChecksumKind = ChecksumKind.CRC32C
+    # In words, for plans explained to operators: the request(s) a server-side copy is made
+    # of, and which sources it reaches (the scope ``ObjectStore.copies_from`` checks).
+    server_side_copy_via: str = ""
+    server_side_copy_scope: str = ""
 
     @property
     def server_side_copy_limit(self) -> int:

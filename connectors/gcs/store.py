@@ -55,6 +55,8 @@ class GCSStore(GCSMultipart):
         versioned_reads=True,
         metadata_at_complete=True,
         streamed_reads=True,
+        server_side_copy_via="rewrite",
+        server_side_copy_scope="the buckets of one endpoint and credentials",
     )
 
     @classmethod

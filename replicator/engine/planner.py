@@ -49,6 +49,8 @@ class CopyPlan:
     size: int
     part_size: int
     parts: tuple[Part, ...]
+    #: Why this path, in words (``replicator cp --explain`` prints it).
+    reason: str = ""
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -98,16 +100,50 @@ def plan_copy(
             f"of {dest.max_object_size} bytes"
         )
     if same_store and dest.server_side_copy and size <= dest.server_side_copy_limit:
-        return CopyPlan(Strategy.SERVER_SIDE, size, size, ())
+        reason = (
+            f"one store ({dest.server_side_copy_scope}): {dest.server_side_copy_via}; "
+            "no bytes through this process"
+        )
+        return CopyPlan(Strategy.SERVER_SIDE, size, size, (), reason)
+    through = _why_not_server_side(size, dest, same_store=same_store)
     if size <= min(part_size, dest.max_single_put) or not dest.multipart:
         if size > dest.max_single_put:
             raise PlanError(
                 f"object of {size} bytes exceeds the destination's single-put limit of "
                 f"{dest.max_single_put} bytes and it has no multipart upload"
             )
-        return CopyPlan(Strategy.SINGLE, size, size, (Part(1, 0, size),))
+        single = (
+            "the destination has no multipart upload"
+            if not dest.multipart
+            else f"{size} bytes fit in one part of {part_size}"
+        )
+        return CopyPlan(
+            Strategy.SINGLE, size, size, (Part(1, 0, size),), f"{through}; {single}: one put"
+        )
     chosen = choose_part_size(size, dest, part_size)
-    return CopyPlan(Strategy.MULTIPART, size, chosen, split(size, chosen))
+    parts = split(size, chosen)
+    sized = f"{len(parts)} parts of {chosen} bytes"
+    if chosen > _round_up(part_size, FINGERPRINT_BLOCK):
+        sized += (
+            f" (raised from {part_size} to fit the destination's {dest.max_parts} parts "
+            f"of {dest.min_part_size} to {dest.max_part_size} bytes)"
+        )
+    return CopyPlan(Strategy.MULTIPART, size, chosen, parts, f"{through}; {size} bytes in {sized}")
+
+
+def _why_not_server_side(size: int, dest: Limits, *, same_store: bool) -> str:
+    """Why the bytes pass through this process: the words of a plan's reason."""
+    if not dest.server_side_copy:
+        return "the destination has no server-side copy"
+    if not same_store:
+        return (
+            f"not one store: the destination copies server-side only within "
+            f"{dest.server_side_copy_scope}"
+        )
+    return (
+        f"{size} bytes exceed the destination's server-side copy limit of "
+        f"{dest.server_side_copy_limit} bytes"
+    )
 
 
 def stripes(parts: Sequence[Part], count: int) -> list[list[Part]]:

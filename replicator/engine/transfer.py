@@ -229,17 +229,17 @@ class Copier:
                 except NotFound as exc:
                     raise SourceGone(str(exc), url=source.url_for(source_key)) from exc
             known_dest, dest_observed = dest_observed, None
-            plan = self._plan(src, source, dest)
+            plan = self.plan(src, source, dest)
             if not src.attributes_known and plan.strategy is not Strategy.SINGLE:
                 src = await self.retry.run(lambda: source.head(source_key), what="head source")
-                plan = self._plan(src, source, dest)
+                plan = self.plan(src, source, dest)
             try:
                 if not src.attributes_known:
                     outcome = await self._copy_listed_small(
                         src, source, source_key, dest, dest_key, known_dest, shared
                     )
                 else:
-                    looked = await self._look_at_destination(src, dest, dest_key, known_dest)
+                    looked = await self.look_at_destination(src, dest, dest_key, known_dest)
                     outcome = (
                         looked
                         if isinstance(looked, _Skipped)
@@ -286,7 +286,8 @@ class Copier:
             f"{self.max_restarts + 1} times while it was being copied; last: {last_change}"
         )
 
-    def _plan(self, src: ObjectMeta, source: ObjectStore, dest: ObjectStore) -> CopyPlan:
+    def plan(self, src: ObjectMeta, source: ObjectStore, dest: ObjectStore) -> CopyPlan:
+        """The plan a copy of ``src`` follows (``replicator cp --explain`` prints it)."""
         return plan_copy(
             src.size,
             dest.limits,
@@ -312,7 +313,7 @@ class Copier:
         load = functools.partial(self._get_listed, source, source_key, listed)
         async with self.budget.reserve(listed.size * WHOLE_READ_COPIES):
             src, data = await (shared.get(listed, load) if shared is not None else load())
-            looked = await self._look_at_destination(src, dest, dest_key, known_dest)
+            looked = await self.look_at_destination(src, dest, dest_key, known_dest)
             if isinstance(looked, _Skipped):
                 return looked
             return await self._single(src, source, source_key, dest, dest_key, looked, loaded=data)
@@ -341,14 +342,14 @@ class Copier:
         read is not kept by ``shared``: the copy reads again and handles the failure."""
         if listed.attributes_known or listed.size > PREFETCH_MAX:
             return
-        if not any(self._plan(listed, source, dest).strategy is Strategy.SINGLE for dest in dests):
+        if not any(self.plan(listed, source, dest).strategy is Strategy.SINGLE for dest in dests):
             return
         load = functools.partial(self._get_listed, source, source_key, listed)
         with contextlib.suppress(Exception):
             async with self.budget.reserve(listed.size * WHOLE_READ_COPIES):
                 await shared.get(listed, load)
 
-    async def _look_at_destination(
+    async def look_at_destination(
         self,
         src: ObjectMeta,
         dest: ObjectStore,
