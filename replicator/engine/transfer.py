@@ -41,7 +41,6 @@ from connectors.base import (
     NotSupported,
     ObjectMeta,
     ObjectStore,
-    PartToken,
     PreconditionFailed,
     StoreError,
 )
@@ -59,6 +58,13 @@ from replicator.engine.metadata import (
 from replicator.engine.planner import CopyPlan, Part, Strategy, auto_part_size, plan_copy, stripes
 from replicator.engine.reads import SharedSourceRead, SourceMoved, StripeReader, pinned
 from replicator.engine.retry import RetryPolicy
+from replicator.engine.verification import (
+    check_checksums,
+    check_part,
+    check_size,
+    check_source_crc,
+    digest_of,
+)
 from replicator.errors import ReplicatorError
 
 log = structlog.get_logger(__name__)
@@ -89,9 +95,6 @@ WHOLE_READ_COPIES = 2
 PART_INTEGRITY_ATTEMPTS = 3
 # Parts of one streamed read held at once: one receiving while the one before is sent.
 PARTS_IN_FLIGHT_PER_STREAM = 2
-# Hashing a buffer this large is done off the event loop (the hash libraries release the
-# GIL), so that other copies' I/O is not held up behind it.
-THREAD_HASH_BYTES = 1 * MiB
 # Listed objects up to this size may be read ahead of their copy (``Copier.prefetch``): the
 # bytes wait outside the byte budget for a moment, at most this much per object in flight.
 PREFETCH_MAX = 1 * MiB
@@ -145,31 +148,6 @@ class CopyResult:
 def version_id(meta: ObjectMeta) -> str:
     """The identity of an object's content version: the store's version, else its etag."""
     return meta.version or meta.etag or ""
-
-
-@dataclass(frozen=True)
-class _Digest:
-    """Everything computed from one buffer, in one pass over it: its CRC32C, the checksum the
-    destination verifies writes by (sent with the write, so it is not computed twice), and
-    the fingerprint blocks it holds."""
-
-    crc32c: int
-    checksums: dict[ChecksumKind, str]
-    blocks: list[tuple[int, bytes]]
-
-
-def _digest_now(data: Buffer, offset: int, write_kind: ChecksumKind) -> _Digest:
-    crc = hashing.crc32c(data)
-    checksums = {ChecksumKind.CRC32C: hashing.crc32c_b64(crc)}
-    if write_kind is not ChecksumKind.CRC32C:
-        checksums[write_kind] = hashing.checksum_b64(write_kind, data)
-    return _Digest(crc, checksums, hashing.block_digests(data, offset))
-
-
-async def _digest(data: Buffer, offset: int, write_kind: ChecksumKind) -> _Digest:
-    if len(data) >= THREAD_HASH_BYTES:
-        return await asyncio.to_thread(_digest_now, data, offset, write_kind)
-    return _digest_now(data, offset, write_kind)
 
 
 class Copier:
@@ -443,7 +421,7 @@ class Copier:
             except NotFound as gone:
                 raise SourceMoved(gone) from gone
             raise exc from None
-        await self._verify_written(dest, dest_key, meta, lambda: _check_size(meta, src))
+        await self._verify_written(dest, dest_key, meta, lambda: check_size(meta, src))
         value = (
             fingerprint.value() if read_back else replica_fingerprint(src.attributes.user_metadata)
         )
@@ -489,8 +467,8 @@ class Copier:
                 raise SourceMoved(
                     PreconditionFailed(f"read {len(data)} bytes, expected {src.size}", url=src.url)
                 )
-            digest = await _digest(data, 0, dest.limits.write_checksum)
-            _check_source_crc(src, digest.crc32c)
+            digest = await digest_of(data, 0, dest.limits.write_checksum)
+            check_source_crc(src, digest.crc32c)
             fingerprint = hashing.Fingerprint(src.size)
             fingerprint.add(digest.blocks)
             attributes = replica_attributes(
@@ -516,8 +494,8 @@ class Copier:
             )
 
         def check() -> None:
-            _check_size(meta, src)
-            _check_checksums(meta.checksums, digest.checksums, meta.url)
+            check_size(meta, src)
+            check_checksums(meta.checksums, digest.checksums, meta.url)
 
         await self._verify_written(dest, dest_key, meta, check)
         return _Executed(meta, 0, src.size, fingerprint.value(), src)
@@ -641,7 +619,7 @@ class Copier:
             whole_crc = crcs.whole()
             # Checked before completing, so bytes that differ from the source never become an
             # object at the destination.
-            _check_source_crc(src, whole_crc)
+            check_source_crc(src, whole_crc)
             extra = (
                 {FINGERPRINT_KEY: fingerprint.value()} if dest.limits.metadata_at_complete else None
             )
@@ -666,12 +644,12 @@ class Copier:
             await self._abort(dest, dest_key, record)
             raise _first_error(exc) from None
         await self.journal.finished(record)
-        await self._verify_written(dest, dest_key, meta, lambda: _check_size(meta, src))
+        await self._verify_written(dest, dest_key, meta, lambda: check_size(meta, src))
         head = await self.retry.run(lambda: dest.head(dest_key), what="head destination")
 
         def check() -> None:
-            _check_size(head, src)
-            _check_checksums(head.checksums, whole, head.url)
+            check_size(head, src)
+            check_checksums(head.checksums, whole, head.url)
 
         await self._verify_written(dest, dest_key, head, check)
         return _Executed(head, resumed, transferred, fingerprint.value())
@@ -744,7 +722,7 @@ class Copier:
                             url=src.url,
                         )
                     )
-                digest = await _digest(data, part.offset, dest.limits.write_checksum)
+                digest = await digest_of(data, part.offset, dest.limits.write_checksum)
                 try:
                     # The store refuses bytes that do not match the checksum sent with them.
                     token = await self.retry.run(
@@ -759,7 +737,7 @@ class Copier:
                         ),
                         what=f"upload part {part.number}",
                     )
-                    _check_part(token, digest, part, dest.url_for(dest_key))
+                    check_part(token, digest, part, dest.url_for(dest_key))
                 except IntegrityError as exc:
                     if attempt == PART_INTEGRITY_ATTEMPTS:
                         raise
@@ -862,43 +840,3 @@ def _first_error(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
-
-
-def _check_size(meta: ObjectMeta, src: ObjectMeta) -> None:
-    if meta.size != src.size:
-        raise IntegrityError(
-            f"destination holds {meta.size} bytes, source has {src.size}", url=meta.url
-        )
-
-
-def _check_source_crc(src: ObjectMeta, crc: int) -> None:
-    reported = src.checksums.get(ChecksumKind.CRC32C)
-    if reported is not None and reported != hashing.crc32c_b64(crc):
-        raise IntegrityError(
-            f"bytes read have CRC32C {hashing.crc32c_b64(crc)} but the source reports {reported}",
-            url=src.url,
-        )
-
-
-def _check_checksums(
-    reported: Mapping[ChecksumKind, str], expected: Mapping[ChecksumKind, str], url: str
-) -> None:
-    for kind, value in expected.items():
-        got = reported.get(kind)
-        if got is not None and got != value:
-            raise IntegrityError(f"destination {kind} is {got}, expected {value}", url=url)
-
-
-def _check_part(token: PartToken, digest: _Digest, part: Part, url: str) -> None:
-    """The store took the part's bytes whole, and every checksum it reports for them is the
-    one of the bytes read."""
-    if token.size != part.length:
-        raise IntegrityError(
-            f"part {part.number}: store took {token.size} bytes, sent {part.length}", url=url
-        )
-    for kind, value in digest.checksums.items():
-        got = token.checksums.get(kind)
-        if got is not None and got != value:
-            raise IntegrityError(
-                f"part {part.number}: store holds {kind} {got}, bytes read have {value}", url=url
-            )
