@@ -15,7 +15,7 @@ from typing import Literal
 from connectors.base import ObjectMeta, ObjectStore
 from replicator.engine.fencing import Fence
 from replicator.engine.planner import CopyPlan, Strategy, stripes
-from replicator.engine.transfer import Absent, Copier, version_id
+from replicator.engine.transfer import RESUMING, Absent, Copier, resumes, version_id
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class CopyExplanation:
     reason: str
     part_size: int
     parts: int
+    #: Parts sent one after the other into one upload (GCS: a session, an ordinary object).
+    ordered_upload: bool
     #: Parts in flight at once (0: the store copies by itself).
     concurrency: int
     reads: str
@@ -45,8 +47,9 @@ class CopyExplanation:
         head = f"{self.source} -> {self.destination}: {self.size} bytes"
         if self.action == "skip":
             head += f", skipped: {self.skip_reason}"
+        at_once = "in order" if self.ordered_upload else f"{self.concurrency} at once"
         shape = (
-            f"{self.parts} parts of {self.part_size} bytes, {self.concurrency} at once"
+            f"{self.parts} parts of {self.part_size} bytes, {at_once}"
             if self.strategy is Strategy.MULTIPART
             else "no parts"
             if self.strategy is Strategy.SERVER_SIDE
@@ -83,6 +86,9 @@ async def explain_copy(
     if src is None or not src.attributes_known:
         src = await copier.retry.run(lambda: source.head(source_key), what="head source")
     plan = copier.plan(src, source, dest)
+    record = await copier.journal.find(dest.url_for(dest_key))
+    if plan.ordered and record is not None and resumes(record, src, plan):
+        plan = copier.plan(src, source, dest, unordered_because=RESUMING)
     looked = await copier.look_at_destination(src, dest, dest_key, dest_observed)
     fence = looked if isinstance(looked, Fence) else None
     concurrency = _concurrency(plan, copier.concurrency)
@@ -97,6 +103,7 @@ async def explain_copy(
         reason=plan.reason,
         part_size=plan.part_size,
         parts=len(plan.parts),
+        ordered_upload=plan.ordered,
         concurrency=concurrency,
         reads=_reads(plan, src, source, concurrency),
         checksums_sent=_checksums_sent(plan, dest),
@@ -119,7 +126,7 @@ async def explain_tree(
 def _concurrency(plan: CopyPlan, concurrency: int) -> int:
     if plan.strategy is Strategy.SERVER_SIDE:
         return 0
-    return min(concurrency, len(plan.parts))
+    return 1 if plan.ordered else min(concurrency, len(plan.parts))
 
 
 def _reads(plan: CopyPlan, src: ObjectMeta, source: ObjectStore, concurrency: int) -> str:
@@ -133,7 +140,7 @@ def _reads(plan: CopyPlan, src: ObjectMeta, source: ObjectStore, concurrency: in
     if plan.strategy is Strategy.SINGLE:
         return f"one whole-object read pinned to {pin}"
     if source.limits.streamed_reads:
-        runs = len(stripes(plan.parts, concurrency))
+        runs = len(stripes(plan.parts, 1 if plan.ordered else concurrency))
         return f"{runs} streamed reads of consecutive parts, pinned to {pin}"
     return f"one ranged read per part, pinned to {pin}"
 
@@ -144,6 +151,11 @@ def _checksums_sent(plan: CopyPlan, dest: ObjectStore) -> str:
         return "none: no bytes are sent"
     if plan.strategy is Strategy.SINGLE:
         return f"{kind} of the object with the put (the store refuses damaged bytes)"
+    if plan.ordered:
+        return (
+            "the whole-object crc32c with the completion (the store refuses to create an "
+            "object with other bytes; an upload session's parts carry no checksum)"
+        )
     return (
         f"{kind} of each part with it (the store refuses damaged bytes); the whole-object "
         "crc32c with the completion"
@@ -158,13 +170,19 @@ def _verified(plan: CopyPlan, dest: ObjectStore) -> str:
         )
     marks = (
         "the replica's marks and the catalog"
-        if plan.strategy is Strategy.SINGLE or dest.limits.metadata_at_complete
+        if plan.strategy is Strategy.SINGLE
+        or (dest.limits.metadata_at_complete and not plan.ordered)
         else "the catalog (the destination fixes metadata when the upload starts)"
     )
     if plan.strategy is Strategy.SINGLE:
         return (
             "the bytes read against the source's crc32c; size and checksums the store reports; "
             f"fingerprint (xxh3-128-4m) in {marks}"
+        )
+    if plan.ordered:
+        return (
+            "the whole-object crc32c against the source's before completing; size and crc32c "
+            f"after completion (with the store's md5 of the object); fingerprint in {marks}"
         )
     return (
         "each part's size and checksums the store reports; the whole-object crc32c against "

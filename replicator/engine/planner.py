@@ -2,10 +2,15 @@
 
 Fallback chain, as in the best copy tools: server-side copy when both ends are the same store
 and it can copy internally; otherwise a single put for objects no larger than one part;
-otherwise a parallel multipart upload whose part size is the configured size raised until the
-part count fits the destination. Without a configured size, parts are sized to the object
-(``auto_part_size``): one part per parallel slot, as large as the memory budget allows for
-every slot at once, and never below ``DEFAULT_PART_SIZE``. Parts are multiples of the
+otherwise a multipart upload whose part size is the configured size raised until the part
+count fits the destination. Its parts go in parallel; to a destination with ordered uploads
+(GCS: one resumable session, an ordinary object rather than a composite of part objects),
+they go in order instead when the object is at most ``ORDERED_UPLOAD_MAX``, unless an upload
+of it is left to resume (an ordered upload is never resumed) or an ordered upload of it came
+out damaged (its parts carry no checksum of their own: sent again, each is checked).
+Without a configured size, parts are sized to the object (``auto_part_size``): one part per
+parallel slot, as large as the memory budget allows for every slot at once, and never below
+``DEFAULT_PART_SIZE``. Parts are multiples of the
 fingerprint block so each part can be fingerprinted on its own, in any order.
 """
 
@@ -20,6 +25,10 @@ from replicator.engine.hashing import FINGERPRINT_BLOCK
 from replicator.errors import ReplicatorError
 
 DEFAULT_PART_SIZE = 16 * MiB
+# Largest object sent as an ordered upload, one part after the other from one streamed read:
+# up to this size it is as fast as parallel parts composed, and one request per part plus
+# two, where composing costs a part object per part, the composes and the parts' deletion.
+ORDERED_UPLOAD_MAX = 256 * MiB
 
 
 class Strategy(enum.StrEnum):
@@ -51,6 +60,8 @@ class CopyPlan:
     parts: tuple[Part, ...]
     #: Why this path, in words (``replicator cp --explain`` prints it).
     reason: str = ""
+    #: Multipart parts sent one after the other into an ordered upload (not in parallel).
+    ordered: bool = False
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -93,7 +104,10 @@ def plan_copy(
     *,
     same_store: bool,
     part_size: int = DEFAULT_PART_SIZE,
+    unordered_because: str | None = None,
 ) -> CopyPlan:
+    """``unordered_because``: why the parts may not go in order into one upload, though
+    the destination has ordered uploads (an upload left to resume, a damaged ordered one)."""
     if size > dest.max_object_size:
         raise PlanError(
             f"object of {size} bytes is larger than the destination's maximum object size "
@@ -128,7 +142,17 @@ def plan_copy(
             f" (raised from {part_size} to fit the destination's {dest.max_parts} parts "
             f"of {dest.min_part_size} to {dest.max_part_size} bytes)"
         )
-    return CopyPlan(Strategy.MULTIPART, size, chosen, parts, f"{through}; {size} bytes in {sized}")
+    reason = f"{through}; {size} bytes in {sized}"
+    if not dest.ordered_uploads:
+        return CopyPlan(Strategy.MULTIPART, size, chosen, parts, reason)
+    if unordered_because:
+        reason += f", in parallel: {unordered_because}"
+        return CopyPlan(Strategy.MULTIPART, size, chosen, parts, reason)
+    if size > ORDERED_UPLOAD_MAX:
+        reason += f", in parallel and composed (over {ORDERED_UPLOAD_MAX} bytes)"
+        return CopyPlan(Strategy.MULTIPART, size, chosen, parts, reason)
+    reason += ", in order into one upload: an ordinary object"
+    return CopyPlan(Strategy.MULTIPART, size, chosen, parts, reason, ordered=True)
 
 
 def _why_not_server_side(size: int, dest: Limits, *, same_store: bool) -> str:

@@ -28,7 +28,6 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import structlog
 
@@ -39,6 +38,7 @@ from connectors.base import (
     MiB,
     NotFound,
     NotSupported,
+    ObjectAttributes,
     ObjectMeta,
     ObjectStore,
     PreconditionFailed,
@@ -55,8 +55,10 @@ from replicator.engine.metadata import (
     replica_mismatch,
     replica_source,
 )
+from replicator.engine.ordered import InOrder
 from replicator.engine.planner import CopyPlan, Part, Strategy, auto_part_size, plan_copy, stripes
 from replicator.engine.reads import SharedSourceRead, SourceMoved, StripeReader, pinned
+from replicator.engine.results import CopyResult, version_id
 from replicator.engine.retry import RetryPolicy
 from replicator.engine.verification import (
     check_checksums,
@@ -98,6 +100,9 @@ PARTS_IN_FLIGHT_PER_STREAM = 2
 # Listed objects up to this size may be read ahead of their copy (``Copier.prefetch``): the
 # bytes wait outside the byte budget for a moment, at most this much per object in flight.
 PREFETCH_MAX = 1 * MiB
+# Why a copy's parts go in parallel to a destination that has ordered uploads.
+RESUMING = "resuming an upload"
+DAMAGED = "an ordered upload came out damaged, its parts are sent again, each checked"
 
 
 class SourceChanged(ReplicatorError):
@@ -107,47 +112,6 @@ class SourceChanged(ReplicatorError):
 class SourceGone(NotFound):
     """The source was deleted while it was being copied (its copy restarted and found no
     object): nothing was written, and the caller applies the deletion instead."""
-
-
-@dataclass(frozen=True)
-class CopyResult:
-    status: Literal["copied", "skipped"]
-    source: ObjectMeta
-    destination: ObjectMeta | None
-    strategy: Strategy | None = None
-    parts: int = 0
-    parts_resumed: int = 0
-    bytes_transferred: int = 0
-    fingerprint: str | None = None
-    seconds: float = 0.0
-    reason: str | None = None
-
-    @property
-    def source_version(self) -> str:
-        return version_id(self.source)
-
-    def summary(self) -> dict[str, object]:
-        rate = self.bytes_transferred / self.seconds / 1e6 if self.seconds > 0 else 0.0
-        return {
-            "status": self.status,
-            "reason": self.reason,
-            "source": self.source.url,
-            "source_version": self.source_version,
-            "destination": self.destination.url if self.destination else None,
-            "strategy": self.strategy.value if self.strategy else None,
-            "bytes": self.source.size,
-            "bytes_transferred": self.bytes_transferred,
-            "parts": self.parts,
-            "parts_resumed": self.parts_resumed,
-            "seconds": round(self.seconds, 3),
-            "mb_per_s": round(rate, 1),
-            "fingerprint": self.fingerprint,
-        }
-
-
-def version_id(meta: ObjectMeta) -> str:
-    """The identity of an object's content version: the store's version, else its etag."""
-    return meta.version or meta.etag or ""
 
 
 class Copier:
@@ -258,20 +222,30 @@ class Copier:
                 outcome.bytes_transferred,
                 outcome.fingerprint,
                 time.monotonic() - started,
+                ordered_upload=outcome.ordered,
             )
         raise SourceChanged(
             f"{source.url_for(source_key)} or its destination changed "
             f"{self.max_restarts + 1} times while it was being copied; last: {last_change}"
         )
 
-    def plan(self, src: ObjectMeta, source: ObjectStore, dest: ObjectStore) -> CopyPlan:
-        """The plan a copy of ``src`` follows (``replicator cp --explain`` prints it)."""
+    def plan(
+        self,
+        src: ObjectMeta,
+        source: ObjectStore,
+        dest: ObjectStore,
+        *,
+        unordered_because: str | None = None,
+    ) -> CopyPlan:
+        """The plan a copy of ``src`` follows (``replicator cp --explain`` prints it);
+        ``unordered_because`` as for ``plan_copy``."""
         return plan_copy(
             src.size,
             dest.limits,
             same_store=dest.copies_from(source),
             part_size=self.part_size
             or auto_part_size(src.size, concurrency=self.concurrency, budget=self.budget.capacity),
+            unordered_because=unordered_because,
         )
 
     async def _copy_listed_small(
@@ -371,6 +345,18 @@ class Copier:
             return await self._server_side(src, source, source_key, dest, dest_key)
         if plan.strategy is Strategy.SINGLE:
             return await self._single(src, source, source_key, dest, dest_key, fence, shared)
+        if plan.ordered:
+            try:
+                return await self._multipart(plan, src, source, source_key, dest, dest_key, fence)
+            except IntegrityError as exc:
+                # Nothing of it is left (a damaged replica is removed): the look at the
+                # destination still holds, and its fence.
+                log.warning(
+                    "ordered upload damaged; sending its parts again, each checked",
+                    destination=dest.url_for(dest_key),
+                    error=str(exc),
+                )
+                plan = self.plan(src, source, dest, unordered_because=DAMAGED)
         return await self._multipart(plan, src, source, source_key, dest, dest_key, fence)
 
     async def _server_side(
@@ -513,11 +499,7 @@ class Copier:
         pin = self._pin(source, src)
         dest_url = dest.url_for(dest_key)
         record = await self.journal.find(dest_url)
-        if record is not None and (
-            record.source_version != version_id(src)
-            or record.part_size != plan.part_size
-            or record.size != src.size
-        ):
+        if record is not None and not resumes(record, src, plan):
             # An upload left by a crash for another version (the source was overwritten since)
             # or another plan is never resumed: abort it now, or it stays behind for ever.
             log.info(
@@ -528,6 +510,8 @@ class Copier:
             )
             await self._abort(dest, dest_key, record)
             record = None
+        if record is not None and plan.ordered:
+            plan = self.plan(src, source, dest, unordered_because=RESUMING)
         resumed = len(record.parts) if record else 0
         if record is None:
             # An upload a process killed before it journaled it is found by listing: it is
@@ -540,14 +524,18 @@ class Copier:
                 source_version=version_id(src),
                 source_modified=src.last_modified,
             )
-            upload_id = await self.retry.run(
-                lambda: dest.create_multipart(dest_key, attributes=attributes),
-                what="create multipart upload",
-            )
+            upload_id = await self._create_upload(plan, dest, dest_key, attributes, fence)
             record = UploadRecord(
-                dest_url, upload_id, src.url, version_id(src), plan.part_size, src.size
+                dest_url,
+                upload_id,
+                src.url,
+                version_id(src),
+                plan.part_size,
+                src.size,
+                ordered=plan.ordered,
             )
-            await self.journal.started(record)
+            if not record.ordered:
+                await self.journal.started(record)
         else:
             log.info(
                 "resuming upload",
@@ -559,11 +547,14 @@ class Copier:
         remaining = [p for p in plan.parts if p.number not in record.parts]
         todo = iter(remaining)
         transferred = 0
+        # An ordered upload's parts come from one stream (or one reader), and go in order.
+        streams = 1 if plan.ordered else self.concurrency
+        order = InOrder() if plan.ordered else None
 
         async def copy_part(part: Part, stripe: StripeReader | None = None) -> None:
             nonlocal transferred
             await self._copy_part(
-                part, record, src, source, source_key, dest, dest_key, pin, stripe
+                part, record, src, source, source_key, dest, dest_key, pin, stripe, order
             )
             transferred += part.length
 
@@ -600,10 +591,10 @@ class Copier:
         try:
             async with asyncio.TaskGroup() as group:
                 if source.limits.streamed_reads:
-                    for stripe_parts in stripes(remaining, self.concurrency):
+                    for stripe_parts in stripes(remaining, streams):
                         group.create_task(stripe_worker(stripe_parts))
                 else:
-                    for _ in range(min(self.concurrency, len(plan.parts))):
+                    for _ in range(min(streams, len(plan.parts))):
                         group.create_task(worker())
             missing = [p.number for p in plan.parts if p.number not in record.parts]
             if missing:
@@ -620,9 +611,10 @@ class Copier:
             # Checked before completing, so bytes that differ from the source never become an
             # object at the destination.
             check_source_crc(src, whole_crc)
-            extra = (
-                {FINGERPRINT_KEY: fingerprint.value()} if dest.limits.metadata_at_complete else None
-            )
+            # An ordered upload's object takes its metadata when the upload starts (it then
+            # has the fingerprint in the catalog only, and GCS's MD5 and CRC32C).
+            takes_metadata = dest.limits.metadata_at_complete and not plan.ordered
+            extra = {FINGERPRINT_KEY: fingerprint.value()} if takes_metadata else None
             tokens = [record.parts[p.number].token for p in plan.parts]
             whole = {ChecksumKind.CRC32C: hashing.crc32c_b64(whole_crc)}
             meta = await fenced(
@@ -643,7 +635,8 @@ class Copier:
         except BaseException as exc:
             await self._abort(dest, dest_key, record)
             raise _first_error(exc) from None
-        await self.journal.finished(record)
+        if not record.ordered:
+            await self.journal.finished(record)
         await self._verify_written(dest, dest_key, meta, lambda: check_size(meta, src))
         head = await self.retry.run(lambda: dest.head(dest_key), what="head destination")
 
@@ -652,7 +645,34 @@ class Copier:
             check_checksums(head.checksums, whole, head.url)
 
         await self._verify_written(dest, dest_key, head, check)
-        return _Executed(head, resumed, transferred, fingerprint.value())
+        return _Executed(head, resumed, transferred, fingerprint.value(), ordered=plan.ordered)
+
+    async def _create_upload(
+        self,
+        plan: CopyPlan,
+        dest: ObjectStore,
+        dest_key: str,
+        attributes: ObjectAttributes,
+        fence: Fence,
+    ) -> str:
+        if not plan.ordered:
+            return await self.retry.run(
+                lambda: dest.create_multipart(dest_key, attributes=attributes),
+                what="create multipart upload",
+            )
+        # Its conditions go with its creation, where the store checks them when it makes
+        # the object (and may already refuse).
+        return await fenced(
+            lambda: self.retry.run(
+                lambda: dest.create_ordered_upload(
+                    dest_key,
+                    attributes=attributes,
+                    create_only=fence.create_only,
+                    if_match=fence.if_match,
+                ),
+                what="create ordered upload",
+            )
+        )
 
     async def _verify_written(
         self, dest: ObjectStore, dest_key: str, written: ObjectMeta, check: Callable[[], None]
@@ -687,6 +707,7 @@ class Copier:
         dest_key: str,
         pin: Mapping[str, str | None],
         stripe: StripeReader | None = None,
+        order: InOrder | None = None,
     ) -> None:
         def read_alone() -> Awaitable[bytes]:
             return pinned(
@@ -723,6 +744,8 @@ class Copier:
                         )
                     )
                 digest = await digest_of(data, part.offset, dest.limits.write_checksum)
+                if order is not None:
+                    await order.turn(part.number)
                 try:
                     # The store refuses bytes that do not match the checksum sent with them.
                     token = await self.retry.run(
@@ -749,7 +772,12 @@ class Copier:
                     )
                     continue
                 done = DonePart(token, digest.crc32c, tuple(digest.blocks))
-                await self.journal.part_done(record, done)
+                if record.ordered:
+                    record.parts[part.number] = done
+                else:
+                    await self.journal.part_done(record, done)
+                if order is not None:
+                    await order.done(part.number)
                 if isinstance(data, bytearray):
                     # The upload returned: the SDK no longer holds the buffer (after a
                     # failure it might, and the buffer is left to the garbage collector).
@@ -795,11 +823,13 @@ class Copier:
             except Exception as exc:
                 log.error(
                     "abort failed; the upload is left for cleanup",
-                    upload_id=record.upload_id,
+                    # An ordered upload's id is a credential.
+                    upload_id=None if record.ordered else record.upload_id,
                     destination=record.dest_url,
                     error=str(exc),
                 )
-            await self.journal.finished(record)
+            if not record.ordered:
+                await self.journal.finished(record)
 
         task = asyncio.ensure_future(abort())
         try:
@@ -817,6 +847,17 @@ class _Executed:
     fingerprint: str | None
     #: The source as read, when the read itself brought its metadata.
     source: ObjectMeta | None = None
+    ordered: bool = False
+
+
+def resumes(record: UploadRecord, src: ObjectMeta, plan: CopyPlan) -> bool:
+    """Whether ``record``, an upload left by a crash, is resumed by a copy of ``src`` planned
+    as ``plan``: never one of another version (the source was overwritten since) or plan."""
+    return (
+        record.source_version == version_id(src)
+        and record.part_size == plan.part_size
+        and record.size == src.size
+    )
 
 
 @dataclass(frozen=True)

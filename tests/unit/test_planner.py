@@ -12,6 +12,7 @@ from connectors.base import ChecksumKind, GiB, Limits, MiB, TiB
 from replicator.engine.hashing import FINGERPRINT_BLOCK
 from replicator.engine.planner import (
     DEFAULT_PART_SIZE,
+    ORDERED_UPLOAD_MAX,
     PlanError,
     Strategy,
     auto_part_size,
@@ -187,3 +188,33 @@ class TestReason:
     def test_no_multipart(self) -> None:
         plan = plan_copy(MiB, NO_MULTIPART, same_store=False, part_size=1)
         assert plan.reason.endswith("the destination has no multipart upload: one put")
+
+
+class TestOrderedUploads:
+    """To a destination with ordered uploads (GCS sessions), parts go in order into one
+    upload up to ORDERED_UPLOAD_MAX, unless an upload is left to resume."""
+
+    GCS = dataclasses.replace(S3, min_part_size=1, ordered_uploads=True)
+
+    def test_up_to_the_limit_in_order(self) -> None:
+        plan = plan_copy(ORDERED_UPLOAD_MAX, self.GCS, same_store=False, part_size=16 * MiB)
+        assert plan.strategy is Strategy.MULTIPART
+        assert plan.ordered
+        assert plan.reason.endswith(", in order into one upload: an ordinary object")
+
+    def test_over_the_limit_composed(self) -> None:
+        plan = plan_copy(ORDERED_UPLOAD_MAX + 1, self.GCS, same_store=False, part_size=16 * MiB)
+        assert not plan.ordered
+        assert plan.reason.endswith(f", in parallel and composed (over {ORDERED_UPLOAD_MAX} bytes)")
+
+    def test_in_parallel_when_told_why(self) -> None:
+        """An upload left to resume, or an ordered one that came out damaged."""
+        plan = plan_copy(
+            64 * MiB, self.GCS, same_store=False, part_size=16 * MiB, unordered_because="why"
+        )
+        assert not plan.ordered
+        assert plan.reason.endswith(", in parallel: why")
+
+    def test_never_for_stores_without_them_nor_single_puts(self) -> None:
+        assert not plan_copy(64 * MiB, S3, same_store=False, part_size=16 * MiB).ordered
+        assert not plan_copy(MiB, self.GCS, same_store=False, part_size=16 * MiB).ordered
