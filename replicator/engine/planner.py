@@ -26,9 +26,11 @@ from replicator.errors import ReplicatorError
 
 DEFAULT_PART_SIZE = 16 * MiB
 # Largest object sent as an ordered upload, one part after the other from one streamed read:
-# up to this size it is as fast as parallel parts composed, and one request per part plus
-# two, where composing costs a part object per part, the composes and the parts' deletion.
-ORDERED_UPLOAD_MAX = 256 * MiB
+# one request per part plus two, where composing costs a part object per part, the composes
+# and the parts' deletion, and an ordinary object. On the test bed (S3 to GCS, medians of 3,
+# ``python -m benchmarks.ordered_uploads``) one stream was faster at 32 MiB (0.84 s against
+# 1.00 s), within 16% at 64 MiB, and 1.3-1.5x slower at 128 MiB than parallel parts.
+ORDERED_UPLOAD_MAX = 64 * MiB
 
 
 class Strategy(enum.StrEnum):
