@@ -141,6 +141,8 @@ def _reads(plan: CopyPlan, src: ObjectMeta, source: ObjectStore, concurrency: in
         return f"one whole-object read pinned to {pin}"
     if source.limits.streamed_reads:
         runs = len(stripes(plan.parts, 1 if plan.ordered else concurrency))
+        if runs == 1:
+            return f"one streamed read of every part, pinned to {pin}"
         return f"{runs} streamed reads of consecutive parts, pinned to {pin}"
     return f"one ranged read per part, pinned to {pin}"
 
