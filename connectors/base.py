@@ -541,9 +541,14 @@ class ObjectStore(abc.ABC):
         *,
         if_match: str | None = None,
         attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
-        """Copy inside this store without moving bytes through the client. ``attributes``
-        replaces the source's attributes when given, else they are kept."""
+        """Copy inside this store without moving bytes through the client. ``if_match`` pins
+        the source's etag; ``attributes`` replaces the source's attributes when given, else
+        they are kept. ``create_only`` / ``dest_if_match`` condition the write on the
+        destination key, as for ``put``: AlreadyExists / PreconditionFailed when it fails
+        (PreconditionFailed may also mean the source changed: a store answers both with 412)."""
         raise NotSupported(f"{self.scheme}:// has no server-side copy", url=self.url_for(dest_key))
 
     def copies_from(self, source: ObjectStore) -> bool:
@@ -565,6 +570,8 @@ class ObjectStore(abc.ABC):
         attributes: ObjectAttributes | None = None,
         inspect: Callable[[memoryview, int], None] | None = None,
         extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
         """Copy from ``source`` (one ``copies_from`` accepts) as ``copy_within`` does. A
         store that reads its copy back (the file store) calls ``inspect(chunk, offset)`` with
@@ -577,7 +584,12 @@ class ObjectStore(abc.ABC):
                 url=self.url_for(dest_key),
             )
         return await self.copy_within(
-            source_key, dest_key, if_match=if_match, attributes=attributes
+            source_key,
+            dest_key,
+            if_match=if_match,
+            attributes=attributes,
+            create_only=create_only,
+            dest_if_match=dest_if_match,
         )
 
     # -- lifecycle ------------------------------------------------------------------------

@@ -901,9 +901,17 @@ class LocalStore(ObjectStore):
         *,
         if_match: str | None = None,
         attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
         return await self.copy_from(
-            self, source_key, dest_key, if_match=if_match, attributes=attributes
+            self,
+            source_key,
+            dest_key,
+            if_match=if_match,
+            attributes=attributes,
+            create_only=create_only,
+            dest_if_match=dest_if_match,
         )
 
     def copies_from(self, source: ObjectStore) -> bool:
@@ -921,11 +929,14 @@ class LocalStore(ObjectStore):
         attributes: ObjectAttributes | None = None,
         inspect: Callable[[memoryview, int], None] | None = None,
         extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
         """Copy in the kernel, read the copy back once (its CRC32C, ``inspect``), compare that
         CRC32C with the one the source file records (files this store wrote have one), make
-        it durable and publish it. A source that changes meanwhile fails the copy with
-        PreconditionFailed, before anything is published."""
+        it durable and publish it under the destination's conditions, as a put does. A
+        source that changes meanwhile fails the copy with PreconditionFailed, before anything
+        is published."""
         if not isinstance(source, LocalStore):
             raise NotSupported(
                 f"file:// copies from file stores only, not {source.root_url}",
@@ -956,7 +967,9 @@ class LocalStore(ObjectStore):
                         )
                     return crc
 
-                return self._write_file(dest_key, write, keep, False, None, extra_metadata)
+                return self._write_file(
+                    dest_key, write, keep, create_only, dest_if_match, extra_metadata
+                )
 
         meta: ObjectMeta = await self._run(dest_key, work)
         return meta

@@ -310,9 +310,12 @@ class MemoryStore(ObjectStore):
         *,
         if_match: str | None = None,
         attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
         await asyncio.sleep(0)
         source = self._current(source_key)
         if if_match is not None and source.meta.etag != if_match:
             raise PreconditionFailed(f"etag is no longer {if_match}", url=self.url_for(source_key))
+        self._check_conditions(dest_key, create_only, dest_if_match)
         return self._store(dest_key, source.data, attributes or source.meta.attributes)

@@ -46,6 +46,7 @@ from typing import Any, ClassVar, Self
 
 import aiohttp
 from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
 from awscrt import checksums as crt_checksums
 from botocore.configprovider import ConfiguredEndpointProvider
 from botocore.exceptions import (
@@ -64,7 +65,7 @@ from botocore.exceptions import (
 )
 
 from connectors.aws_requests import S3RequestReporter
-from connectors.aws_session import aws_session, region_of
+from connectors.aws_session import USER_AGENT, aws_session, region_of
 from connectors.base import (
     AlreadyExists,
     Buffer,
@@ -358,12 +359,20 @@ class S3Store(ObjectStore):
         self._exit_stack = contextlib.AsyncExitStack()
         self._client_lock = asyncio.Lock()
         self._region: str | None = None
+        self._session: AioSession | None = None
 
     @property
     def location(self) -> str:
         if self._region is None:
-            self._region = region_of(aws_session(self._access), self._access)
+            self._region = region_of(self._aws_session(), self._access)
         return f"s3:{self._region}"
+
+    def _aws_session(self) -> AioSession:
+        # One per store: a session costs ~30 ms of CPU to build (botocore registers its
+        # handlers), which the region lookup and the client would otherwise pay twice.
+        if self._session is None:
+            self._session = aws_session(self._access)
+        return self._session
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
@@ -382,7 +391,7 @@ class S3Store(ObjectStore):
         return self._client
 
     async def _open_client(self) -> Any:
-        session = aws_session(self._access)
+        session = self._aws_session()
         configured_endpoint = self._access.endpoint_url if self._access else None
         if not configured_endpoint and not session.get_config_variable(
             "ignore_configured_endpoint_urls"
@@ -413,6 +422,7 @@ class S3Store(ObjectStore):
             read_timeout=60,
             # Parallel part uploads and ranged reads each hold a connection.
             max_pool_connections=64,
+            user_agent=USER_AGENT,
         )
         client = await self._exit_stack.enter_async_context(
             session.create_client("s3", config=config, endpoint_url=configured_endpoint)
@@ -786,19 +796,7 @@ class S3Store(ObjectStore):
         if crc is not None:
             # S3 refuses to complete when the parts do not add up to this CRC32C.
             whole = {"ChecksumCRC32C": crc, "ChecksumType": "FULL_OBJECT"}
-        conditions: dict[str, str] = {}
-        if create_only:
-            conditions["IfNoneMatch"] = "*"
-        if if_match is not None:
-            conditions["IfMatch"] = if_match
-            # S3 checks If-Match on the completion itself, atomically; moto ignores it there
-            # (it honours If-None-Match), so the etag is compared first as well.
-            try:
-                current = (await self.head(key)).etag
-            except NotFound:
-                current = None
-            if current is None or current.strip('"') != if_match.strip('"'):
-                raise PreconditionFailed(f"etag is {current}, not {if_match}", url=url)
+        conditions = await self._destination_conditions(key, create_only, if_match, copy=False)
         with self._errors(
             url, create_only=create_only, missing_key_is_mismatch=if_match is not None
         ):
@@ -828,9 +826,12 @@ class S3Store(ObjectStore):
         dest_key: str,
         source: Mapping[str, Any],
         attributes: ObjectAttributes | None,
+        create_only: bool,
+        dest_if_match: str | None,
     ) -> ObjectMeta:
         """A server-side copy too large for CopyObject: a multipart upload whose parts are
-        copied from ranges of the source (UploadPartCopy), every range pinned to its etag."""
+        copied from ranges of the source (UploadPartCopy), every range pinned to its etag,
+        completed under the destination's conditions."""
         size = int(source["ContentLength"])
         part_size = max(self.copy_part_size, -(-size // MAX_PARTS))
         kept = attributes if attributes is not None else _attributes(source)
@@ -851,7 +852,13 @@ class S3Store(ObjectStore):
             # A failed part cancels the others: nothing keeps copying into an aborted upload.
             async with asyncio.TaskGroup() as group:
                 copying = [group.create_task(copy_part(*r)) for r in ranges]
-            await self.complete_multipart(dest_key, upload_id, [t.result() for t in copying])
+            await self.complete_multipart(
+                dest_key,
+                upload_id,
+                [t.result() for t in copying],
+                create_only=create_only,
+                if_match=dest_if_match,
+            )
         except BaseException as exc:
             await asyncio.shield(self.abort_multipart(dest_key, upload_id))
             first: BaseException = exc
@@ -890,6 +897,33 @@ class S3Store(ObjectStore):
             end - start,
             {ChecksumKind.CRC32C: str(crc)} if crc else {},
         )
+
+    async def _destination_conditions(
+        self, key: str, create_only: bool, if_match: str | None, *, copy: bool
+    ) -> dict[str, str]:
+        """The parameters that condition a completion or a ``copy`` on what ``key`` holds. S3
+        checks them on the request itself, atomically; moto ignores If-Match on completions
+        and both conditions on CopyObject, so the key is also compared first there (atomic on
+        S3, with a window on moto). A create-only completion needs no look: moto honours it."""
+        if not create_only and if_match is None:
+            return {}
+        url = self.url_for(key)
+        if create_only and if_match is not None:
+            raise InvalidArgument("create_only and if_match exclude each other", url=url)
+        if create_only and not copy:
+            return {"IfNoneMatch": "*"}
+        try:
+            current = (await self.head(key)).etag
+        except NotFound:
+            current = None
+        if create_only:
+            if current is not None:
+                raise AlreadyExists(f"object already exists (etag {current})", url=url)
+            return {"IfNoneMatch": "*"}
+        assert if_match is not None
+        if current is None or current.strip('"') != if_match.strip('"'):
+            raise PreconditionFailed(f"etag is {current}, not {if_match}", url=url)
+        return {"IfMatch": if_match}
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         url = self.url_for(key)
@@ -936,8 +970,12 @@ class S3Store(ObjectStore):
         *,
         if_match: str | None = None,
         attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
-        return await self._copy(self, source_key, dest_key, if_match, attributes)
+        return await self._copy(
+            self, source_key, dest_key, if_match, attributes, create_only, dest_if_match
+        )
 
     def copies_from(self, source: ObjectStore) -> bool:
         """Any S3 store on the same bucket through the same endpoint and credentials: stores
@@ -958,12 +996,16 @@ class S3Store(ObjectStore):
         attributes: ObjectAttributes | None = None,
         inspect: Callable[[memoryview, int], None] | None = None,
         extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
         if not isinstance(source, S3Store) or not self.copies_from(source):
             raise NotSupported(
                 f"s3:// cannot copy from {source.root_url} itself", url=self.url_for(dest_key)
             )
-        return await self._copy(source, source_key, dest_key, if_match, attributes)
+        return await self._copy(
+            source, source_key, dest_key, if_match, attributes, create_only, dest_if_match
+        )
 
     async def _copy(
         self,
@@ -972,9 +1014,11 @@ class S3Store(ObjectStore):
         dest_key: str,
         if_match: str | None,
         attributes: ObjectAttributes | None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
         """CopyObject (or UploadPartCopy) from ``source_key`` of ``origin``, a store on this
-        bucket rooted at its own prefix."""
+        bucket rooted at its own prefix, conditioned on the destination key as a put is."""
         source_url = origin.url_for(source_key)
         dest_url = self.url_for(dest_key)
         source_full = origin._full(source_key)
@@ -990,12 +1034,15 @@ class S3Store(ObjectStore):
             source = await client.head_object(**head_params)
         size = int(source["ContentLength"])
         if size > self.copy_in_parts_above:
-            return await self._copy_in_parts(origin, source_key, dest_key, source, attributes)
+            return await self._copy_in_parts(
+                origin, source_key, dest_key, source, attributes, create_only, dest_if_match
+            )
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": dest_full,
             "CopySource": {"Bucket": self.bucket, "Key": source_full},
             "CopySourceIfMatch": source["ETag"],
+            **await self._destination_conditions(dest_key, create_only, dest_if_match, copy=True),
         }
         if attributes is None:
             params["MetadataDirective"] = "COPY"
@@ -1004,7 +1051,9 @@ class S3Store(ObjectStore):
             params["MetadataDirective"] = "REPLACE"
             params.update(_attribute_params(attributes))
             kept = attributes
-        with self._errors(dest_url):
+        with self._errors(
+            dest_url, create_only=create_only, missing_key_is_mismatch=dest_if_match is not None
+        ):
             response = await client.copy_object(**params)
         result = response.get("CopyObjectResult") or {}
         etag = result.get("ETag")

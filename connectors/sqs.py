@@ -21,7 +21,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from connectors.aws_session import aws_session, region_of
+from connectors.aws_session import USER_AGENT, aws_session, region_of
 from connectors.base import (
     NotFound,
     PermissionDenied,
@@ -104,6 +104,7 @@ class SQSQueue:
                     retries={"max_attempts": 2, "mode": "standard"},
                     connect_timeout=5,
                     read_timeout=30,
+                    user_agent=USER_AGENT,
                 )
                 endpoint = self._access.endpoint_url if self._access else None
                 self._context = self._session.create_client(

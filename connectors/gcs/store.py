@@ -292,8 +292,12 @@ class GCSStore(GCSSessions):
         *,
         if_match: str | None = None,
         attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
-        return await self._rewrite(self, source_key, dest_key, if_match, attributes)
+        return await self._rewrite(
+            self, source_key, dest_key, if_match, attributes, create_only, dest_if_match
+        )
 
     def copies_from(self, source: ObjectStore) -> bool:
         """Any GCS store reached through the same endpoint with the same credentials, in any
@@ -315,12 +319,16 @@ class GCSStore(GCSSessions):
         attributes: ObjectAttributes | None = None,
         inspect: Callable[[memoryview, int], None] | None = None,
         extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
         if not isinstance(source, GCSStore) or not self.copies_from(source):
             raise NotSupported(
                 f"gs:// cannot copy from {source.root_url} itself", url=self.url_for(dest_key)
             )
-        return await self._rewrite(source, source_key, dest_key, if_match, attributes)
+        return await self._rewrite(
+            source, source_key, dest_key, if_match, attributes, create_only, dest_if_match
+        )
 
     async def _rewrite(
         self,
@@ -329,14 +337,19 @@ class GCSStore(GCSSessions):
         dest_key: str,
         if_match: str | None,
         attributes: ObjectAttributes | None,
+        create_only: bool,
+        dest_if_match: str | None,
     ) -> ObjectMeta:
         """A rewrite of ``source_key`` of ``origin`` (a GCS store rooted at its own bucket
-        and prefix) to ``dest_key`` here."""
+        and prefix) to ``dest_key`` here, conditioned on the destination key as a put is (its
+        generation also compared first: fake-gcs-server ignores the condition on rewrites)."""
         source_url = origin.url_for(source_key)
         source = origin._full(source_key)
         dest = self._full(dest_key)
         _, storage = await self._client()
-        params: dict[str, str] = {}
+        params = write_preconditions(create_only, dest_if_match, self.url_for(dest_key))
+        if params:
+            await self._check_destination(dest_key, create_only, dest_if_match)
         if if_match is not None:
             if not _GENERATION.fullmatch(if_match):
                 raise PreconditionFailed(f"{if_match!r} is not a GCS generation", url=source_url)

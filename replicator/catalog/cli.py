@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from replicator.catalog.lag import RouteLag
 from replicator.catalog.model import (
     DEFAULT_CATALOG_URL,
     CatalogError,
@@ -31,6 +30,7 @@ from replicator.engine.costs import CLASSES, Usage, UsageKey
 from replicator.engine.units import parse_duration
 
 if TYPE_CHECKING:
+    from replicator.catalog.lag import RouteLag
     from replicator.catalog.repository import Catalog
 
 T = TypeVar("T")

@@ -108,14 +108,21 @@ class HeldChanges(CatalogBase):
         routes: Sequence[str] = (),
         keys: Sequence[str] = (),
         limit: int = 1000,
+        min_attempts: int = 0,
+        failed_before: datetime | None = None,
     ) -> list[HeldChange]:
         """The failed list: changes whose retry budget ran out at a destination (and those
         failing right now), oldest failure first, of the ``routes`` (dataset names) and the
-        ``keys`` given (default: all)."""
+        ``keys`` given (default: all), tried at least ``min_attempts`` times and last failed
+        before ``failed_before`` if given."""
         if not 1 <= limit <= MAX_LIST:
             raise CatalogError(f"limit must be between 1 and {MAX_LIST}")
         r = replicas.c
         conditions: list[ColumnElement[bool]] = [r.state == str(ReplicaState.FAILED)]
+        if min_attempts:
+            conditions.append(r.attempts >= min_attempts)
+        if failed_before is not None:
+            conditions.append(r.updated_at < failed_before)
         if routes:
             ids = []
             for route in routes:
@@ -126,12 +133,24 @@ class HeldChanges(CatalogBase):
         return await self._select_held(conditions, limit, order=(r.first_failed_at, r.key))
 
     async def retry_failed(
-        self, *, routes: Sequence[str] = (), keys: Sequence[str] = (), limit: int = MAX_LIST
+        self,
+        *,
+        routes: Sequence[str] = (),
+        keys: Sequence[str] = (),
+        limit: int = MAX_LIST,
+        min_attempts: int = 0,
+        failed_before: datetime | None = None,
     ) -> list[HeldChange]:
         """Send failed changes back to be applied (held again: a daemon publishes each to its
         key's partition owner, which reads the source afresh): each gets a new retry budget.
-        Returns those sent back."""
-        found = await self.failed_changes(routes=routes, keys=keys, limit=limit)
+        The filters are those of ``failed_changes``. Returns those sent back."""
+        found = await self.failed_changes(
+            routes=routes,
+            keys=keys,
+            limit=limit,
+            min_attempts=min_attempts,
+            failed_before=failed_before,
+        )
         sent = []
         for item in found:
             moved = await self._update_row(

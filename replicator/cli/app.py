@@ -17,7 +17,6 @@ import typer
 
 from connectors import open_object, open_store
 from connectors.base import ContainerNotFound, ObjectStore, StoreError
-from replicator import devstack as devstack_module
 from replicator.catalog import cli as catalog_cli
 from replicator.catalog.cli import catalog_app, status_command
 from replicator.cli import logs
@@ -29,6 +28,7 @@ from replicator.errors import ConfigError, DependencyUnavailable, ReplicatorErro
 
 if TYPE_CHECKING:
     from replicator.catalog import Catalog
+    from replicator.devstack import DevStack
     from replicator.engine.explain import CopyExplanation
     from replicator.engine.transfer import Copier, CopyResult
 
@@ -56,7 +56,9 @@ app.add_typer(devstack_app, name="devstack")
 
 @devstack_app.callback()
 def _devstack_packages() -> None:
-    devstack_module.require_packages()
+    from replicator.devstack import require_packages
+
+    require_packages()
 
 
 @app.callback()
@@ -107,14 +109,19 @@ StateDir = Annotated[
 ]
 
 
-def _stack(state_dir: Path | None, durable: bool = False) -> devstack_module.DevStack:
-    return devstack_module.DevStack(state_dir, detached=True, durable=durable)
+def _stack(state_dir: Path | None, durable: bool = False) -> DevStack:
+    # Imported by the devstack commands alone: the test bed is no part of the other commands.
+    from replicator.devstack import DevStack
+
+    return DevStack(state_dir, detached=True, durable=durable)
 
 
 @devstack_app.command("install")
 def devstack_install() -> None:
     """Install the parts that do not come from PyPI (Azurite and Node 22, from npm)."""
-    devstack_module.install_tools(log=lambda line: typer.echo(line, err=True))
+    from replicator.devstack import install_tools
+
+    install_tools(log=lambda line: typer.echo(line, err=True))
 
 
 @devstack_app.command("up")
@@ -161,15 +168,16 @@ def demo(
     """Run the daemon on a private local stack and watch it replicate S3 to GCS, Azure and a
     local directory as notifications arrive."""
     from replicator.cli.demo import run_demo
+    from replicator.devstack import EMULATORS, DevStack, environment, require_packages
 
-    devstack_module.require_packages()
+    require_packages()
     workdir = Path.cwd() / ".devstack" / "demo"
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    stack = devstack_module.DevStack(workdir / "stack", components=devstack_module.EMULATORS)
+    stack = DevStack(workdir / "stack", components=EMULATORS)
     echo = functools.partial(typer.echo, err=True)
-    with stack as state, devstack_module.environment(state.env):
+    with stack as state, environment(state.env):
         echo(
             "local stack up: "
             + ", ".join(f"{n} on 127.0.0.1:{c.port}" for n, c in state.components.items())
@@ -399,7 +407,7 @@ def main() -> None:
     except DependencyUnavailable as exc:
         typer.echo(f"replicator: error: {exc}", err=True)
         sys.exit(DependencyUnavailable.EXIT_CODE)
-    except (StoreError, ReplicatorError, devstack_module.DevStackError) as exc:
+    except (StoreError, ReplicatorError) as exc:
         typer.echo(f"replicator: error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -40,6 +40,11 @@ The routing sections are ``replicator.pipeline.rules``'s; the daemon's own::
     concurrency = 8
     memory = "512MiB"
     workers = 64                     # events applied at once
+    retry_budget = 5                 # attempts at a change per destination (backoff between);
+                                     # then it is in the failed list (replicator failed)
+    retry_failed_after = "30m"       # a change whose budget went on retriable errors (a store
+                                     # throttling or down) is tried again this long after;
+                                     # "off" leaves every failed change to an operator
 
     [deletes]
     sweep_interval = "1m"            # how often deletions delayed by a route are carried out
@@ -157,6 +162,7 @@ from replicator.pipeline.ingest.sqs import DEFAULT_VISIBILITY_TIMEOUT_S
 from replicator.pipeline.ingest.verification import IngestAuthSection
 from replicator.pipeline.rules import (
     Duration,
+    DurationOrOff,
     RoutingConfig,
     config_problems,
     config_value,
@@ -369,6 +375,11 @@ class CopySection(BaseModel):
         default=5,
         ge=1,
         description="attempts at a change per destination before it counts as failed",
+    )
+    retry_failed_after: DurationOrOff = Field(
+        default=timedelta(minutes=30),
+        description="a change whose budget was spent on retriable errors is tried again this "
+        "long after its last failure, by itself ('off': only by an operator)",
     )
 
     @field_validator("part_size")

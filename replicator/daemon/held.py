@@ -14,7 +14,11 @@ source URL like every change event, and the owner of the key's partition applies
 key's order (``replicator.pipeline.ownership``). So a held change and a newer change of its
 key are never written by two daemons at once, and an older version never lands after a newer
 one. The same runner hands over the failed changes an operator sent back (``replicator failed
-retry``).
+retry``), and, on its own, the failed changes whose retry budget was spent on retriable
+errors (a store throttling or unreachable for longer than the budget's backoff) once
+``retry_failed_after`` has passed since their last failure: an outage that outlasts the budget
+converges without an operator, while a failure retrying cannot mend (its budget not spent: it
+went to the failed list at once) waits for one.
 
 The event carries the held change's own stored sequencer, so the worker finds it the key's
 newest change (a duplicate, applied again) unless a newer change was accepted since; it is
@@ -45,7 +49,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from replicator.catalog import Catalog, HeldChange, Pause
 from replicator.pipeline.bus import CHANGES_TOPIC, AsyncProducer, BusError
@@ -115,6 +119,9 @@ class HeldChangesRunner:
         lease: timedelta = timedelta(minutes=5),
         retry_after: timedelta = timedelta(seconds=10),
         batch: int = 200,
+        retry_failed_after: timedelta | None = None,
+        retry_budget: int = 1,
+        retried_counter: Counter | None = None,
     ) -> None:
         self.catalog = catalog
         self.pauses = pauses
@@ -125,6 +132,9 @@ class HeldChangesRunner:
         self.lease = lease
         self.retry_after = retry_after
         self.batch = batch
+        self.retry_failed_after = retry_failed_after
+        self.retry_budget = retry_budget
+        self.retried_counter = retried_counter
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -150,6 +160,8 @@ class HeldChangesRunner:
                 scope=str(pause.scope),
                 until=pause.until.isoformat() if pause.until else None,
             )
+        if self.retry_failed_after is not None:
+            await self._retry_spent_budgets(now - self.retry_failed_after)
         paused = await self.pauses.refresh(force=True)
         routes = {(p.route, p.destination) for p in paused.values()}
         found = await self.catalog.held_changes(now, paused=routes, limit=self.batch)
@@ -169,6 +181,21 @@ class HeldChangesRunner:
                 handing.append(routed)
         await asyncio.gather(*(self._hand_over(items) for items in handing))
         return taken
+
+    async def _retry_spent_budgets(self, failed_before: datetime) -> None:
+        sent = await self.catalog.retry_failed(
+            min_attempts=self.retry_budget, failed_before=failed_before, limit=self.batch
+        )
+        if not sent:
+            return
+        for item in sent:
+            if self.retried_counter is not None:
+                self.retried_counter.labels(item.dataset, item.location).inc()
+        log.warning(
+            "failed changes sent back to be applied again",
+            changes=len(sent),
+            examples=[item.url for item in sent[:5]],
+        )
 
     async def _claim(
         self, rows: Sequence[HeldChange], now: datetime, until: datetime

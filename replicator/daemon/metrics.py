@@ -100,6 +100,13 @@ class DaemonMetrics:
             ["destination"],
             registry=self.registry,
         )
+        self.failed_retried = Counter(
+            "replicator_failed_changes_retried",
+            "Failed changes this daemon sent back to be applied on its own, once their retry "
+            "budget was spent on retriable errors ([copy] retry_failed_after ago).",
+            ["route", "destination"],
+            registry=self.registry,
+        )
         self.route_healthy = Gauge(
             "replicator_route_healthy",
             "0 while a route's source or destination cannot be used (bucket missing, access "

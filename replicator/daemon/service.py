@@ -201,7 +201,14 @@ class Daemon:
             sweeper = applier.sweeper(self.config.deletes.sweep_interval)
             tasks.append(asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"))
             held = HeldChangesRunner(
-                catalog, pauses, self.router, producer, changes_topic=k.changes_topic
+                catalog,
+                pauses,
+                self.router,
+                producer,
+                changes_topic=k.changes_topic,
+                retry_failed_after=copy.retry_failed_after,
+                retry_budget=copy.retry_budget,
+                retried_counter=daemon_metrics.failed_retried,
             )
             tasks.append(asyncio.create_task(held.run(stop), name="held-changes"))
             janitor = UploadJanitor(

@@ -1,5 +1,8 @@
 """The test bed's one error type."""
 
+from replicator.errors import ReplicatorError
 
-class DevStackError(RuntimeError):
-    """A component could not be installed, started or stopped; the message names it."""
+
+class DevStackError(ReplicatorError):
+    """A component could not be installed, started or stopped; the message names it (the
+    command line prints it as one line, as it does every ReplicatorError)."""

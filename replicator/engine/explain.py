@@ -108,7 +108,7 @@ async def explain_copy(
         reads=_reads(plan, src, source, concurrency),
         checksums_sent=_checksums_sent(plan, dest),
         verified=_verified(plan, dest),
-        fence=_fence(plan, fence),
+        fence=_fence(fence),
     )
 
 
@@ -193,11 +193,9 @@ def _verified(plan: CopyPlan, dest: ObjectStore) -> str:
     )
 
 
-def _fence(plan: CopyPlan, fence: Fence | None) -> str:
+def _fence(fence: Fence | None) -> str:
     if fence is None:
         return "none: nothing is written"
-    if plan.strategy is Strategy.SERVER_SIDE:
-        return "none: server-side copies are not fenced"
     if fence.create_only:
         return "create-only: the destination holds nothing"
     if fence.if_match:

@@ -16,8 +16,8 @@ attempt landed but whose answer was lost also fails its condition: looking again
 its own replica and the copy ends as done. A completion whose upload another writer aborted
 meanwhile is treated the same way.
 
-Server-side copies are not fenced yet: S3's CopyObject takes the conditions, the emulators
-and the other stores' copy calls do not all do so.
+Server-side copies are fenced the same way (S3 CopyObject and the completion of an
+UploadPartCopy upload, a GCS rewrite, an Azure Copy Blob, a file store's kernel copy).
 """
 
 from __future__ import annotations

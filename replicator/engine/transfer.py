@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import structlog
 
 from connectors.base import (
+    AlreadyExists,
     Buffer,
     ChecksumKind,
     IntegrityError,
@@ -342,7 +343,7 @@ class Copier:
         shared: SharedSourceRead | None = None,
     ) -> _Executed:
         if plan.strategy is Strategy.SERVER_SIDE:
-            return await self._server_side(src, source, source_key, dest, dest_key)
+            return await self._server_side(src, source, source_key, dest, dest_key, fence)
         if plan.strategy is Strategy.SINGLE:
             return await self._single(src, source, source_key, dest, dest_key, fence, shared)
         if plan.ordered:
@@ -366,9 +367,11 @@ class Copier:
         source_key: str,
         dest: ObjectStore,
         dest_key: str,
+        fence: Fence,
     ) -> _Executed:
-        """The destination copies by itself. A store that reads its copy back (files: a
-        kernel copy) shows it to us, and the fingerprint goes into the replica's marks."""
+        """The destination copies by itself, fenced as any final write. A store that reads
+        its copy back (files: a kernel copy) shows it to us, and the fingerprint goes into the
+        replica's marks."""
         attributes = replica_attributes(
             src.attributes,
             dest.scheme,
@@ -394,10 +397,16 @@ class Copier:
                     attributes=attributes,
                     inspect=fingerprint.add_data,
                     extra_metadata=extra_metadata,
+                    create_only=fence.create_only,
+                    dest_if_match=fence.if_match,
                 ),
                 what="server-side copy",
             )
+        except AlreadyExists as exc:
+            raise DestinationMoved(exc) from exc
         except PreconditionFailed as exc:
+            # The source's pin or the destination's fence (stores answer both with 412):
+            # either way the copy looks at both ends again.
             raise SourceMoved(exc) from exc
         except NotFound as exc:
             # Either end may be missing; a source that is still there means the

@@ -99,6 +99,16 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 """A duration as operators write it ('90s', '6h', '7d')."""
 
 
+def _duration_or_off(value: object) -> object:
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return None
+    return _duration(value)
+
+
+DurationOrOff = Annotated[timedelta | None, BeforeValidator(_duration_or_off)]
+"""A duration, or 'off' (None) for a periodic action turned off."""
+
+
 class Destination(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     url: str

@@ -18,16 +18,16 @@ faults, each with its own rate (``FaultProfile``):
   With ``flip_scope = "data"`` only object data is flipped (bodies that are not JSON, XML or
   text), as corruption below a checksum would; ``"any"`` flips control bodies too.
 
-Redirect targets (``Location``) naming the upstream are rewritten to the proxy, so a client
-never leaves it. ``python -m tests.chaos.proxy`` runs several proxies in one process with a
-control port (``GET /stats``, ``PUT /profile``): see ``tests/chaos/proxies.py``.
+Forwarding is ``tests/forwarding.py``'s: redirect targets (``Location``) naming the upstream
+are rewritten to the proxy, so a client never leaves it. ``python -m tests.chaos.proxy`` runs
+several proxies in one process with a control port (``GET /stats``, ``PUT /profile``): see
+``tests/chaos/proxies.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import random
 import socket
@@ -38,6 +38,8 @@ from typing import Literal
 
 import aiohttp
 from aiohttp import web
+
+from tests.forwarding import ForwardingProxy
 
 Flavour = Literal["s3", "sqs", "gcs", "azure"]
 FaultKind = Literal[
@@ -60,18 +62,6 @@ FAULT_ORDER: tuple[FaultKind, ...] = (
     "flip_request",
     "flip_response",
 )
-_HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-}
 _CONTROL_TYPES = ("json", "xml", "text/", "x-www-form-urlencoded", "multipart/")
 
 
@@ -205,7 +195,7 @@ def _dropped() -> web.Response:
     return web.Response(status=599)
 
 
-class FaultProxy:
+class FaultProxy(ForwardingProxy):
     """One proxy: ``await start()`` returns its URL; ``profile`` may be changed at any time."""
 
     def __init__(
@@ -218,7 +208,7 @@ class FaultProxy:
         keep_decisions: int = 10_000,
         request_flips: bool = True,
     ) -> None:
-        self.upstream = upstream.rstrip("/")
+        super().__init__(upstream)
         self.flavour = flavour
         self.profile = profile or FaultProfile()
         self.seed = seed
@@ -231,9 +221,6 @@ class FaultProxy:
         self._keep = keep_decisions
         self._rng = random.Random(seed)
         self._forced: list[tuple[FaultKind, str | None]] = []
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self.url = ""
 
     def force(self, fault: FaultKind, times: int = 1, *, method: str | None = None) -> None:
         """Give the next ``times`` requests (of ``method``, if given) ``fault`` whatever the
@@ -268,38 +255,9 @@ class FaultProxy:
             self.decisions.append(decision)
         return decision
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._session = aiohttp.ClientSession(
-            auto_decompress=False,
-            connector=aiohttp.TCPConnector(limit=200, force_close=False),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120),
-        )
-        app = web.Application(client_max_size=1 << 31)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, backlog=512)
-        await site.start()
-        bound = self._runner.addresses[0][1]
-        self.url = f"http://{host}:{bound}"
-        return self.url
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
-
-    async def __aenter__(self) -> FaultProxy:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     # -- one request -------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         decision = self.decide(request.method, request.path)
         profile = self.profile
         fault = decision.fault
@@ -323,25 +281,8 @@ class FaultProxy:
                 if decision.forced:
                     self._forced.insert(0, decision.forced)
                 fault = "none"
-        assert self._session is not None
-        headers = {
-            name: value
-            for name, value in request.headers.items()
-            if name.lower() not in _HOP_BY_HOP and name.lower() != "accept-encoding"
-        }
         try:
-            async with self._session.request(
-                request.method,
-                self.upstream + request.rel_url.raw_path_qs,
-                headers=headers,
-                # A buffer, not bytes: aiohttp warns about large bytes bodies (an error under
-                # the test suite's warning filter).
-                data=io.BytesIO(body) if body else (b"" if request.can_read_body else None),
-                allow_redirects=False,
-                skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-            ) as upstream:
-                payload = await upstream.read()
-                status, upstream_headers = upstream.status, upstream.headers.copy()
+            status, upstream_headers, payload = await self.forward(request, body)
         except (aiohttp.ClientError, TimeoutError):
             # The emulator itself failed: the client sees a reset, as it would without us.
             self.stats.faults["upstream_error"] += 1
@@ -362,36 +303,20 @@ class FaultProxy:
                 self.stats.not_applicable[fault] += 1
                 if decision.forced:
                     self._forced.insert(0, decision.forced)
-        response = web.StreamResponse(status=status)
-        for name, value in upstream_headers.items():
-            lowered = name.lower()
-            if lowered in _HOP_BY_HOP:
-                continue
-            if lowered == "location":
-                value = value.replace(self.upstream, self.url)
-            response.headers.add(name, value)
-        length = int(upstream_headers.get("Content-Length", len(payload)))
-        if request.method == "HEAD" or status in (204, 304):
-            if request.method == "HEAD" and "Content-Length" in upstream_headers:
-                response.content_length = length
-            await response.prepare(request)
-            await response.write_eof()
-            return response
-        response.content_length = len(payload)
-        if fault == "truncate" and payload:
+        bodiless = request.method == "HEAD" or status in (204, 304)
+        if fault == "truncate" and payload and not bodiless:
             self.stats.faults[fault] += 1
+            response = self.response(status, upstream_headers)
+            response.content_length = len(payload)
             await response.prepare(request)
             await response.write(payload[: int(decision.position * len(payload))])
             _reset(request)
             return _dropped()
-        if fault == "truncate":
+        if fault == "truncate" and not bodiless:
             self.stats.not_applicable[fault] += 1
             if decision.forced:
                 self._forced.insert(0, decision.forced)
-        await response.prepare(request)
-        await response.write(payload)
-        await response.write_eof()
-        return response
+        return await self.answer(request, status, upstream_headers, payload)
 
 
 def profile_from_dict(values: dict[str, object]) -> FaultProfile:

@@ -266,8 +266,10 @@ concurrency = 4
 memory = "256MiB"
 # A fifth of every store request fails here, so five failed attempts at one change (the
 # default budget, each attempt retrying its requests) happen now and then: such a change goes
-# to the failed list for an operator, and a key whose last change it was never converges.
+# to the failed list, and a key whose last change it was converges only once the daemon
+# sends it back (after retry_failed_after, 30 minutes by default).
 retry_budget = 20
+retry_failed_after = "20s"
 
 [deletes]
 sweep_interval = "5s"

@@ -1,13 +1,80 @@
-"""The command line starts without the catalog's libraries: SQLAlchemy and Alembic cost ~0.4 s
-of CPU to import, which a `cp` or `--help` must not pay (they are imported by the commands
-that open a catalog, when they do)."""
+"""The command line imports only what the command it runs needs.
+
+SQLAlchemy and Alembic cost ~0.4 s of CPU to import, which a `cp` or `--help` must not pay
+(they are imported by the commands that open a catalog, when they do). A `cp` between two
+stores imports those two stores' SDKs and nothing of the daemon: no other cloud's SDK, no
+Kafka client, no catalog library, no metrics registry, not the test bed. Every CPU-second a
+one-object copy spends starting is paid again by each process a script or a benchmark runs.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import StoreFactory
 
 HEAVY = ("sqlalchemy", "alembic")
+
+# What no `cp` needs, whatever its stores: the daemon's libraries and the test bed.
+DAEMON_ONLY = (
+    "sqlalchemy",
+    "alembic",
+    "aiosqlite",
+    "asyncpg",
+    "confluent_kafka",
+    "prometheus_client",
+    "pydantic_settings",
+    "replicator.devstack",
+    "replicator.catalog.repository",
+    "replicator.daemon",
+    "replicator.pipeline",
+)
+# Libraries of the terminal's niceties, which only --help and usage errors draw with (typer's
+# help uses rich): the logs of a command never do.
+TERMINAL_ONLY = ("rich", "pygments")
+# The SDKs (and their own heavy dependencies) each store's connector imports.
+SDKS = {
+    "s3": ("aiobotocore", "botocore", "boto3", "s3transfer"),
+    "gs": ("gcloud", "jwt"),
+    "az": ("azure", "isodate"),
+    "file": (),
+}
+
+# Runs the real command line in process and writes the names of the modules loaded by the
+# time it exits (whatever way it exits) to the file named by the first argument.
+PROBE = """
+import atexit, json, runpy, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+sys.argv[0] = "replicator"
+runpy.run_module("replicator", run_name="__main__", alter_sys=True)
+"""
+
+
+def modules_loaded_by(tmp_path: Path, *args: str) -> set[str]:
+    """The modules loaded by ``replicator ARGS`` run to its end (it must succeed)."""
+    out = tmp_path / "modules.json"
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(out.read_text()))
+
+
+def loaded(modules: set[str], packages: tuple[str, ...]) -> list[str]:
+    """The packages of ``packages`` of which ``modules`` holds the package or a submodule."""
+    return sorted(p for p in packages if any(m == p or m.startswith(p + ".") for m in modules))
 
 
 def test_the_command_line_imports_no_catalog_library_at_start() -> None:
@@ -18,3 +85,31 @@ def test_the_command_line_imports_no_catalog_library_at_start() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == ""
+
+
+def test_help_imports_no_store_sdk_and_nothing_of_the_daemon(tmp_path: Path) -> None:
+    modules = modules_loaded_by(tmp_path, "--help")
+    every_sdk = tuple(sdk for sdks in SDKS.values() for sdk in sdks)
+    assert loaded(modules, (*every_sdk, "aiohttp", *DAEMON_ONLY)) == []
+
+
+@pytest.mark.parametrize(
+    ("source_scheme", "dest_scheme"), [("s3", "gs"), ("s3", "az"), ("file", "s3"), ("gs", "file")]
+)
+async def test_cp_imports_its_two_stores_sdks_and_nothing_else(
+    source_scheme: str, dest_scheme: str, store_factory: StoreFactory, tmp_path: Path
+) -> None:
+    source = await store_factory(source_scheme)
+    dest = await store_factory(dest_scheme)
+    await source.put("one", b"x")
+    modules = modules_loaded_by(tmp_path, "cp", source.url_for("one"), dest.url_for("copy"))
+    assert (await dest.head("copy")).size == 1  # the probe saw the whole command
+    others = tuple(
+        sdk
+        for scheme, sdks in SDKS.items()
+        if scheme not in (source_scheme, dest_scheme)
+        for sdk in sdks
+    )
+    assert loaded(modules, others + DAEMON_ONLY + TERMINAL_ONLY) == []
+    used = SDKS[source_scheme] + SDKS[dest_scheme]
+    assert loaded(modules, used)  # the probe sees the modules the copy did import

@@ -20,7 +20,9 @@ from connectors.base import (
     InvalidArgument,
     InvalidKey,
     NotFound,
+    NotSupported,
     ObjectAttributes,
+    ObjectMeta,
     ObjectStore,
     PartToken,
     PermissionDenied,
@@ -345,6 +347,40 @@ class TestFencedCompletion:
         assert await store.read("k") == b"late writer"
 
 
+class TestGet:
+    """``get``: the whole object with what ``head`` reports about it, pinned like ``read``."""
+
+    @pytest.mark.parametrize("size", [0, 1, 70_000])
+    async def test_get_returns_the_bytes_and_heads_metadata(
+        self, store: ObjectStore, size: int
+    ) -> None:
+        data = os.urandom(size)
+        attributes = ObjectAttributes(content_type="text/csv", user_metadata={"k": "v"})
+        put = await store.put("obj", data, attributes=attributes)
+        meta, got = await store.get("obj", if_match=put.etag)
+        assert bytes(got) == data
+        head = await store.head("obj")
+        assert (meta.key, meta.size, meta.etag, meta.version) == (
+            head.key,
+            head.size,
+            head.etag,
+            head.version,
+        )
+        assert meta.attributes == head.attributes
+        assert meta.checksums == head.checksums
+        assert meta.last_modified == head.last_modified
+
+    async def test_get_pinned_to_an_etag_gone_is_refused(self, store: ObjectStore) -> None:
+        old = await store.put("obj", b"first")
+        await store.put("obj", b"second, longer")
+        with pytest.raises(PreconditionFailed):
+            await store.get("obj", if_match=old.etag)
+
+    async def test_get_of_a_missing_key_is_not_found(self, store: ObjectStore) -> None:
+        with pytest.raises(NotFound):
+            await store.get("absent")
+
+
 class TestServerSideCopy:
     async def test_copy_within(self, store: ObjectStore) -> None:
         """Server-side copy duplicates bytes and attributes, and honours If-Match."""
@@ -367,6 +403,52 @@ class TestServerSideCopy:
         await store.put("src", b"changed")
         with pytest.raises(PreconditionFailed):
             await store.copy_within("src", "dst2", if_match=source.etag)
+
+
+class TestFencedServerSideCopy:
+    """A server-side copy conditioned on what the writer saw at the destination key, as a
+    put or a completion is: a writer that lost its claim cannot copy over another's object."""
+
+    async def _source(self, store: ObjectStore) -> ObjectMeta:
+        return await store.put("src", b"late writer's version")
+
+    async def test_create_only_copy_refuses_an_existing_key(self, store: ObjectStore) -> None:
+        if not store.limits.server_side_copy:
+            with pytest.raises(NotSupported):
+                await store.copy_within("src", "k", create_only=True)
+            return
+        source = await self._source(store)
+        await store.put("k", b"there first")
+        with pytest.raises(AlreadyExists):
+            await store.copy_within("src", "k", if_match=source.etag, create_only=True)
+        assert await store.read("k") == b"there first"
+
+    async def test_create_only_copy_of_a_new_key(self, store: ObjectStore) -> None:
+        if not store.limits.server_side_copy:
+            return
+        source = await self._source(store)
+        await store.copy_within("src", "k", if_match=source.etag, create_only=True)
+        assert await store.read("k") == b"late writer's version"
+
+    async def test_if_match_copy_refuses_a_changed_key(self, store: ObjectStore) -> None:
+        if not store.limits.server_side_copy:
+            return
+        source = await self._source(store)
+        seen = await store.put("k", b"seen by the writer")
+        await store.put("k", b"written since")
+        assert seen.etag is not None
+        with pytest.raises(PreconditionFailed):
+            await store.copy_within("src", "k", if_match=source.etag, dest_if_match=seen.etag)
+        assert await store.read("k") == b"written since"
+
+    async def test_if_match_copy_on_the_current_etag(self, store: ObjectStore) -> None:
+        if not store.limits.server_side_copy:
+            return
+        source = await self._source(store)
+        seen = await store.put("k", b"seen by the writer")
+        assert seen.etag is not None
+        await store.copy_within("src", "k", if_match=source.etag, dest_if_match=seen.etag)
+        assert await store.read("k") == b"late writer's version"
 
 
 HOSTILE_KEYS = [

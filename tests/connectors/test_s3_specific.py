@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 import google_crc32c
@@ -16,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from connectors import open_store
+from connectors.aws_session import USER_AGENT
 from connectors.base import (
     AlreadyExists,
     ChecksumKind,
@@ -202,6 +204,32 @@ class TestEndpoint:
         assert type(caught.value) is NotFound
 
 
+class TestUserAgent:
+    async def test_every_request_names_the_product_in_one_fixed_user_agent(
+        self, s3: S3Store
+    ) -> None:
+        """Requests carry one fixed User-Agent naming the product (what server access logs
+        show), not botocore's default, which it rebuilds component by component on every
+        request."""
+        seen: list[str] = []
+
+        def capture(request: Any, **_: Any) -> None:
+            seen.append(request.headers["User-Agent"].decode())
+
+        client = await s3._s3()
+        client.meta.events.register("before-send.s3", capture)
+        try:
+            await s3.put("k", b"data")
+            await s3.get("k")
+            await s3.head("k")
+        finally:
+            client.meta.events.unregister("before-send.s3", capture)
+        assert len(seen) == 3
+        assert len(set(seen)) == 1, seen
+        assert seen[0].startswith(USER_AGENT + " "), seen[0]
+        assert "ua/2.1" not in seen[0], "botocore's default User-Agent"
+
+
 class TestKeys:
     async def test_every_hostile_key_round_trips(self, s3: S3Store) -> None:
         """S3 holds any UTF-8 key: none of the conformance suite's hostile keys is refused."""
@@ -321,6 +349,20 @@ class TestCopy:
             await s3.copy_within("moving", "moving-copy", if_match=old.etag)
         with pytest.raises(NotFound):
             await s3.head("moving-copy")
+        assert [u async for u in s3.list_multipart_uploads()] == []
+
+    async def test_a_fenced_copy_in_parts_refused_leaves_the_key_and_no_upload(
+        self, s3: S3Store
+    ) -> None:
+        """A copy in parts completes under the destination's condition: refused, the key keeps
+        what another writer put there and the upload is aborted."""
+        s3.copy_in_parts_above = 6 * MiB
+        s3.copy_part_size = 5 * MiB
+        source = await s3.put("huge", os.urandom(12 * MiB))
+        await s3.put("taken", b"there first")
+        with pytest.raises(AlreadyExists):
+            await s3.copy_within("huge", "taken", if_match=source.etag, create_only=True)
+        assert await s3.read("taken") == b"there first"
         assert [u async for u in s3.list_multipart_uploads()] == []
 
 

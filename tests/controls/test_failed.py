@@ -6,6 +6,7 @@ empty."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -19,9 +20,10 @@ from connectors.base import (
     TransientError,
 )
 from replicator.daemon.applier import Applier
+from replicator.daemon.held import HeldChangesRunner, ReplicationPauses
 from replicator.engine.transfer import Copier
 from replicator.pipeline.rules import Router
-from tests.controls.bed import Bed
+from tests.controls.bed import Bed, eventually
 from tests.engine.faults import FaultyStore
 from tests.independent import delete_container, read_object
 
@@ -113,3 +115,62 @@ async def test_a_transient_failure_is_retried_within_the_budget_only(bed: Bed) -
     await bed.settled(bed.other_url)
     assert read_object(bed.other_url + "k") == b"payload"
     assert await daemon.catalog.failed_changes() == []
+
+
+async def test_a_change_whose_budget_went_on_an_outage_is_tried_again_on_its_own(
+    bed: Bed,
+) -> None:
+    """A destination down for longer than the budget's backoff puts its changes in the failed
+    list; ``retry_failed_after`` after the last failure, a daemon sends them back by itself
+    and they are applied. A change that failed at once (retrying cannot mend it: its budget
+    was not spent) waits for an operator."""
+    budget = 2
+
+    def stores(url: str) -> ObjectStore:
+        store = open_store(url)
+        return Unreachable(store) if url == bed.other_url else store
+
+    applier = Applier(
+        Router(bed.config),
+        bed.daemons[0].catalog,
+        Copier(),
+        store_factory=stores,
+        retry_budget=budget,
+    )
+    try:
+        await bed.store(bed.source_url).put("outage", b"written during the outage")
+        event = bed.event("put", "outage")
+        with pytest.raises(TransientError):
+            await applier(event)
+        assert await applier(event) == ["skipped", "failed"]
+    finally:
+        await applier.close()
+    daemon = bed.daemons[0]
+    delete_container(bed.other_url)
+    await bed.store(bed.source_url).put("refused", b"written while the container was gone")
+    assert await daemon.applier(bed.event("put", "refused")) == ["copied", "failed"]
+    await bed.store(bed.other_url).create_container()
+
+    runner = HeldChangesRunner(
+        daemon.catalog,
+        ReplicationPauses(daemon.catalog, Router(bed.config)),
+        Router(bed.config),
+        bed.producer,
+        changes_topic=bed.topic,
+        retry_failed_after=timedelta(minutes=30),
+        retry_budget=budget,
+    )
+    now = datetime.now(UTC)
+    assert await runner.run_once(now) == 0, "sent back before retry_failed_after"
+    assert len(await daemon.catalog.failed_changes()) == 2
+
+    assert await runner.run_once(now + timedelta(minutes=31)) == 1
+
+    async def applied() -> bool:
+        # Unapplied: only the change left to an operator (pending counts failed ones too).
+        [lag] = await daemon.catalog.route_lag(destination=bed.other_url)
+        return (lag.pending_ops, lag.failed_ops) == (1, 1)
+
+    await eventually(applied, "the change sent back applied")
+    assert read_object(bed.other_url + "outage") == b"written during the outage"
+    assert [item.key for item in await daemon.catalog.failed_changes()] == ["refused"]

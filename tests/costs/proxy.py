@@ -3,35 +3,22 @@ request is forwarded unchanged and counted by class, with the object bytes it ca
 store saw it. The classification is written here from each API's HTTP vocabulary, apart from
 the connectors' own, so that the two check each other.
 
-Forwarding follows ``tests/chaos/proxy.py`` (hop-by-hop headers dropped, redirects naming the
-upstream rewritten to the proxy), without its faults.
+Forwarding is ``tests/forwarding.py``'s, as for the chaos suite's fault proxy.
 """
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from tests.forwarding import ForwardingProxy
+
 Flavour = Literal["s3", "gcs", "azure"]
-_HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-}
 
 
 def s3_class(method: str, url: URL, headers: CIMultiDictProxy[str]) -> str:
@@ -94,89 +81,21 @@ class Counts:
         self.bytes_read = self.bytes_written = 0
 
 
-class CountingProxy:
+class CountingProxy(ForwardingProxy):
     """``await start()`` returns its URL; ``counts`` holds what it forwarded."""
 
     def __init__(self, upstream: str, *, flavour: Flavour) -> None:
-        self.upstream = upstream.rstrip("/")
+        super().__init__(upstream)
         self.classify = CLASSIFIERS[flavour]
         self.counts = Counts()
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
 
-    async def start(self) -> str:
-        self._session = aiohttp.ClientSession(
-            auto_decompress=False,
-            connector=aiohttp.TCPConnector(limit=200),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120),
-        )
-        app = web.Application(client_max_size=1 << 31)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self.url
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
-
-    async def __aenter__(self) -> CountingProxy:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         kind = self.classify(request.method, request.rel_url, request.headers)
         body = await request.read()
-        assert self._session is not None
-        headers = {
-            name: value
-            for name, value in request.headers.items()
-            if name.lower() not in _HOP_BY_HOP and name.lower() != "accept-encoding"
-        }
-        async with self._session.request(
-            request.method,
-            self.upstream + request.rel_url.raw_path_qs,
-            headers=headers,
-            data=io.BytesIO(body) if body else (b"" if request.can_read_body else None),
-            allow_redirects=False,
-            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-        ) as upstream:
-            payload = await upstream.read()
-            status, upstream_headers = upstream.status, upstream.headers.copy()
+        status, headers, payload = await self.forward(request, body)
         self.counts.requests[kind] += 1
         if kind == "put":
             self.counts.bytes_written += len(body)
         if kind == "get" and 200 <= status < 300:
             self.counts.bytes_read += len(payload)
-        response = web.StreamResponse(status=status)
-        for name, value in upstream_headers.items():
-            lowered = name.lower()
-            if lowered in _HOP_BY_HOP:
-                continue
-            if lowered == "location":
-                value = value.replace(self.upstream, self.url)
-            response.headers.add(name, value)
-        if request.method == "HEAD" or status in (204, 304):
-            if request.method == "HEAD" and "Content-Length" in upstream_headers:
-                response.content_length = int(upstream_headers["Content-Length"])
-            await response.prepare(request)
-            await response.write_eof()
-            return response
-        response.content_length = len(payload)
-        await response.prepare(request)
-        await response.write(payload)
-        await response.write_eof()
-        return response
+        return await self.answer(request, status, headers, payload)

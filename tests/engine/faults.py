@@ -238,8 +238,12 @@ class FaultyStore(ObjectStore):
         attributes: ObjectAttributes | None = None,
         inspect: Callable[[memoryview, int], None] | None = None,
         extra_metadata: Callable[[], Mapping[str, str]] | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
         self._maybe_throttle()
+        if self.before_final_write is not None:
+            await self.before_final_write()
         return await self.inner.copy_from(
             _unwrapped(source),
             source_key,
@@ -248,6 +252,8 @@ class FaultyStore(ObjectStore):
             attributes=attributes,
             inspect=inspect,
             extra_metadata=extra_metadata,
+            create_only=create_only,
+            dest_if_match=dest_if_match,
         )
 
     async def copy_within(
@@ -257,10 +263,17 @@ class FaultyStore(ObjectStore):
         *,
         if_match: str | None = None,
         attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        dest_if_match: str | None = None,
     ) -> ObjectMeta:
         self._maybe_throttle()
         return await self.inner.copy_within(
-            source_key, dest_key, if_match=if_match, attributes=attributes
+            source_key,
+            dest_key,
+            if_match=if_match,
+            attributes=attributes,
+            create_only=create_only,
+            dest_if_match=dest_if_match,
         )
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,18 @@ class TestEnvironmentOverrides:
         assert config.kafka.bootstrap == "from-env:9092"
         assert config.kafka.partitions == 6  # the file's, untouched by the override beside it
         assert config.copy_.workers == 128
+
+    def test_automatic_retries_of_failed_changes_can_be_turned_off(
+        self, config_file: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        assert load_daemon_config(config_file).copy_.retry_failed_after == timedelta(minutes=30)
+        monkeypatch.setenv("REPLICATOR_COPY__RETRY_FAILED_AFTER", "off")
+        assert load_daemon_config(config_file).copy_.retry_failed_after is None
+        monkeypatch.setenv("REPLICATOR_COPY__RETRY_FAILED_AFTER", "2h")
+        assert load_daemon_config(config_file).copy_.retry_failed_after == timedelta(hours=2)
+        monkeypatch.setenv("REPLICATOR_COPY__RETRY_FAILED_AFTER", "soon")
+        with pytest.raises(ConfigError, match="retry_failed_after"):
+            load_daemon_config(config_file)
 
     def test_only_prefixed_variables_count(
         self, config_file: Path, monkeypatch: pytest.MonkeyPatch
