@@ -362,6 +362,8 @@ class AzureStore(ObjectStore):
         metadata_at_complete=True,
         streamed_reads=True,
         write_checksum=ChecksumKind.CRC64,
+        server_side_copy_via="Copy Blob",
+        server_side_copy_scope="the containers of one storage account and credentials",
     )
 
     def __init__(

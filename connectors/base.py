@@ -208,6 +208,13 @@ class Limits:
     # already has it for the bytes passes it in ``checksums`` and the connector does not hash
     # the bytes again.
     write_checksum: ChecksumKind = ChecksumKind.CRC32C
+    # create_ordered_upload: parts sent one at a time, in order, into one upload that
+    # completes into an ordinary object (GCS: a resumable upload session, not a composite).
+    ordered_uploads: bool = False
+    # In words, for plans explained to operators: the request(s) a server-side copy is made
+    # of, and which sources it reaches (the scope ``ObjectStore.copies_from`` checks).
+    server_side_copy_via: str = ""
+    server_side_copy_scope: str = ""
 
     @property
     def server_side_copy_limit(self) -> int:
@@ -502,6 +509,21 @@ class ObjectStore(abc.ABC):
         assembles the object (S3's full-object CRC32C) refuses to complete on a mismatch.
         """
         raise NotSupported(f"{self.scheme}:// has no multipart upload", url=self.url_for(key))
+
+    async def create_ordered_upload(
+        self,
+        key: str,
+        *,
+        attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
+    ) -> str:
+        """An upload (``limits.ordered_uploads``) whose parts go through ``put_part_at``
+        one at a time, in part-number order, each starting where the one before ended;
+        ``complete_multipart`` (given the same conditions, and no ``extra_metadata``) makes
+        it an ordinary object and ``abort_multipart`` cancels it. Its id is a credential:
+        never log or journal it. It is not listed, and not resumed after a crash."""
+        raise NotSupported(f"{self.scheme}:// has no ordered upload", url=self.url_for(key))
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """Drop the upload and every stored part. Aborting an unknown upload is not an error."""

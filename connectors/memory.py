@@ -89,6 +89,8 @@ class MemoryStore(ObjectStore):
         server_side_copy=True,
         versioned_reads=True,
         metadata_at_complete=True,
+        server_side_copy_via="an in-process copy",
+        server_side_copy_scope="one bucket and prefix",
     )
 
     _buckets: ClassVar[dict[str, _Bucket]] = {}

@@ -341,6 +341,8 @@ class S3Store(ObjectStore):
         streamed_reads=True,
         # Beyond CopyObject's 5 GiB, copy_within copies in parts (UploadPartCopy).
         max_server_side_copy=MAX_PARTS * MAX_PART_SIZE,
+        server_side_copy_via="CopyObject (parallel UploadPartCopy parts over 5 GiB)",
+        server_side_copy_scope="one bucket through one endpoint and credentials",
     )
     # Larger objects are copied within the bucket part by part, in parallel.
     copy_in_parts_above = 5 * GiB

@@ -38,6 +38,10 @@ other bytes. A generation that is gone is PreconditionFailed for ``if_match`` an
 for ``version``. On a versioned bucket an ``if_match`` read may still return the pinned
 (noncurrent) bytes, which is consistent, never a mix of versions.
 
+Ordered uploads (``create_ordered_upload``, ``connectors.gcs.sessions``) are one resumable
+upload session taking the parts in order: the object is an ordinary one, with its MD5. The
+engine uses them for objects up to a size where one stream is as fast as parallel parts.
+
 Multipart uploads are parallel temporary objects composed at the end. Everything lives under
 the reserved prefix ``.replicator-uploads/`` at the bucket root, which ``list()`` hides and
 keys may not use: the manifest ``.replicator-uploads/<id>`` (the destination key and

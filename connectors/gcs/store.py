@@ -24,8 +24,8 @@ from connectors.base import (
     TiB,
 )
 from connectors.credentials import installed
-from connectors.gcs.multipart import GCSMultipart
 from connectors.gcs.resources import check_whole_read, library_fields, resource_fields
+from connectors.gcs.sessions import GCSSessions
 from connectors.gcs.transport import (
     _GENERATION,
     _JSON_TIMEOUT_S,
@@ -40,7 +40,7 @@ from connectors.gcs.transport import (
 from connectors.payload import body_chunks
 
 
-class GCSStore(GCSMultipart):
+class GCSStore(GCSSessions):
     scheme: ClassVar[str] = "gs"
     limits = Limits(
         min_part_size=1,
@@ -55,6 +55,9 @@ class GCSStore(GCSMultipart):
         versioned_reads=True,
         metadata_at_complete=True,
         streamed_reads=True,
+        ordered_uploads=True,
+        server_side_copy_via="rewrite",
+        server_side_copy_scope="the buckets of one endpoint and credentials",
     )
 
     @classmethod

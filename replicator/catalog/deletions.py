@@ -104,7 +104,9 @@ class ScheduledDeletions(CatalogBase):
             values.update(
                 replicated_at=when,
                 pending_since=None,
-                **dict.fromkeys(("version", "etag", "size", "fingerprint", "checksums")),
+                **dict.fromkeys(
+                    ("version", "etag", "size", "fingerprint", "checksums", "written_as")
+                ),
             )
         elif state is ReplicaState.STALE:
             values["pending_since"] = replicas.c.source_event_time

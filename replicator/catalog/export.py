@@ -41,6 +41,7 @@ SCHEMA = pa.schema(
         ("size", pa.int64()),
         ("replicated_at", _TIME),
         ("lag_seconds", pa.float64()),
+        ("written_as", pa.string()),
     ]
 )
 

@@ -199,6 +199,8 @@ class Replica:
     replicated_time: datetime
     checksums: Mapping[str, str] = field(default_factory=dict)
     content_type: str | None = None
+    #: How the copy wrote it (``replicas.written_as``); None when it found it written.
+    written_as: str | None = None
 
     @classmethod
     def from_copy(cls, result: CopyResult, *, replicated_time: datetime | None = None) -> Replica:
@@ -222,6 +224,13 @@ class Replica:
             replicated_time=when,
             checksums={str(kind): value for kind, value in dest.checksums.items()},
             content_type=result.source.attributes.content_type,
+            written_as=(
+                "ordered_upload"
+                if result.ordered_upload
+                else result.strategy.value
+                if result.strategy
+                else None
+            ),
         )
 
 
@@ -242,6 +251,7 @@ class LocationStatus:
     lag_seconds: float | None
     attempts: int
     last_error: str | None
+    written_as: str | None = None
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ _LISTED_REPLICA = [
         "lag_seconds",
         "attempts",
         "last_error",
+        "written_as",
     )
 ]
 
@@ -204,11 +205,12 @@ def _entry(dataset: Dataset, row: Sequence[Any], held: Sequence[Sequence[Any]]) 
                 version, etag, size, None, None, 0, None,
             )  # fmt: skip
         elif replica is not None:
-            _, _, state, held_seq, r_version, r_etag, r_size, at, lag, attempts, error = replica
+            (_, _, state, held_seq, r_version, r_etag, r_size, at, lag, attempts, error,
+             written_as) = replica  # fmt: skip
             fresh = not deleted and state == _REPLICATED and held_seq == seq
             status = LocationStatus(
                 loc.url + key, loc.url, loc.role, loc.region, state, fresh,
-                r_version, r_etag, r_size, at, lag, attempts, error,
+                r_version, r_etag, r_size, at, lag, attempts, error, written_as,
             )  # fmt: skip
         elif loc.role is Role.REPLICA:
             status = LocationStatus(

@@ -139,6 +139,9 @@ replicas = Table(
     Column("size", BigInteger),
     Column("fingerprint", Text),
     Column("checksums", JSON),
+    # How the copy wrote it: server_side, single, multipart (parts joined by the store:
+    # a GCS composite) or ordered_upload (parts in order into one upload: an ordinary object).
+    Column("written_as", Text),
     Column("replicated_at", Timestamp),
     Column("lag_seconds", Float),
     Column("attempts", Integer, nullable=False),

@@ -52,4 +52,5 @@ def location_rows(entry: ObjectEntry) -> Iterator[dict[str, Any]]:
             "size": loc.size,
             "replicated_at": loc.replicated_at,
             "lag_seconds": loc.lag_seconds,
+            "written_as": loc.written_as,
         }

@@ -221,6 +221,7 @@ class ReplicaWrites(CatalogBase):
             "size": replica.size,
             "fingerprint": replica.fingerprint,
             "checksums": dict(replica.checksums),
+            "written_as": replica.written_as,
             "replicated_at": replica.replicated_time,
             "lag_seconds": lag,
             "attempts": 1,
@@ -583,7 +584,7 @@ class ReplicaWrites(CatalogBase):
         else:
 
             def update_(ex: Excluded) -> dict[str, Any]:
-                held = ("version", "etag", "size", "fingerprint", "checksums")
+                held = ("version", "etag", "size", "fingerprint", "checksums", "written_as")
                 # A deletion that leaves the replica in place (retained, or scheduled for
                 # later) keeps what is known of it: the sweeper deletes only that replica.
                 kept = ex.state.in_(_REPLICA_KEPT)
@@ -735,6 +736,7 @@ def _replica_base(
         "size": None,
         "fingerprint": None,
         "checksums": None,
+        "written_as": None,
         "replicated_at": None,
         "lag_seconds": None,
         "attempts": 0,

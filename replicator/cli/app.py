@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from connectors import open_object, open_store, store_type
-from connectors.base import StoreError
+from connectors.base import ContainerNotFound, ObjectStore, StoreError
 from replicator.catalog import cli as catalog_cli
 from replicator.catalog.cli import catalog_app, status_command
 from replicator.cli import logs
@@ -30,6 +30,7 @@ from replicator.errors import ConfigError, DependencyUnavailable, ReplicatorErro
 if TYPE_CHECKING:
     from replicator.catalog import Catalog
     from replicator.devstack import DevStack
+    from replicator.engine.explain import CopyExplanation
     from replicator.engine.transfer import Copier, CopyResult
 
 T = TypeVar("T")
@@ -249,6 +250,14 @@ def cp(
             "completed parts (sqlite:///PATH or postgresql://...).",
         ),
     ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Move no byte: print the plan the copy would follow and why (with --json, "
+            "as JSON; with -r, one per object).",
+        ),
+    ] = False,
 ) -> None:
     """Copy one object, or every object under a prefix, between any two stores, verified end
     to end."""
@@ -262,6 +271,10 @@ def cp(
             concurrency=concurrency,
             budget=ByteBudget(parse_size(memory)),
         )
+    if explain:
+        for plan in run_until_signalled(_explain(copier, source, destination, recursive)):
+            typer.echo(json.dumps(plan.as_json()) if json_output else plan.text())
+        return
     if recursive:
         counts = run_until_signalled(_copy_tree(copier, source, destination, catalog, objects))
         if json_output:
@@ -328,6 +341,45 @@ async def _copy_tree(
         **{k: summary[k] for k in ("failed", "bytes_copied", "seconds", "objects_per_s")},
         **{k: summary[k] for k in ("mb_per_s", "errors")},
     }
+
+
+async def _explain(
+    copier: Copier, source_url: str, dest_url: str, recursive: bool
+) -> list[CopyExplanation]:
+    """``cp --explain``: the plans, from the engine's own planner; nothing is written. A
+    missing destination directory holds nothing: the copy would create it."""
+    from replicator.engine.explain import explain_copy, explain_tree
+    from replicator.engine.transfer import ABSENT
+
+    if recursive:
+        source, dest = open_store(source_url), open_store(dest_url)
+        async with source, dest:
+            observed = ABSENT if await _directory_missing(dest) else None
+            return [
+                explanation
+                async for explanation in explain_tree(copier, source, dest, dest_observed=observed)
+            ]
+    source, source_key = open_object(source_url)
+    if dest_url.endswith("/"):
+        dest_url += source_key.rsplit("/", 1)[-1]
+    dest, dest_key = open_object(dest_url)
+    async with source, dest:
+        observed = ABSENT if await _directory_missing(dest) else None
+        return [
+            await explain_copy(copier, source, source_key, dest, dest_key, dest_observed=observed)
+        ]
+
+
+async def _directory_missing(dest: ObjectStore) -> bool:
+    """A file destination whose directory does not exist yet (``cp`` creates it)."""
+    if dest.scheme != "file":
+        return False
+    try:
+        async for _ in dest.list(page_size=1):
+            break
+    except ContainerNotFound:
+        return True
+    return False
 
 
 async def _copy_one(

@@ -30,6 +30,9 @@ class UploadRecord:
     part_size: int
     size: int
     parts: dict[int, DonePart] = field(default_factory=dict)
+    #: An ordered upload (``ObjectStore.create_ordered_upload``): its id is a credential, so
+    #: it is never journaled nor logged, and a crash leaves nothing to resume.
+    ordered: bool = False
 
 
 class UploadJournal(Protocol):

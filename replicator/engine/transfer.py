@@ -28,7 +28,6 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import structlog
 
@@ -40,9 +39,9 @@ from connectors.base import (
     MiB,
     NotFound,
     NotSupported,
+    ObjectAttributes,
     ObjectMeta,
     ObjectStore,
-    PartToken,
     PreconditionFailed,
     StoreError,
 )
@@ -57,9 +56,18 @@ from replicator.engine.metadata import (
     replica_mismatch,
     replica_source,
 )
+from replicator.engine.ordered import InOrder
 from replicator.engine.planner import CopyPlan, Part, Strategy, auto_part_size, plan_copy, stripes
 from replicator.engine.reads import SharedSourceRead, SourceMoved, StripeReader, pinned
+from replicator.engine.results import CopyResult, version_id
 from replicator.engine.retry import RetryPolicy
+from replicator.engine.verification import (
+    check_checksums,
+    check_part,
+    check_size,
+    check_source_crc,
+    digest_of,
+)
 from replicator.errors import ReplicatorError
 
 log = structlog.get_logger(__name__)
@@ -90,12 +98,12 @@ WHOLE_READ_COPIES = 2
 PART_INTEGRITY_ATTEMPTS = 3
 # Parts of one streamed read held at once: one receiving while the one before is sent.
 PARTS_IN_FLIGHT_PER_STREAM = 2
-# Hashing a buffer this large is done off the event loop (the hash libraries release the
-# GIL), so that other copies' I/O is not held up behind it.
-THREAD_HASH_BYTES = 1 * MiB
 # Listed objects up to this size may be read ahead of their copy (``Copier.prefetch``): the
 # bytes wait outside the byte budget for a moment, at most this much per object in flight.
 PREFETCH_MAX = 1 * MiB
+# Why a copy's parts go in parallel to a destination that has ordered uploads.
+RESUMING = "resuming an upload"
+DAMAGED = "an ordered upload came out damaged, its parts are sent again, each checked"
 
 
 class SourceChanged(ReplicatorError):
@@ -105,72 +113,6 @@ class SourceChanged(ReplicatorError):
 class SourceGone(NotFound):
     """The source was deleted while it was being copied (its copy restarted and found no
     object): nothing was written, and the caller applies the deletion instead."""
-
-
-@dataclass(frozen=True)
-class CopyResult:
-    status: Literal["copied", "skipped"]
-    source: ObjectMeta
-    destination: ObjectMeta | None
-    strategy: Strategy | None = None
-    parts: int = 0
-    parts_resumed: int = 0
-    bytes_transferred: int = 0
-    fingerprint: str | None = None
-    seconds: float = 0.0
-    reason: str | None = None
-
-    @property
-    def source_version(self) -> str:
-        return version_id(self.source)
-
-    def summary(self) -> dict[str, object]:
-        rate = self.bytes_transferred / self.seconds / 1e6 if self.seconds > 0 else 0.0
-        return {
-            "status": self.status,
-            "reason": self.reason,
-            "source": self.source.url,
-            "source_version": self.source_version,
-            "destination": self.destination.url if self.destination else None,
-            "strategy": self.strategy.value if self.strategy else None,
-            "bytes": self.source.size,
-            "bytes_transferred": self.bytes_transferred,
-            "parts": self.parts,
-            "parts_resumed": self.parts_resumed,
-            "seconds": round(self.seconds, 3),
-            "mb_per_s": round(rate, 1),
-            "fingerprint": self.fingerprint,
-        }
-
-
-def version_id(meta: ObjectMeta) -> str:
-    """The identity of an object's content version: the store's version, else its etag."""
-    return meta.version or meta.etag or ""
-
-
-@dataclass(frozen=True)
-class _Digest:
-    """Everything computed from one buffer, in one pass over it: its CRC32C, the checksum the
-    destination verifies writes by (sent with the write, so it is not computed twice), and
-    the fingerprint blocks it holds."""
-
-    crc32c: int
-    checksums: dict[ChecksumKind, str]
-    blocks: list[tuple[int, bytes]]
-
-
-def _digest_now(data: Buffer, offset: int, write_kind: ChecksumKind) -> _Digest:
-    crc = hashing.crc32c(data)
-    checksums = {ChecksumKind.CRC32C: hashing.crc32c_b64(crc)}
-    if write_kind is not ChecksumKind.CRC32C:
-        checksums[write_kind] = hashing.checksum_b64(write_kind, data)
-    return _Digest(crc, checksums, hashing.block_digests(data, offset))
-
-
-async def _digest(data: Buffer, offset: int, write_kind: ChecksumKind) -> _Digest:
-    if len(data) >= THREAD_HASH_BYTES:
-        return await asyncio.to_thread(_digest_now, data, offset, write_kind)
-    return _digest_now(data, offset, write_kind)
 
 
 class Copier:
@@ -230,17 +172,17 @@ class Copier:
                 except NotFound as exc:
                     raise SourceGone(str(exc), url=source.url_for(source_key)) from exc
             known_dest, dest_observed = dest_observed, None
-            plan = self._plan(src, source, dest)
+            plan = self.plan(src, source, dest)
             if not src.attributes_known and plan.strategy is not Strategy.SINGLE:
                 src = await self.retry.run(lambda: source.head(source_key), what="head source")
-                plan = self._plan(src, source, dest)
+                plan = self.plan(src, source, dest)
             try:
                 if not src.attributes_known:
                     outcome = await self._copy_listed_small(
                         src, source, source_key, dest, dest_key, known_dest, shared
                     )
                 else:
-                    looked = await self._look_at_destination(src, dest, dest_key, known_dest)
+                    looked = await self.look_at_destination(src, dest, dest_key, known_dest)
                     outcome = (
                         looked
                         if isinstance(looked, _Skipped)
@@ -281,19 +223,30 @@ class Copier:
                 outcome.bytes_transferred,
                 outcome.fingerprint,
                 time.monotonic() - started,
+                ordered_upload=outcome.ordered,
             )
         raise SourceChanged(
             f"{source.url_for(source_key)} or its destination changed "
             f"{self.max_restarts + 1} times while it was being copied; last: {last_change}"
         )
 
-    def _plan(self, src: ObjectMeta, source: ObjectStore, dest: ObjectStore) -> CopyPlan:
+    def plan(
+        self,
+        src: ObjectMeta,
+        source: ObjectStore,
+        dest: ObjectStore,
+        *,
+        unordered_because: str | None = None,
+    ) -> CopyPlan:
+        """The plan a copy of ``src`` follows (``replicator cp --explain`` prints it);
+        ``unordered_because`` as for ``plan_copy``."""
         return plan_copy(
             src.size,
             dest.limits,
             same_store=dest.copies_from(source),
             part_size=self.part_size
             or auto_part_size(src.size, concurrency=self.concurrency, budget=self.budget.capacity),
+            unordered_because=unordered_because,
         )
 
     async def _copy_listed_small(
@@ -313,7 +266,7 @@ class Copier:
         load = functools.partial(self._get_listed, source, source_key, listed)
         async with self.budget.reserve(listed.size * WHOLE_READ_COPIES):
             src, data = await (shared.get(listed, load) if shared is not None else load())
-            looked = await self._look_at_destination(src, dest, dest_key, known_dest)
+            looked = await self.look_at_destination(src, dest, dest_key, known_dest)
             if isinstance(looked, _Skipped):
                 return looked
             return await self._single(src, source, source_key, dest, dest_key, looked, loaded=data)
@@ -342,14 +295,14 @@ class Copier:
         read is not kept by ``shared``: the copy reads again and handles the failure."""
         if listed.attributes_known or listed.size > PREFETCH_MAX:
             return
-        if not any(self._plan(listed, source, dest).strategy is Strategy.SINGLE for dest in dests):
+        if not any(self.plan(listed, source, dest).strategy is Strategy.SINGLE for dest in dests):
             return
         load = functools.partial(self._get_listed, source, source_key, listed)
         with contextlib.suppress(Exception):
             async with self.budget.reserve(listed.size * WHOLE_READ_COPIES):
                 await shared.get(listed, load)
 
-    async def _look_at_destination(
+    async def look_at_destination(
         self,
         src: ObjectMeta,
         dest: ObjectStore,
@@ -393,6 +346,18 @@ class Copier:
             return await self._server_side(src, source, source_key, dest, dest_key, fence)
         if plan.strategy is Strategy.SINGLE:
             return await self._single(src, source, source_key, dest, dest_key, fence, shared)
+        if plan.ordered:
+            try:
+                return await self._multipart(plan, src, source, source_key, dest, dest_key, fence)
+            except IntegrityError as exc:
+                # Nothing of it is left (a damaged replica is removed): the look at the
+                # destination still holds, and its fence.
+                log.warning(
+                    "ordered upload damaged; sending its parts again, each checked",
+                    destination=dest.url_for(dest_key),
+                    error=str(exc),
+                )
+                plan = self.plan(src, source, dest, unordered_because=DAMAGED)
         return await self._multipart(plan, src, source, source_key, dest, dest_key, fence)
 
     async def _server_side(
@@ -451,7 +416,7 @@ class Copier:
             except NotFound as gone:
                 raise SourceMoved(gone) from gone
             raise exc from None
-        await self._verify_written(dest, dest_key, meta, lambda: _check_size(meta, src))
+        await self._verify_written(dest, dest_key, meta, lambda: check_size(meta, src))
         value = (
             fingerprint.value() if read_back else replica_fingerprint(src.attributes.user_metadata)
         )
@@ -497,8 +462,8 @@ class Copier:
                 raise SourceMoved(
                     PreconditionFailed(f"read {len(data)} bytes, expected {src.size}", url=src.url)
                 )
-            digest = await _digest(data, 0, dest.limits.write_checksum)
-            _check_source_crc(src, digest.crc32c)
+            digest = await digest_of(data, 0, dest.limits.write_checksum)
+            check_source_crc(src, digest.crc32c)
             fingerprint = hashing.Fingerprint(src.size)
             fingerprint.add(digest.blocks)
             attributes = replica_attributes(
@@ -524,8 +489,8 @@ class Copier:
             )
 
         def check() -> None:
-            _check_size(meta, src)
-            _check_checksums(meta.checksums, digest.checksums, meta.url)
+            check_size(meta, src)
+            check_checksums(meta.checksums, digest.checksums, meta.url)
 
         await self._verify_written(dest, dest_key, meta, check)
         return _Executed(meta, 0, src.size, fingerprint.value(), src)
@@ -543,11 +508,7 @@ class Copier:
         pin = self._pin(source, src)
         dest_url = dest.url_for(dest_key)
         record = await self.journal.find(dest_url)
-        if record is not None and (
-            record.source_version != version_id(src)
-            or record.part_size != plan.part_size
-            or record.size != src.size
-        ):
+        if record is not None and not resumes(record, src, plan):
             # An upload left by a crash for another version (the source was overwritten since)
             # or another plan is never resumed: abort it now, or it stays behind for ever.
             log.info(
@@ -558,6 +519,8 @@ class Copier:
             )
             await self._abort(dest, dest_key, record)
             record = None
+        if record is not None and plan.ordered:
+            plan = self.plan(src, source, dest, unordered_because=RESUMING)
         resumed = len(record.parts) if record else 0
         if record is None:
             # An upload a process killed before it journaled it is found by listing: it is
@@ -570,14 +533,18 @@ class Copier:
                 source_version=version_id(src),
                 source_modified=src.last_modified,
             )
-            upload_id = await self.retry.run(
-                lambda: dest.create_multipart(dest_key, attributes=attributes),
-                what="create multipart upload",
-            )
+            upload_id = await self._create_upload(plan, dest, dest_key, attributes, fence)
             record = UploadRecord(
-                dest_url, upload_id, src.url, version_id(src), plan.part_size, src.size
+                dest_url,
+                upload_id,
+                src.url,
+                version_id(src),
+                plan.part_size,
+                src.size,
+                ordered=plan.ordered,
             )
-            await self.journal.started(record)
+            if not record.ordered:
+                await self.journal.started(record)
         else:
             log.info(
                 "resuming upload",
@@ -589,11 +556,14 @@ class Copier:
         remaining = [p for p in plan.parts if p.number not in record.parts]
         todo = iter(remaining)
         transferred = 0
+        # An ordered upload's parts come from one stream (or one reader), and go in order.
+        streams = 1 if plan.ordered else self.concurrency
+        order = InOrder() if plan.ordered else None
 
         async def copy_part(part: Part, stripe: StripeReader | None = None) -> None:
             nonlocal transferred
             await self._copy_part(
-                part, record, src, source, source_key, dest, dest_key, pin, stripe
+                part, record, src, source, source_key, dest, dest_key, pin, stripe, order
             )
             transferred += part.length
 
@@ -630,10 +600,10 @@ class Copier:
         try:
             async with asyncio.TaskGroup() as group:
                 if source.limits.streamed_reads:
-                    for stripe_parts in stripes(remaining, self.concurrency):
+                    for stripe_parts in stripes(remaining, streams):
                         group.create_task(stripe_worker(stripe_parts))
                 else:
-                    for _ in range(min(self.concurrency, len(plan.parts))):
+                    for _ in range(min(streams, len(plan.parts))):
                         group.create_task(worker())
             missing = [p.number for p in plan.parts if p.number not in record.parts]
             if missing:
@@ -649,10 +619,11 @@ class Copier:
             whole_crc = crcs.whole()
             # Checked before completing, so bytes that differ from the source never become an
             # object at the destination.
-            _check_source_crc(src, whole_crc)
-            extra = (
-                {FINGERPRINT_KEY: fingerprint.value()} if dest.limits.metadata_at_complete else None
-            )
+            check_source_crc(src, whole_crc)
+            # An ordered upload's object takes its metadata when the upload starts (it then
+            # has the fingerprint in the catalog only, and GCS's MD5 and CRC32C).
+            takes_metadata = dest.limits.metadata_at_complete and not plan.ordered
+            extra = {FINGERPRINT_KEY: fingerprint.value()} if takes_metadata else None
             tokens = [record.parts[p.number].token for p in plan.parts]
             whole = {ChecksumKind.CRC32C: hashing.crc32c_b64(whole_crc)}
             meta = await fenced(
@@ -673,16 +644,44 @@ class Copier:
         except BaseException as exc:
             await self._abort(dest, dest_key, record)
             raise _first_error(exc) from None
-        await self.journal.finished(record)
-        await self._verify_written(dest, dest_key, meta, lambda: _check_size(meta, src))
+        if not record.ordered:
+            await self.journal.finished(record)
+        await self._verify_written(dest, dest_key, meta, lambda: check_size(meta, src))
         head = await self.retry.run(lambda: dest.head(dest_key), what="head destination")
 
         def check() -> None:
-            _check_size(head, src)
-            _check_checksums(head.checksums, whole, head.url)
+            check_size(head, src)
+            check_checksums(head.checksums, whole, head.url)
 
         await self._verify_written(dest, dest_key, head, check)
-        return _Executed(head, resumed, transferred, fingerprint.value())
+        return _Executed(head, resumed, transferred, fingerprint.value(), ordered=plan.ordered)
+
+    async def _create_upload(
+        self,
+        plan: CopyPlan,
+        dest: ObjectStore,
+        dest_key: str,
+        attributes: ObjectAttributes,
+        fence: Fence,
+    ) -> str:
+        if not plan.ordered:
+            return await self.retry.run(
+                lambda: dest.create_multipart(dest_key, attributes=attributes),
+                what="create multipart upload",
+            )
+        # Its conditions go with its creation, where the store checks them when it makes
+        # the object (and may already refuse).
+        return await fenced(
+            lambda: self.retry.run(
+                lambda: dest.create_ordered_upload(
+                    dest_key,
+                    attributes=attributes,
+                    create_only=fence.create_only,
+                    if_match=fence.if_match,
+                ),
+                what="create ordered upload",
+            )
+        )
 
     async def _verify_written(
         self, dest: ObjectStore, dest_key: str, written: ObjectMeta, check: Callable[[], None]
@@ -717,6 +716,7 @@ class Copier:
         dest_key: str,
         pin: Mapping[str, str | None],
         stripe: StripeReader | None = None,
+        order: InOrder | None = None,
     ) -> None:
         def read_alone() -> Awaitable[bytes]:
             return pinned(
@@ -752,7 +752,9 @@ class Copier:
                             url=src.url,
                         )
                     )
-                digest = await _digest(data, part.offset, dest.limits.write_checksum)
+                digest = await digest_of(data, part.offset, dest.limits.write_checksum)
+                if order is not None:
+                    await order.turn(part.number)
                 try:
                     # The store refuses bytes that do not match the checksum sent with them.
                     token = await self.retry.run(
@@ -767,7 +769,7 @@ class Copier:
                         ),
                         what=f"upload part {part.number}",
                     )
-                    _check_part(token, digest, part, dest.url_for(dest_key))
+                    check_part(token, digest, part, dest.url_for(dest_key))
                 except IntegrityError as exc:
                     if attempt == PART_INTEGRITY_ATTEMPTS:
                         raise
@@ -779,7 +781,12 @@ class Copier:
                     )
                     continue
                 done = DonePart(token, digest.crc32c, tuple(digest.blocks))
-                await self.journal.part_done(record, done)
+                if record.ordered:
+                    record.parts[part.number] = done
+                else:
+                    await self.journal.part_done(record, done)
+                if order is not None:
+                    await order.done(part.number)
                 if isinstance(data, bytearray):
                     # The upload returned: the SDK no longer holds the buffer (after a
                     # failure it might, and the buffer is left to the garbage collector).
@@ -825,11 +832,13 @@ class Copier:
             except Exception as exc:
                 log.error(
                     "abort failed; the upload is left for cleanup",
-                    upload_id=record.upload_id,
+                    # An ordered upload's id is a credential.
+                    upload_id=None if record.ordered else record.upload_id,
                     destination=record.dest_url,
                     error=str(exc),
                 )
-            await self.journal.finished(record)
+            if not record.ordered:
+                await self.journal.finished(record)
 
         task = asyncio.ensure_future(abort())
         try:
@@ -847,6 +856,17 @@ class _Executed:
     fingerprint: str | None
     #: The source as read, when the read itself brought its metadata.
     source: ObjectMeta | None = None
+    ordered: bool = False
+
+
+def resumes(record: UploadRecord, src: ObjectMeta, plan: CopyPlan) -> bool:
+    """Whether ``record``, an upload left by a crash, is resumed by a copy of ``src`` planned
+    as ``plan``: never one of another version (the source was overwritten since) or plan."""
+    return (
+        record.source_version == version_id(src)
+        and record.part_size == plan.part_size
+        and record.size == src.size
+    )
 
 
 @dataclass(frozen=True)
@@ -870,43 +890,3 @@ def _first_error(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
-
-
-def _check_size(meta: ObjectMeta, src: ObjectMeta) -> None:
-    if meta.size != src.size:
-        raise IntegrityError(
-            f"destination holds {meta.size} bytes, source has {src.size}", url=meta.url
-        )
-
-
-def _check_source_crc(src: ObjectMeta, crc: int) -> None:
-    reported = src.checksums.get(ChecksumKind.CRC32C)
-    if reported is not None and reported != hashing.crc32c_b64(crc):
-        raise IntegrityError(
-            f"bytes read have CRC32C {hashing.crc32c_b64(crc)} but the source reports {reported}",
-            url=src.url,
-        )
-
-
-def _check_checksums(
-    reported: Mapping[ChecksumKind, str], expected: Mapping[ChecksumKind, str], url: str
-) -> None:
-    for kind, value in expected.items():
-        got = reported.get(kind)
-        if got is not None and got != value:
-            raise IntegrityError(f"destination {kind} is {got}, expected {value}", url=url)
-
-
-def _check_part(token: PartToken, digest: _Digest, part: Part, url: str) -> None:
-    """The store took the part's bytes whole, and every checksum it reports for them is the
-    one of the bytes read."""
-    if token.size != part.length:
-        raise IntegrityError(
-            f"part {part.number}: store took {token.size} bytes, sent {part.length}", url=url
-        )
-    for kind, value in digest.checksums.items():
-        got = token.checksums.get(kind)
-        if got is not None and got != value:
-            raise IntegrityError(
-                f"part {part.number}: store holds {kind} {got}, bytes read have {value}", url=url
-            )

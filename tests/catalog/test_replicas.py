@@ -25,6 +25,7 @@ from replicator.catalog import (
     open_catalog,
 )
 from replicator.catalog.lag import Route
+from replicator.engine.planner import Strategy
 from replicator.engine.transfer import CopyResult
 from tests.catalog.conftest import DatasetFactory, store_url, unique
 
@@ -453,6 +454,36 @@ class TestLag:
         assert (row["lag"], row["version"]) == (42.0, "1714564842000000")
         with pytest.raises(CatalogError):
             Replica.from_copy(CopyResult("skipped", source, None, reason="source is a replica"))
+
+    @pytest.mark.parametrize(
+        ("strategy", "ordered", "written_as"),
+        [
+            (Strategy.MULTIPART, True, "ordered_upload"),
+            (Strategy.MULTIPART, False, "multipart"),
+            (Strategy.SERVER_SIDE, False, "server_side"),
+            (None, False, None),
+        ],
+    )
+    async def test_how_the_replica_was_written_is_recorded(
+        self,
+        catalog: Catalog,
+        make_dataset: DatasetFactory,
+        strategy: Strategy | None,
+        ordered: bool,
+        written_as: str | None,
+    ) -> None:
+        """A GCS replica from one upload session (an ordinary object) is told from one
+        composed of parts; a replica found already written (a skipped copy) says nothing."""
+        ds = await make_dataset(replicas=1)
+        gs = store_url(ds, "gs")
+        c = change(ds, "k", 1)
+        source = ObjectMeta(c.source_url, "k", 100, "etag-1", "v1", c.event_time)
+        dest = ObjectMeta(gs + "k", "k", 100, "1", "1", c.event_time)
+        status = "copied" if strategy else "skipped"
+        result = CopyResult(status, source, dest, strategy, ordered_upload=ordered)
+        await catalog.record_replica(c, gs, Replica.from_copy(result))
+        [entry] = await catalog.ls(ds.name, "k", limit=1)
+        assert [loc.written_as for loc in entry.locations if loc.location == gs] == [written_as]
 
 
 class TestWatermark:

@@ -143,6 +143,19 @@ class FaultyStore(ObjectStore):
         self._maybe_throttle()
         return await self.inner.create_multipart(key, attributes=attributes)
 
+    async def create_ordered_upload(
+        self,
+        key: str,
+        *,
+        attributes: ObjectAttributes | None = None,
+        create_only: bool = False,
+        if_match: str | None = None,
+    ) -> str:
+        self._maybe_throttle()
+        return await self.inner.create_ordered_upload(
+            key, attributes=attributes, create_only=create_only, if_match=if_match
+        )
+
     async def put_part(
         self,
         key: str,

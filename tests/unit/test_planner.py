@@ -12,6 +12,7 @@ from connectors.base import ChecksumKind, GiB, Limits, MiB, TiB
 from replicator.engine.hashing import FINGERPRINT_BLOCK
 from replicator.engine.planner import (
     DEFAULT_PART_SIZE,
+    ORDERED_UPLOAD_MAX,
     PlanError,
     Strategy,
     auto_part_size,
@@ -145,3 +146,75 @@ def test_stripes_are_runs_of_consecutive_parts() -> None:
     runs = stripes(parts, 3)
     assert [[p.number for p in run] for run in runs] == [[1, 2, 3], [6, 7, 8], [9, 10]]
     assert stripes([], 4) == []
+
+
+class TestReason:
+    """Every plan says why it was chosen, in words ``cp --explain`` prints."""
+
+    def test_server_side_names_the_scope_and_the_request(self) -> None:
+        limits = dataclasses.replace(
+            S3, server_side_copy_via="CopyObject", server_side_copy_scope="one bucket"
+        )
+        plan = plan_copy(MiB, limits, same_store=True)
+        assert plan.reason == "one store (one bucket): CopyObject; no bytes through this process"
+
+    def test_another_store_says_where_server_side_copy_reaches(self) -> None:
+        limits = dataclasses.replace(S3, server_side_copy_scope="one bucket")
+        plan = plan_copy(MiB, limits, same_store=False, part_size=16 * MiB)
+        assert plan.reason.startswith(
+            "not one store: the destination copies server-side only within one bucket; "
+        )
+        assert plan.reason.endswith(f"{MiB} bytes fit in one part of {16 * MiB}: one put")
+
+    def test_a_destination_without_server_side_copy(self) -> None:
+        plan = plan_copy(100 * MiB, AZURE, same_store=True, part_size=16 * MiB)
+        assert plan.reason == (
+            "the destination has no server-side copy; "
+            f"{100 * MiB} bytes in 7 parts of {16 * MiB} bytes"
+        )
+
+    def test_over_the_server_side_copy_limit(self) -> None:
+        limits = dataclasses.replace(S3, max_server_side_copy=GiB)
+        plan = plan_copy(2 * GiB, limits, same_store=True, part_size=GiB)
+        assert plan.reason.startswith(
+            f"{2 * GiB} bytes exceed the destination's server-side copy limit of {GiB} bytes; "
+        )
+
+    def test_a_part_size_raised_to_fit_says_so(self) -> None:
+        plan = plan_copy(100 * GiB, S3, same_store=False, part_size=5 * MiB)
+        assert plan.part_size > 5 * MiB
+        assert f"(raised from {5 * MiB} to fit the destination's 10000 parts" in plan.reason
+
+    def test_no_multipart(self) -> None:
+        plan = plan_copy(MiB, NO_MULTIPART, same_store=False, part_size=1)
+        assert plan.reason.endswith("the destination has no multipart upload: one put")
+
+
+class TestOrderedUploads:
+    """To a destination with ordered uploads (GCS sessions), parts go in order into one
+    upload up to ORDERED_UPLOAD_MAX, unless an upload is left to resume."""
+
+    GCS = dataclasses.replace(S3, min_part_size=1, ordered_uploads=True)
+
+    def test_up_to_the_limit_in_order(self) -> None:
+        plan = plan_copy(ORDERED_UPLOAD_MAX, self.GCS, same_store=False, part_size=16 * MiB)
+        assert plan.strategy is Strategy.MULTIPART
+        assert plan.ordered
+        assert plan.reason.endswith(", in order into one upload: an ordinary object")
+
+    def test_over_the_limit_composed(self) -> None:
+        plan = plan_copy(ORDERED_UPLOAD_MAX + 1, self.GCS, same_store=False, part_size=16 * MiB)
+        assert not plan.ordered
+        assert plan.reason.endswith(f", in parallel and composed (over {ORDERED_UPLOAD_MAX} bytes)")
+
+    def test_in_parallel_when_told_why(self) -> None:
+        """An upload left to resume, or an ordered one that came out damaged."""
+        plan = plan_copy(
+            64 * MiB, self.GCS, same_store=False, part_size=16 * MiB, unordered_because="why"
+        )
+        assert not plan.ordered
+        assert plan.reason.endswith(", in parallel: why")
+
+    def test_never_for_stores_without_them_nor_single_puts(self) -> None:
+        assert not plan_copy(64 * MiB, S3, same_store=False, part_size=16 * MiB).ordered
+        assert not plan_copy(MiB, self.GCS, same_store=False, part_size=16 * MiB).ordered
