@@ -1,8 +1,8 @@
 """Deletions a replication group made at its members: each member's store notifies them back
 as its own users' deletions, which the group must recognise as echoes.
 
-Revision ID: 0008_group_deletions
-Revises: 0007_conflicts
+Revision ID: 0009_group_deletions
+Revises: 0008_written_as
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0008_group_deletions"
-down_revision: str | None = "0007_conflicts"
+revision = "0009_group_deletions"
+down_revision: str | None = "0008_written_as"
 branch_labels: tuple[str, ...] | None = None
 depends_on: tuple[str, ...] | None = None
 
