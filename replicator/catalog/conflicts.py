@@ -1,18 +1,18 @@
 """Conflicts of replication groups (``replicator.pipeline.groups``): the loser of every
 conflicting pair of changes is recorded here, and what a member held before its own write is
 asked here (a write made over a replica the member had received is a newer change, not a
-conflict)."""
+conflict); so are the deletions the group made at its members, to recognise their echoes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from replicator.catalog.base import MAX_LIST, CatalogBase, _now
 from replicator.catalog.model import ReplicaState
-from replicator.catalog.schema import conflicts, replicas
+from replicator.catalog.schema import conflicts, group_deletions, replicas
 
 
 @dataclass(frozen=True)
@@ -123,3 +123,29 @@ class ConflictRecords(CatalogBase):
         async with self.database.read() as conn:
             found = (await conn.execute(query)).scalar_one_or_none()
         return found is not None and found == source_version
+
+    async def record_group_deletion(self, url: str, at: datetime, *, keep: timedelta) -> None:
+        """Record that the group deleted the member object ``url`` at ``at``, forgetting its
+        deletions there older than ``keep`` (their echoes came long ago)."""
+        async with self.database.write() as conn:
+            await conn.execute(
+                delete(group_deletions).where(
+                    group_deletions.c.url == url, group_deletions.c.deleted_at < at - keep
+                )
+            )
+            await conn.execute(
+                self._insert(group_deletions)
+                .values(url=url, deleted_at=at)
+                .on_conflict_do_nothing(index_elements=["url", "deleted_at"])
+            )
+
+    async def group_deleted(self, url: str, earliest: datetime, latest: datetime) -> bool:
+        """Whether the group deleted the member object ``url`` between ``earliest`` and
+        ``latest``."""
+        query = select(group_deletions.c.url).where(
+            group_deletions.c.url == url,
+            group_deletions.c.deleted_at >= earliest,
+            group_deletions.c.deleted_at <= latest,
+        )
+        async with self.database.read() as conn:
+            return (await conn.execute(query.limit(1))).first() is not None

@@ -305,3 +305,13 @@ conflicts = Table(
     ),
     Index("ix_conflicts_group", "group_name", "detected_at"),
 )
+
+# Deletions a replication group made at a member (``url``: the member object's URL): its
+# store notifies each back as a deletion of the member's own users, at the moment it was
+# made, which must not be taken for one (``replicator.daemon.groups``).
+group_deletions = Table(
+    "group_deletions",
+    metadata,
+    Column("url", exact_text(), primary_key=True),
+    Column("deleted_at", Timestamp, primary_key=True),
+)

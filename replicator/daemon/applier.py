@@ -219,6 +219,8 @@ class Applier:
                 log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
                 return ["stale"] * len(targets)
             change, current = repair
+        if route.group is not None and current is None and await self.groups.is_echo(change):
+            return await self._settle_echo(change, targets)
         origin = replica_source(current.attributes.user_metadata) if current else None
         if origin is not None and route.group is not None and change.deleted:
             # A replica of another member's write reached the member after its user deleted
@@ -254,6 +256,17 @@ class Applier:
             # A destination failing for good (a missing container) keeps the route unhealthy.
             self.health.succeeded(route.name)
         return done
+
+    async def _settle_echo(self, change: Change, targets: Sequence[Target]) -> list[str]:
+        """The store's notice of a deletion the group made at the member: nothing to apply
+        (the deletion it echoes was decided under the group's rule, and a write elsewhere
+        since must not lose to it)."""
+        log.info("echo of the group's own deletion ignored", source=change.source_url)
+        now = datetime.now(UTC)
+        note = "the store's notice of a deletion the group made at this member"
+        for target in targets:
+            await self.catalog.mark_retained(change, target.destination.url, now, note=note)
+        return ["echo"] * len(targets)
 
     async def _prefetch(
         self,
@@ -461,6 +474,7 @@ class Applier:
                 note = "written again while being deleted: the newer write is kept"
                 await self.catalog.mark_retained(change, location, now, note=note)
                 return "not_ours"
+            await self.groups.deleted(target.dest_url)
             await self.catalog.mark_deleted(change, location, datetime.now(UTC))
             return "deleted"
         if route.delete_policy == "delayed":
@@ -479,6 +493,8 @@ class Applier:
             # to delete, and the deletion is decided.
             await self.catalog.mark_retained(change, location, now, note=str(exc))
             return "not_ours"
+        if route.group is not None:
+            await self.groups.deleted(target.dest_url)
         await self.catalog.mark_deleted(change, location, datetime.now(UTC))
         return "deleted"
 

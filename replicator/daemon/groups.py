@@ -20,7 +20,7 @@ destination is replicated back to the source member, a loser there was overwritt
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -39,6 +39,14 @@ from replicator.pipeline.groups import Contender, change_time, winner
 from replicator.pipeline.rules import GroupTag, Route, Target
 
 log = structlog.get_logger(__name__)
+
+# A member's store notifies a deletion the group made there at the moment it made it: within
+# the request's round trip of the time recorded once it returned, give or take the clocks'
+# skew. A deletion notified within this window of one the group made is its echo.
+ECHO_BEFORE = timedelta(seconds=60)
+ECHO_AFTER = timedelta(seconds=5)
+# How long the group's deletions are remembered: their echoes come long before.
+ECHO_KEPT = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,21 @@ class GroupArbiter:
         if kept is not incoming:
             return False
         # False: the member was written again meanwhile; that write's own event goes on.
-        return await self.delete_held(route, source, key, current)
+        if not await self.delete_held(route, source, key, current):
+            return False
+        await self.deleted(change.source_url)
+        return True
+
+    async def deleted(self, url: str) -> None:
+        """Remember that the group just deleted the member object ``url``."""
+        await self.catalog.record_group_deletion(url, datetime.now(UTC), keep=ECHO_KEPT)
+
+    async def is_echo(self, change: Change) -> bool:
+        """Whether the deletion ``change`` at a member is the store's notice of a deletion the
+        group made there (which a write elsewhere may have outrun since), not its users'."""
+        return change.deleted and await self.catalog.group_deleted(
+            change.source_url, change.event_time - ECHO_AFTER, change.event_time + ECHO_BEFORE
+        )
 
     async def delete_held(
         self, route: Route, store: ObjectStore, key: str, existing: ObjectMeta

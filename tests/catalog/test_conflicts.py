@@ -105,3 +105,23 @@ async def test_the_command_lists_them(catalog: Catalog, catalog_url: str) -> Non
     assert "DETECTED" in table
     assert f"{s3} w0 @2026-11-30T12:00:01+00:00" in table
     assert f"{gs} deleted @2026-11-30T12:00:00+00:00" in table
+
+
+async def test_the_groups_deletions_are_found_within_a_window_and_forgotten_later(
+    catalog: Catalog,
+) -> None:
+    _, s3, gs = await group_dataset(catalog)
+    url, other = s3 + "k.bin", gs + "k.bin"
+    await catalog.record_group_deletion(url, T0, keep=timedelta(days=1))
+    await catalog.record_group_deletion(url, T0, keep=timedelta(days=1))  # twice: harmless
+    second = timedelta(seconds=1)
+    assert await catalog.group_deleted(url, T0 - second, T0 + second)
+    assert await catalog.group_deleted(url, T0, T0)
+    assert not await catalog.group_deleted(url, T0 + second, T0 + 60 * second)
+    assert not await catalog.group_deleted(url, T0 - 60 * second, T0 - second)
+    assert not await catalog.group_deleted(other, T0 - second, T0 + second)
+    # A deletion a day and more later forgets the first one there.
+    later = T0 + timedelta(days=2)
+    await catalog.record_group_deletion(url, later, keep=timedelta(days=1))
+    assert not await catalog.group_deleted(url, T0 - second, T0 + second)
+    assert await catalog.group_deleted(url, later, later)

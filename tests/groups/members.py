@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import io
 import os
 import struct
 import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.costs.proxy import _HOP_BY_HOP
+from tests.forwarding import ForwardingProxy
 
 
 @dataclass
@@ -45,44 +44,42 @@ class BlobWrite:
     replica_of: str | None
 
 
-@dataclass
-class EventGridProxy:
+class EventGridProxy(ForwardingProxy):
     """Azurite's blob service behind a proxy that plays Event Grid (module docstring)."""
 
-    upstream: str
-    account: str
-    container: str
-    endpoint: Callable[[], str | None]
-    token: str
-    writes: list[BlobWrite] = field(default_factory=list)
-    pending: list[dict[str, object]] = field(default_factory=list)
-    url: str = ""
-    _sequence: int = 0
-    _runner: web.AppRunner | None = None
-    _session: aiohttp.ClientSession | None = None
-    _pusher: asyncio.Task[None] | None = None
+    def __init__(
+        self,
+        *,
+        upstream: str,
+        account: str,
+        container: str,
+        endpoint: Callable[[], str | None],
+        token: str,
+    ) -> None:
+        super().__init__(upstream)
+        self.account = account
+        self.container = container
+        self.endpoint = endpoint
+        self.token = token
+        self.writes: list[BlobWrite] = []
+        self.pending: list[dict[str, object]] = []
+        self._sequence = 0
+        self._pusher: asyncio.Task[None] | None = None
+        self._events: aiohttp.ClientSession | None = None
 
-    async def start(self) -> str:
-        self._session = aiohttp.ClientSession(
-            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=30)
-        )
-        app = web.Application(client_max_size=1 << 30)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        url = await super().start(host, port)
+        self._events = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self._pusher = asyncio.create_task(self._push_loop())
-        return self.url
+        return url
 
     async def close(self) -> None:
         if self._pusher is not None:
             self._pusher.cancel()
             await asyncio.gather(self._pusher, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
+        if self._events is not None:
+            await self._events.close()
+        await super().close()
 
     def copies(self, key: str) -> Counter[str | None]:
         """The writes ``key`` took, by the member each was a replica of (None: users')."""
@@ -94,32 +91,11 @@ class EventGridProxy:
         ended = None if pusher is None or not pusher.done() else pusher.exception()
         return f"{len(self.pending)} Event Grid events held, pushing ended with {ended!r}"
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        assert self._session is not None
-        headers = {
-            name: value
-            for name, value in request.headers.items()
-            if name.lower() not in _HOP_BY_HOP and name.lower() != "accept-encoding"
-        }
-        async with self._session.request(
-            request.method,
-            self.upstream + request.rel_url.raw_path_qs,
-            headers=headers,
-            data=io.BytesIO(body) if body else (b"" if request.can_read_body else None),
-            allow_redirects=False,
-            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-        ) as upstream:
-            payload = await upstream.read()
-            status, upstream_headers = upstream.status, upstream.headers.copy()
-        self._observe(request, body, status, upstream_headers)
-        response = web.Response(status=status, body=payload if request.method != "HEAD" else None)
-        for name, value in upstream_headers.items():
-            if name.lower() not in _HOP_BY_HOP:
-                response.headers.add(name, value)
-        if request.method == "HEAD" and "Content-Length" in upstream_headers:
-            response.headers["Content-Length"] = upstream_headers["Content-Length"]
-        return response
+        status, headers, payload = await self.forward(request, body)
+        self._observe(request, body, status, headers)
+        return await self.answer(request, status, headers, payload)
 
     def _observe(
         self, request: web.Request, body: bytes, status: int, headers: CIMultiDict[str]
@@ -175,10 +151,10 @@ class EventGridProxy:
         endpoint = self.endpoint()
         if endpoint is None or not self.pending:
             return not self.pending
-        assert self._session is not None
+        assert self._events is not None
         due, self.pending = self.pending, []
         try:
-            async with self._session.post(
+            async with self._events.post(
                 endpoint, json=due, headers={"Authorization": f"Bearer {self.token}"}
             ) as response:
                 assert response.status < 300, await response.text()

@@ -402,11 +402,6 @@ async def test_s3_azure_and_file_members_converge_under_the_rule_with_one_copy_p
     await group.until_identical({**expected, **phase2})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a deletion the group made at a notifying member comes back as that member's own, "
-    "at the moment the group deleted, and outruns a later write elsewhere (README)",
-)
 async def test_a_deletion_the_group_made_is_not_taken_for_a_later_one(group: Group) -> None:
     """AZ's write reached every member; then S3 deletes it, and a second later the file
     member writes the key again. The write is later: it wins everywhere. The group's deletion
