@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
@@ -18,8 +19,9 @@ from replicator.catalog import (
     UnknownLocation,
 )
 from replicator.catalog.export import export_catalog
+from replicator.catalog.model import Change
 from tests.catalog.conftest import DatasetFactory, store_url, unique
-from tests.catalog.test_replicas import change, verified
+from tests.catalog.test_replicas import T0, change, verified
 
 # Byte order, not any locale's: digits < upper < '_' < lower < non-ASCII, and prefixes whose
 # last character is the highest code point of its range.
@@ -163,6 +165,49 @@ class TestLocate:
         await catalog.record_replica(second, gs, verified(second))
         assert (await catalog.locate(ds.name, "k", "gs")).url == gs + "k"
         assert (await catalog.locate(ds.name, "k", "az")).url == ds.sources[0].url + "k"
+
+    async def test_a_groups_nearest_fresh_member(self, catalog: Catalog) -> None:
+        """In a replication group every member is a source; ``locate`` returns the member in
+        the preferred region if it holds the key's latest change, else the member the change
+        came from, never a member still behind."""
+        tag = unique("")
+        # Stores whose notifications carry sequencers of one kind (S3's and Azure's, both
+        # hex), so that the changes of the three members are ordered by them.
+        members = {
+            "us": LocationSpec(f"s3://lake-{tag}/", Role.SOURCE, "us-east-1"),
+            "eu": LocationSpec(f"s3://lake-eu-{tag}/", Role.SOURCE, "eu-west-1"),
+            "west": LocationSpec(f"az://lake-{tag}/", Role.SOURCE, "westeurope"),
+        }
+        ds = await catalog.add_dataset(f"group-{tag}", list(members.values()))
+        url = {name: spec.url for name, spec in members.items()}
+
+        def written_at(member: str, seq: int, at: float) -> Change:
+            return Change(
+                source_url=url[member] + "k",
+                sequencer=f"{seq:016X}",
+                event_time=T0 + timedelta(seconds=at),
+                version=f"v{seq}",
+                size=100,
+                etag=f"etag-{seq}",
+            )
+
+        first = written_at("us", 1, 0)
+        await catalog.mark_pending(first, [url["eu"], url["west"]])
+        for member in ("eu", "west"):
+            await catalog.record_replica(first, url[member], verified(first))
+        assert (await catalog.locate(ds.name, "k", "eu-west-1")).url == url["eu"] + "k"
+        assert (await catalog.locate(ds.name, "k", "westeurope")).url == url["west"] + "k"
+        assert (await catalog.locate(ds.name, "k")).url == url["us"] + "k"
+
+        # A newer write at the European member: the others are behind until it reaches them.
+        second = written_at("eu", 2, 10)
+        await catalog.mark_pending(second, [url["us"], url["west"]])
+        assert (await catalog.locate(ds.name, "k", "westeurope")).url == url["eu"] + "k"
+        assert (await catalog.locate(ds.name, "k", "us-east-1")).url == url["eu"] + "k"
+        await catalog.record_replica(second, url["west"], verified(second))
+        assert (await catalog.locate(ds.name, "k", "westeurope")).url == url["west"] + "k"
+        assert (await catalog.locate(ds.name, "k", "us-east-1")).url == url["eu"] + "k"
+        assert (await catalog.locate(ds.name, "k")).url == url["eu"] + "k"
 
     async def test_locate_never_returns_a_stale_replica(
         self, catalog: Catalog, make_dataset: DatasetFactory
