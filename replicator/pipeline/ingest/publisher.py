@@ -59,6 +59,32 @@ async def send_change(
     await producer.send(topic, (key or event.source_url).encode(), event.to_json())
 
 
+def routed_events(
+    router: Router, events: Sequence[ChangeEvent], azure_default_account: str | None = None
+) -> list[ChangeEvent]:
+    """The events some route takes, with their URLs in the routes' form. A replication
+    group's member's events go without their store's sequencer: the changes of one key at
+    several members share its catalog rows, and sequencers of different stores (S3's and
+    Azure's hex, GCS's generations) do not compare, so they are ordered by their event times,
+    as the group's conflict rule orders them."""
+    if azure_default_account is not None:
+        events = [
+            replace(e, source_url=url)
+            if (url := default_account_url(e.source_url, azure_default_account)) != e.source_url
+            else e
+            for e in events
+        ]
+    routed = []
+    for event in events:
+        targets = router.targets(event.source_url)
+        if not targets:
+            continue
+        if targets[0].route.group is not None and event.sequencer:
+            event = replace(event, sequencer="")
+        routed.append(event)
+    return routed
+
+
 class Publisher:
     """Routes, then publishes change events; dead-letters what cannot be parsed.
 
@@ -92,16 +118,8 @@ class Publisher:
         self.holdings = Holdings()
 
     def routed(self, events: Sequence[ChangeEvent]) -> list[ChangeEvent]:
-        """The events some route takes, with their URLs in the routes' form."""
-        account = self.azure_default_account
-        if account is not None:
-            events = [
-                replace(e, source_url=url)
-                if (url := default_account_url(e.source_url, account)) != e.source_url
-                else e
-                for e in events
-            ]
-        return [e for e in events if self.router.targets(e.source_url)]
+        """The events some route takes, as the pipeline orders them (``routed_events``)."""
+        return routed_events(self.router, events, self.azure_default_account)
 
     async def publish(self, events: Sequence[ChangeEvent]) -> int:
         routed = self.routed(events)
