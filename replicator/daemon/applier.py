@@ -208,6 +208,10 @@ class Applier:
                 self.health.failed(route.name, exc)
                 await self._record_failure(change, targets, exc)
             raise
+        if route.group is not None and await self.groups.is_echo(change):
+            # Whatever the member holds now (another member's write may have reached it since)
+            # and whether or not a newer change of the key came first.
+            return await self._settle_echo(change, targets)
         if acceptance is Acceptance.STALE:
             repair = None
             if event.origin == "scan" and not await self._in_sync(current, targets):
@@ -219,8 +223,6 @@ class Applier:
                 log.info("stale event ignored", source=event.source_url, sequencer=event.sequencer)
                 return ["stale"] * len(targets)
             change, current = repair
-        if route.group is not None and current is None and await self.groups.is_echo(change):
-            return await self._settle_echo(change, targets)
         origin = replica_source(current.attributes.user_metadata) if current else None
         if origin is not None and route.group is not None and change.deleted:
             # A replica of another member's write reached the member after its user deleted
