@@ -228,6 +228,7 @@ async def _run_jobs(
         part_size=parse_part_size(settings.copy_.part_size),
         concurrency=settings.copy_.concurrency,
         budget=ByteBudget(parse_size(settings.copy_.memory)),
+        ordered_uploads=settings.copy_.ordered_uploads,
     )
     results: dict[str, Tally] = {}
     async with AsyncExitStack() as stack:

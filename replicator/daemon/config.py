@@ -40,6 +40,7 @@ The routing sections are ``replicator.pipeline.rules``'s; the daemon's own::
     concurrency = 8
     memory = "512MiB"
     workers = 64                     # events applied at once
+    ordered_uploads = true           # GCS: copies up to 64 MiB in order into one session
     retry_budget = 5                 # attempts at a change per destination (backoff between);
                                      # then it is in the failed list (replicator failed)
     retry_failed_after = "30m"       # a change whose budget went on retriable errors (a store
@@ -375,6 +376,11 @@ class CopySection(BaseModel):
         default=5,
         ge=1,
         description="attempts at a change per destination before it counts as failed",
+    )
+    ordered_uploads: bool = Field(
+        default=True,
+        description="multipart copies to GCS up to 64 MiB go in order into one upload session "
+        "(an ordinary object with an MD5); false: always parallel parts, composed",
     )
     retry_failed_after: DurationOrOff = Field(
         default=timedelta(minutes=30),

@@ -134,6 +134,7 @@ class Daemon:
             concurrency=copy.concurrency,
             budget=ByteBudget(parse_size(copy.memory)),
             journal=catalog.journal(),
+            ordered_uploads=copy.ordered_uploads,
         )
         pauses = ReplicationPauses(catalog, self.router, daemon_metrics.destination_paused)
         ledger = CostLedger()

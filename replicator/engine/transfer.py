@@ -104,6 +104,7 @@ PREFETCH_MAX = 1 * MiB
 # Why a copy's parts go in parallel to a destination that has ordered uploads.
 RESUMING = "resuming an upload"
 DAMAGED = "an ordered upload came out damaged, its parts are sent again, each checked"
+ORDERED_UPLOADS_OFF = "ordered uploads are turned off ([copy] ordered_uploads)"
 
 
 class SourceChanged(ReplicatorError):
@@ -130,6 +131,7 @@ class Copier:
         retry: RetryPolicy | None = None,
         journal: UploadJournal | None = None,
         max_restarts: int = 5,
+        ordered_uploads: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -139,6 +141,8 @@ class Copier:
         self.retry = retry or RetryPolicy()
         self.journal: UploadJournal = journal or MemoryJournal()
         self.max_restarts = max_restarts
+        # Whether destinations that have ordered uploads (GCS sessions) may get them.
+        self.ordered_uploads = ordered_uploads
 
     async def copy(
         self,
@@ -246,7 +250,8 @@ class Copier:
             same_store=dest.copies_from(source),
             part_size=self.part_size
             or auto_part_size(src.size, concurrency=self.concurrency, budget=self.budget.capacity),
-            unordered_because=unordered_because,
+            unordered_because=unordered_because
+            or (None if self.ordered_uploads else ORDERED_UPLOADS_OFF),
         )
 
     async def _copy_listed_small(

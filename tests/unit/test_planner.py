@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.base import ChecksumKind, GiB, Limits, MiB, TiB
+from connectors import open_store
+from connectors.base import ChecksumKind, GiB, Limits, MiB, ObjectMeta, TiB
 from replicator.engine.hashing import FINGERPRINT_BLOCK
 from replicator.engine.planner import (
     DEFAULT_PART_SIZE,
@@ -21,6 +22,7 @@ from replicator.engine.planner import (
     split,
     stripes,
 )
+from replicator.engine.transfer import Copier
 
 S3 = Limits(
     min_part_size=5 * MiB,
@@ -218,3 +220,18 @@ class TestOrderedUploads:
     def test_never_for_stores_without_them_nor_single_puts(self) -> None:
         assert not plan_copy(64 * MiB, S3, same_store=False, part_size=16 * MiB).ordered
         assert not plan_copy(MiB, self.GCS, same_store=False, part_size=16 * MiB).ordered
+
+
+def test_a_copier_with_ordered_uploads_turned_off_sends_gcs_parts_in_parallel() -> None:
+    """``[copy] ordered_uploads = false``: a GCS destination gets parallel parts, composed,
+    and the plan says why."""
+    source, dest = open_store("s3://bucket/"), open_store("gs://bucket/")
+    assert dest.limits.ordered_uploads
+    src = ObjectMeta(
+        url="s3://bucket/k", key="k", size=32 * MiB, etag='"e"', version=None, last_modified=None
+    )
+    on = Copier(part_size=8 * MiB).plan(src, source, dest)
+    off = Copier(part_size=8 * MiB, ordered_uploads=False).plan(src, source, dest)
+    assert on.ordered
+    assert not off.ordered
+    assert "ordered uploads are turned off" in off.reason
