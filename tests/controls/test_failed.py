@@ -79,23 +79,28 @@ class Unreachable(FaultyStore):
         raise TransientError("injected 503", url=self.url_for(key))
 
 
-async def test_a_transient_failure_is_retried_within_the_budget_only(bed: Bed) -> None:
-    """A retriable failure is raised (the worker retries it with backoff) until the
-    destination's budget is spent; then the change counts as failed and the event is done.
-    A retry of one key by name, once the destination answers again, applies it."""
-    budget = 3
+def applier_with_other_unreachable(bed: Bed, budget: int) -> Applier:
+    """An applier whose writes to the bed's other destination all answer 503."""
 
     def stores(url: str) -> ObjectStore:
         store = open_store(url)
         return Unreachable(store) if url == bed.other_url else store
 
-    applier = Applier(
+    return Applier(
         Router(bed.config),
         bed.daemons[0].catalog,
         Copier(),
         store_factory=stores,
         retry_budget=budget,
     )
+
+
+async def test_a_transient_failure_is_retried_within_the_budget_only(bed: Bed) -> None:
+    """A retriable failure is raised (the worker retries it with backoff) until the
+    destination's budget is spent; then the change counts as failed and the event is done.
+    A retry of one key by name, once the destination answers again, applies it."""
+    budget = 3
+    applier = applier_with_other_unreachable(bed, budget)
     try:
         await bed.store(bed.source_url).put("k", b"payload")
         event = bed.event("put", "k")  # the worker retries the same record
@@ -125,18 +130,7 @@ async def test_a_change_whose_budget_went_on_an_outage_is_tried_again_on_its_own
     and they are applied. A change that failed at once (retrying cannot mend it: its budget
     was not spent) waits for an operator."""
     budget = 2
-
-    def stores(url: str) -> ObjectStore:
-        store = open_store(url)
-        return Unreachable(store) if url == bed.other_url else store
-
-    applier = Applier(
-        Router(bed.config),
-        bed.daemons[0].catalog,
-        Copier(),
-        store_factory=stores,
-        retry_budget=budget,
-    )
+    applier = applier_with_other_unreachable(bed, budget)
     try:
         await bed.store(bed.source_url).put("outage", b"written during the outage")
         event = bed.event("put", "outage")
