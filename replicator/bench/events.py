@@ -98,6 +98,7 @@ async def measure_rate(
         AsyncConsumer(settings, [changes]),
         producer,
         handle,
+        decode=ChangeEvent.from_json,
         concurrency=WORKER_SLOTS,
         dlq_topic=dlq,
     )

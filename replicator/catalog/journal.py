@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, select
+from sqlalchemy import and_, delete, select, update
 
 from connectors.base import ChecksumKind, PartToken
 from replicator.catalog.database import Database, dialect_insert
 from replicator.catalog.schema import upload_parts, uploads
+from replicator.engine.journal import Halt
 from replicator.engine.transfer import DonePart, UploadRecord
 
 
@@ -46,6 +47,8 @@ class CatalogJournal:
             source_version=head.source_version,
             part_size=head.part_size,
             size=head.size,
+            halted=None if head.halted is None else Halt(head.halted),
+            halted_because=head.halted_because,
         )
         for part in parts:
             token = PartToken(
@@ -72,6 +75,8 @@ class CatalogJournal:
                 part_size=record.part_size,
                 size=record.size,
                 started_at=_now(),
+                halted=None,
+                halted_because=None,
             )
             replaced = {c.name: stmt.excluded[c.name] for c in uploads.c if c.name != "dest_url"}
             await conn.execute(
@@ -108,6 +113,20 @@ class CatalogJournal:
     async def finished(self, record: UploadRecord) -> None:
         """Forget an upload that was completed or aborted (only that one, by its id)."""
         await self.forget(record.dest_url, record.upload_id)
+
+    async def halt(self, record: UploadRecord, halt: Halt, because: str) -> None:
+        """Stop ``record``'s upload for every daemon working on it; the first halt stays, and
+        an upload forgotten or replaced meanwhile is left alone."""
+        async with self._db.write() as conn:
+            await conn.execute(
+                update(uploads)
+                .where(
+                    uploads.c.dest_url == record.dest_url,
+                    uploads.c.upload_id == record.upload_id,
+                    uploads.c.halted.is_(None),
+                )
+                .values(halted=str(halt), halted_because=because[:2000])
+            )
 
     async def stale(self, under: str, before: datetime) -> list[tuple[str, str]]:
         """The ``(dest_url, upload_id)`` of uploads to URLs under ``under`` started before

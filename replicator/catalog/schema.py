@@ -181,6 +181,9 @@ uploads = Table(
     Column("part_size", BigInteger, nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("started_at", Timestamp, nullable=False),
+    # Set when the upload was stopped for every daemon working on it (``Halt``): why, in words.
+    Column("halted", Text),
+    Column("halted_because", Text),
 )
 
 upload_parts = Table(

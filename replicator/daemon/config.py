@@ -8,6 +8,8 @@ The routing sections are ``replicator.pipeline.rules``'s; the daemon's own::
     partitions = 12                  # used when the topics are created; fewer is reported
     replication_factor = 3           # likewise (default: the broker's)
     fetch_wait_max_ms = 100          # longest a fetch waits for records (delivery latency)
+    # changes_topic = "replicator.changes", dlq_topic = "replicator.dlq",
+    # parts_topic = "replicator.parts" (striped copies' parts; consumer group "<group>.parts")
 
     [kafka.librdkafka]               # any librdkafka property, passed to every client
     "security.protocol" = "SASL_SSL"
@@ -46,6 +48,9 @@ The routing sections are ``replicator.pipeline.rules``'s; the daemon's own::
     retry_failed_after = "30m"       # a change whose budget went on retriable errors (a store
                                      # throttling or down) is tried again this long after;
                                      # "off" leaves every failed change to an operator
+    stripe_threshold = "1GiB"        # objects this large are copied by every daemon of the
+                                     # group, part by part over the parts topic ("off": no)
+    stripe_workers = 8               # parts of such copies this daemon copies at once
 
     [deletes]
     sweep_interval = "1m"            # how often deletions delayed by a route are carried out
@@ -161,6 +166,7 @@ from replicator.pipeline.bus import (
 )
 from replicator.pipeline.ingest.sqs import DEFAULT_VISIBILITY_TIMEOUT_S
 from replicator.pipeline.ingest.verification import IngestAuthSection
+from replicator.pipeline.parts import PARTS_TOPIC
 from replicator.pipeline.rules import (
     Duration,
     DurationOrOff,
@@ -245,6 +251,8 @@ class KafkaSection(BaseModel):
     connect_timeout: Duration = timedelta(seconds=30)
     changes_topic: str = CHANGES_TOPIC
     dlq_topic: str = DLQ_TOPIC
+    # The part tasks of striped copies; consumed by the group "<group>.parts".
+    parts_topic: str = PARTS_TOPIC
     # Any librdkafka property, passed through to every client: security.protocol, sasl.*,
     # ssl.*, client.id, ... Secret ones are named here by where to read them from.
     librdkafka: dict[str, LibrdkafkaValue] = {}
@@ -366,6 +374,11 @@ class HttpSection(BaseModel):
         return environ.get(self.ingest_token_env, "") if self.ingest_token_env else ""
 
 
+def _size_or_off(value: str) -> int | None:
+    """A size, or None for "off"."""
+    return None if value.strip().lower() == "off" else config_value(parse_size, value)
+
+
 class CopySection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     part_size: str = "auto"
@@ -387,6 +400,14 @@ class CopySection(BaseModel):
         description="a change whose budget was spent on retriable errors is tried again this "
         "long after its last failure, by itself ('off': only by an operator)",
     )
+    stripe_threshold: str = Field(
+        default="1GiB",
+        description="objects of at least this size are copied by every daemon of the group, "
+        "their parts spread over the parts topic ('off': each object by one daemon)",
+    )
+    stripe_workers: int = Field(
+        default=8, ge=1, description="parts of striped copies this daemon copies at once"
+    )
 
     @field_validator("part_size")
     @classmethod
@@ -399,6 +420,19 @@ class CopySection(BaseModel):
     def _memory(cls, value: str) -> str:
         config_value(parse_size, value)
         return value
+
+    @field_validator("stripe_threshold")
+    @classmethod
+    def _stripe_threshold(cls, value: str) -> str:
+        threshold = _size_or_off(value)
+        if threshold is not None and threshold < 5 * 1024 * 1024:
+            raise ValueError("must be at least 5MiB (the smallest part most stores take), or off")
+        return value
+
+    @property
+    def stripe_threshold_bytes(self) -> int | None:
+        """The stripe threshold in bytes; None: striping is off."""
+        return _size_or_off(self.stripe_threshold)
 
 
 #: How far behind a queue service's message counts may be: SQS documents that its approximate

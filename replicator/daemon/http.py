@@ -27,6 +27,7 @@ from replicator.daemon.applier import Applier
 from replicator.daemon.config import DaemonConfig
 from replicator.daemon.controls_http import add_control_routes
 from replicator.daemon.readiness import Readiness
+from replicator.pipeline.events import ChangeEvent
 from replicator.pipeline.ingest import Publisher, add_ingest_routes
 from replicator.pipeline.ingest.verification import IngestAuth
 from replicator.pipeline.worker import Worker
@@ -79,7 +80,7 @@ async def serve_http(
     env: Mapping[str, str],
     admin: web.Application,
     publisher: Publisher,
-    worker: Worker,
+    worker: Worker[ChangeEvent],
     applier: Applier,
     readiness: Readiness,
     registry: CollectorRegistry,

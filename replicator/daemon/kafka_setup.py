@@ -19,13 +19,14 @@ log = structlog.get_logger(__name__)
 
 
 def check_topics(settings: KafkaSettings, kafka: KafkaSection) -> list[str]:
-    """Ensure the changes and dead-letter topics; return (and log) every shortfall."""
+    """Ensure the changes, dead-letter and parts topics; return (and log) every shortfall."""
     timeout = kafka.connect_timeout.total_seconds()
     problems = ensure_topics(
         settings,
         {
             kafka.changes_topic: TopicLayout(kafka.partitions, kafka.replication_factor),
             kafka.dlq_topic: TopicLayout(1, kafka.replication_factor),
+            kafka.parts_topic: TopicLayout(kafka.partitions, kafka.replication_factor),
         },
         timeout=timeout,
     )

@@ -107,6 +107,14 @@ class DaemonMetrics:
             ["route", "destination"],
             registry=self.registry,
         )
+        self.stripe_parts = Counter(
+            "replicator_stripe_parts",
+            "Part tasks of striped copies this daemon took, by outcome: copied, dropped (the "
+            "upload gone, halted or the part already there), halted (the source changed or "
+            "the part failed: the upload stops for the group).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.route_healthy = Gauge(
             "replicator_route_healthy",
             "0 while a route's source or destination cannot be used (bucket missing, access "

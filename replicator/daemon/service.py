@@ -8,6 +8,7 @@ one HTTP port for health, metrics, catalog queries and the ingest receivers. Con
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import os
 from collections.abc import Mapping
@@ -38,8 +39,10 @@ from replicator.daemon.metrics import DaemonMetrics
 from replicator.daemon.readiness import ConsumerStatistics, Readiness
 from replicator.daemon.reconcile.pricing import load_prices
 from replicator.daemon.reconcile.safety_net import SafetyNet, SafetyNetSettings
+from replicator.daemon.striping import PartRunner
 from replicator.daemon.watermark import QueueWatch
 from replicator.engine.costs import CostLedger
+from replicator.engine.striping import PartTask, Striping
 from replicator.engine.transfer import ByteBudget, Copier
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.errors import DependencyUnavailable
@@ -48,7 +51,9 @@ from replicator.pipeline.bus import (
     AsyncProducer,
     KafkaSettings,
 )
+from replicator.pipeline.events import ChangeEvent
 from replicator.pipeline.ingest import IngestBacklog, Publisher
+from replicator.pipeline.parts import PartTaskPublisher, decode_task
 from replicator.pipeline.rules import (
     Router,
 )
@@ -65,7 +70,7 @@ def make_worker(
     workers: int,
     dlq_topic: str,
     **options: Any,
-) -> Worker:
+) -> Worker[ChangeEvent]:
     """The daemon's worker: the applier is its handler, and a route's concurrency limit is
     taken before a worker slot (``Applier.admission``), so that events waiting for a busy
     route hold no slot another route could use."""
@@ -73,6 +78,7 @@ def make_worker(
         consumer,
         producer,
         applier,
+        decode=ChangeEvent.from_json,
         concurrency=workers,
         dlq_topic=dlq_topic,
         admission=applier.admission,
@@ -107,6 +113,33 @@ class Daemon:
             statistics_interval_ms=int(self.config.health.interval.total_seconds() * 1000),
         )
 
+    def parts_worker(
+        self,
+        applier: Applier,
+        producer: AsyncProducer,
+        ledger: CostLedger,
+        metrics: DaemonMetrics,
+    ) -> Worker[PartTask]:
+        """The worker of the parts topic (striped copies), in a consumer group of its own so
+        that its partitions spread over every daemon whatever the changes topic's do."""
+        k = self.config.kafka
+        settings = dataclasses.replace(self.kafka_settings(), group_id=f"{k.group}.parts")
+        runner = PartRunner(
+            self.router,
+            applier.copier,
+            applier.store,
+            ledger=ledger,
+            parts_counter=metrics.stripe_parts,
+        )
+        return Worker(
+            AsyncConsumer(settings, [k.parts_topic]),
+            producer,
+            runner,
+            decode=decode_task,
+            concurrency=self.config.copy_.stripe_workers,
+            dlq_topic=k.dlq_topic,
+        )
+
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         # Every store opened from here on uses the configured per-location credentials.
         install(store_credentials(self.config.credentials, self.env))
@@ -129,12 +162,19 @@ class Daemon:
             ) from None
         producer = AsyncProducer(settings)
         copy = self.config.copy_
+        threshold = copy.stripe_threshold_bytes
+        striping = (
+            None
+            if threshold is None
+            else Striping(threshold, PartTaskPublisher(producer, k.parts_topic))
+        )
         copier = Copier(
             part_size=parse_part_size(copy.part_size),
             concurrency=copy.concurrency,
             budget=ByteBudget(parse_size(copy.memory)),
             journal=catalog.journal(),
             ordered_uploads=copy.ordered_uploads,
+            striping=striping,
         )
         pauses = ReplicationPauses(catalog, self.router, daemon_metrics.destination_paused)
         ledger = CostLedger()
@@ -199,6 +239,9 @@ class Daemon:
         try:
             await register_datasets(catalog, self.config)
             tasks = [asyncio.create_task(worker.run(stop), name="worker")]
+            if striping is not None:
+                parts = self.parts_worker(applier, producer, ledger, daemon_metrics)
+                tasks.append(asyncio.create_task(parts.run(stop), name="parts-worker"))
             sweeper = applier.sweeper(self.config.deletes.sweep_interval)
             tasks.append(asyncio.create_task(sweeper.run(stop), name="deletion-sweeper"))
             held = HeldChangesRunner(

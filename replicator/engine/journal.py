@@ -4,6 +4,7 @@ catalog, ``replicator.catalog.journal``; one process alone can keep it in memory
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,6 +18,16 @@ class DonePart:
     token: PartToken
     crc32c: int
     block_digests: tuple[tuple[int, bytes], ...]
+
+
+class Halt(enum.StrEnum):
+    """Why an upload was stopped for every process working on it (a striped upload's parts
+    are copied by the whole fleet): what the one completing it does next depends on it."""
+
+    #: A part's pinned read found another version: the copy starts over on the new one.
+    SOURCE_CHANGED = "source_changed"
+    #: A part could not be copied (its retries spent, or an error retrying cannot mend).
+    FAILED = "failed"
 
 
 @dataclass
@@ -33,6 +44,8 @@ class UploadRecord:
     #: An ordered upload (``ObjectStore.create_ordered_upload``): its id is a credential, so
     #: it is never journaled nor logged, and a crash leaves nothing to resume.
     ordered: bool = False
+    halted: Halt | None = None
+    halted_because: str | None = None
 
 
 class UploadJournal(Protocol):
@@ -47,6 +60,10 @@ class UploadJournal(Protocol):
     async def part_done(self, record: UploadRecord, part: DonePart) -> None: ...
 
     async def finished(self, record: UploadRecord) -> None: ...
+
+    async def halt(self, record: UploadRecord, halt: Halt, because: str) -> None:
+        """Stop ``record``'s upload for every process working on it (the first halt stays)."""
+        ...
 
 
 class MemoryJournal:
@@ -66,3 +83,8 @@ class MemoryJournal:
 
     async def finished(self, record: UploadRecord) -> None:
         self.records.pop(record.dest_url, None)
+
+    async def halt(self, record: UploadRecord, halt: Halt, because: str) -> None:
+        kept = self.records.get(record.dest_url)
+        if kept is not None and kept.upload_id == record.upload_id and kept.halted is None:
+            kept.halted, kept.halted_because = halt, because

@@ -47,7 +47,13 @@ from connectors.base import (
 )
 from replicator.engine import hashing
 from replicator.engine.fencing import UNFENCED, DestinationMoved, Fence, fenced
-from replicator.engine.journal import DonePart, MemoryJournal, UploadJournal, UploadRecord
+from replicator.engine.journal import (
+    DonePart,
+    Halt,
+    MemoryJournal,
+    UploadJournal,
+    UploadRecord,
+)
 from replicator.engine.memory import ByteBudget
 from replicator.engine.metadata import (
     FINGERPRINT_KEY,
@@ -61,6 +67,7 @@ from replicator.engine.planner import CopyPlan, Part, Strategy, auto_part_size, 
 from replicator.engine.reads import SharedSourceRead, SourceMoved, StripeReader, pinned
 from replicator.engine.results import CopyResult, version_id
 from replicator.engine.retry import RetryPolicy
+from replicator.engine.striping import STRIPED, PartTask, Striping, follow, part_tasks
 from replicator.engine.verification import (
     check_checksums,
     check_part,
@@ -132,6 +139,7 @@ class Copier:
         journal: UploadJournal | None = None,
         max_restarts: int = 5,
         ordered_uploads: bool = True,
+        striping: Striping | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -143,6 +151,8 @@ class Copier:
         self.max_restarts = max_restarts
         # Whether destinations that have ordered uploads (GCS sessions) may get them.
         self.ordered_uploads = ordered_uploads
+        # Large objects' parts copied by the whole group (the daemon only).
+        self.striping = striping
 
     async def copy(
         self,
@@ -244,6 +254,8 @@ class Copier:
     ) -> CopyPlan:
         """The plan a copy of ``src`` follows (``replicator cp --explain`` prints it);
         ``unordered_because`` as for ``plan_copy``."""
+        if unordered_because is None and self._striped(src.size):
+            unordered_because = STRIPED
         return plan_copy(
             src.size,
             dest.limits,
@@ -253,6 +265,9 @@ class Copier:
             unordered_because=unordered_because
             or (None if self.ordered_uploads else ORDERED_UPLOADS_OFF),
         )
+
+    def _striped(self, size: int) -> bool:
+        return self.striping is not None and self.striping.applies(size)
 
     async def _copy_listed_small(
         self,
@@ -568,7 +583,7 @@ class Copier:
         async def copy_part(part: Part, stripe: StripeReader | None = None) -> None:
             nonlocal transferred
             await self._copy_part(
-                part, record, src, source, source_key, dest, dest_key, pin, stripe, order
+                part, record, src.url, source, source_key, dest, dest_key, pin, stripe, order
             )
             transferred += part.length
 
@@ -603,13 +618,18 @@ class Copier:
                 await stripe.close()
 
         try:
-            async with asyncio.TaskGroup() as group:
-                if source.limits.streamed_reads:
-                    for stripe_parts in stripes(remaining, streams):
-                        group.create_task(stripe_worker(stripe_parts))
-                else:
-                    for _ in range(min(streams, len(plan.parts))):
-                        group.create_task(worker())
+            if self.striping is not None and self._striped(src.size):
+                tasks = part_tasks(record, remaining, src, source, dest, source_key, dest_key)
+                await follow(self.striping, self.journal, record, tasks, len(plan.parts))
+                transferred = sum(part.length for part in remaining)
+            else:
+                async with asyncio.TaskGroup() as group:
+                    if source.limits.streamed_reads:
+                        for stripe_parts in stripes(remaining, streams):
+                            group.create_task(stripe_worker(stripe_parts))
+                    else:
+                        for _ in range(min(streams, len(plan.parts))):
+                            group.create_task(worker())
             missing = [p.number for p in plan.parts if p.number not in record.parts]
             if missing:
                 raise IntegrityError(
@@ -714,7 +734,7 @@ class Copier:
         self,
         part: Part,
         record: UploadRecord,
-        src: ObjectMeta,
+        source_url: str,
         source: ObjectStore,
         source_key: str,
         dest: ObjectStore,
@@ -754,7 +774,7 @@ class Copier:
                     raise SourceMoved(
                         PreconditionFailed(
                             f"part {part.number}: read {len(data)} bytes, expected {part.length}",
-                            url=src.url,
+                            url=source_url,
                         )
                     )
                 digest = await digest_of(data, part.offset, dest.limits.write_checksum)
@@ -797,6 +817,38 @@ class Copier:
                     # failure it might, and the buffer is left to the garbage collector).
                     self.budget.give_buffer(data)
                 return
+
+    async def copy_part_task(self, task: PartTask, source: ObjectStore, dest: ObjectStore) -> str:
+        """Copy one part of a striped upload (``replicator.engine.striping``) and journal it;
+        what happened, in words. A part whose read finds the source changed, or that cannot be
+        copied, halts the upload for the group; the task of an upload that is gone, replaced
+        or halted, or of a part already journaled, is dropped."""
+        record = await self.journal.find(task.dest_url)
+        if record is None or record.upload_id != task.upload_id:
+            return "dropped: the upload is no longer in progress"
+        if record.halted is not None:
+            return f"dropped: the upload was halted ({record.halted})"
+        if (record.source_version, record.size, record.part_size) != (
+            task.source_version,
+            task.size,
+            task.part_size,
+        ):
+            return "dropped: the task does not describe the journaled upload"
+        if task.number in record.parts:
+            return "dropped: the part is already copied"
+        part = Part(task.number, task.offset, task.length)
+        pin = {"if_match": task.etag, "version": task.version}
+        try:
+            await self._copy_part(
+                part, record, task.source_url, source, task.source_key, dest, task.dest_key, pin
+            )
+        except SourceMoved as moved:
+            await self.journal.halt(record, Halt.SOURCE_CHANGED, str(moved.cause))
+            return "halted: the source changed"
+        except StoreError as exc:
+            await self.journal.halt(record, Halt.FAILED, f"part {task.number}: {exc}")
+            return f"halted: {exc}"
+        return "copied"
 
     async def abandon(self, dest: ObjectStore, dest_key: str) -> None:
         """Abort the journaled upload to ``dest_key``, if any: the replica will not be written
@@ -866,9 +918,11 @@ class _Executed:
 
 def resumes(record: UploadRecord, src: ObjectMeta, plan: CopyPlan) -> bool:
     """Whether ``record``, an upload left by a crash, is resumed by a copy of ``src`` planned
-    as ``plan``: never one of another version (the source was overwritten since) or plan."""
+    as ``plan``: never one of another version (the source was overwritten since) or plan, nor
+    one a striped copy's part halted."""
     return (
-        record.source_version == version_id(src)
+        record.halted is None
+        and record.source_version == version_id(src)
         and record.part_size == plan.part_size
         and record.size == src.size
     )

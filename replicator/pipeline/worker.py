@@ -1,5 +1,6 @@
-"""Consume change events and apply them: per-key order, bounded concurrency, nothing lost,
-nothing stalled.
+"""Consume records and apply them: per-key order, bounded concurrency, nothing lost, nothing
+stalled. The daemon runs one worker on change events and one on the part tasks of striped
+copies (``decode`` turns a record's value into what its handler takes).
 
 * Records with the same key are applied strictly in offset order (each waits for the previous
   one of its key); records of different keys run concurrently up to ``concurrency``.
@@ -27,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 
@@ -34,13 +36,22 @@ from connectors.base import StoreError
 from replicator.engine.retry import RetryPolicy
 from replicator.errors import Unavailable
 from replicator.pipeline.bus import DLQ_TOPIC, AsyncConsumer, AsyncProducer, BusError, Record
-from replicator.pipeline.events import ChangeEvent, ParseError
+from replicator.pipeline.events import ParseError
 from replicator.pipeline.ownership import OwnedPartition, Ownership
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[ChangeEvent], Awaitable[object]]
-Admission = Callable[[ChangeEvent], AbstractAsyncContextManager[object]]
+
+class Task(Protocol):
+    """What a worker's records decode into: something about one source object."""
+
+    @property
+    def source_url(self) -> str: ...
+
+
+T = TypeVar("T", bound=Task)
+Handler = Callable[[T], Awaitable[object]]
+Admission = Callable[[T], AbstractAsyncContextManager[object]]
 TopicPartitionKey = tuple[str, int]
 # Headers of a dead letter are bytes; the DLQ must take any record, even one whose reason
 # holds text that does not encode (lone surrogates from a hostile key).
@@ -73,17 +84,18 @@ class WorkerStats:
 
 
 @contextlib.asynccontextmanager
-async def _admit_all(_: ChangeEvent) -> AsyncIterator[None]:
+async def _admit_all(_: object) -> AsyncIterator[None]:
     yield
 
 
-class Worker:
+class Worker(Generic[T]):
     def __init__(
         self,
         consumer: AsyncConsumer,
         producer: AsyncProducer,
-        handler: Handler,
+        handler: Handler[T],
         *,
+        decode: Callable[[bytes], T],
         concurrency: int = 32,
         max_in_flight: int = 2000,
         retry: RetryPolicy | None = None,
@@ -91,11 +103,12 @@ class Worker:
         drain_deadline_s: float = 30.0,
         cancel_deadline_s: float = 60.0,
         dlq_topic: str = DLQ_TOPIC,
-        admission: Admission | None = None,
+        admission: Admission[T] | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
         self.handler = handler
+        self.decode = decode
         self.retry = retry or RetryPolicy(max_attempts=8, time_budget=600)
         self.commit_interval_s = commit_interval_s
         self.dlq_topic = dlq_topic
@@ -103,7 +116,7 @@ class Worker:
         self.resume_at = max(1, max_in_flight * 3 // 4)
         # Taken before a worker slot, so that records waiting for their own admission (a
         # route's concurrency limit) do not hold slots other records could use.
-        self.admission = admission or _admit_all
+        self.admission: Admission[T] = admission or _admit_all
         self.stats = WorkerStats()
         self.ownership = Ownership(
             drain_deadline_s=drain_deadline_s, cancel_deadline_s=cancel_deadline_s
@@ -204,7 +217,7 @@ class Worker:
 
     async def _apply(self, record: Record) -> None:
         try:
-            event = ChangeEvent.from_json(record.value or b"")
+            event = self.decode(record.value or b"")
         except ParseError as exc:
             await self._dead_letter(record, exc.reason, "ParseError")
             return

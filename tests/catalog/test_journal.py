@@ -14,6 +14,7 @@ from connectors.base import ChecksumKind, PartToken
 from replicator.catalog import Catalog, CatalogJournal, open_catalog
 from replicator.engine import hashing
 from replicator.engine.hashing import FINGERPRINT_BLOCK
+from replicator.engine.journal import Halt
 from replicator.engine.retry import RetryPolicy
 from replicator.engine.transfer import Copier, CopyResult, DonePart, UploadRecord
 from tests.engine.faults import FaultyStore
@@ -86,6 +87,9 @@ class _KilledProcessJournal:
 
     async def finished(self, record: UploadRecord) -> None:
         return None
+
+    async def halt(self, record: UploadRecord, halt: Halt, because: str) -> None:
+        await self.inner.halt(record, halt, because)
 
 
 async def test_a_crashed_copy_resumes_from_its_completed_parts(

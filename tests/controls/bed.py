@@ -60,7 +60,7 @@ class Bed:
     #: Wrappers of the stores the partition owner opens, by root URL (set before it opens one).
     owner_wrappers: dict[str, Callable[[ObjectStore], ObjectStore]] = field(default_factory=dict)
     #: The partition owner's worker, once it runs.
-    worker: Worker | None = None
+    worker: Worker[ChangeEvent] | None = None
 
     def owner_store(self, url: str) -> ObjectStore:
         store = open_store(url)

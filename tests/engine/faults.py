@@ -37,6 +37,8 @@ class FaultyStore(ObjectStore):
         self.before_read: Callable[[int], Awaitable[None]] | None = None
         #: Awaited before a put or a multipart completion is sent (a writer held back).
         self.before_final_write: Callable[[], Awaitable[None]] | None = None
+        #: Awaited with the part number before a part is sent at an offset (``put_part_at``).
+        self.before_part: Callable[[int], Awaitable[None]] | None = None
         self.reads = 0
         self.parts_uploaded: list[int] = []
         #: Requests made through this wrapper, by operation.
@@ -184,6 +186,8 @@ class FaultyStore(ObjectStore):
         checksums: Mapping[ChecksumKind, str] | None = None,
     ) -> PartToken:
         self._maybe_throttle()
+        if self.before_part is not None:
+            await self.before_part(part_number)
         if self.flip_next_parts > 0:
             self.flip_next_parts -= 1
             data = self._flip(data)

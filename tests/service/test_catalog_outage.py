@@ -49,7 +49,7 @@ class Run:
         self.bed = bed
         self.catalog = catalog
         self.applier = Applier(Router(self.config), catalog, Copier())
-        self.worker: Worker = make_worker(
+        self.worker: Worker[ChangeEvent] = make_worker(
             AsyncConsumer(bed.settings, [bed.topic]),
             bed.producer,
             self.applier,

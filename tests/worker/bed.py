@@ -46,7 +46,7 @@ class Bed:
         *,
         max_poll_interval_ms: int | None = None,
         **kwargs: Any,
-    ) -> Worker:
+    ) -> Worker[ChangeEvent]:
         settings = self.settings
         if max_poll_interval_ms is not None:
             settings = dataclasses.replace(settings, max_poll_interval_ms=max_poll_interval_ms)
@@ -54,6 +54,7 @@ class Bed:
             AsyncConsumer(settings, [self.topic]),
             self.producer,
             handler,
+            decode=ChangeEvent.from_json,
             retry=FAST_RETRY,
             dlq_topic=self.dlq,
             commit_interval_s=0.2,
