@@ -47,6 +47,7 @@ class CatalogJournal:
             source_version=head.source_version,
             part_size=head.part_size,
             size=head.size,
+            parts_published=head.parts_published,
             halted=None if head.halted is None else Halt(head.halted),
             halted_because=head.halted_because,
         )
@@ -75,6 +76,7 @@ class CatalogJournal:
                 part_size=record.part_size,
                 size=record.size,
                 started_at=_now(),
+                parts_published=record.parts_published,
                 halted=None,
                 halted_because=None,
             )
@@ -114,6 +116,18 @@ class CatalogJournal:
         """Forget an upload that was completed or aborted (only that one, by its id)."""
         await self.forget(record.dest_url, record.upload_id)
 
+    async def published(self, record: UploadRecord) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(
+                update(uploads)
+                .where(
+                    uploads.c.dest_url == record.dest_url,
+                    uploads.c.upload_id == record.upload_id,
+                )
+                .values(parts_published=True)
+            )
+        record.parts_published = True
+
     async def halt(self, record: UploadRecord, halt: Halt, because: str) -> None:
         """Stop ``record``'s upload for every daemon working on it; the first halt stays, and
         an upload forgotten or replaced meanwhile is left alone."""
@@ -139,6 +153,18 @@ class CatalogJournal:
                 )
             )
             return [(row.dest_url, row.upload_id) for row in rows]
+
+    async def started_since(self, under: str, since: datetime) -> set[tuple[str, str]]:
+        """The ``(dest_url, upload_id)`` of uploads to URLs under ``under`` started at or
+        after ``since``."""
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                select(uploads.c.dest_url, uploads.c.upload_id).where(
+                    uploads.c.dest_url.startswith(under, autoescape=True),
+                    uploads.c.started_at >= since,
+                )
+            )
+            return {(row.dest_url, row.upload_id) for row in rows}
 
     async def forget(self, dest_url: str, upload_id: str) -> None:
         """Forget the upload ``upload_id`` to ``dest_url`` and its parts, if recorded."""

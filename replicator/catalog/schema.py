@@ -31,6 +31,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects import postgresql
 
@@ -181,6 +182,8 @@ uploads = Table(
     Column("part_size", BigInteger, nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("started_at", Timestamp, nullable=False),
+    # A striped upload whose part tasks are on the parts topic (never published twice).
+    Column("parts_published", Boolean, nullable=False, default=False, server_default=false()),
     # Set when the upload was stopped for every daemon working on it (``Halt``): why, in words.
     Column("halted", Text),
     Column("halted_because", Text),

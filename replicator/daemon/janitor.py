@@ -3,7 +3,8 @@ part objects under ``.replicator-uploads/``, an Azure upload marker with uncommi
 file store's staging directory). A copy of the same version redone later resumes it, and one of
 a newer version aborts it (``engine.transfer``); the janitor finds the rest: every
 ``[uploads] sweep_interval`` it lists the open uploads at each route destination, exports how
-many there are, and aborts (and forgets in the journal) those older than ``abandon_after``.
+many there are, and aborts (and forgets in the journal) those older than ``abandon_after`` by
+the store's account and by the journal's, where it has one.
 It also forgets journal rows that old whose upload the store no longer has: a daemon killed
 between completing an upload and forgetting it (or a catalog that refused the forgetting)
 leaves one, and no later copy needs it (a copy of that key finds the replica in place).
@@ -100,9 +101,15 @@ class UploadJanitor:
             report.errors.append(f"{destination}: {exc}")
             return
         remaining = len(uploads)
+        # The journal's start of an upload counts too: a store may report an earlier one than
+        # the truth (moto reports every upload as started in 2010), and a striped upload's
+        # parts may still be on their way from the whole group.
+        journaled = await self.journal.started_since(store.url_for(""), cutoff)
         for upload in uploads:
             # An upload whose start the store does not report may be a live copy's.
             if upload.initiated is None or upload.initiated > cutoff:
+                continue
+            if (store.url_for(upload.key), upload.upload_id) in journaled:
                 continue
             try:
                 await store.abort_multipart(upload.key, upload.upload_id)

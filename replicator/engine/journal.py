@@ -44,6 +44,8 @@ class UploadRecord:
     #: An ordered upload (``ObjectStore.create_ordered_upload``): its id is a credential, so
     #: it is never journaled nor logged, and a crash leaves nothing to resume.
     ordered: bool = False
+    #: A striped upload whose part tasks went out to the group (``striping``).
+    parts_published: bool = False
     halted: Halt | None = None
     halted_because: str | None = None
 
@@ -60,6 +62,10 @@ class UploadJournal(Protocol):
     async def part_done(self, record: UploadRecord, part: DonePart) -> None: ...
 
     async def finished(self, record: UploadRecord) -> None: ...
+
+    async def published(self, record: UploadRecord) -> None:
+        """Remember that ``record``'s part tasks went out to the group."""
+        ...
 
     async def halt(self, record: UploadRecord, halt: Halt, because: str) -> None:
         """Stop ``record``'s upload for every process working on it (the first halt stays)."""
@@ -83,6 +89,9 @@ class MemoryJournal:
 
     async def finished(self, record: UploadRecord) -> None:
         self.records.pop(record.dest_url, None)
+
+    async def published(self, record: UploadRecord) -> None:
+        record.parts_published = True
 
     async def halt(self, record: UploadRecord, halt: Halt, because: str) -> None:
         kept = self.records.get(record.dest_url)

@@ -143,18 +143,27 @@ async def follow(
     tasks: Sequence[PartTask],
     wanted: int,
 ) -> None:
-    """Publish ``tasks`` and wait until the journal holds ``wanted`` parts of ``record``'s
-    upload (they are then in ``record.parts``). Raises ``SourceMoved`` when a part found the
+    """Publish ``tasks`` (unless a coordinator before this one did: they are on the topic
+    until copied) and wait until the journal holds ``wanted`` parts of ``record``'s upload
+    (they are then in ``record.parts``). Raises ``SourceMoved`` when a part found the
     source changed (or the upload was forgotten: the copy looks at both ends again) and
     ``TransientError`` when a part failed for good."""
-    await striping.publisher.publish(tasks)
-    log.info(
-        "parts published for the group",
-        destination=record.dest_url,
-        upload_id=record.upload_id,
-        parts=len(tasks),
-        done=len(record.parts),
-    )
+    if record.parts_published:
+        log.info(
+            "following a striped upload whose parts are already published",
+            destination=record.dest_url,
+            upload_id=record.upload_id,
+            missing=len(tasks),
+        )
+    else:
+        await striping.publisher.publish(tasks)
+        await journal.published(record)
+        log.info(
+            "parts published for the group",
+            destination=record.dest_url,
+            upload_id=record.upload_id,
+            parts=len(tasks),
+        )
     progress_at = time.monotonic()
     while len(record.parts) < wanted:
         await asyncio.sleep(striping.watch_interval_s)

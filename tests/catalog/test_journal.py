@@ -88,6 +88,9 @@ class _KilledProcessJournal:
     async def finished(self, record: UploadRecord) -> None:
         return None
 
+    async def published(self, record: UploadRecord) -> None:
+        await self.inner.published(record)
+
     async def halt(self, record: UploadRecord, halt: Halt, because: str) -> None:
         await self.inner.halt(record, halt, because)
 

@@ -61,6 +61,11 @@ class DaemonProcess:
         return f"http://127.0.0.1:{self.ingest_port}"
 
     @property
+    def pid(self) -> int | None:
+        """The running process's id."""
+        return self._process.pid if self.alive and self._process is not None else None
+
+    @property
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
 

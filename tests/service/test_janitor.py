@@ -70,7 +70,7 @@ async def test_abandoned_uploads_are_aborted_once_old_enough(
         labels = {"destination": destination}
         assert metrics.registry.get_sample_value("replicator_uploads_open", labels) == 1
 
-        later = await janitor.sweep(listed.initiated + timedelta(hours=2))
+        later = await janitor.sweep(max(listed.initiated, datetime.now(UTC)) + timedelta(hours=2))
         assert (later.open, later.errors) == ({destination: 0}, [])
         assert len(later.aborted) == 1
         assert [u async for u in store.list_multipart_uploads()] == []
@@ -80,6 +80,44 @@ async def test_abandoned_uploads_are_aborted_once_old_enough(
     finally:
         for opened_store in opened.values():
             await opened_store.close()
+        await catalog.close()
+
+
+async def test_an_upload_the_journal_saw_start_recently_is_kept_whatever_the_store_says(
+    devstack: StackState, tmp_path: Path
+) -> None:
+    """moto reports every upload as started in 2010: a daemon starting while another copies
+    (a striped upload's parts on their way from the whole group) must not abort it."""
+    tag = uuid.uuid4().hex[:10]
+    destination = f"s3://dst-{tag}/"
+    config = load_config(
+        {"routes": [{"name": "r", "source": f"s3://src-{tag}/", "destinations": [destination]}]}
+    )
+    store = open_store(destination)
+    catalog = await open_catalog(f"sqlite:///{tmp_path}/catalog.db")
+    journal = catalog.journal()
+    janitor = UploadJanitor(
+        Router(config),
+        lambda _: store,
+        journal,
+        interval=timedelta(hours=1),
+        abandon_after=timedelta(hours=1),
+    )
+    try:
+        await store.create_container()
+        upload_id = await store.create_multipart("big.bin")
+        await journal.started(
+            UploadRecord(store.url_for("big.bin"), upload_id, "s3://src/big.bin", "v1", 1, 1)
+        )
+        [listed] = [u async for u in store.list_multipart_uploads()]
+        assert listed.initiated is not None
+        assert listed.initiated < datetime.now(UTC) - timedelta(days=365)
+
+        report = await janitor.sweep()
+        assert (report.open, report.aborted) == ({destination: 1}, [])
+        assert [u.upload_id async for u in store.list_multipart_uploads()] == [upload_id]
+    finally:
+        await store.close()
         await catalog.close()
 
 

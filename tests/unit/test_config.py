@@ -74,6 +74,19 @@ class TestEnvironmentOverrides:
         with pytest.raises(ConfigError, match="retry_failed_after"):
             load_daemon_config(config_file)
 
+    def test_striping_has_a_threshold_or_is_off(
+        self, config_file: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        assert load_daemon_config(config_file).copy_.stripe_threshold_bytes == 1024**3
+        monkeypatch.setenv("REPLICATOR_COPY__STRIPE_THRESHOLD", "off")
+        assert load_daemon_config(config_file).copy_.stripe_threshold_bytes is None
+        monkeypatch.setenv("REPLICATOR_COPY__STRIPE_THRESHOLD", "256MiB")
+        assert load_daemon_config(config_file).copy_.stripe_threshold_bytes == 256 * 1024**2
+        for bad in ("1MiB", "big"):
+            monkeypatch.setenv("REPLICATOR_COPY__STRIPE_THRESHOLD", bad)
+            with pytest.raises(ConfigError, match="stripe_threshold"):
+                load_daemon_config(config_file)
+
     def test_only_prefixed_variables_count(
         self, config_file: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
