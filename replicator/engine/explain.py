@@ -14,8 +14,9 @@ from typing import Literal
 
 from connectors.base import ObjectMeta, ObjectStore
 from replicator.engine.fencing import Fence
+from replicator.engine.outcomes import Absent, resumes
 from replicator.engine.planner import CopyPlan, Strategy, stripes
-from replicator.engine.transfer import RESUMING, Absent, Copier, resumes, version_id
+from replicator.engine.transfer import RESUMING, Copier, version_id
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import structlog
 
@@ -63,6 +61,16 @@ from replicator.engine.metadata import (
     replica_source,
 )
 from replicator.engine.ordered import InOrder
+from replicator.engine.outcomes import (
+    ABSENT,
+    Absent,
+    Executed,
+    Skipped,
+    SourceChanged,
+    SourceGone,
+    first_error,
+    resumes,
+)
 from replicator.engine.planner import CopyPlan, Part, Strategy, auto_part_size, plan_copy, stripes
 from replicator.engine.reads import SharedSourceRead, SourceMoved, StripeReader, pinned
 from replicator.engine.results import CopyResult, version_id
@@ -75,7 +83,6 @@ from replicator.engine.verification import (
     check_source_crc,
     digest_of,
 )
-from replicator.errors import ReplicatorError
 
 log = structlog.get_logger(__name__)
 
@@ -112,15 +119,6 @@ PREFETCH_MAX = 1 * MiB
 RESUMING = "resuming an upload"
 DAMAGED = "an ordered upload came out damaged, its parts are sent again, each checked"
 ORDERED_UPLOADS_OFF = "ordered uploads are turned off ([copy] ordered_uploads)"
-
-
-class SourceChanged(ReplicatorError):
-    """The source kept changing while it was being copied; nothing was written."""
-
-
-class SourceGone(NotFound):
-    """The source was deleted while it was being copied (its copy restarted and found no
-    object): nothing was written, and the caller applies the deletion instead."""
 
 
 class Copier:
@@ -199,7 +197,7 @@ class Copier:
                     looked = await self.look_at_destination(src, dest, dest_key, known_dest)
                     outcome = (
                         looked
-                        if isinstance(looked, _Skipped)
+                        if isinstance(looked, Skipped)
                         else await self._execute(
                             plan, src, source, source_key, dest, dest_key, looked, shared
                         )
@@ -218,7 +216,7 @@ class Copier:
                     error=str(moved),
                 )
                 continue
-            if isinstance(outcome, _Skipped):
+            if isinstance(outcome, Skipped):
                 log.info("copy skipped", source=outcome.source.url, reason=outcome.reason)
                 return CopyResult(
                     "skipped",
@@ -278,7 +276,7 @@ class Copier:
         dest_key: str,
         known_dest: ObjectMeta | Absent | None,
         shared: SharedSourceRead | None = None,
-    ) -> _Executed | _Skipped:
+    ) -> Executed | Skipped:
         """A small object seen in a listing that omits attributes: one GET pinned to the
         listed version brings the bytes and the metadata a HEAD would have (then the replica
         checks), so reading it costs one request (one for every destination, ``shared``)."""
@@ -287,7 +285,7 @@ class Copier:
         async with self.budget.reserve(listed.size * WHOLE_READ_COPIES):
             src, data = await (shared.get(listed, load) if shared is not None else load())
             looked = await self.look_at_destination(src, dest, dest_key, known_dest)
-            if isinstance(looked, _Skipped):
+            if isinstance(looked, Skipped):
                 return looked
             return await self._single(src, source, source_key, dest, dest_key, looked, loaded=data)
 
@@ -328,11 +326,11 @@ class Copier:
         dest: ObjectStore,
         dest_key: str,
         known_dest: ObjectMeta | Absent | None = None,
-    ) -> _Skipped | Fence:
+    ) -> Skipped | Fence:
         """Why no copy is needed, or the fence its final write is conditioned on."""
         origin = replica_source(src.attributes.user_metadata)
         if origin is not None:
-            return _Skipped(src, None, f"source is itself a replica of {origin}")
+            return Skipped(src, None, f"source is itself a replica of {origin}")
         if known_dest is ABSENT:
             return Fence.seen(None)
         if isinstance(known_dest, ObjectMeta) and known_dest.attributes_known:
@@ -346,7 +344,7 @@ class Copier:
                 return Fence.seen(None)
         mismatch = replica_mismatch(src, version_id(src), existing)
         if mismatch is None:
-            return _Skipped(src, existing, "destination already holds this source version")
+            return Skipped(src, existing, "destination already holds this source version")
         if replica_source(existing.attributes.user_metadata) == src.url:
             log.info("replica not verified; copying again", destination=existing.url, why=mismatch)
         return Fence.seen(existing)
@@ -361,7 +359,7 @@ class Copier:
         dest_key: str,
         fence: Fence,
         shared: SharedSourceRead | None = None,
-    ) -> _Executed:
+    ) -> Executed:
         if plan.strategy is Strategy.SERVER_SIDE:
             return await self._server_side(src, source, source_key, dest, dest_key, fence)
         if plan.strategy is Strategy.SINGLE:
@@ -388,7 +386,7 @@ class Copier:
         dest: ObjectStore,
         dest_key: str,
         fence: Fence,
-    ) -> _Executed:
+    ) -> Executed:
         """The destination copies by itself, fenced as any final write. A store that reads
         its copy back (files: a kernel copy) shows it to us, and the fingerprint goes into the
         replica's marks."""
@@ -440,7 +438,7 @@ class Copier:
         value = (
             fingerprint.value() if read_back else replica_fingerprint(src.attributes.user_metadata)
         )
-        return _Executed(meta, 0, 0, value)
+        return Executed(meta, 0, 0, value)
 
     def _pin(self, source: ObjectStore, src: ObjectMeta) -> dict[str, str | None]:
         version = src.version if source.limits.versioned_reads else None
@@ -457,7 +455,7 @@ class Copier:
         shared: SharedSourceRead | None = None,
         *,
         loaded: bytes | None = None,
-    ) -> _Executed:
+    ) -> Executed:
         """Read the whole object (unless the caller ``loaded`` it, holding its budget), put it."""
         pin = self._pin(source, src)
 
@@ -513,7 +511,7 @@ class Copier:
             check_checksums(meta.checksums, digest.checksums, meta.url)
 
         await self._verify_written(dest, dest_key, meta, check)
-        return _Executed(meta, 0, src.size, fingerprint.value(), src)
+        return Executed(meta, 0, src.size, fingerprint.value(), src)
 
     async def _multipart(
         self,
@@ -524,7 +522,7 @@ class Copier:
         dest: ObjectStore,
         dest_key: str,
         fence: Fence = UNFENCED,
-    ) -> _Executed:
+    ) -> Executed:
         pin = self._pin(source, src)
         dest_url = dest.url_for(dest_key)
         record = await self.journal.find(dest_url)
@@ -668,7 +666,7 @@ class Copier:
             )
         except BaseException as exc:
             await self._abort(dest, dest_key, record)
-            raise _first_error(exc) from None
+            raise first_error(exc) from None
         if not record.ordered:
             await self.journal.finished(record)
         await self._verify_written(dest, dest_key, meta, lambda: check_size(meta, src))
@@ -679,7 +677,7 @@ class Copier:
             check_checksums(head.checksums, whole, head.url)
 
         await self._verify_written(dest, dest_key, head, check)
-        return _Executed(head, resumed, transferred, fingerprint.value(), ordered=plan.ordered)
+        return Executed(head, resumed, transferred, fingerprint.value(), ordered=plan.ordered)
 
     async def _create_upload(
         self,
@@ -903,49 +901,3 @@ class Copier:
         except asyncio.CancelledError:
             await task
             raise
-
-
-@dataclass(frozen=True)
-class _Executed:
-    destination: ObjectMeta
-    parts_resumed: int
-    bytes_transferred: int
-    fingerprint: str | None
-    #: The source as read, when the read itself brought its metadata.
-    source: ObjectMeta | None = None
-    ordered: bool = False
-
-
-def resumes(record: UploadRecord, src: ObjectMeta, plan: CopyPlan) -> bool:
-    """Whether ``record``, an upload left by a crash, is resumed by a copy of ``src`` planned
-    as ``plan``: never one of another version (the source was overwritten since) or plan, nor
-    one a striped copy's part halted."""
-    return (
-        record.halted is None
-        and record.source_version == version_id(src)
-        and record.part_size == plan.part_size
-        and record.size == src.size
-    )
-
-
-@dataclass(frozen=True)
-class _Skipped:
-    source: ObjectMeta
-    existing: ObjectMeta | None
-    reason: str
-
-
-class Absent(enum.Enum):
-    """What a caller knows of a destination: nothing is there (from a listing, the catalog)."""
-
-    ABSENT = "absent"
-
-
-ABSENT = Absent.ABSENT
-
-
-def _first_error(exc: BaseException) -> BaseException:
-    """The error that started a failure, out of a TaskGroup's exception group."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
