@@ -572,6 +572,7 @@ class Copier:
                 parts=len(plan.parts),
             )
         remaining = [p for p in plan.parts if p.number not in record.parts]
+        striped = self._striped(src.size)
         todo = iter(remaining)
         transferred = 0
         # An ordered upload's parts come from one stream (or one reader), and go in order.
@@ -616,7 +617,7 @@ class Copier:
                 await stripe.close()
 
         try:
-            if self.striping is not None and self._striped(src.size):
+            if self.striping is not None and striped:
                 tasks = part_tasks(record, remaining, src, source, dest, source_key, dest_key)
                 await follow(self.striping, self.journal, record, tasks, len(plan.parts))
                 transferred = sum(part.length for part in remaining)
@@ -664,6 +665,12 @@ class Copier:
                 ),
                 completion=True,
             )
+        except asyncio.CancelledError:
+            # A striped upload is the group's: its parts go on being copied, and whoever
+            # takes this change next (its partition moved) resumes it from the journal.
+            if not striped:
+                await self._abort(dest, dest_key, record)
+            raise
         except BaseException as exc:
             await self._abort(dest, dest_key, record)
             raise first_error(exc) from None

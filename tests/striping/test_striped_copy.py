@@ -18,7 +18,7 @@ from replicator.catalog import Catalog, open_catalog
 from replicator.daemon.striping import PartRunner
 from replicator.devstack import StackState
 from replicator.engine.retry import RetryPolicy
-from replicator.engine.striping import PartTask, Striping
+from replicator.engine.striping import PartPublisher, PartTask, Striping
 from replicator.engine.transfer import Copier
 from replicator.pipeline.bus import AsyncConsumer
 from replicator.pipeline.parts import PartTaskPublisher, decode_task
@@ -217,3 +217,63 @@ async def test_a_task_naming_locations_no_route_copies_is_dead_lettered(
         b"no route of this daemon copies s3://somebody-else/" in letters[0][1]["replicator.reason"]
     )
     assert member.outcomes == []
+
+
+async def test_a_coordinator_cancelled_mid_way_leaves_the_upload_to_the_next_one(
+    bed: Bed, catalog: Catalog, store_factory: StoreFactory
+) -> None:
+    """The change's partition moved: its copy is cancelled, but the upload is the group's (its
+    parts are on their way), so it is left open and journaled, and the daemon that takes the
+    change next resumes it without publishing its parts again."""
+    source, dest = await store_factory("s3"), await store_factory("s3")
+    data = os.urandom(5 * PART + 1)
+    await source.put("big.bin", data)
+    first, second, helper = (Member(bed, catalog, source, dest) for _ in range(3))
+    published: list[int] = []
+    for member in (first, second):
+        striping = member.copier.striping
+        assert striping is not None
+        real = striping.publisher
+
+        class Counting:
+            def __init__(self, real: PartPublisher) -> None:
+                self.real = real
+
+            async def publish(self, tasks: Sequence[PartTask]) -> None:
+                published.append(len(tasks))
+                await self.real.publish(tasks)
+
+        member.copier.striping = Striping(PART, Counting(real), watch_interval_s=0.1)
+    gate = asyncio.Event()
+
+    async def after_two(part_number: int) -> None:
+        if len(helper.dest.parts_uploaded) >= 2:
+            await gate.wait()
+
+    helper.dest.before_part = after_two
+    workers = await running([helper])
+    dest_url = dest.url_for("big.bin")
+    try:
+        copying = asyncio.create_task(first.copier.copy(source, "big.bin", first.dest, "big.bin"))
+        for _ in range(600):
+            record = await catalog.journal().find(dest_url)
+            if record is not None and len(record.parts) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("no part journaled")
+        copying.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await copying
+        assert await open_uploads(dest, "big.bin") == [record.upload_id]
+        gate.set()
+        result = await second.copier.copy(source, "big.bin", second.dest, "big.bin")
+    finally:
+        gate.set()
+        await stopped(workers)
+
+    assert result.status == "copied"
+    assert result.parts_resumed >= 2
+    assert published == [6]
+    assert read_object(dest_url) == data
+    assert await open_uploads(dest, "big.bin") == []
