@@ -277,3 +277,36 @@ async def test_a_coordinator_cancelled_mid_way_leaves_the_upload_to_the_next_one
     assert published == [6]
     assert read_object(dest_url) == data
     assert await open_uploads(dest, "big.bin") == []
+
+
+async def test_parts_lost_on_their_way_are_published_again_after_a_while(
+    bed: Bed, catalog: Catalog, store_factory: StoreFactory
+) -> None:
+    """Tasks that never reach the group (lost to a fault nobody reported) do not stall the
+    copy for ever: once no part has arrived for ``republish_after_s`` the coordinator
+    publishes the missing ones again."""
+    source, dest = await store_factory("s3"), await store_factory("s3")
+    data = os.urandom(3 * PART + 7)
+    await source.put("big.bin", data)
+    coordinator = Member(bed, catalog, source, dest)
+    real = PartTaskPublisher(bed.producer, bed.topic)
+    sent: list[list[int]] = []
+
+    class LosingTheFirstTwo:
+        async def publish(self, tasks: Sequence[PartTask]) -> None:
+            sent.append([task.number for task in tasks])
+            await real.publish([task for task in tasks if len(sent) > 1 or task.number > 2])
+
+    coordinator.copier.striping = Striping(
+        PART, LosingTheFirstTwo(), watch_interval_s=0.1, republish_after_s=3.0
+    )
+    workers = await running([coordinator])
+    try:
+        result = await coordinator.copier.copy(source, "big.bin", coordinator.dest, "big.bin")
+    finally:
+        await stopped(workers)
+    assert result.status == "copied"
+    assert sent[0] == [1, 2, 3, 4]
+    # Then the missing ones (3 and 4 too, had they not arrived within the delay).
+    assert {1, 2} <= set(sent[1])
+    assert read_object(dest.url_for("big.bin")) == data
