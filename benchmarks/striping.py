@@ -5,7 +5,7 @@ object of random bytes to a directory, and for each group size starts that many 
 run`` processes (one consumer group, a PostgreSQL catalog, topics of their own, striping from
 1 GiB, 64 MiB parts, 3 parts at once per daemon), publishes the object's change with
 ``replicator scan`` and times it until the replica is at the S3 destination and fresh in the
-catalog; also the daemons' CPU-seconds (user + system, whole processes, start-up included).
+catalog; also the CPU-seconds (user + system) the daemons and the S3 emulator spent meanwhile.
 Prints a table and writes ``--json-out``. Needs the test bed's environment (``eval
 "$(replicator devstack env)"``); run it under ``flock /tmp/bench.lock``.
 """
@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.chaos.daemons import DaemonProcess
 from tests.groups.testbed import until
 from tests.striping.fleet import StripeFleet, write_random_file
 
@@ -29,18 +28,37 @@ KEY = "checkpoint.bin"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(daemon: DaemonProcess) -> float:
-    """User + system CPU-seconds of ``daemon``'s process so far."""
-    if daemon.pid is None:
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU-seconds of process ``pid`` so far."""
+    if pid is None:
         return 0.0
-    fields = Path(f"/proc/{daemon.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def emulator_pid() -> int | None:
+    """The test bed's S3 emulator (moto)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"moto_server" in command:
+                return int(entry.name)
+    return None
+
+
+def fleet_cpu(fleet: StripeFleet) -> float:
+    return sum(cpu_seconds(daemon.pid) for daemon in fleet.daemons)
 
 
 async def one_run(work: Path, source: Path, daemons: int) -> dict[str, float]:
     fleet = StripeFleet(dict(os.environ), work, source, daemons=daemons)
     try:
         await fleet.start()
+        moto = emulator_pid()
+        cpu_before, moto_before = fleet_cpu(fleet), cpu_seconds(moto)
         started = time.perf_counter()
         await fleet.scan()
 
@@ -49,10 +67,10 @@ async def one_run(work: Path, source: Path, daemons: int) -> dict[str, float]:
 
         await until(replicated, 3600, "the replica")
         seconds = time.perf_counter() - started
-        cpu = sum(cpu_seconds(daemon) for daemon in fleet.daemons)
+        cpu, moto_cpu = fleet_cpu(fleet) - cpu_before, cpu_seconds(moto) - moto_before
     finally:
         await fleet.stop()
-    return {"seconds": seconds, "daemon_cpu_s": cpu}
+    return {"seconds": seconds, "daemon_cpu_s": cpu, "emulator_cpu_s": moto_cpu}
 
 
 async def main(size_mib: int, groups: list[int], repeats: int, json_out: Path | None) -> None:
@@ -66,17 +84,24 @@ async def main(size_mib: int, groups: list[int], repeats: int, json_out: Path | 
             for daemons in groups:
                 results[daemons].append(await one_run(work, source, daemons))
     print(f"one object of {size_mib} MiB, file -> s3 (moto), 64 MiB parts, medians of {repeats}")
-    print("| daemons | seconds (min-max) | MiB/s | daemons' CPU-s | CPU-s/GiB |")
+    print("| daemons | seconds (min-max) | MiB/s | daemons' CPU-s/GiB | moto's CPU-s/GiB |")
     print("|---|---|---|---|---|")
     summary = {}
     for daemons, runs in results.items():
         seconds = [run["seconds"] for run in runs]
-        cpu = statistics.median(run["daemon_cpu_s"] for run in runs)
+        gib = size_mib / 1024
+        cpu = statistics.median(run["daemon_cpu_s"] for run in runs) / gib
+        moto = statistics.median(run["emulator_cpu_s"] for run in runs) / gib
         median = statistics.median(seconds)
-        summary[daemons] = {"seconds": seconds, "median_s": median, "daemon_cpu_s": cpu}
+        summary[daemons] = {
+            "seconds": seconds,
+            "median_s": median,
+            "daemon_cpu_s_per_gib": cpu,
+            "emulator_cpu_s_per_gib": moto,
+        }
         print(
             f"| {daemons} | {median:.1f} ({min(seconds):.1f}-{max(seconds):.1f}) "
-            f"| {size_mib / median:.0f} | {cpu:.1f} | {cpu / (size_mib / 1024):.2f} |"
+            f"| {size_mib / median:.0f} | {cpu:.2f} | {moto:.2f} |"
         )
     if json_out is not None:
         text = json.dumps({"size_mib": size_mib, "runs": summary}, indent=2)
