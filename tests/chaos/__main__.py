@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--failing", type=float, default=0.2, help="share of store requests")
     parser.add_argument("--kill-every", type=float, nargs=2, default=(20.0, 40.0))
     parser.add_argument("--converge-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--stripe-threshold", default="16MiB", help="large objects striped from this size, or off"
+    )
     parser.add_argument("--work", type=Path, help="keep logs and state here (default: temp)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     args = parser.parse_args(argv)
@@ -33,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         failing_share=args.failing,
         kill_every_s=tuple(args.kill_every),
         converge_timeout_s=args.converge_timeout,
+        stripe_threshold=args.stripe_threshold,
     )
     report = asyncio.run(ChaosRun(settings).run())
     print(report.render())

@@ -98,6 +98,8 @@ class ChaosSettings:
     converge_timeout_s: float = 600.0
     leftover_grace_s: float = 60.0
     workers: int = 16
+    # The large objects (17-24 MiB) are striped over the daemons from this size ("off": not).
+    stripe_threshold: str = "16MiB"
 
 
 @dataclass
@@ -276,6 +278,10 @@ retry_failed_after = "20s"
 # find and remove it, which real GCS (chunks placed at their offsets, a completion of the
 # wrong size refused) never does: GCS destinations here get parallel parts, composed.
 ordered_uploads = false
+# The workload's large objects are copied part by part by every daemon (striped), so that
+# striped copies meet the kills, the restarts and the failing requests too.
+stripe_threshold = "{self.settings.stripe_threshold}"
+stripe_workers = 4
 
 [deletes]
 sweep_interval = "5s"
