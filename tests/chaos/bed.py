@@ -155,6 +155,25 @@ def postgres_answers(url: str) -> bool:
     return False
 
 
+def make_commits_durable(url: str) -> None:
+    """``synchronous_commit = on`` for every new session of the catalog's database."""
+    result = subprocess.run(
+        [
+            str(_psql()),
+            "--no-psqlrc",
+            "--command",
+            "ALTER DATABASE postgres SET synchronous_commit = on",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"cannot make the catalog's commits durable: {result.stderr}")
+
+
 def _psql() -> Path:
     import importlib.util
 
@@ -220,6 +239,11 @@ class ChaosBed:
             raise
         bootstrap = broker_state.env["REPLICATOR_KAFKA_BOOTSTRAP"]
         postgres = store_state.env["REPLICATOR_POSTGRES_URL"]
+        # The run SIGKILLs PostgreSQL as a crash, which real catalogs survive without losing
+        # a commit; the test bed's server runs with synchronous_commit off (throwaway data),
+        # which loses the last acknowledged commits when killed. The catalog's sessions get
+        # the durable setting (the database's own setting overrides the command line's).
+        make_commits_durable(postgres)
 
         def azure_string(endpoint: str, account: str, key: str) -> str:
             return (
