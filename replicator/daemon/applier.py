@@ -75,7 +75,7 @@ from replicator.engine.transfer import (
 )
 from replicator.errors import Unavailable
 from replicator.pipeline.events import ChangeEvent
-from replicator.pipeline.rules import Route, Router, RoutingConfig, Target
+from replicator.pipeline.rules import Route, Router, RoutingConfig, Target, group_chains
 
 log = structlog.get_logger(__name__)
 
@@ -208,10 +208,16 @@ class Applier:
                 self.health.failed(route.name, exc)
                 await self._record_failure(change, targets, exc)
             raise
+        settled: list[str] = []
         if route.group is not None and await self.groups.is_echo(change):
             # Whatever the member holds now (another member's write may have reached it since)
-            # and whether or not a newer change of the key came first.
-            return await self._settle_echo(change, targets)
+            # and whether or not a newer change of the key came first; but a deletion another
+            # group of a chain made at the member goes on to this group's other members.
+            forwarded = await self._echo_forwarded(change, targets, acceptance, current)
+            settled = await self._settle_echo(change, [t for t in targets if t not in forwarded])
+            if not forwarded:
+                return settled
+            targets, acceptance = forwarded, Acceptance.NEW
         if acceptance is Acceptance.STALE:
             repair = None
             if event.origin == "scan" and not await self._in_sync(current, targets):
@@ -231,7 +237,15 @@ class Applier:
             if await self.groups.delete_meets_replica(change, route, key, current, source):
                 current, origin = None, None
         if origin is not None:
-            return await self._settle_replica(change, targets, origin)
+            # Another group of a chain forwards its replica; its own group never does.
+            kept = [
+                t for t in targets if t.route.group is None or not t.route.group.forwards(origin)
+            ]
+            if kept:
+                settled += await self._settle_replica(change, kept, origin)
+            targets = [t for t in targets if t not in kept]
+            if not targets:
+                return settled
         # Every destination's copy finishes before the event is done or tried again (no
         # overlapping copies of one key to one destination); one failing destination does
         # not cancel the others, which a retry then finds done.
@@ -257,7 +271,7 @@ class Applier:
         if FAILED not in done:
             # A destination failing for good (a missing container) keeps the route unhealthy.
             self.health.succeeded(route.name)
-        return done
+        return settled + done
 
     async def _settle_echo(self, change: Change, targets: Sequence[Target]) -> list[str]:
         """The store's notice of a deletion the group made at the member: nothing to apply
@@ -269,6 +283,26 @@ class Applier:
         for target in targets:
             await self.catalog.mark_retained(change, target.destination.url, now, note=note)
         return ["echo"] * len(targets)
+
+    async def _echo_forwarded(
+        self,
+        change: Change,
+        targets: Sequence[Target],
+        acceptance: Acceptance,
+        current: ObjectMeta | None,
+    ) -> list[Target]:
+        """The destinations an echo of a group's deletion still goes to: at a member groups
+        of a chain share, the deletion one group made there is forwarded by the others (the
+        catalog's row there names the member it came from); never a stale one, nor one a
+        write has reached the member after."""
+        if acceptance is Acceptance.STALE or current is not None:
+            return []
+        came_from = await self.catalog.deleted_from(change.source_url)
+        if came_from is None:
+            return []
+        return [
+            t for t in targets if t.route.group is not None and t.route.group.forwards(came_from)
+        ]
 
     async def _prefetch(
         self,
@@ -397,6 +431,8 @@ class Applier:
                         else None
                     ),
                     shared=shared,
+                    # Only the replicas a chain's other group wrote are still to copy here.
+                    forwarding=replica_source(current.attributes.user_metadata) is not None,
                 )
             except SourceGone:
                 # Deleted while it was being copied (a put quickly followed by a delete):
@@ -565,10 +601,12 @@ async def register_datasets(catalog: Catalog, config: RoutingConfig) -> None:
     changes will never be applied there, and they must not hold its lag or watermark.
     """
     known = {dataset.name: dataset for dataset in await catalog.datasets()}
-    for group in config.groups:
-        # One dataset per group, every member a source (each is written by its users).
+    for linked, _ in {chain[0][0].name: chain for chain in group_chains(config.groups)}.values():
+        # One dataset per chain of groups (a lone group is its own), named after its first
+        # group, every member a source (each is written by its users).
+        members = {m.url: m for group in linked for m in group.members}
         await catalog.add_dataset(
-            group.name, [LocationSpec(m.url, Role.SOURCE, m.region) for m in group.members]
+            linked[0].name, [LocationSpec(m.url, Role.SOURCE, m.region) for m in members.values()]
         )
     for route in config.routes:
         if route.group is not None:
