@@ -209,11 +209,15 @@ class Applier:
                 await self._record_failure(change, targets, exc)
             raise
         settled: list[str] = []
+        deleted_from = None
         if route.group is not None and await self.groups.is_echo(change):
             # Whatever the member holds now (another member's write may have reached it since)
             # and whether or not a newer change of the key came first; but a deletion another
             # group of a chain made at the member goes on to this group's other members.
-            forwarded = await self._echo_forwarded(change, targets, acceptance, current)
+            deleted_from = await self._echo_forwarded(change, acceptance, current)
+            forwarded = [
+                t for t in targets if deleted_from is not None and _forwards(t, deleted_from)
+            ]
             settled = await self._settle_echo(change, [t for t in targets if t not in forwarded])
             if not forwarded:
                 return settled
@@ -238,9 +242,7 @@ class Applier:
                 current, origin = None, None
         if origin is not None:
             # Another group of a chain forwards its replica; its own group never does.
-            kept = [
-                t for t in targets if t.route.group is None or not t.route.group.forwards(origin)
-            ]
+            kept = [t for t in targets if not _forwards(t, origin)]
             if kept:
                 settled += await self._settle_replica(change, kept, origin)
             targets = [t for t in targets if t not in kept]
@@ -251,7 +253,7 @@ class Applier:
         # not cancel the others, which a retry then finds done.
         outcomes = await asyncio.gather(
             *(
-                self._gated(change, target, source, key, current, shared, listed)
+                self._gated(change, target, source, key, current, shared, listed, deleted_from)
                 for target in targets
             ),
             return_exceptions=True,
@@ -285,24 +287,14 @@ class Applier:
         return ["echo"] * len(targets)
 
     async def _echo_forwarded(
-        self,
-        change: Change,
-        targets: Sequence[Target],
-        acceptance: Acceptance,
-        current: ObjectMeta | None,
-    ) -> list[Target]:
-        """The destinations an echo of a group's deletion still goes to: at a member groups
-        of a chain share, the deletion one group made there is forwarded by the others (the
-        catalog's row there names the member it came from); never a stale one, nor one a
-        write has reached the member after."""
+        self, change: Change, acceptance: Acceptance, current: ObjectMeta | None
+    ) -> str | None:
+        """The member whose deletion an echo reports, for the other groups of a chain to
+        forward (the catalog's row at the echoing member names it); None for a stale echo,
+        or one a write reached the member after."""
         if acceptance is Acceptance.STALE or current is not None:
-            return []
-        came_from = await self.catalog.deleted_from(change.source_url)
-        if came_from is None:
-            return []
-        return [
-            t for t in targets if t.route.group is not None and t.route.group.forwards(came_from)
-        ]
+            return None
+        return await self.catalog.deleted_from(change.source_url)
 
     async def _prefetch(
         self,
@@ -380,6 +372,7 @@ class Applier:
         current: ObjectMeta | None,
         shared: SharedSourceRead,
         listed: Listed | None = None,
+        deleted_from: str | None = None,
     ) -> str:
         """The pause gate: a paused destination is not written; the change is held in the
         catalog (still to do), published again once the destination is resumed."""
@@ -387,7 +380,9 @@ class Applier:
         if pause is None:
             url = target.destination.url
             with attributed(self.ledger, target.route.name, url, self.store(url).location):
-                return await self._apply(change, target, source, key, current, shared, listed)
+                return await self._apply(
+                    change, target, source, key, current, shared, listed, deleted_from
+                )
         reason = f"replication paused by {pause.paused_by}: {pause.reason}"
         await self.catalog.hold(change, target.destination.url, reason)
         return "held"
@@ -401,12 +396,15 @@ class Applier:
         current: ObjectMeta | None,
         shared: SharedSourceRead,
         listed: Listed | None = None,
+        deleted_from: str | None = None,
     ) -> str:
         try:
             dest = self.store(target.destination.url)
             verdict = None
             if target.route.group is not None:
-                verdict = await self.groups.decide(change, target, current, dest)
+                verdict = await self.groups.decide(
+                    change, target, current, dest, deleted_from=deleted_from
+                )
                 if not verdict.applies:
                     await self.catalog.mark_retained(
                         change, target.destination.url, datetime.now(UTC), note=verdict.note
@@ -572,6 +570,12 @@ async def record_accepted(catalog: Catalog, router: Router, events: Sequence[Cha
             event_time=event.event_time.isoformat(),
             acceptance=acceptance.name,
         )
+
+
+def _forwards(target: Target, origin: str) -> bool:
+    """Whether ``target``'s route forwards what another group of a chain did at its source
+    on behalf of the member ``origin``."""
+    return target.route.group is not None and target.route.group.forwards(origin)
 
 
 def _replica_origin(result: CopyResult) -> str | None:

@@ -87,10 +87,17 @@ class GroupArbiter:
         self.guard = guard
 
     async def decide(
-        self, change: Change, target: Target, current: ObjectMeta | None, dest: ObjectStore
+        self,
+        change: Change,
+        target: Target,
+        current: ObjectMeta | None,
+        dest: ObjectStore,
+        *,
+        deleted_from: str | None = None,
     ) -> Verdict:
         """The verdict on ``change`` (its source's ``current`` state; None: deleted) at
-        ``target``, a destination member of the group."""
+        ``target``, a destination member of the group. ``deleted_from``: the member whose
+        deletion another group of a chain made at this route's source, forwarded here."""
         tag = _tag(target.route)
         if current is None and not change.deleted:
             # A write whose object is gone: when it was deleted is not in this event (its time
@@ -107,21 +114,35 @@ class GroupArbiter:
         held = None if existing is None else _held(tag, here, change.source_url, existing)
         if held is None:
             return Verdict(True, existing)
-        incoming = _incoming(tag, change, current)
-        version = held.contender.version
-        if version is not None and await self.catalog.received(
-            _written_url(change, current), held.written_url, version
-        ):
-            # The member written held that write when it changed the key: an update.
+        incoming = _incoming(tag, change, current, deleted_from)
+        if await self._updates(change, current, held, target.dest_url):
             return Verdict(True, existing, overrides=held)
         kept = winner(incoming, held.contender)
         won = kept is incoming
+        if won and deleted_from is not None:
+            # The deletion was settled under the rule where the groups meet, against what
+            # that member held (a conflict recorded there): here it only follows.
+            return Verdict(True, existing, overrides=held)
         loser = held.contender if won else incoming
         await self._record(tag, target.relative_key, kept, loser)
         if won:
             return Verdict(True, existing, overrides=held)
         note = f"lost a conflict to the {kept.describe()} of group {tag.name!r}"
         return Verdict(False, existing, note=note)
+
+    async def _updates(
+        self, change: Change, current: ObjectMeta | None, held: Held, held_url: str
+    ) -> bool:
+        """Whether the member written held the write ``held`` (at ``held_url``) when it
+        changed the key: an update, not a conflict. It received that write from its origin,
+        or (along a chain) the very object ``held_url`` holds."""
+        written = _written_url(change, current)
+        version = held.contender.version
+        if version is not None and await self.catalog.received(written, held.written_url, version):
+            return True
+        return held.written_url != held_url and await self.catalog.received(
+            written, held_url, version_id(held.existing)
+        )
 
     def deletion_outruns(self, change: Change, route: Route, current: ObjectMeta | None) -> bool:
         """Whether the deletion ``change``, found stale, must still be applied: its member now
@@ -222,13 +243,17 @@ def _tag(route: Route) -> GroupTag:
     return route.group
 
 
-def _incoming(tag: GroupTag, change: Change, current: ObjectMeta | None) -> Contender:
+def _incoming(
+    tag: GroupTag, change: Change, current: ObjectMeta | None, deleted_from: str | None = None
+) -> Contender:
     """The change arriving from the route's source member: its own users' change, or a
-    replica another group of the chain wrote there, which this group forwards (the origin's
-    write, at its time)."""
+    replica (or deletion) another group of the chain made there, which this group forwards
+    (the origin's write, at its time; a deletion at the time it was made there)."""
     source = _rank(tag, tag.members[tag.index])
     if current is None:
-        return Contender(source, change.event_time, None)
+        return Contender(
+            _rank(tag, deleted_from or tag.members[tag.index]), change.event_time, None
+        )
     user = current.attributes.user_metadata
     forwarded = replica_origin(user)
     if forwarded is not None:
