@@ -179,8 +179,10 @@ class TestChains:
             {"groups": [{"name": "one", "members": [B, A]}, {"name": "two", "members": [C, D]}]}
         )
         tags = {r.name: r.group for r in config.routes}
-        assert tags["one.1"] is not None and tags["one.1"].chain == (B, A)
-        assert tags["two.2"] is not None and tags["two.2"].chain == (C, D)
+        assert tags["one.1"] is not None
+        assert tags["one.1"].chain == (B, A)
+        assert tags["two.2"] is not None
+        assert tags["two.2"].chain == (C, D)
         assert {r.dataset for r in config.routes} == {"one", "two"}
 
     def test_a_write_at_the_shared_member_goes_to_both_groups(self) -> None:
@@ -198,7 +200,8 @@ class TestChains:
     def test_a_group_forwards_only_the_replicas_another_group_wrote(self) -> None:
         routes = {r.name: r for r in load_config(CHAIN).routes}
         to_c, to_a = routes["two.1"].group, routes["one.2"].group
-        assert to_c is not None and to_a is not None
+        assert to_c is not None
+        assert to_a is not None
         assert to_c.forwards(A + "k")  # group one wrote it at B
         assert not to_c.forwards(C + "k")  # group two's own replica: it would loop
         assert not to_a.forwards(A + "k")  # back where it came from
