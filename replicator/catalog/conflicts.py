@@ -124,6 +124,22 @@ class ConflictRecords(CatalogBase):
             found = (await conn.execute(query)).scalar_one_or_none()
         return found is not None and found == source_version
 
+    async def deleted_from(self, object_url: str) -> str | None:
+        """The member location whose deletion the catalog last applied to ``object_url`` (a
+        deletion a group made there), None if its last change there was no deletion."""
+        dataset, location, key = await self.resolve(object_url)
+        query = select(replicas.c.source_location_id).where(
+            replicas.c.dataset_id == dataset.id,
+            replicas.c.key == key,
+            replicas.c.location_id == location.id,
+            replicas.c.state == str(ReplicaState.DELETED),
+        )
+        async with self.database.read() as conn:
+            found = (await conn.execute(query)).scalar_one_or_none()
+        if found is None:
+            return None
+        return next((loc.url for loc in dataset.locations if loc.id == found), None)
+
     async def record_group_deletion(self, url: str, at: datetime, *, keep: timedelta) -> None:
         """Record that the group deleted the member object ``url`` at ``at``, forgetting its
         deletions there older than ``keep`` (their echoes came long ago)."""

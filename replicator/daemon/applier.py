@@ -75,7 +75,7 @@ from replicator.engine.transfer import (
 )
 from replicator.errors import Unavailable
 from replicator.pipeline.events import ChangeEvent
-from replicator.pipeline.rules import Route, Router, RoutingConfig, Target
+from replicator.pipeline.rules import Route, Router, RoutingConfig, Target, group_chains
 
 log = structlog.get_logger(__name__)
 
@@ -208,10 +208,20 @@ class Applier:
                 self.health.failed(route.name, exc)
                 await self._record_failure(change, targets, exc)
             raise
+        settled: list[str] = []
+        deleted_from = None
         if route.group is not None and await self.groups.is_echo(change):
             # Whatever the member holds now (another member's write may have reached it since)
-            # and whether or not a newer change of the key came first.
-            return await self._settle_echo(change, targets)
+            # and whether or not a newer change of the key came first; but a deletion another
+            # group of a chain made at the member goes on to this group's other members.
+            deleted_from = await self._echo_forwarded(change, acceptance, current)
+            forwarded = [
+                t for t in targets if deleted_from is not None and _forwards(t, deleted_from)
+            ]
+            settled = await self._settle_echo(change, [t for t in targets if t not in forwarded])
+            if not forwarded:
+                return settled
+            targets, acceptance = forwarded, Acceptance.NEW
         if acceptance is Acceptance.STALE:
             repair = None
             if event.origin == "scan" and not await self._in_sync(current, targets):
@@ -231,13 +241,19 @@ class Applier:
             if await self.groups.delete_meets_replica(change, route, key, current, source):
                 current, origin = None, None
         if origin is not None:
-            return await self._settle_replica(change, targets, origin)
+            # Another group of a chain forwards its replica; its own group never does.
+            kept = [t for t in targets if not _forwards(t, origin)]
+            if kept:
+                settled += await self._settle_replica(change, kept, origin)
+            targets = [t for t in targets if t not in kept]
+            if not targets:
+                return settled
         # Every destination's copy finishes before the event is done or tried again (no
         # overlapping copies of one key to one destination); one failing destination does
         # not cancel the others, which a retry then finds done.
         outcomes = await asyncio.gather(
             *(
-                self._gated(change, target, source, key, current, shared, listed)
+                self._gated(change, target, source, key, current, shared, listed, deleted_from)
                 for target in targets
             ),
             return_exceptions=True,
@@ -257,7 +273,7 @@ class Applier:
         if FAILED not in done:
             # A destination failing for good (a missing container) keeps the route unhealthy.
             self.health.succeeded(route.name)
-        return done
+        return settled + done
 
     async def _settle_echo(self, change: Change, targets: Sequence[Target]) -> list[str]:
         """The store's notice of a deletion the group made at the member: nothing to apply
@@ -269,6 +285,16 @@ class Applier:
         for target in targets:
             await self.catalog.mark_retained(change, target.destination.url, now, note=note)
         return ["echo"] * len(targets)
+
+    async def _echo_forwarded(
+        self, change: Change, acceptance: Acceptance, current: ObjectMeta | None
+    ) -> str | None:
+        """The member whose deletion an echo reports, for the other groups of a chain to
+        forward (the catalog's row at the echoing member names it); None for a stale echo,
+        or one a write reached the member after."""
+        if acceptance is Acceptance.STALE or current is not None:
+            return None
+        return await self.catalog.deleted_from(change.source_url)
 
     async def _prefetch(
         self,
@@ -346,6 +372,7 @@ class Applier:
         current: ObjectMeta | None,
         shared: SharedSourceRead,
         listed: Listed | None = None,
+        deleted_from: str | None = None,
     ) -> str:
         """The pause gate: a paused destination is not written; the change is held in the
         catalog (still to do), published again once the destination is resumed."""
@@ -353,7 +380,9 @@ class Applier:
         if pause is None:
             url = target.destination.url
             with attributed(self.ledger, target.route.name, url, self.store(url).location):
-                return await self._apply(change, target, source, key, current, shared, listed)
+                return await self._apply(
+                    change, target, source, key, current, shared, listed, deleted_from
+                )
         reason = f"replication paused by {pause.paused_by}: {pause.reason}"
         await self.catalog.hold(change, target.destination.url, reason)
         return "held"
@@ -367,12 +396,15 @@ class Applier:
         current: ObjectMeta | None,
         shared: SharedSourceRead,
         listed: Listed | None = None,
+        deleted_from: str | None = None,
     ) -> str:
         try:
             dest = self.store(target.destination.url)
             verdict = None
             if target.route.group is not None:
-                verdict = await self.groups.decide(change, target, current, dest)
+                verdict = await self.groups.decide(
+                    change, target, current, dest, deleted_from=deleted_from
+                )
                 if not verdict.applies:
                     await self.catalog.mark_retained(
                         change, target.destination.url, datetime.now(UTC), note=verdict.note
@@ -397,6 +429,8 @@ class Applier:
                         else None
                     ),
                     shared=shared,
+                    # Only the replicas a chain's other group wrote are still to copy here.
+                    forwarding=replica_source(current.attributes.user_metadata) is not None,
                 )
             except SourceGone:
                 # Deleted while it was being copied (a put quickly followed by a delete):
@@ -538,6 +572,12 @@ async def record_accepted(catalog: Catalog, router: Router, events: Sequence[Cha
         )
 
 
+def _forwards(target: Target, origin: str) -> bool:
+    """Whether ``target``'s route forwards what another group of a chain did at its source
+    on behalf of the member ``origin``."""
+    return target.route.group is not None and target.route.group.forwards(origin)
+
+
 def _replica_origin(result: CopyResult) -> str | None:
     """The object a skipped copy's source is a replica of, if that is why it was skipped."""
     if result.status != "skipped" or result.destination is not None:
@@ -565,10 +605,12 @@ async def register_datasets(catalog: Catalog, config: RoutingConfig) -> None:
     changes will never be applied there, and they must not hold its lag or watermark.
     """
     known = {dataset.name: dataset for dataset in await catalog.datasets()}
-    for group in config.groups:
-        # One dataset per group, every member a source (each is written by its users).
+    for linked, _ in {chain[0][0].name: chain for chain in group_chains(config.groups)}.values():
+        # One dataset per chain of groups (a lone group is its own), named after its first
+        # group, every member a source (each is written by its users).
+        members = {m.url: m for group in linked for m in group.members}
         await catalog.add_dataset(
-            group.name, [LocationSpec(m.url, Role.SOURCE, m.region) for m in group.members]
+            linked[0].name, [LocationSpec(m.url, Role.SOURCE, m.region) for m in members.values()]
         )
     for route in config.routes:
         if route.group is not None:

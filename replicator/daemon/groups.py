@@ -7,7 +7,12 @@ What a member holds for a key is one of:
 * a write of its own users (no replica mark) or a replica of a third member's write: that
   write's time is the object's last-modified time (or the replica's
   ``replicator_source_modified`` mark), its version the object's (or the replica's
-  ``replicator_source_version``).
+  ``replicator_origin_version``, else ``replicator_source_version``).
+
+In a chain of groups, a member is ranked by its place in the chain's order (``GroupTag.chain``)
+and a forwarded replica counts as the write of its origin (``replicator_origin``) at the
+original write's time, so every member of the chain compares the same two contenders; the
+conflict is recorded under the chain's dataset.
 
 In the second case the change applies without a conflict if the catalog recorded that the
 source member had received that very write before (its own change came after it: an update,
@@ -29,9 +34,9 @@ from replicator.catalog import Catalog, Change
 from replicator.catalog.conflicts import Conflict
 from replicator.daemon.deletes import DeleteGuard
 from replicator.engine.metadata import (
+    replica_origin,
     replica_source,
     replica_source_modified,
-    replica_source_version,
 )
 from replicator.engine.retry import RetryPolicy
 from replicator.engine.transfer import version_id
@@ -82,10 +87,17 @@ class GroupArbiter:
         self.guard = guard
 
     async def decide(
-        self, change: Change, target: Target, current: ObjectMeta | None, dest: ObjectStore
+        self,
+        change: Change,
+        target: Target,
+        current: ObjectMeta | None,
+        dest: ObjectStore,
+        *,
+        deleted_from: str | None = None,
     ) -> Verdict:
         """The verdict on ``change`` (its source's ``current`` state; None: deleted) at
-        ``target``, a destination member of the group."""
+        ``target``, a destination member of the group. ``deleted_from``: the member whose
+        deletion another group of a chain made at this route's source, forwarded here."""
         tag = _tag(target.route)
         if current is None and not change.deleted:
             # A write whose object is gone: when it was deleted is not in this event (its time
@@ -102,21 +114,35 @@ class GroupArbiter:
         held = None if existing is None else _held(tag, here, change.source_url, existing)
         if held is None:
             return Verdict(True, existing)
-        incoming = _incoming(tag, change, current)
-        version = held.contender.version
-        if version is not None and await self.catalog.received(
-            change.source_url, held.written_url, version
-        ):
-            # The source member held that write when it changed the key: an update.
+        incoming = _incoming(tag, change, current, deleted_from)
+        if await self._updates(change, current, held, target.dest_url):
             return Verdict(True, existing, overrides=held)
         kept = winner(incoming, held.contender)
         won = kept is incoming
+        if won and deleted_from is not None:
+            # The deletion was settled under the rule where the groups meet, against what
+            # that member held (a conflict recorded there): here it only follows.
+            return Verdict(True, existing, overrides=held)
         loser = held.contender if won else incoming
         await self._record(tag, target.relative_key, kept, loser)
         if won:
             return Verdict(True, existing, overrides=held)
         note = f"lost a conflict to the {kept.describe()} of group {tag.name!r}"
         return Verdict(False, existing, note=note)
+
+    async def _updates(
+        self, change: Change, current: ObjectMeta | None, held: Held, held_url: str
+    ) -> bool:
+        """Whether the member written held the write ``held`` (at ``held_url``) when it
+        changed the key: an update, not a conflict. It received that write from its origin,
+        or (along a chain) the very object ``held_url`` holds."""
+        written = _written_url(change, current)
+        version = held.contender.version
+        if version is not None and await self.catalog.received(written, held.written_url, version):
+            return True
+        return held.written_url != held_url and await self.catalog.received(
+            written, held_url, version_id(held.existing)
+        )
 
     def deletion_outruns(self, change: Change, route: Route, current: ObjectMeta | None) -> bool:
         """Whether the deletion ``change``, found stale, must still be applied: its member now
@@ -191,12 +217,12 @@ class GroupArbiter:
         self, tag: GroupTag, relative: str, kept: Contender, loser: Contender
     ) -> None:
         conflict = Conflict(
-            group=tag.name,
+            group=tag.dataset,
             key=relative,
-            winner_member=tag.members[kept.member],
+            winner_member=tag.chain[kept.member],
             winner_version=kept.version,
             winner_time=change_time(kept.time),
-            loser_member=tag.members[loser.member],
+            loser_member=tag.chain[loser.member],
             loser_version=loser.version,
             loser_time=change_time(loser.time),
             detected_at=datetime.now(UTC),
@@ -204,7 +230,7 @@ class GroupArbiter:
         if await self.catalog.record_conflict(conflict):
             log.warning(
                 "conflicting changes in a replication group",
-                group=tag.name,
+                group=tag.dataset,
                 key=relative,
                 winner=kept.describe(),
                 loser=loser.describe(),
@@ -217,28 +243,55 @@ def _tag(route: Route) -> GroupTag:
     return route.group
 
 
-def _incoming(tag: GroupTag, change: Change, current: ObjectMeta | None) -> Contender:
-    """The change arriving from the route's source member."""
+def _incoming(
+    tag: GroupTag, change: Change, current: ObjectMeta | None, deleted_from: str | None = None
+) -> Contender:
+    """The change arriving from the route's source member: its own users' change, or a
+    replica (or deletion) another group of the chain made there, which this group forwards
+    (the origin's write, at its time; a deletion at the time it was made there)."""
+    source = _rank(tag, tag.members[tag.index])
     if current is None:
-        return Contender(tag.index, change.event_time, None)
-    return Contender(tag.index, current.last_modified or change.event_time, version_id(current))
+        return Contender(
+            _rank(tag, deleted_from or tag.members[tag.index]), change.event_time, None
+        )
+    user = current.attributes.user_metadata
+    forwarded = replica_origin(user)
+    if forwarded is not None:
+        origin, version = forwarded
+        rank = tag.rank(origin)
+        if rank is not None:
+            time = replica_source_modified(user) or current.last_modified or change.event_time
+            return Contender(rank, time, version or version_id(current))
+    return Contender(source, current.last_modified or change.event_time, version_id(current))
+
+
+def _written_url(change: Change, current: ObjectMeta | None) -> str:
+    """The object the incoming change was made to: its source's, or a forwarded replica's
+    origin."""
+    forwarded = None if current is None else replica_origin(current.attributes.user_metadata)
+    return change.source_url if forwarded is None else forwarded[0]
+
+
+def _rank(tag: GroupTag, url: str) -> int:
+    rank = tag.rank(url)
+    assert rank is not None  # a group route's locations are members of its chain
+    return rank
 
 
 def _held(tag: GroupTag, here: str, source_url: str, existing: ObjectMeta) -> Held | None:
     """The write ``existing`` holds at the member ``here``, None if it is a replica of
     ``source_url`` itself (the route's own earlier copy: no conflict)."""
     user = existing.attributes.user_metadata
-    origin = replica_source(user)
-    if origin is not None and origin == source_url:
+    if replica_source(user) == source_url:
         return None
-    member = None if origin is None else tag.member_of(origin)
-    if origin is None or member is None:
+    forwarded = replica_origin(user)
+    member = None if forwarded is None else tag.rank(forwarded[0])
+    if forwarded is None or member is None:
         # A write of the destination member's own users (or a replica from outside the
-        # group, which the member's users put there).
-        position = tag.member_of(here)
-        assert position is not None  # a group route's locations are its members
+        # chain, which the member's users put there).
         time = existing.last_modified or datetime.now(UTC)
-        return Held(Contender(position, time, version_id(existing)), existing.url, existing)
+        contender = Contender(_rank(tag, here), time, version_id(existing))
+        return Held(contender, existing.url, existing)
+    origin, version = forwarded
     time = replica_source_modified(user) or existing.last_modified or datetime.now(UTC)
-    version = replica_source_version(user) or version_id(existing)
-    return Held(Contender(member, time, version), origin, existing)
+    return Held(Contender(member, time, version or version_id(existing)), origin, existing)

@@ -23,7 +23,10 @@ percent-encoded), ``replicator_source_version`` and, where known when the object
 ``replicator_fingerprint``, and ``replicator_source_modified`` (the source's last-modified
 time, ISO 8601: a replication group's conflict rule compares the times of the writes a
 replica carries). An object with ``replicator_source`` is a replica and is never
-replicated back.
+replicated back, except by another replication group of a chain, which forwards it: the
+forwarded copy keeps the original write's ``replicator_source_modified`` and names the
+object the user wrote in ``replicator_origin`` and its version in
+``replicator_origin_version`` (a direct copy's origin is its source).
 
 Marks alone never make an object a replica of a version (``replica_mismatch``): its size must
 be the source's, every whole-object checksum both stores report must agree, and the object
@@ -49,8 +52,18 @@ SOURCE_VERSION_KEY = "replicator_source_version"
 FINGERPRINT_KEY = "replicator_fingerprint"
 ENCODED_KEY = "replicator_encoded"
 SOURCE_MODIFIED_KEY = "replicator_source_modified"
+ORIGIN_KEY = "replicator_origin"
+ORIGIN_VERSION_KEY = "replicator_origin_version"
 RESERVED = frozenset(
-    {SOURCE_KEY, SOURCE_VERSION_KEY, FINGERPRINT_KEY, ENCODED_KEY, SOURCE_MODIFIED_KEY}
+    {
+        SOURCE_KEY,
+        SOURCE_VERSION_KEY,
+        FINGERPRINT_KEY,
+        ENCODED_KEY,
+        SOURCE_MODIFIED_KEY,
+        ORIGIN_KEY,
+        ORIGIN_VERSION_KEY,
+    }
 )
 HEADER_VALUE_STORES = frozenset({"s3", "az"})
 _AZURE_INVALID = re.compile(r"[^A-Za-z0-9_]")
@@ -110,10 +123,19 @@ def replica_attributes(
     fingerprint: str | None = None,
     source_modified: datetime | None = None,
 ) -> ObjectAttributes:
-    """The source's attributes mapped for the destination, plus the replica marks."""
+    """The source's attributes mapped for the destination, plus the replica marks; a source
+    that is itself a replica (forwarded along a chain of groups) passes on its origin and
+    the original write's time."""
     user = map_user_metadata(attributes.user_metadata, dest_scheme)
     user[SOURCE_KEY] = _encode_value(source_url)
     user[SOURCE_VERSION_KEY] = source_version
+    forwarded = replica_origin(attributes.user_metadata)
+    if forwarded is not None:
+        origin, origin_version = forwarded
+        user[ORIGIN_KEY] = _encode_value(origin)
+        if origin_version is not None:
+            user[ORIGIN_VERSION_KEY] = origin_version
+        source_modified = replica_source_modified(attributes.user_metadata) or source_modified
     if source_modified is not None:
         user[SOURCE_MODIFIED_KEY] = source_modified.astimezone(UTC).isoformat()
     if fingerprint is not None:
@@ -125,6 +147,18 @@ def replica_source(user_metadata: Mapping[str, str]) -> str | None:
     """The source URL if these are a replica's metadata, else None."""
     value = _lookup(user_metadata, SOURCE_KEY)
     return None if value is None else urllib.parse.unquote(value)
+
+
+def replica_origin(user_metadata: Mapping[str, str]) -> tuple[str, str | None] | None:
+    """The object a user wrote that a replica holds (through however many groups of a chain
+    forwarded it) and its version; None if these are not a replica's metadata."""
+    origin = _lookup(user_metadata, ORIGIN_KEY)
+    if origin is not None:
+        return urllib.parse.unquote(origin), _lookup(user_metadata, ORIGIN_VERSION_KEY)
+    source = replica_source(user_metadata)
+    if source is None:
+        return None
+    return source, replica_source_version(user_metadata)
 
 
 def replica_source_version(user_metadata: Mapping[str, str]) -> str | None:

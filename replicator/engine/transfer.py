@@ -162,6 +162,7 @@ class Copier:
         observed: ObjectMeta | None = None,
         dest_observed: ObjectMeta | Absent | None = None,
         shared: SharedSourceRead | None = None,
+        forwarding: bool = False,
     ) -> CopyResult:
         """Copy ``source_key`` to ``dest_key``.
 
@@ -172,7 +173,9 @@ class Copier:
         metadata; a larger one is HEADed. ``dest_observed``: what the caller knows of the
         destination, from a listing or the catalog: ``ABSENT`` (nothing there: no HEAD), or
         its metadata (no HEAD unless it lacks attributes). ``shared``: copies of the same
-        source to other destinations share its read (single-put objects)."""
+        source to other destinations share its read (single-put objects). ``forwarding``: a
+        source that is itself a replica is copied all the same (a chain of replication groups
+        forwards it), its marks passed on."""
         started = time.monotonic()
         last_change: Exception | None = None
         for _ in range(self.max_restarts + 1):
@@ -191,10 +194,12 @@ class Copier:
             try:
                 if not src.attributes_known:
                     outcome = await self._copy_listed_small(
-                        src, source, source_key, dest, dest_key, known_dest, shared
+                        src, source, source_key, dest, dest_key, known_dest, shared, forwarding
                     )
                 else:
-                    looked = await self.look_at_destination(src, dest, dest_key, known_dest)
+                    looked = await self.look_at_destination(
+                        src, dest, dest_key, known_dest, forwarding=forwarding
+                    )
                     outcome = (
                         looked
                         if isinstance(looked, Skipped)
@@ -276,6 +281,7 @@ class Copier:
         dest_key: str,
         known_dest: ObjectMeta | Absent | None,
         shared: SharedSourceRead | None = None,
+        forwarding: bool = False,
     ) -> Executed | Skipped:
         """A small object seen in a listing that omits attributes: one GET pinned to the
         listed version brings the bytes and the metadata a HEAD would have (then the replica
@@ -284,7 +290,9 @@ class Copier:
         load = functools.partial(self._get_listed, source, source_key, listed)
         async with self.budget.reserve(listed.size * WHOLE_READ_COPIES):
             src, data = await (shared.get(listed, load) if shared is not None else load())
-            looked = await self.look_at_destination(src, dest, dest_key, known_dest)
+            looked = await self.look_at_destination(
+                src, dest, dest_key, known_dest, forwarding=forwarding
+            )
             if isinstance(looked, Skipped):
                 return looked
             return await self._single(src, source, source_key, dest, dest_key, looked, loaded=data)
@@ -326,10 +334,12 @@ class Copier:
         dest: ObjectStore,
         dest_key: str,
         known_dest: ObjectMeta | Absent | None = None,
+        *,
+        forwarding: bool = False,
     ) -> Skipped | Fence:
         """Why no copy is needed, or the fence its final write is conditioned on."""
         origin = replica_source(src.attributes.user_metadata)
-        if origin is not None:
+        if origin is not None and not forwarding:
             return Skipped(src, None, f"source is itself a replica of {origin}")
         if known_dest is ABSENT:
             return Fence.seen(None)

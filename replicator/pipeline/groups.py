@@ -9,7 +9,10 @@ first, so the rule looks only at what both sides can read the same way at every 
   event time;
 * times count in whole seconds, the coarsest precision a store reports (S3's Last-Modified
   header), so that every member compares the same values;
-* the later change wins; at the same second, the member listed first in the group wins.
+* the later change wins; at the same second, the member listed first in the group wins (in
+  a chain of groups sharing members, the member that appears first in the configuration,
+  every group of the chain counted in order: ``GroupTag.chain``); a replica forwarded along
+  a chain counts as the write of the member its user wrote (``replicator_origin``).
 
 A deletion takes part like a write: a deletion later than a write deletes it everywhere, a
 write later than a deletion is replicated back to the member that deleted it.

@@ -37,6 +37,14 @@ by its own users (``replicator.pipeline.groups``)::
 A group is expanded into one route per member (named ``lake.1``, ``lake.2``, ... in member
 order), whose destinations are all the other members.
 
+Groups may share members, forming a chain (``A <-> B`` and ``B <-> C``): a write at A reaches
+B through the first group, and the second group forwards B's replica of it to C. The groups
+of a chain form one catalog dataset (named after the chain's first group in the file) and
+break ties of the conflict rule by the chain's order: the members of its groups in the order
+they first appear in the file. Groups sharing a member only partly (one inside another) and
+groups closing a cycle (``A <-> B``, ``B <-> C``, ``C <-> A``: a write would reach a member
+by two paths) are refused.
+
 Residency: when ``allowed`` is set, every destination must match one of its patterns, either
 by URL (``gs://*``) or by region (``region:europe-*``); a route that breaks it is refused when
 the configuration is loaded, before any data moves.
@@ -126,19 +134,36 @@ def _urls_as_tables(value: object) -> object:
 
 class GroupTag(BaseModel):
     """The replication group a route was expanded from: its members in the configured order
-    (the conflict rule's tie-break) and which of them is the route's source."""
+    and which of them is the route's source; the chain of groups it belongs to (its members
+    alone for a group sharing none): every member of the chain in the order they first
+    appear in the configuration (the conflict rule's tie-break), and the chain's dataset."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     members: tuple[str, ...]
     index: int
+    chain: tuple[str, ...]
+    dataset: str
 
     def member_of(self, url: str) -> int | None:
         """The position of the member holding ``url``, if one does."""
-        for position, member in enumerate(self.members):
-            if url.startswith(member):
-                return position
-        return None
+        return _position(self.members, url)
+
+    def rank(self, url: str) -> int | None:
+        """The position in the chain of the member holding ``url``, if one does."""
+        return _position(self.chain, url)
+
+    def forwards(self, origin: str) -> bool:
+        """Whether this group's route forwards a replica of ``origin``: one another group of
+        the chain wrote (never one of its own: it would loop back)."""
+        return self.member_of(origin) is None and self.rank(origin) is not None
+
+
+def _position(members: tuple[str, ...], url: str) -> int | None:
+    for position, member in enumerate(members):
+        if url.startswith(member):
+            return position
+    return None
 
 
 class Route(BaseModel):
@@ -166,7 +191,7 @@ class Route(BaseModel):
     def dataset(self) -> str:
         """The catalog dataset the route's objects are recorded in: one per group, whose
         members are all sources (each is written by its own users)."""
-        return self.group.name if self.group is not None else self.name
+        return self.group.dataset if self.group is not None else self.name
 
     @model_validator(mode="after")
     def _delay_with_policy(self) -> Route:
@@ -262,9 +287,15 @@ class Group(BaseModel):
                     )
         return self
 
-    def routes(self) -> list[Route]:
-        """One route per member, to every other member, in member order."""
+    def routes(
+        self, chain: tuple[str, ...] | None = None, dataset: str | None = None
+    ) -> list[Route]:
+        """One route per member, to every other member, in member order; ``chain``: the
+        members of the chain of groups this one belongs to, ``dataset``: the chain's."""
         urls = tuple(member.url for member in self.members)
+        tag = GroupTag(
+            name=self.name, members=urls, index=0, chain=chain or urls, dataset=dataset or self.name
+        )
         return [
             Route(
                 name=f"{self.name}.{index + 1}",
@@ -275,16 +306,17 @@ class Group(BaseModel):
                 delete_policy=self.delete_policy,
                 concurrency=self.concurrency,
                 max_deletes_per_minute=self.max_deletes_per_minute,
-                group=GroupTag(name=self.name, members=urls, index=index),
+                group=tag.model_copy(update={"index": index}),
             )
             for index, member in enumerate(self.members)
         ]
 
 
 def check_groups(groups: tuple[Group, ...], routes: tuple[Route, ...]) -> None:
-    """A location belongs to one group or to the routes, never both: a hand-written route
-    reading or writing a member would feed the group's replicas back to it as new writes (or
-    delete from a member behind the group's conflict rule)."""
+    """Groups share a location only as the very same member (a chain), never close a cycle,
+    and never overlap a route: a hand-written route reading or writing a member would feed
+    the group's replicas back to it as new writes (or delete from a member behind the group's
+    conflict rule)."""
     names = [group.name for group in groups]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
@@ -293,10 +325,11 @@ def check_groups(groups: tuple[Group, ...], routes: tuple[Route, ...]) -> None:
         for member in group.members:
             for other in groups[i + 1 :]:
                 for theirs in other.members:
-                    if _overlap(member.url, theirs.url):
+                    if member.url != theirs.url and _overlap(member.url, theirs.url):
                         raise ValueError(
-                            f"groups {group.name!r} and {other.name!r} share the location "
-                            f"{member.url} / {theirs.url}: a location belongs to one group"
+                            f"groups {group.name!r} and {other.name!r} overlap at "
+                            f"{member.url} / {theirs.url}: groups share a location only as "
+                            "the same member URL"
                         )
             for route in routes:
                 for url in route.store_urls():
@@ -306,6 +339,66 @@ def check_groups(groups: tuple[Group, ...], routes: tuple[Route, ...]) -> None:
                             f"{route.name!r}: a location belongs to one group or route, or "
                             "replicas would loop back into the group"
                         )
+    _check_no_cycle(groups)
+
+
+def _check_no_cycle(groups: tuple[Group, ...]) -> None:
+    """Groups and their members as a graph (a group linked to each of its members) must be a
+    forest: then a write reaches every member of its chain by exactly one path."""
+    links: dict[str, set[str]] = {}
+    for group in groups:
+        node = f"group {group.name!r}"
+        for member in group.members:
+            path = _path(links, node, member.url)
+            if path is not None:
+                raise ValueError(
+                    f"replication groups form a cycle: {' -> '.join([*path, node])}; a write "
+                    "would reach a member by two paths (join the locations in one group instead)"
+                )
+            links.setdefault(node, set()).add(member.url)
+            links.setdefault(member.url, set()).add(node)
+
+
+def _path(links: dict[str, set[str]], start: str, end: str) -> list[str] | None:
+    """The nodes from ``start`` to ``end`` in the graph ``links``, if they are connected."""
+    previous: dict[str, str | None] = {start: None}
+    frontier = [start]
+    while frontier:
+        node = frontier.pop(0)
+        if node == end:
+            path = [node]
+            while (step := previous[path[-1]]) is not None:
+                path.append(step)
+            return path[::-1]
+        for linked in sorted(links.get(node, ())):
+            if linked not in previous:
+                previous[linked] = node
+                frontier.append(linked)
+    return None
+
+
+def group_chains(groups: tuple[Group, ...]) -> list[tuple[tuple[Group, ...], tuple[str, ...]]]:
+    """Each group's chain (the groups linked to it by shared members; a lone group is its own
+    chain), in configuration order: its groups, and its members in the order they first
+    appear."""
+    linked_to = list(range(len(groups)))
+
+    def first(index: int) -> int:
+        while linked_to[index] != index:
+            index = linked_to[index]
+        return index
+
+    for i, group in enumerate(groups):
+        urls = {member.url for member in group.members}
+        for j in range(i):
+            if urls & {member.url for member in groups[j].members}:
+                linked_to[first(i)] = first(j)
+    chains = []
+    for i in range(len(groups)):
+        linked = tuple(g for j, g in enumerate(groups) if first(j) == first(i))
+        members = tuple(dict.fromkeys(m.url for g in linked for m in g.members))
+        chains.append((linked, members))
+    return chains
 
 
 class RoutingConfig(BaseModel):
@@ -323,7 +416,11 @@ class RoutingConfig(BaseModel):
             raise ValueError("group is set on the routes [[groups]] expand into, not by hand")
         check_groups(self.groups, self.routes)
         # The model is frozen to its users; this is its own validation completing it.
-        expanded = tuple(route for group in self.groups for route in group.routes())
+        expanded = tuple(
+            route
+            for group, (linked, members) in zip(self.groups, group_chains(self.groups), strict=True)
+            for route in group.routes(members, linked[0].name)
+        )
         object.__setattr__(self, "routes", self.routes + expanded)
         return self
 
@@ -335,7 +432,9 @@ class RoutingConfig(BaseModel):
             raise ValueError(f"route names must be unique: {', '.join(duplicates)}")
         for first in self.routes:
             for second in self.routes:
-                if first is not second and second.source.startswith(first.source):
+                if first is second or _same_chain_member(first, second):
+                    continue
+                if second.source.startswith(first.source):
                     raise ValueError(
                         f"routes {first.name!r} and {second.name!r} overlap: "
                         f"{second.source} is inside {first.source}; each source object must "
@@ -350,6 +449,17 @@ class RoutingConfig(BaseModel):
                         f"in the residency allow-list {list(self.residency.allowed or [])}"
                     )
         return self
+
+
+def _same_chain_member(first: Route, second: Route) -> bool:
+    """Two groups of a chain each read their shared member (each forwards what the other
+    wrote there)."""
+    return (
+        first.group is not None
+        and second.group is not None
+        and first.group.dataset == second.group.dataset
+        and first.source == second.source
+    )
 
 
 @dataclass(frozen=True)
@@ -373,7 +483,8 @@ def _is_staging(url: str) -> bool:
 
 class Router:
     """Maps a source object URL to every destination object it must be replicated to (all of
-    one route: route sources never overlap)."""
+    one route: route sources never overlap, but at a member the groups of a chain share,
+    those of each group's route there)."""
 
     def __init__(self, config: RoutingConfig) -> None:
         self.config = config
@@ -393,11 +504,12 @@ class Router:
         """The key a change of ``source_url`` is published under (one partition, one worker,
         in order): its URL; for a group's member, the same key at the group's first member,
         so that the changes of one key at every member are applied one after the other (a
-        copy from one member never races a deletion at another)."""
+        copy from one member never races a deletion at another); for a chain of groups, its
+        first member."""
         for target in self.targets(source_url)[:1]:
             group = target.route.group
             if group is not None:
-                return group.members[0] + target.relative_key
+                return group.chain[0] + target.relative_key
         return source_url
 
     def route(self, name: str) -> Route:

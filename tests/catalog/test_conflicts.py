@@ -83,6 +83,34 @@ async def test_received_names_the_version_a_member_holds_from_another(catalog: C
     assert not await catalog.received(gs + "k.bin", "az://elsewhere/k.bin", "v1")
 
 
+async def test_deleted_from_names_the_member_whose_deletion_was_applied(
+    catalog: Catalog,
+) -> None:
+    """What a chain of groups forwards when a member's store reports a deletion the group
+    made there: the member the deletion came from, and only while the row is that deletion."""
+    _, s3, gs = await group_dataset(catalog)
+    write = Change(
+        source_url=s3 + "k.bin", sequencer="", event_time=T0, version="v1", size=100, etag="e1"
+    )
+    await catalog.mark_pending(write, [gs])
+    await catalog.record_replica(write, gs, verified(write))
+    assert await catalog.deleted_from(gs + "k.bin") is None
+    deletion = Change(
+        source_url=s3 + "k.bin",
+        sequencer="",
+        event_time=T0 + timedelta(seconds=5),
+        version=None,
+        size=None,
+        etag=None,
+        deleted=True,
+    )
+    await catalog.mark_pending(deletion, [gs])
+    assert await catalog.deleted_from(gs + "k.bin") is None  # still to apply
+    await catalog.mark_deleted(deletion, gs, T0 + timedelta(seconds=6))
+    assert await catalog.deleted_from(gs + "k.bin") == s3
+    assert await catalog.deleted_from(gs + "other.bin") is None
+
+
 async def test_the_command_lists_them(catalog: Catalog, catalog_url: str) -> None:
     group, s3, gs = await group_dataset(catalog)
     await catalog.record_conflict(conflict(group, "a b.bin", s3, gs, 0))

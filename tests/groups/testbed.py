@@ -239,8 +239,11 @@ def group_config(
     suffix: str,
     members: list[str],
     queue_url: str,
+    *,
+    groups: list[dict[str, object]] | None = None,
     **group: object,
 ) -> DaemonConfig:
+    """A daemon of one group of ``members`` (or of ``groups``, as the file writes them)."""
     return DaemonConfig.model_validate(
         {
             "kafka": {
@@ -256,7 +259,7 @@ def group_config(
             "http": {"host": "127.0.0.1", "port": 0, "ingest_port": 0},
             "copy": {"workers": 16},
             "sqs": [{"queue_url": queue_url, "wait_s": 1, "count_lag_s": 0}],
-            "groups": [{"name": f"lake-{suffix}", "members": members, **group}],
+            "groups": groups or [{"name": f"lake-{suffix}", "members": members, **group}],
         }
     )
 

@@ -100,15 +100,37 @@ class TestRefusals:
         with pytest.raises(ConfigError, match="member gs://lake-eu/data/ overlaps"):
             load_config(data)
 
-    def test_a_location_in_two_groups(self) -> None:
+    def test_groups_sharing_a_location_only_in_part(self) -> None:
         data = {
             "groups": [
                 {"name": "one", "members": ["s3://a/", "gs://b/"]},
                 {"name": "two", "members": ["gs://b/sub/", "az://c@d/"]},
             ]
         }
-        with pytest.raises(ConfigError, match="groups 'one' and 'two' share the location"):
+        with pytest.raises(ConfigError, match="groups 'one' and 'two' overlap at gs://b/"):
             load_config(data)
+
+    def test_a_cycle_of_groups_is_named(self) -> None:
+        """A write would reach a member by two paths: once through each way round."""
+        data = {"groups": [*CHAIN["groups"], {"name": "three", "members": [C, A]}]}
+        with pytest.raises(
+            ConfigError,
+            match=(
+                "replication groups form a cycle: group 'three' -> az://c@d/x/ -> "
+                "group 'two' -> gs://b/x/ -> group 'one' -> s3://a/x/ -> group 'three'"
+            ),
+        ):
+            load_config(data)
+
+    def test_two_groups_of_the_same_two_members_are_a_cycle(self) -> None:
+        data = {"groups": [{"name": "one", "members": [A, B]}, {"name": "two", "members": [B, A]}]}
+        with pytest.raises(ConfigError, match="form a cycle"):
+            load_config(data)
+
+    def test_a_route_into_a_chain_member_would_loop(self) -> None:
+        route = {"name": "r", "source": "file:///in/", "destinations": [B]}
+        with pytest.raises(ConfigError, match="member gs://b/x/ overlaps gs://b/x/ of route 'r'"):
+            load_config({**CHAIN, "routes": [route]})
 
     def test_delayed_deletes_are_not_for_groups(self) -> None:
         with pytest.raises(ConfigError, match="delete_policy"):
@@ -116,7 +138,8 @@ class TestRefusals:
 
     def test_routes_cannot_claim_a_group(self) -> None:
         route = {"name": "r", "source": "s3://x/", "destinations": ["gs://y/"]}
-        tag = {"name": "g", "members": ["s3://x/", "gs://y/"], "index": 0}
+        members = ["s3://x/", "gs://y/"]
+        tag = {"name": "g", "members": members, "index": 0, "chain": members, "dataset": "g"}
         with pytest.raises(ConfigError, match="group is set on the routes"):
             load_config({"routes": [{**route, "group": tag}]})
 
@@ -126,6 +149,74 @@ class TestRefusals:
 
 
 T = datetime(2026, 11, 30, 12, 0, 0, 250_000, tzinfo=UTC)
+
+A, B, C, D = "s3://a/x/", "gs://b/x/", "az://c@d/x/", "file:///e/x/"
+CHAIN: dict[str, list[dict[str, object]]] = {
+    "groups": [{"name": "one", "members": [A, B]}, {"name": "two", "members": [B, C]}]
+}
+
+
+class TestChains:
+    def test_groups_sharing_a_member_are_one_chain(self) -> None:
+        """One dataset for the chain, named after its first group, and one member order for
+        the rule's ties: members in the order they first appear in the file."""
+        config = load_config({"groups": [*CHAIN["groups"], {"name": "three", "members": [D, C]}]})
+        assert [(r.name, r.source, [d.url for d in r.destinations]) for r in config.routes] == [
+            ("one.1", A, [B]),
+            ("one.2", B, [A]),
+            ("two.1", B, [C]),
+            ("two.2", C, [B]),
+            ("three.1", D, [C]),
+            ("three.2", C, [D]),
+        ]
+        for route in config.routes:
+            assert route.group is not None
+            assert route.group.chain == (A, B, C, D)
+            assert route.dataset == "one"
+
+    def test_lone_groups_keep_their_own_order_and_dataset(self) -> None:
+        config = load_config(
+            {"groups": [{"name": "one", "members": [B, A]}, {"name": "two", "members": [C, D]}]}
+        )
+        tags = {r.name: r.group for r in config.routes}
+        assert tags["one.1"] is not None
+        assert tags["one.1"].chain == (B, A)
+        assert tags["two.2"] is not None
+        assert tags["two.2"].chain == (C, D)
+        assert {r.dataset for r in config.routes} == {"one", "two"}
+
+    def test_a_write_at_the_shared_member_goes_to_both_groups(self) -> None:
+        router = Router(load_config(CHAIN))
+        targets = router.targets(B + "k")
+        assert [(t.route.name, t.dest_url) for t in targets] == [
+            ("one.2", A + "k"),
+            ("two.1", C + "k"),
+        ]
+
+    def test_one_key_anywhere_in_the_chain_is_one_kafka_key(self) -> None:
+        router = Router(load_config(CHAIN))
+        assert {router.ordering_key(member + "k") for member in (A, B, C)} == {A + "k"}
+
+    def test_a_group_forwards_only_the_replicas_another_group_wrote(self) -> None:
+        routes = {r.name: r for r in load_config(CHAIN).routes}
+        to_c, to_a = routes["two.1"].group, routes["one.2"].group
+        assert to_c is not None
+        assert to_a is not None
+        assert to_c.forwards(A + "k")  # group one wrote it at B
+        assert not to_c.forwards(C + "k")  # group two's own replica: it would loop
+        assert not to_a.forwards(A + "k")  # back where it came from
+        assert to_a.forwards(C + "k")
+        assert not to_c.forwards("s3://elsewhere/k")  # not the chain's
+        assert [to_c.rank(url + "k") for url in (A, B, C)] == [0, 1, 2]
+
+    def test_a_chain_tie_goes_to_the_member_first_in_the_file(self) -> None:
+        """A's and C's writes in the same second: every member compares the same two
+        contenders (the writes' own members and times, which forwarded replicas carry), so
+        A wins everywhere, whichever group asks."""
+        at_a = Contender(0, T, "va")
+        at_c = Contender(2, T + timedelta(milliseconds=300), "vc")
+        assert winner(at_a, at_c) is at_a
+        assert winner(at_c, at_a) is at_a
 
 
 class TestRule:

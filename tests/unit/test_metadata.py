@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from connectors.base import ObjectAttributes
@@ -10,7 +12,9 @@ from replicator.engine.metadata import (
     MetadataError,
     map_user_metadata,
     replica_attributes,
+    replica_origin,
     replica_source,
+    replica_source_modified,
     replica_source_version,
 )
 
@@ -54,3 +58,32 @@ def test_replica_marks_round_trip_any_url() -> None:
 def test_marks_are_found_whatever_the_case() -> None:
     assert replica_source({"Replicator_Source": "s3%3A//b/k"}) == "s3://b/k"
     assert replica_source({"other": "x"}) is None
+
+
+def test_a_forwarded_replica_keeps_its_origin_and_the_original_time() -> None:
+    """A chain of groups forwards a replica (A's write, copied to B) on to C: C's replica
+    names B as its source, but A's object, version and write time as the origin the
+    conflict rule compares, however many groups forwarded it."""
+    written = datetime(2026, 11, 30, 12, 0, 1, tzinfo=UTC)
+    at_b = replica_attributes(
+        ObjectAttributes(user_metadata={"owner": "x"}),
+        "gs",
+        source_url="s3://a/k",
+        source_version="va",
+        source_modified=written,
+    )
+    assert replica_origin(at_b.user_metadata) == ("s3://a/k", "va")
+    copied_at = datetime(2026, 11, 30, 12, 0, 9, tzinfo=UTC)
+    at_c = replica_attributes(
+        at_b, "az", source_url="gs://b/k", source_version="vb", source_modified=copied_at
+    )
+    at_d = replica_attributes(
+        at_c, "s3", source_url="az://c@d/k", source_version="vc", source_modified=copied_at
+    )
+    for forwarded in (at_c, at_d):
+        assert replica_origin(forwarded.user_metadata) == ("s3://a/k", "va")
+        assert replica_source_modified(forwarded.user_metadata) == written
+    assert replica_source(at_d.user_metadata) == "az://c@d/k"
+    assert replica_source_version(at_d.user_metadata) == "vc"
+    assert at_d.user_metadata["owner"] == "x"
+    assert replica_origin({"owner": "x"}) is None
