@@ -25,13 +25,12 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
 from connectors.base import (
     AlreadyExists,
-    Buffer,
     ChecksumKind,
     IntegrityError,
     MiB,
@@ -71,6 +70,7 @@ from replicator.engine.outcomes import (
     first_error,
     resumes,
 )
+from replicator.engine.parts import copy_one_part
 from replicator.engine.planner import CopyPlan, Part, Strategy, auto_part_size, plan_copy, stripes
 from replicator.engine.reads import SharedSourceRead, SourceMoved, StripeReader, pinned
 from replicator.engine.results import CopyResult, version_id
@@ -78,7 +78,6 @@ from replicator.engine.retry import RetryPolicy
 from replicator.engine.striping import STRIPED, PartTask, Striping, follow, part_tasks
 from replicator.engine.verification import (
     check_checksums,
-    check_part,
     check_size,
     check_source_crc,
     digest_of,
@@ -109,7 +108,6 @@ DEFAULT_CONCURRENCY = 8
 # into one buffer of its own, streamed or in one read, and reserves its size: the budget
 # bounds the process's memory for object data, not only the payload it holds.
 WHOLE_READ_COPIES = 2
-PART_INTEGRITY_ATTEMPTS = 3
 # Parts of one streamed read held at once: one receiving while the one before is sent.
 PARTS_IN_FLIGHT_PER_STREAM = 2
 # Listed objects up to this size may be read ahead of their copy (``Copier.prefetch``): the
@@ -591,8 +589,20 @@ class Copier:
 
         async def copy_part(part: Part, stripe: StripeReader | None = None) -> None:
             nonlocal transferred
-            await self._copy_part(
-                part, record, src.url, source, source_key, dest, dest_key, pin, stripe, order
+            await copy_one_part(
+                part,
+                record,
+                src.url,
+                source,
+                source_key,
+                dest,
+                dest_key,
+                pin,
+                retry=self.retry,
+                budget=self.budget,
+                journal=self.journal,
+                stripe=stripe,
+                order=order,
             )
             transferred += part.length
 
@@ -745,94 +755,6 @@ class Copier:
                 )
             raise
 
-    async def _copy_part(
-        self,
-        part: Part,
-        record: UploadRecord,
-        source_url: str,
-        source: ObjectStore,
-        source_key: str,
-        dest: ObjectStore,
-        dest_key: str,
-        pin: Mapping[str, str | None],
-        stripe: StripeReader | None = None,
-        order: InOrder | None = None,
-    ) -> None:
-        def read_alone() -> Awaitable[bytes]:
-            return pinned(
-                lambda: self.retry.run(
-                    lambda: source.read(source_key, part.offset, part.end, **pin),
-                    what=f"read part {part.number}",
-                )
-            )
-
-        async def read_first() -> Buffer:
-            if stripe is None:
-                return await read_alone()
-            try:
-                return await stripe.take(part.length)
-            except SourceMoved:
-                raise
-            except Exception as exc:
-                broke = exc
-            finally:
-                stripe.mark_taken(part.number)
-            log.info(
-                "streamed read broke; reading the part alone", part=part.number, error=str(broke)
-            )
-            return await read_alone()
-
-        async with self.budget.reserve(part.length):
-            for attempt in range(1, PART_INTEGRITY_ATTEMPTS + 1):
-                data = await (read_first() if attempt == 1 else read_alone())
-                if len(data) != part.length:
-                    raise SourceMoved(
-                        PreconditionFailed(
-                            f"part {part.number}: read {len(data)} bytes, expected {part.length}",
-                            url=source_url,
-                        )
-                    )
-                digest = await digest_of(data, part.offset, dest.limits.write_checksum)
-                if order is not None:
-                    await order.turn(part.number)
-                try:
-                    # The store refuses bytes that do not match the checksum sent with them.
-                    token = await self.retry.run(
-                        functools.partial(
-                            dest.put_part_at,
-                            dest_key,
-                            record.upload_id,
-                            part.number,
-                            part.offset,
-                            data,
-                            checksums=digest.checksums,
-                        ),
-                        what=f"upload part {part.number}",
-                    )
-                    check_part(token, digest, part, dest.url_for(dest_key))
-                except IntegrityError as exc:
-                    if attempt == PART_INTEGRITY_ATTEMPTS:
-                        raise
-                    log.warning(
-                        "part damaged in transit; sending it again",
-                        part=part.number,
-                        attempt=attempt,
-                        error=str(exc),
-                    )
-                    continue
-                done = DonePart(token, digest.crc32c, tuple(digest.blocks))
-                if record.ordered:
-                    record.parts[part.number] = done
-                else:
-                    await self.journal.part_done(record, done)
-                if order is not None:
-                    await order.done(part.number)
-                if isinstance(data, bytearray):
-                    # The upload returned: the SDK no longer holds the buffer (after a
-                    # failure it might, and the buffer is left to the garbage collector).
-                    self.budget.give_buffer(data)
-                return
-
     async def copy_part_task(self, task: PartTask, source: ObjectStore, dest: ObjectStore) -> str:
         """Copy one part of a striped upload (``replicator.engine.striping``) and journal it;
         what happened, in words. A part whose read finds the source changed, or that cannot be
@@ -854,8 +776,18 @@ class Copier:
         part = Part(task.number, task.offset, task.length)
         pin = {"if_match": task.etag, "version": task.version}
         try:
-            await self._copy_part(
-                part, record, task.source_url, source, task.source_key, dest, task.dest_key, pin
+            await copy_one_part(
+                part,
+                record,
+                task.source_url,
+                source,
+                task.source_key,
+                dest,
+                task.dest_key,
+                pin,
+                retry=self.retry,
+                budget=self.budget,
+                journal=self.journal,
             )
         except SourceMoved as moved:
             await self.journal.halt(record, Halt.SOURCE_CHANGED, str(moved.cause))
