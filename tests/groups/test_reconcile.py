@@ -150,12 +150,14 @@ async def trio(devstack: StackState, tmp_path: Path, monkeypatch: pytest.MonkeyP
 async def test_the_safety_net_converges_a_group_whose_notifications_were_lost(
     trio: Trio,
 ) -> None:
-    data = {name: os.urandom(2000 + i) for i, name in enumerate("abcdef")}
+    data = {name: os.urandom(2000 + i) for i, name in enumerate("abcdefgh")}
     # Replicated as usual first.
     trio.s3_put("from-s3.bin", data["a"])
+    trio.s3_put("rewritten.bin", data["g"])
     await gcs_put(trio.http, trio.bucket, "from-gs.bin", data["b"])
     await trio.start()
-    await trio.until_all_hold({"from-s3.bin": data["a"], "from-gs.bin": data["b"]}, 90)
+    first = {"from-s3.bin": data["a"], "from-gs.bin": data["b"], "rewritten.bin": data["g"]}
+    await trio.until_all_hold(dict(first), 90)
     await trio.stop()
 
     # While the daemon is down, every change's notification is lost.
@@ -164,7 +166,10 @@ async def test_the_safety_net_converges_a_group_whose_notifications_were_lost(
     await gcs_put(trio.http, trio.second, "lost-write.bin", data["c"])
     await gcs_put(trio.http, trio.bucket, "only-here.bin", data["d"])
     trio.s3_put("both.bin", data["e"])
+    # Deleted where it was written, then written again at member 3 (over its replica).
+    trio.s3_delete("rewritten.bin")
     await next_second()
+    await gcs_put(trio.http, trio.second, "rewritten.bin", data["h"])
     await gcs_put(trio.http, trio.bucket, "both.bin", data["f"])  # later: member 2 wins
     await trio.lose_notifications()
 
@@ -176,6 +181,8 @@ async def test_the_safety_net_converges_a_group_whose_notifications_were_lost(
         "lost-write.bin": data["c"],
         "only-here.bin": data["d"],
         "both.bin": data["f"],
+        # Member 1's lost deletion removes its replica at member 2, never member 3's write.
+        "rewritten.bin": data["h"],
     }
     await trio.until_all_hold(expected, 120)
     for notifier in trio.notifiers:
@@ -188,6 +195,7 @@ async def test_the_safety_net_converges_a_group_whose_notifications_were_lost(
     assert await trio.generations(trio.bucket, "only-here.bin") == 1
     # Member 2's newer write was never replaced by member 1's older one.
     assert await trio.generations(trio.bucket, "both.bin") == 1
+    assert await trio.generations(trio.second, "rewritten.bin") == 2
 
     async with await open_catalog(trio.config.catalog.url) as catalog:
         found = await catalog.conflicts(trio.config.groups[0].name)
