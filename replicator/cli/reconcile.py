@@ -259,7 +259,7 @@ async def _run_jobs(
                 checkpoints=catalog,
                 checkpoint_name=f"reconcile/{job.route.name}",
                 on_progress=progress,
-                group_member=job.route.group is not None,
+                group=job.route.group,
             )
             with ledger.attribute(job.route.name):
                 results[job.route.name] = await reconciler.run()

@@ -5,8 +5,9 @@ replica of the source member's object."""
 from __future__ import annotations
 
 from connectors.base import ObjectAttributes, ObjectMeta
-from replicator.daemon.reconcile.members import member_verdict
+from replicator.daemon.reconcile.members import member_verdict, spreads
 from replicator.engine.compare import Verdict
+from replicator.pipeline.rules import GroupTag
 
 SOURCE = "s3://lake/data/k"
 
@@ -49,3 +50,13 @@ def test_only_a_replica_of_the_source_members_object_is_extra() -> None:
     assert member_verdict(SOURCE, None, obj("gs://lake/data/k", "own")) is Verdict.SAME
     third = replica_of("az://lake@acct/data/k", "t1")
     assert member_verdict(SOURCE, None, third) is Verdict.SAME
+
+
+def test_a_member_spreads_its_own_writes_and_the_replicas_its_chain_forwards() -> None:
+    """Groups A <-> B and B <-> C: B's route in the second group forwards A's writes to C,
+    never C's own (they came from its own group)."""
+    a, b, c = "s3://a/data/", "gs://b/data/", "gs://c/data/"
+    tag = GroupTag(name="bc", members=(b, c), index=0, chain=(a, b, c), dataset="ab")
+    assert spreads(tag, obj(b + "k", "own"))
+    assert spreads(tag, replica_of(a + "k", "v1"))
+    assert not spreads(tag, replica_of(c + "k", "v1"))

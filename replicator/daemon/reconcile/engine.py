@@ -24,12 +24,13 @@ from typing import Protocol
 import structlog
 
 from connectors.base import NotFound, ObjectMeta, ObjectStore
-from replicator.daemon.reconcile.members import resolve_member_pair
+from replicator.daemon.reconcile.members import resolve_member_pair, spreads
 from replicator.engine import hashing
 from replicator.engine.compare import KeyFilter, Pair, Verdict, merge, verdict
 from replicator.engine.metadata import replica_mismatch, replica_source
 from replicator.engine.retry import RetryPolicy
 from replicator.engine.transfer import version_id
+from replicator.pipeline.rules import GroupTag
 
 log = structlog.get_logger(__name__)
 
@@ -178,7 +179,7 @@ class Reconciler:
         checkpoints: Checkpoint | None = None,
         checkpoint_name: str | None = None,
         on_progress: Callable[[Tally], None] | None = None,
-        group_member: bool = False,
+        group: GroupTag | None = None,
     ) -> None:
         if options.transfers < 1:
             raise ValueError("transfers must be at least 1")
@@ -192,7 +193,7 @@ class Reconciler:
         self.on_progress = on_progress
         # The route of a replication group's member: what is drift is decided on both ends'
         # marks (``members``), read by HEADs where the listings lack them.
-        self.group_member = group_member
+        self.group = group
         self.tally = Tally()
         self._deletes_admitted = 0
         self._failed_at: str | None = None
@@ -280,7 +281,7 @@ class Reconciler:
         nothing more to do about it."""
         src = pair.source
         if src is not None:
-            if src.attributes_known and replica_source(src.attributes.user_metadata):
+            if src.attributes_known and not self._spreads(src):
                 self.tally.skipped += 1  # a replica is never copied on
                 return None
             self.tally.compared += 1
@@ -290,11 +291,18 @@ class Reconciler:
             return verdicts
         return None
 
+    def _spreads(self, src: ObjectMeta) -> bool:
+        """Whether the source object (with its attributes) is this route's to copy on: not a
+        replica, or one a group of a chain forwards."""
+        if self.group is not None:
+            return spreads(self.group, src)
+        return replica_source(src.attributes.user_metadata) is None
+
     def _needs_heads(self, verdicts: tuple[Verdict, ...]) -> bool:
         """A dry run or a verification settles what the listings cannot by HEADs (or by
         reading both ends, ``deep``); a run that acts leaves that to the copier's check, but
         for a group's member, whose drift only both ends' marks tell."""
-        if self.group_member:
+        if self.group is not None:
             return any(v is not Verdict.SAME for v in verdicts) or (
                 self.options.dry_run and self.options.deep
             )
@@ -332,8 +340,10 @@ class Reconciler:
         return True
 
     async def _reconcile(self, pair: Pair, verdicts: tuple[Verdict, ...]) -> None:
-        if self.group_member:
-            member = await resolve_member_pair(pair, self.source, self.dests, self.retry)
+        if self.group is not None:
+            member = await resolve_member_pair(
+                pair, self.group, self.source, self.dests, self.retry
+            )
             if member is None:
                 self.tally.skipped += 1  # a replica: its own member's route spreads it
                 return

@@ -3,8 +3,9 @@ reconcile, once both ends' user metadata is known (HEADs where a listing carries
 
 Each member's route answers only for the writes made at its own member:
 
-* the source holds a replica (of another member's write): nothing to do here, that write's
-  own member's route brings it everywhere;
+* the source holds a replica of another member's write: nothing to do here, that write's
+  own member's route brings it everywhere (in a chain of groups, a replica another group of
+  the chain wrote there is this route's to forward, like the source's own write);
 * the source holds its own users' write: a destination member holding a verified replica of
   it is in sync; anything else there (nothing, an older replica, its own write or a third
   member's) is repaired by the applier, where the group's conflict rule decides against what
@@ -23,11 +24,12 @@ from replicator.engine.compare import Pair, Verdict, verdict
 from replicator.engine.metadata import replica_mismatch, replica_source
 from replicator.engine.retry import RetryPolicy
 from replicator.engine.transfer import version_id
+from replicator.pipeline.rules import GroupTag
 
 
 def member_verdict(source_url: str, src: ObjectMeta | None, dst: ObjectMeta | None) -> Verdict:
-    """The verdict on one key at one destination member; ``src`` is an own write of the source
-    member (or None), and both carry their attributes."""
+    """The verdict on one key at one destination member; ``src`` is what the source member
+    spreads (``spreads``) or None, and both carry their attributes."""
     if dst is None:
         return Verdict.SAME if src is None else Verdict.MISSING
     if src is None:
@@ -38,15 +40,26 @@ def member_verdict(source_url: str, src: ObjectMeta | None, dst: ObjectMeta | No
     return Verdict.DIFFERENT
 
 
+def spreads(tag: GroupTag, src: ObjectMeta) -> bool:
+    """Whether the route of ``tag`` spreads the source member's object ``src`` (which carries
+    its attributes): its users' write, or a replica another group of a chain forwards."""
+    origin = replica_source(src.attributes.user_metadata)
+    return origin is None or tag.forwards(origin)
+
+
 async def resolve_member_pair(
-    pair: Pair, source: ObjectStore, dests: Sequence[ObjectStore], retry: RetryPolicy
+    pair: Pair,
+    tag: GroupTag,
+    source: ObjectStore,
+    dests: Sequence[ObjectStore],
+    retry: RetryPolicy,
 ) -> tuple[Pair, tuple[Verdict, ...]] | None:
     """``pair`` with what the listings left unknown read by HEADs, and its verdicts; None if
-    the source member holds a replica (not this route's to spread)."""
+    the source member holds a replica that is not this route's to spread."""
     src = pair.source
     if src is not None and not src.attributes_known:
         src = await _head(source, src.key, retry)
-    if src is not None and replica_source(src.attributes.user_metadata) is not None:
+    if src is not None and not spreads(tag, src):
         return None
     shown: list[ObjectMeta | None] = []
     for dest, dst in zip(dests, pair.dests, strict=True):

@@ -125,7 +125,7 @@ class SafetyNet:
             ),
             checkpoints=self.catalog,
             checkpoint_name=f"safety-net/{route.name}",
-            group_member=route.group is not None,
+            group=route.group,
         )
         error: str | None = None
         try:
