@@ -53,6 +53,15 @@ class Group:
             f'delete_policy = "{delete_policy}"\n\n[catalog]\nurl = "{self.catalog_url}"\n'
         )
 
+    def write_chain(self) -> None:
+        """Two groups sharing the GCS member: S3 <-> GCS and GCS <-> file."""
+        first, shared, last = (json.dumps(m) for m in self.members)
+        self.config.write_text(
+            f'[[groups]]\nname = "{self.name}"\nmembers = [{first}, {shared}]\n\n'
+            f'[[groups]]\nname = "{self.name}-b"\nmembers = [{shared}, {last}]\n\n'
+            f'[catalog]\nurl = "{self.catalog_url}"\n'
+        )
+
     def run(self, *args: str) -> tuple[int, Any]:
         result = CliRunner().invoke(app, [*args, "--config", str(self.config), "--json"])
         if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -144,5 +153,25 @@ def test_backfill_brings_every_member_of_a_group_to_the_same_content(group: Grou
     assert group.holds("from-gs.bin") == [b"gs " * 800] * 3
     for key in ("from-file.bin", "both.bin"):
         assert group.holds(key) == [expected[key]] * 3
+    code, report = group.run("verify")
+    assert code == 0, report
+
+
+def test_backfill_forwards_writes_along_a_chain_of_groups(group: Group) -> None:
+    """A write at either end of a chain reaches the other end through the shared member: the
+    second group forwards the replica the first one made there in the same run; against the
+    groups' order, the next run takes it the rest of the way."""
+    group.write_chain()
+    asyncio.run(group.put(0, "from-s3.bin", b"s3 " * 500))
+    asyncio.run(group.put(2, "from-file.bin", b"file " * 400))
+    code, report = group.run("backfill")
+    assert code == 0, report
+    assert group.holds("from-s3.bin") == [b"s3 " * 500] * 3
+    assert group.holds("from-file.bin") == [None, b"file " * 400, b"file " * 400]
+    code, report = group.run("verify")
+    assert code == 1, report
+    code, report = group.run("backfill")
+    assert code == 0, report
+    assert group.holds("from-file.bin") == [b"file " * 400] * 3
     code, report = group.run("verify")
     assert code == 0, report
