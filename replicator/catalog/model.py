@@ -173,6 +173,9 @@ class Change:
     size: int | None = None
     etag: str | None = None
     deleted: bool = False
+    # A deletion a reconciliation inferred from a listing (the source gone, a replica of it
+    # not): ``event_time`` is the listing's, the deletion happened at some moment before.
+    listed_deletion: bool = False
 
     @classmethod
     def from_event(cls, event: ChangeEvent) -> Change:
@@ -184,6 +187,7 @@ class Change:
             size=event.size,
             etag=event.etag,
             deleted=event.kind == "delete",
+            listed_deletion=event.kind == "delete" and event.origin == "reconcile",
         )
 
 

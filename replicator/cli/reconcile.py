@@ -118,20 +118,14 @@ def _jobs(
             # The fleet applies only changes of its own routes.
             raise ConfigError("--via-kafka publishes for the daemons' routes: use --config")
         return [Job(settings.routes[0], from_urls=True)]
-    # A group's routes are not backfilled or verified yet: a listing's repair would copy past
-    # the group's conflict rule.
-    known = {r.name for r in settings.routes if r.group is None}
+    known = {r.name for r in settings.routes}
     unknown = sorted(set(routes or ()) - known)
     if unknown:
         raise ConfigError(
             f"no route named {', '.join(unknown)} in the configuration "
             f"(routes: {', '.join(sorted(known))})"
         )
-    return [
-        Job(r, from_urls=False)
-        for r in settings.routes
-        if r.group is None and (not routes or r.name in routes)
-    ]
+    return [Job(r, from_urls=False) for r in settings.routes if not routes or r.name in routes]
 
 
 async def _register(catalog: Catalog, job: Job, settings: DaemonConfig) -> None:
@@ -265,6 +259,7 @@ async def _run_jobs(
                 checkpoints=catalog,
                 checkpoint_name=f"reconcile/{job.route.name}",
                 on_progress=progress,
+                group=job.route.group,
             )
             with ledger.attribute(job.route.name):
                 results[job.route.name] = await reconciler.run()

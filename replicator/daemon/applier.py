@@ -224,7 +224,7 @@ class Applier:
             targets, acceptance = forwarded, Acceptance.NEW
         if acceptance is Acceptance.STALE:
             repair = None
-            if event.origin == "scan" and not await self._in_sync(current, targets):
+            if event.listed and not await self._in_sync(current, targets):
                 repair = await self._accept_repair(change, targets, source, key)
             elif self.groups.deletion_outruns(change, route, current):
                 # Applied as a repair, ordered after the replica's notification that overtook it.

@@ -14,6 +14,10 @@ and a forwarded replica counts as the write of its origin (``replicator_origin``
 original write's time, so every member of the chain compares the same two contenders; the
 conflict is recorded under the chain's dataset.
 
+A deletion found by a reconciliation's listing (``Change.listed_deletion``) applies only in
+the first case: when the source member lost the key is unknown, and a deletion timed at the
+listing would beat every write under the rule.
+
 In the second case the change applies without a conflict if the catalog recorded that the
 source member had received that very write before (its own change came after it: an update,
 not a conflict). Otherwise the two changes were concurrent: the rule names the winner, the
@@ -114,6 +118,12 @@ class GroupArbiter:
         held = None if existing is None else _held(tag, here, change.source_url, existing)
         if held is None:
             return Verdict(True, existing)
+        if change.listed_deletion:
+            # A listing cannot tell when the source member lost the key: a deletion timed at
+            # the listing would beat every member's write. It removes replicas of the source
+            # member's own object only (``held is None`` above), never another write.
+            note = "a deletion found by a listing removes only replicas of its source's object"
+            return Verdict(False, existing, note=note, outcome="not_ours")
         incoming = _incoming(tag, change, current, deleted_from)
         if await self._updates(change, current, held, target.dest_url):
             return Verdict(True, existing, overrides=held)
@@ -150,7 +160,7 @@ class GroupArbiter:
         notification was accepted first (it came in while the deletion waited to be applied),
         but it says nothing of the deletion. A deletion that loses stays stale, as does one
         whose member holds a write of its own (made after the deletion)."""
-        if route.group is None or not change.deleted or current is None:
+        if route.group is None or not change.deleted or change.listed_deletion or current is None:
             return False
         held = _held(route.group, route.source, change.source_url, current)
         if held is None or replica_source(current.attributes.user_metadata) is None:
@@ -168,7 +178,8 @@ class GroupArbiter:
         the write wins (it stays, and the deletion is recorded as the loser)."""
         tag = _tag(route)
         held = _held(tag, route.source, change.source_url, current)
-        if held is None or held.contender.deleted:
+        if held is None or held.contender.deleted or change.listed_deletion:
+            # A deletion found by a listing has no time to weigh against the write.
             return False
         incoming = _incoming(tag, change, None)
         kept = winner(incoming, held.contender)

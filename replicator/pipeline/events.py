@@ -47,7 +47,12 @@ from replicator.errors import ReplicatorError
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 ChangeKind = Literal["put", "delete"]
-Origin = Literal["s3", "gcs", "azure", "scan"]
+# "scan": a change a listing found (a scan, a backfill, a held change published again);
+# "reconcile": a reconciliation's finding that a source object is gone while a replica of it is
+# not, at a moment the listing cannot tell.
+Origin = Literal["s3", "gcs", "azure", "scan", "reconcile"]
+ORIGINS: tuple[Origin, ...] = ("s3", "gcs", "azure", "scan", "reconcile")
+LISTING_ORIGINS: tuple[Origin, ...] = ("scan", "reconcile")
 
 
 class ParseError(ReplicatorError):
@@ -68,6 +73,12 @@ class ChangeEvent:
     etag: str | None
     event_time: datetime
     origin: Origin
+
+    @property
+    def listed(self) -> bool:
+        """Whether a listing found this change (a repair: see ``Applier``), not a
+        notification."""
+        return self.origin in LISTING_ORIGINS
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -94,7 +105,7 @@ class ChangeEvent:
         origin = raw.get("origin")
         if kind not in ("put", "delete"):
             raise ParseError(f"change event kind {kind!r} is not put or delete")
-        if origin not in ("s3", "gcs", "azure", "scan"):
+        if origin not in ORIGINS:
             raise ParseError(f"change event origin {origin!r} is unknown")
         size = raw.get("size")
         if size is not None and (not isinstance(size, int) or size < 0):
@@ -490,7 +501,9 @@ def scan_event(
 
 def scan_deletion_event(source_url: str) -> ChangeEvent:
     """A reconciliation's finding that ``source_url`` is gone while a replica of it is not
-    (its deletion's notification was lost). Applying it reads the source afresh, as always."""
+    (its deletion's notification was lost). Applying it reads the source afresh, as always.
+    Its time is the listing's: the deletion happened at some moment before, which a
+    replication group's conflict rule cannot use (``Change.listed_deletion``)."""
     return ChangeEvent(
         kind="delete",
         source_url=source_url,
@@ -499,5 +512,5 @@ def scan_deletion_event(source_url: str) -> ChangeEvent:
         size=None,
         etag=None,
         event_time=datetime.now(UTC),
-        origin="scan",
+        origin="reconcile",
     )

@@ -190,6 +190,21 @@ class GcsNotifier:
             (self.pushed if kind == "OBJECT_FINALIZE" else self.archived).add(ident)
         return len(due)
 
+    async def lose_pending(self) -> int:
+        """Mark every write and deletion not pushed yet as pushed, without pushing it: their
+        notifications are lost."""
+        generations = await gcs_generations(self.http, self.bucket)
+        lost = 0
+        for item in generations:
+            ident = (str(item["name"]), str(item["generation"]))
+            if ident not in self.pushed:
+                self.pushed.add(ident)
+                lost += 1
+            if item.get("timeDeleted") and ident not in self.archived:
+                self.archived.add(ident)
+                lost += 1
+        return lost
+
     async def _push(self, resource: dict[str, object], kind: str, event_time: str) -> None:
         body = {
             "message": {
@@ -241,11 +256,15 @@ def group_config(
     queue_url: str,
     *,
     groups: list[dict[str, object]] | None = None,
+    reconcile: dict[str, object] | None = None,
     **group: object,
 ) -> DaemonConfig:
-    """A daemon of one group of ``members`` (or of ``groups``, as the file writes them)."""
+    """A daemon of one group of ``members`` (or of ``groups``, as the file writes them);
+    ``reconcile``: its ``[reconcile]`` section (the safety net is off without it: the default
+    interval is hours)."""
     return DaemonConfig.model_validate(
         {
+            **({"reconcile": reconcile} if reconcile is not None else {}),
             "kafka": {
                 "bootstrap": devstack.env["REPLICATOR_KAFKA_BOOTSTRAP"],
                 "group": f"replicator-{suffix}",

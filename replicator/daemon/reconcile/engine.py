@@ -24,11 +24,13 @@ from typing import Protocol
 import structlog
 
 from connectors.base import NotFound, ObjectMeta, ObjectStore
+from replicator.daemon.reconcile.members import resolve_member_pair, spreads
 from replicator.engine import hashing
 from replicator.engine.compare import KeyFilter, Pair, Verdict, merge, verdict
 from replicator.engine.metadata import replica_mismatch, replica_source
 from replicator.engine.retry import RetryPolicy
 from replicator.engine.transfer import version_id
+from replicator.pipeline.rules import GroupTag
 
 log = structlog.get_logger(__name__)
 
@@ -177,6 +179,7 @@ class Reconciler:
         checkpoints: Checkpoint | None = None,
         checkpoint_name: str | None = None,
         on_progress: Callable[[Tally], None] | None = None,
+        group: GroupTag | None = None,
     ) -> None:
         if options.transfers < 1:
             raise ValueError("transfers must be at least 1")
@@ -188,6 +191,9 @@ class Reconciler:
         self.checkpoints = checkpoints
         self.checkpoint_name = checkpoint_name
         self.on_progress = on_progress
+        # The route of a replication group's member: what is drift is decided on both ends'
+        # marks (``members``), read by HEADs where the listings lack them.
+        self.group = group
         self.tally = Tally()
         self._deletes_admitted = 0
         self._failed_at: str | None = None
@@ -275,7 +281,7 @@ class Reconciler:
         nothing more to do about it."""
         src = pair.source
         if src is not None:
-            if src.attributes_known and replica_source(src.attributes.user_metadata):
+            if src.attributes_known and not self._spreads(src):
                 self.tally.skipped += 1  # a replica is never copied on
                 return None
             self.tally.compared += 1
@@ -285,9 +291,21 @@ class Reconciler:
             return verdicts
         return None
 
+    def _spreads(self, src: ObjectMeta) -> bool:
+        """Whether the source object (with its attributes) is this route's to copy on: not a
+        replica, or one a group of a chain forwards."""
+        if self.group is not None:
+            return spreads(self.group, src)
+        return replica_source(src.attributes.user_metadata) is None
+
     def _needs_heads(self, verdicts: tuple[Verdict, ...]) -> bool:
         """A dry run or a verification settles what the listings cannot by HEADs (or by
-        reading both ends, ``deep``); a run that acts leaves that to the copier's check."""
+        reading both ends, ``deep``); a run that acts leaves that to the copier's check, but
+        for a group's member, whose drift only both ends' marks tell."""
+        if self.group is not None:
+            return any(v is not Verdict.SAME for v in verdicts) or (
+                self.options.dry_run and self.options.deep
+            )
         return self.options.dry_run and (
             self.options.deep or any(v is Verdict.UNSURE for v in verdicts)
         )
@@ -322,6 +340,21 @@ class Reconciler:
         return True
 
     async def _reconcile(self, pair: Pair, verdicts: tuple[Verdict, ...]) -> None:
+        if self.group is not None:
+            member = await resolve_member_pair(
+                pair, self.group, self.source, self.dests, self.retry
+            )
+            if member is None:
+                self.tally.skipped += 1  # a replica: its own member's route spreads it
+                return
+            pair, verdicts = member
+            if self.options.dry_run and self.options.deep:
+                verdicts = tuple(
+                    [await self._deep_member(pair, i, v) for i, v in enumerate(verdicts)]
+                )
+            if self._drift(pair, verdicts):
+                self._count(await self.actions.repair(Drift(pair, verdicts)), pair.source)
+            return
         if self._needs_heads(verdicts):
             resolved = [
                 await self._resolve(pair.source, dst, i) for i, dst in enumerate(pair.dests)
@@ -372,6 +405,12 @@ class Reconciler:
         if self.options.deep:
             return await self._deep(src, dest, existing)
         return Verdict.SAME
+
+    async def _deep_member(self, pair: Pair, i: int, found: Verdict) -> Verdict:
+        src, dst = pair.source, pair.dests[i]
+        if found is not Verdict.SAME or src is None or dst is None:
+            return found
+        return await self._deep(src, self.dests[i], dst)
 
     async def _deep(self, src: ObjectMeta, dest: ObjectStore, existing: ObjectMeta) -> Verdict:
         """Both ends read again and their fingerprints compared."""

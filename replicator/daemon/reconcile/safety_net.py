@@ -2,7 +2,8 @@
 
 Every ``[reconcile] interval``, one daemon of the group (the holder of the ``reconcile`` lease
 in the catalog, renewed while it works and kept for an interval after) compares each route's
-source with its destinations (the streamed compare of ``engine``) and publishes a change
+source with its destinations (the streamed compare of ``engine``; each member of a
+replication group with every other, ``members``) and publishes a change
 event for every key that drifted: missing or stale at a destination, or a replica whose
 source is gone (its deletion's event was lost). The fleet applies those events as any other,
 in per-key order (one writer per key): the applier repairs a key even when its high-water
@@ -93,10 +94,6 @@ class SafetyNet:
         renewing = asyncio.create_task(self._renew())
         try:
             for route in self.router.config.routes:
-                if route.group is not None:
-                    # A listing's repair would copy past the group's conflict rule (a member's
-                    # own write looks like drift): groups are not reconciled yet.
-                    continue
                 runs.append(await self._reconcile(route))
         finally:
             renewing.cancel()
@@ -128,6 +125,7 @@ class SafetyNet:
             ),
             checkpoints=self.catalog,
             checkpoint_name=f"safety-net/{route.name}",
+            group=route.group,
         )
         error: str | None = None
         try:
