@@ -50,6 +50,15 @@ class Conflict:
         }
 
 
+@dataclass(frozen=True)
+class AppliedDeletion:
+    """A deletion a group applied at a member object: the member it came from, and when its
+    user deleted it there (the change's own event time)."""
+
+    member: str
+    deleted_at: datetime
+
+
 class ConflictRecords(CatalogBase):
     async def record_conflict(self, conflict: Conflict) -> bool:
         """Record ``conflict``; False if it was recorded already (both members' daemons may
@@ -124,21 +133,23 @@ class ConflictRecords(CatalogBase):
             found = (await conn.execute(query)).scalar_one_or_none()
         return found is not None and found == source_version
 
-    async def deleted_from(self, object_url: str) -> str | None:
-        """The member location whose deletion the catalog last applied to ``object_url`` (a
-        deletion a group made there), None if its last change there was no deletion."""
+    async def deleted_from(self, object_url: str) -> AppliedDeletion | None:
+        """The deletion the catalog last applied to ``object_url`` (a deletion a group made
+        there): the member it came from and its time; None if its last change there was no
+        deletion."""
         dataset, location, key = await self.resolve(object_url)
-        query = select(replicas.c.source_location_id).where(
+        query = select(replicas.c.source_location_id, replicas.c.source_event_time).where(
             replicas.c.dataset_id == dataset.id,
             replicas.c.key == key,
             replicas.c.location_id == location.id,
             replicas.c.state == str(ReplicaState.DELETED),
         )
         async with self.database.read() as conn:
-            found = (await conn.execute(query)).scalar_one_or_none()
+            found = (await conn.execute(query)).one_or_none()
         if found is None:
             return None
-        return next((loc.url for loc in dataset.locations if loc.id == found), None)
+        member = next((loc.url for loc in dataset.locations if loc.id == found[0]), None)
+        return None if member is None else AppliedDeletion(member, found[1])
 
     async def record_group_deletion(self, url: str, at: datetime, *, keep: timedelta) -> None:
         """Record that the group deleted the member object ``url`` at ``at``, forgetting its

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ import structlog
 from connectors import open_store
 from connectors.base import NotFound, ObjectMeta, ObjectStore, StoreError
 from replicator.catalog import Catalog
+from replicator.catalog.conflicts import AppliedDeletion
 from replicator.catalog.model import (
     Acceptance,
     Change,
@@ -214,14 +216,18 @@ class Applier:
             # Whatever the member holds now (another member's write may have reached it since)
             # and whether or not a newer change of the key came first; but a deletion another
             # group of a chain made at the member goes on to this group's other members.
-            deleted_from = await self._echo_forwarded(change, acceptance, current)
+            applied = await self._echo_forwarded(change, acceptance, current)
+            deleted_from = applied.member if applied is not None else None
             forwarded = [
                 t for t in targets if deleted_from is not None and _forwards(t, deleted_from)
             ]
             settled = await self._settle_echo(change, [t for t in targets if t not in forwarded])
-            if not forwarded:
+            if applied is None or not forwarded:
                 return settled
             targets, acceptance = forwarded, Acceptance.NEW
+            # Judged at the time its user deleted, as at the member where the groups meet:
+            # the store's notice of it came later, and a write made in between must win.
+            change = dataclasses.replace(change, event_time=applied.deleted_at)
         if acceptance is Acceptance.STALE:
             repair = None
             if event.listed and not await self._in_sync(current, targets):
@@ -288,10 +294,10 @@ class Applier:
 
     async def _echo_forwarded(
         self, change: Change, acceptance: Acceptance, current: ObjectMeta | None
-    ) -> str | None:
-        """The member whose deletion an echo reports, for the other groups of a chain to
-        forward (the catalog's row at the echoing member names it); None for a stale echo,
-        or one a write reached the member after."""
+    ) -> AppliedDeletion | None:
+        """The deletion an echo reports, for the other groups of a chain to forward (the
+        catalog's row at the echoing member names the member it came from and its time); None
+        for a stale echo, or one a write reached the member after."""
         if acceptance is Acceptance.STALE or current is not None:
             return None
         return await self.catalog.deleted_from(change.source_url)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from replicator.catalog import Catalog, LocationSpec, Role
 from replicator.catalog.cli import catalog_app
-from replicator.catalog.conflicts import Conflict
+from replicator.catalog.conflicts import AppliedDeletion, Conflict
 from replicator.catalog.model import Change
 from tests.catalog.conftest import unique
 from tests.catalog.test_replicas import verified
@@ -107,7 +107,10 @@ async def test_deleted_from_names_the_member_whose_deletion_was_applied(
     await catalog.mark_pending(deletion, [gs])
     assert await catalog.deleted_from(gs + "k.bin") is None  # still to apply
     await catalog.mark_deleted(deletion, gs, T0 + timedelta(seconds=6))
-    assert await catalog.deleted_from(gs + "k.bin") == s3
+    # The member it came from, and its user's time (not when the group applied it).
+    assert await catalog.deleted_from(gs + "k.bin") == AppliedDeletion(
+        s3, T0 + timedelta(seconds=5)
+    )
     assert await catalog.deleted_from(gs + "other.bin") is None
 
 
