@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -216,18 +215,14 @@ class Applier:
             # Whatever the member holds now (another member's write may have reached it since)
             # and whether or not a newer change of the key came first; but a deletion another
             # group of a chain made at the member goes on to this group's other members.
-            applied = await self._echo_forwarded(change, acceptance, current)
-            deleted_from = applied.member if applied is not None else None
+            deleted_from = await self._echo_forwarded(change, acceptance, current)
             forwarded = [
-                t for t in targets if deleted_from is not None and _forwards(t, deleted_from)
+                t for t in targets if deleted_from is not None and _forwards(t, deleted_from.member)
             ]
             settled = await self._settle_echo(change, [t for t in targets if t not in forwarded])
-            if applied is None or not forwarded:
+            if not forwarded:
                 return settled
             targets, acceptance = forwarded, Acceptance.NEW
-            # Judged at the time its user deleted, as at the member where the groups meet:
-            # the store's notice of it came later, and a write made in between must win.
-            change = dataclasses.replace(change, event_time=applied.deleted_at)
         if acceptance is Acceptance.STALE:
             repair = None
             if event.listed and not await self._in_sync(current, targets):
@@ -378,7 +373,7 @@ class Applier:
         current: ObjectMeta | None,
         shared: SharedSourceRead,
         listed: Listed | None = None,
-        deleted_from: str | None = None,
+        deleted_from: AppliedDeletion | None = None,
     ) -> str:
         """The pause gate: a paused destination is not written; the change is held in the
         catalog (still to do), published again once the destination is resumed."""
@@ -402,7 +397,7 @@ class Applier:
         current: ObjectMeta | None,
         shared: SharedSourceRead,
         listed: Listed | None = None,
-        deleted_from: str | None = None,
+        deleted_from: AppliedDeletion | None = None,
     ) -> str:
         try:
             dest = self.store(target.destination.url)

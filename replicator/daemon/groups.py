@@ -35,7 +35,7 @@ import structlog
 
 from connectors.base import NotFound, ObjectMeta, ObjectStore, PreconditionFailed
 from replicator.catalog import Catalog, Change
-from replicator.catalog.conflicts import Conflict
+from replicator.catalog.conflicts import AppliedDeletion, Conflict
 from replicator.daemon.deletes import DeleteGuard
 from replicator.engine.metadata import (
     replica_origin,
@@ -97,11 +97,12 @@ class GroupArbiter:
         current: ObjectMeta | None,
         dest: ObjectStore,
         *,
-        deleted_from: str | None = None,
+        deleted_from: AppliedDeletion | None = None,
     ) -> Verdict:
         """The verdict on ``change`` (its source's ``current`` state; None: deleted) at
-        ``target``, a destination member of the group. ``deleted_from``: the member whose
-        deletion another group of a chain made at this route's source, forwarded here."""
+        ``target``, a destination member of the group. ``deleted_from``: the deletion another
+        group of a chain made at this route's source, forwarded here (judged at its user's
+        time: the source's notice of it came later, and a write made in between wins)."""
         tag = _tag(target.route)
         if current is None and not change.deleted:
             # A write whose object is gone: when it was deleted is not in this event (its time
@@ -255,16 +256,19 @@ def _tag(route: Route) -> GroupTag:
 
 
 def _incoming(
-    tag: GroupTag, change: Change, current: ObjectMeta | None, deleted_from: str | None = None
+    tag: GroupTag,
+    change: Change,
+    current: ObjectMeta | None,
+    deleted_from: AppliedDeletion | None = None,
 ) -> Contender:
     """The change arriving from the route's source member: its own users' change, or a
     replica (or deletion) another group of the chain made there, which this group forwards
     (the origin's write, at its time; a deletion at the time it was made there)."""
     source = _rank(tag, tag.members[tag.index])
+    if deleted_from is not None:
+        return Contender(_rank(tag, deleted_from.member), deleted_from.deleted_at, None)
     if current is None:
-        return Contender(
-            _rank(tag, deleted_from or tag.members[tag.index]), change.event_time, None
-        )
+        return Contender(_rank(tag, tag.members[tag.index]), change.event_time, None)
     user = current.attributes.user_metadata
     forwarded = replica_origin(user)
     if forwarded is not None:

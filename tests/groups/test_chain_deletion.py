@@ -135,6 +135,10 @@ async def test_a_write_after_the_users_deletion_beats_its_late_notice(chain: Cha
         held = [await gcs_current(http, bucket, KEY) for bucket in chain.buckets]
         assert [None if h is None else h[0] for h in held] == [b"second, at A"] * 3
 
+    # Every change is recorded as applied: nothing holds a watermark back.
+    lags = await chain.catalog.route_lag(percentiles=False)
+    assert lags
+    assert [lag.pending_ops for lag in lags] == [0] * len(lags)
     found = await chain.catalog.conflicts()
     # A's write won over C's deletion (no version), once for the chain.
     assert [(f.key, f.winner_member, f.loser_member, f.loser_version) for f in found] == [
