@@ -88,6 +88,14 @@ def _answer(headers: CIMultiDictProxy[str]) -> BlobAnswer:
     )
 
 
+class _SharedKey(SharedKeyCredentialPolicy):
+    """The SDK's Shared Key signature of the path as it is sent (the SDK's own policy
+    re-derives it from the URL, as its aiohttp transport would send it)."""
+
+    def _get_canonicalized_resource(self, request: Any) -> str:
+        return f"/{self.account_name}{request.http_request.path}"
+
+
 class _HttpDate:
     """``x-ms-date``, formatted once per second rather than once per request."""
 
@@ -113,7 +121,7 @@ class AzureDirectRequests:
         self._container_url = container_url.rstrip("/")
         self._sas = credential if isinstance(credential, str) else None
         self._shared_key = (
-            SharedKeyCredentialPolicy(  # type: ignore[no-untyped-call]
+            _SharedKey(  # type: ignore[no-untyped-call]
                 credential["account_name"], credential["account_key"]
             )
             if isinstance(credential, dict)
@@ -127,22 +135,28 @@ class AzureDirectRequests:
             isinstance(credential, dict) and bool(credential.get("account_key"))
         )
 
-    def _url(self, name: str, query: Mapping[str, str]) -> str:
-        url = f"{self._container_url}/{urllib.parse.quote(name, safe='/~')}"
+    def _url(self, name: str, query: Mapping[str, str]) -> URL:
+        # The path as the SDK's requests carry it: quoted, then requoted by yarl (which
+        # unescapes what a path may hold, such as '=' or ';'). The query goes as it is.
+        path = URL(f"{self._container_url}/{urllib.parse.quote(name, safe='/~')}")
         parts = [f"{key}={urllib.parse.quote(value, safe='')}" for key, value in query.items()]
         if self._sas:
             parts.append(self._sas)
-        return url + ("?" + "&".join(parts) if parts else "")
+        if not parts:
+            return path
+        return URL(f"{path}?{'&'.join(parts)}", encoded=True)
 
     def _authorise(
-        self, method: str, url: str, headers: dict[str, str], query: Mapping[str, str]
+        self, method: str, url: URL, headers: dict[str, str], query: Mapping[str, str]
     ) -> None:
         headers["x-ms-date"] = self._date.now()
         headers["x-ms-version"] = X_MS_VERSION
         if self._shared_key is None:
             return
         request = SimpleNamespace(
-            http_request=SimpleNamespace(method=method, url=url, headers=headers, query=query),
+            http_request=SimpleNamespace(
+                method=method, url=str(url), headers=headers, query=query, path=url.raw_path
+            ),
             context=SimpleNamespace(transport=None),
         )
         self._shared_key.on_request(request)  # type: ignore[no-untyped-call]
@@ -164,7 +178,7 @@ class AzureDirectRequests:
             try:
                 async with self._session.request(
                     method,
-                    URL(url, encoded=True),
+                    url,
                     headers=headers,
                     data=None if body is None else BufferPayload(body),
                     skip_auto_headers=_NOT_ADDED,
