@@ -1,12 +1,13 @@
-"""Client CPU per small-object request: S3's direct requests against the same requests
-through aiobotocore.
+"""Client CPU per small-object request: S3's and Azure's direct requests against the same
+requests through their SDKs (aiobotocore, azure-core).
 
-``python -m benchmarks.small_requests [--objects 300] [--size 4096] [--concurrency 16]
-[--repeats 3]`` (with the test bed's environment, ``eval "$(replicator devstack env)"``) puts,
-gets and heads ``--objects`` objects of ``--size`` bytes, ``--concurrency`` at a time, in a
-fresh S3 bucket, alternating a store on the direct path with one sending everything through
-the SDK, and prints the median client CPU (``time.process_time``: user + system of this
-process, the emulator's excluded) per request of each kind, in milliseconds.
+``python -m benchmarks.small_requests [--store s3|az] [--objects 300] [--size 4096]
+[--concurrency 16] [--repeats 3]`` (with the test bed's environment, ``eval "$(replicator
+devstack env)"``) puts, gets and heads ``--objects`` objects of ``--size`` bytes,
+``--concurrency`` at a time, in a fresh bucket or container, alternating a store on the
+direct path with one sending everything through the SDK, and prints the median client CPU
+(``time.process_time``: user + system of this process, the emulator's excluded) per request
+of each kind, in milliseconds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from connectors import open_store
+from connectors.azure import AzureStore
 from connectors.s3 import S3Store
 
 
@@ -36,10 +39,11 @@ async def _cpu_per_request(
     return (time.process_time() - started) / count * 1000
 
 
-async def main(objects: int, size: int, concurrency: int, repeats: int) -> None:
-    bucket = f"sr-{uuid.uuid4().hex[:12]}"
-    direct = S3Store(bucket)
-    through_sdk = S3Store(bucket)
+async def main(scheme: str, objects: int, size: int, concurrency: int, repeats: int) -> None:
+    url = f"{scheme}://sr-{uuid.uuid4().hex[:12]}"
+    direct = open_store(url)
+    through_sdk = open_store(url)
+    assert isinstance(through_sdk, S3Store | AzureStore)
     through_sdk.direct_requests = False
     data = os.urandom(size)
     samples: dict[tuple[str, str], list[float]] = {}
@@ -58,7 +62,7 @@ async def main(objects: int, size: int, concurrency: int, repeats: int) -> None:
                 ):
                     cpu = await _cpu_per_request(objects, concurrency, request)
                     samples.setdefault((way, kind), []).append(cpu)
-    print(f"{objects} x {size} B at {concurrency} concurrent, medians of {repeats}:")
+    print(f"{scheme}: {objects} x {size} B at {concurrency} concurrent, medians of {repeats}:")
     for kind in ("PUT", "GET", "HEAD"):
         line = ", ".join(
             f"{way} {statistics.median(samples[(way, kind)]):.2f} ms "
@@ -70,9 +74,10 @@ async def main(objects: int, size: int, concurrency: int, repeats: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", choices=("s3", "az"), default="s3")
     parser.add_argument("--objects", type=int, default=300)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    asyncio.run(main(args.objects, args.size, args.concurrency, args.repeats))
+    asyncio.run(main(args.store, args.objects, args.size, args.concurrency, args.repeats))

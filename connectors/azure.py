@@ -17,11 +17,12 @@ service computed one (a single put); a blob assembled from blocks has none. Azur
 CRC64 in JavaScript, so on the emulator a block with an MD5 is accepted ~3x faster; on Azure
 both are free to the service, and only the client's hashing differs.
 
-Small objects: Get Blob of a whole blob and Put Blob go straight over the store's aiohttp
-session (``connectors.azure_direct``), authorised with the account key (Shared Key, signed by
-the SDK's own policy) or the SAS token, without azure-core's pipeline, whose per-request cost
-exceeded the rest of a small blob's copy. Entra ID credentials keep the SDK for them, and
-``REPLICATOR_AZURE_DIRECT_REQUESTS=0`` does too; every other request always goes through it.
+Small objects: Get Blob of a whole blob, Put Blob and Get Blob Properties go straight over
+the store's aiohttp session (``connectors.azure_direct``), authorised with the account key
+(Shared Key, signed by the SDK's own policy) or the SAS token, without azure-core's pipeline,
+whose per-request cost exceeded the rest of a small blob's copy. Entra ID credentials keep
+the SDK for them, and ``REPLICATOR_AZURE_DIRECT_REQUESTS=0`` does too; every other request
+always goes through it.
 
 Bodies are sent in slices of the caller's buffer (``connectors.payload``), and ranged reads
 stream (``read_stream``: one GET per range, through the SDK's generated client, because the
@@ -633,7 +634,7 @@ class AzureStore(ObjectStore):
         )
 
     def _answer_meta(self, key: str, answer: BlobAnswer) -> ObjectMeta:
-        """``_meta`` of a direct Get Blob's answer."""
+        """``_meta`` of a direct Get Blob's or Get Blob Properties' answer."""
         return ObjectMeta(
             url=self.url_for(key),
             key=key,
@@ -684,8 +685,14 @@ class AzureStore(ObjectStore):
 
     async def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         name = self._name(key)
+        url = self.url_for(key)
+        await self._container()
+        if self._direct is not None:
+            with self._errors(url):
+                answer = await self._direct.head(name, version=version)
+            return self._answer_meta(key, answer)
         client = await self._blob(name)
-        with self._errors(self.url_for(key)):
+        with self._errors(url):
             props = await client.get_blob_properties(version_id=version)
         return self._meta(key, props)
 

@@ -1,6 +1,7 @@
-"""Azure's small-object requests (Get Blob of a whole blob, Put Blob) sent straight over the
-store's aiohttp session, authorised as the SDK authorises them: Shared Key signed by the
-storage SDK's own policy (``SharedKeyCredentialPolicy``), or a SAS token in the query.
+"""Azure's small-object requests (Get Blob of a whole blob, Put Blob, Get Blob Properties)
+sent straight over the store's aiohttp session, authorised as the SDK authorises them:
+Shared Key signed by the storage SDK's own policy (``SharedKeyCredentialPolicy``), or a SAS
+token in the query.
 
 Through azure-core's pipeline (policies, the generated client's serialisation, the
 downloader's ranged first GET) each request costs more client CPU than the rest of a small
@@ -9,7 +10,7 @@ into the fields ``connectors.azure`` builds ``ObjectMeta`` from, and a failure i
 status, error code and headers, which ``connectors.azure`` maps as it maps the SDK's.
 
 Entra ID credentials (bearer tokens with their refresh) stay with the SDK, as does everything
-else: listings, blocks, copies, deletes, ranges and properties.
+else: listings, blocks, copies, deletes and ranges.
 """
 
 from __future__ import annotations
@@ -204,6 +205,13 @@ class AzureDirectRequests:
         query = {"versionid": version} if version is not None else {}
         answer, data = await self._send("GET", name, headers, query)
         return _answer(answer), data
+
+    async def head(self, name: str, *, version: str | None) -> BlobAnswer:
+        """Get Blob Properties: the blob's size, properties and metadata, its stored MD5 as
+        Content-MD5."""
+        query = {"versionid": version} if version is not None else {}
+        answer, _ = await self._send("HEAD", name, {}, query)
+        return _answer(answer)
 
     async def put(
         self,

@@ -95,13 +95,13 @@ async def az(proxy: RecordingProxy) -> AsyncIterator[AzureStore]:
 
 
 class TestPath:
-    async def test_get_and_put_go_direct(self, az: AzureStore, proxy: RecordingProxy) -> None:
-        """The SDK sends none of a small blob's Get and Put (a HEAD still goes through it)."""
+    async def test_get_put_and_head_go_direct(self, az: AzureStore, proxy: RecordingProxy) -> None:
+        """The SDK sends none of a small blob's Get, Put and Get Properties."""
         await az.put("k", b"data")
         await az.get("k")
         await az.head("k")
-        assert proxy.methods(sdk=False) == ["PUT", "GET"]
-        assert proxy.methods(sdk=True) == ["HEAD"]
+        assert proxy.methods(sdk=False) == ["PUT", "GET", "HEAD"]
+        assert proxy.methods(sdk=True) == []
 
     async def test_a_sas_token_authorises_them_too(
         self, devstack: StackState, proxy: RecordingProxy
@@ -170,6 +170,7 @@ class TestSameAnswers:
                 sdk_meta, sdk_got = await sdk.get(key)
                 assert got == sdk_got == data, key
                 assert meta == sdk_meta, key
+                assert await az.head(key) == await sdk.head(key), key
                 assert meta.attributes == attributes, key
                 assert (meta.etag, meta.size) == (written.etag, len(data))
                 assert written.checksums == {ChecksumKind.CRC64: crc64_b64(data)}
@@ -187,14 +188,15 @@ def _refused(store: AzureStore, key: str) -> bool:
 
 class TestErrors:
     async def test_a_missing_blob_is_not_found(self, az: AzureStore) -> None:
-        with pytest.raises(NotFound) as caught:
-            await az.get("nope")
-        assert type(caught.value) is NotFound
+        for attempt in (az.get("nope"), az.head("nope")):
+            with pytest.raises(NotFound) as caught:
+                await attempt
+            assert type(caught.value) is NotFound
 
     async def test_a_missing_container_is_container_not_found(self, proxy: RecordingProxy) -> None:
         name = unique_name("missing")
         async with AzureStore(name, "", through(proxy)) as store:
-            for attempt in (store.get("k"), store.put("k", b"data")):
+            for attempt in (store.get("k"), store.head("k"), store.put("k", b"data")):
                 with pytest.raises(ContainerNotFound, match=name):
                     await attempt
 
