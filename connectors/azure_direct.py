@@ -27,7 +27,6 @@ from typing import Any
 import aiohttp
 from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
 from azure.storage.blob._shared.constants import X_MS_VERSION
-from multidict import CIMultiDictProxy
 from yarl import URL
 
 from connectors.base import Buffer
@@ -66,7 +65,8 @@ class BlobRequestFailed(Exception):
         self.error_code = headers.get("x-ms-error-code") or ""
 
 
-def _answer(headers: CIMultiDictProxy[str]) -> BlobAnswer:
+def _answer(headers: Mapping[str, str]) -> BlobAnswer:
+    # ``headers``: aiohttp's case-insensitive headers of the answer.
     length = headers.get("Content-Length")
     modified = headers.get("Last-Modified")
     return BlobAnswer(
@@ -169,7 +169,7 @@ class AzureDirectRequests:
         headers: dict[str, str],
         query: Mapping[str, str],
         body: Buffer | None = None,
-    ) -> tuple[CIMultiDictProxy[str], bytes]:
+    ) -> tuple[Mapping[str, str], bytes]:
         """One request: the answer's headers and body, or ``BlobRequestFailed``. A connection
         the pool kept but the server had closed is tried once more, as the SDK's single retry
         does; every other failure goes to the engine's retry policy."""

@@ -32,7 +32,6 @@ from awscrt import checksums as crt_checksums
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError, FlexibleChecksumError
-from multidict import CIMultiDictProxy
 from yarl import URL
 
 from connectors.aws_session import USER_AGENT, fast_timestamp
@@ -79,7 +78,7 @@ def _classify(method: str, _: URL, __: Mapping[str, str]) -> RequestClass:
 
 
 def _client_error(
-    operation: str, status: int, headers: CIMultiDictProxy[str], body: bytes
+    operation: str, status: int, headers: Mapping[str, str], body: bytes
 ) -> ClientError:
     """The ``ClientError`` botocore raises for this answer: the code and message of S3's XML
     error body, or the status as the code when there is no body (HEAD)."""
@@ -106,7 +105,8 @@ def _client_error(
     return ClientError(response, operation)
 
 
-def _fields(headers: CIMultiDictProxy[str]) -> dict[str, Any]:
+def _fields(headers: Mapping[str, str]) -> dict[str, Any]:
+    # ``headers``: aiohttp's case-insensitive headers of the answer.
     """The response fields ``connectors.s3`` reads, named and typed as botocore's parser
     gives them."""
     fields: dict[str, Any] = {}
@@ -216,7 +216,7 @@ class S3DirectRequests:
         url: str,
         headers: dict[str, str],
         body: Buffer | None = None,
-    ) -> tuple[CIMultiDictProxy[str], bytes]:
+    ) -> tuple[Mapping[str, str], bytes]:
         """One request: the answer's headers and body, or the SDK's ``ClientError``. A
         connection the pool kept but the server had closed is tried once more, as the SDK's
         single retry does; every other failure goes to the engine's retry policy."""
