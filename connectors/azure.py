@@ -17,6 +17,13 @@ service computed one (a single put); a blob assembled from blocks has none. Azur
 CRC64 in JavaScript, so on the emulator a block with an MD5 is accepted ~3x faster; on Azure
 both are free to the service, and only the client's hashing differs.
 
+Small objects: Get Blob of a whole blob, Put Blob and Get Blob Properties go straight over
+the store's aiohttp session (``connectors.azure_direct``), authorised with the account key
+(Shared Key, signed by the SDK's own policy) or the SAS token, without azure-core's pipeline,
+whose per-request cost exceeded the rest of a small blob's copy. Entra ID credentials keep
+the SDK for them, and ``REPLICATOR_AZURE_DIRECT_REQUESTS=0`` does too; every other request
+always goes through it.
+
 Bodies are sent in slices of the caller's buffer (``connectors.payload``), and ranged reads
 stream (``read_stream``: one GET per range, through the SDK's generated client, because the
 public downloader buffers whole ranges and joins them, memory outside the engine's budget).
@@ -44,6 +51,7 @@ import base64
 import contextlib
 import email.utils
 import json
+import os
 import re
 import urllib.parse
 import urllib.request
@@ -77,6 +85,7 @@ from connectors.azure_credentials import (
     AzureCredentialsError,
     close_credential,
 )
+from connectors.azure_direct import AzureDirectRequests, BlobAnswer, BlobRequestFailed
 from connectors.base import (
     STAGING_PREFIX,
     AlreadyExists,
@@ -133,6 +142,8 @@ _THREAD_HASH_BYTES = 8 * MiB
 _COPY_POLL_S = (0.1, 2.0)
 
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+#: The environment variable that, set to 0, sends small-object requests through the SDK too.
+DIRECT_REQUESTS_VARIABLE = "REPLICATOR_AZURE_DIRECT_REQUESTS"
 
 
 def _proxy_in_environment() -> bool:
@@ -301,8 +312,7 @@ def _error_code(exc: HttpResponseError) -> str:
     return str(code) if code else ""
 
 
-def _retry_after(exc: HttpResponseError) -> float | None:
-    raw = _header(exc, "Retry-After")
+def _retry_after(raw: str | None) -> float | None:
     if not raw:
         return None
     try:
@@ -394,6 +404,8 @@ class AzureStore(ObjectStore):
         self._blob_clients: OrderedDict[str, BlobClient] = OrderedDict()
         self._credential: Any = None
         self._endpoint = "Azure Blob endpoint"
+        self.direct_requests = os.environ.get(DIRECT_REQUESTS_VARIABLE, "1") != "0"
+        self._direct: AzureDirectRequests | None = None
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
@@ -484,6 +496,12 @@ class AzureStore(ObjectStore):
                 self._session = session
                 self._service = service
                 self._container_client = service.get_container_client(self._container_name)
+                if self.direct_requests and AzureDirectRequests.supports(self._credential):
+                    self._direct = AzureDirectRequests(
+                        session,
+                        f"{self._endpoint}/{self._container_name}",
+                        self._credential,
+                    )
             return self._container_client
 
     async def _blob(self, name: str) -> BlobClient:
@@ -501,6 +519,7 @@ class AzureStore(ObjectStore):
         async with self._lock:
             service, session, credential = self._service, self._session, self._credential
             self._service = self._session = self._container_client = self._credential = None
+            self._direct = None
             self._blob_clients.clear()
             if service is not None:
                 await service.close()
@@ -533,6 +552,8 @@ class AzureStore(ObjectStore):
             if quiet_missing_blob and _error_code(exc) == "BlobNotFound":
                 return
             self._raise_http(exc, url)
+        except BlobRequestFailed as exc:
+            self._raise_status(exc.status, exc.error_code, exc.reason, exc.headers, url)
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise TransientError(
                 f"cannot reach {self._endpoint}: {type(exc).__name__}", url=url
@@ -547,10 +568,14 @@ class AzureStore(ObjectStore):
             ) from None
 
     def _raise_http(self, exc: HttpResponseError, url: str) -> NoReturn:
-        status = exc.status_code or 0
-        code = _error_code(exc)
-        request_id = _header(exc, "x-ms-request-id")
-        detail = f"HTTP {status} {code or exc.reason or ''}".strip()
+        headers: Mapping[str, str] = getattr(exc.response, "headers", None) or {}
+        self._raise_status(exc.status_code or 0, _error_code(exc), exc.reason, headers, url)
+
+    def _raise_status(
+        self, status: int, code: str, reason: str | None, headers: Mapping[str, str], url: str
+    ) -> NoReturn:
+        request_id = headers.get("x-ms-request-id")
+        detail = f"HTTP {status} {code or reason or ''}".strip()
         if request_id:
             detail += f", request id {request_id}"
         if code == "ContainerNotFound":
@@ -579,7 +604,7 @@ class AzureStore(ObjectStore):
             raise Throttled(
                 f"{self._endpoint} is throttling requests ({detail})",
                 url=url,
-                retry_after=_retry_after(exc),
+                retry_after=_retry_after(headers.get("Retry-After")),
             ) from None
         if status >= 500 or status in {0, 408}:
             raise TransientError(f"{self._endpoint} failed ({detail})", url=url) from None
@@ -606,6 +631,25 @@ class AzureStore(ObjectStore):
             last_modified=props.last_modified,
             attributes=_attributes_of(props),
             checksums=_md5_reported(props.content_settings.content_md5),
+        )
+
+    def _answer_meta(self, key: str, answer: BlobAnswer) -> ObjectMeta:
+        """``_meta`` of a direct Get Blob's or Get Blob Properties' answer."""
+        return ObjectMeta(
+            url=self.url_for(key),
+            key=key,
+            size=answer.size or 0,
+            etag=answer.etag,
+            version=answer.version,
+            last_modified=answer.last_modified,
+            attributes=ObjectAttributes(
+                content_type=answer.content_type,
+                cache_control=answer.cache_control,
+                content_encoding=answer.content_encoding,
+                content_disposition=answer.content_disposition,
+                user_metadata=answer.metadata,
+            ),
+            checksums={ChecksumKind.MD5: answer.content_md5} if answer.content_md5 else {},
         )
 
     async def _upload(
@@ -641,8 +685,14 @@ class AzureStore(ObjectStore):
 
     async def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         name = self._name(key)
+        url = self.url_for(key)
+        await self._container()
+        if self._direct is not None:
+            with self._errors(url):
+                answer = await self._direct.head(name, version=version)
+            return self._answer_meta(key, answer)
         client = await self._blob(name)
-        with self._errors(self.url_for(key)):
+        with self._errors(url):
             props = await client.get_blob_properties(version_id=version)
         return self._meta(key, props)
 
@@ -700,19 +750,25 @@ class AzureStore(ObjectStore):
         MD5 in ``x-ms-blob-content-md5``), so no HEAD goes before it."""
         name = self._name(key)
         url = self.url_for(key)
-        client = await self._blob(name)
-        conditions: dict[str, Any] = {"version_id": version}
-        if if_match is not None:
-            conditions.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
-        with self._errors(url):
-            downloader = await client.download_blob(
-                max_concurrency=_GET_CONCURRENCY,
-                # Bytes as stored: a gzip Content-Encoding must not be undone.
-                decompress=False,
-                **conditions,
-            )
-            data: bytes = await downloader.readall()
-        meta = self._meta(key, downloader.properties)
+        await self._container()
+        if self._direct is not None:
+            with self._errors(url):
+                answer, data = await self._direct.get(name, if_match=if_match, version=version)
+            meta = self._answer_meta(key, answer)
+        else:
+            client = await self._blob(name)
+            conditions: dict[str, Any] = {"version_id": version}
+            if if_match is not None:
+                conditions.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
+            with self._errors(url):
+                downloader = await client.download_blob(
+                    max_concurrency=_GET_CONCURRENCY,
+                    # Bytes as stored: a gzip Content-Encoding must not be undone.
+                    decompress=False,
+                    **conditions,
+                )
+                data = await downloader.readall()
+            meta = self._meta(key, downloader.properties)
         if len(data) != meta.size:
             raise IntegrityError(f"read {len(data)} bytes of {meta.size}", url=url)
         return meta, data
@@ -767,14 +823,37 @@ class AzureStore(ObjectStore):
             raise InvalidArgument("create_only and if_match exclude each other", url=url)
         self.check_single_put(key, len(data))
         crc64 = await _write_crc64(data, checksums)
-        conditions: dict[str, Any] = {"overwrite": not create_only}
-        if if_match is not None:
-            conditions.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
-        client = await self._blob(name)
-        # upload_blob takes bytes only (and then shares them rather than copying).
-        body = data if isinstance(data, bytes) else bytes(data)
-        with self._errors(url):
-            response = await self._upload(client, body, attributes, crc64, **conditions)
+        await self._container()
+        if self._direct is not None:
+            with self._errors(url):
+                answer = await self._direct.put(
+                    name,
+                    data,
+                    crc64=crc64,
+                    content_type=attributes.content_type,
+                    cache_control=attributes.cache_control,
+                    content_encoding=attributes.content_encoding,
+                    content_disposition=attributes.content_disposition,
+                    metadata=attributes.user_metadata,
+                    create_only=create_only,
+                    if_match=if_match,
+                )
+            echoed = answer.content_crc64
+            response: dict[str, Any] = {
+                "etag": answer.etag,
+                "version_id": answer.version,
+                "last_modified": answer.last_modified,
+                "content_crc64": base64.b64decode(echoed) if echoed else None,
+            }
+        else:
+            conditions: dict[str, Any] = {"overwrite": not create_only}
+            if if_match is not None:
+                conditions.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
+            client = await self._blob(name)
+            # upload_blob takes bytes only (and then shares them rather than copying).
+            body = data if isinstance(data, bytes) else bytes(data)
+            with self._errors(url):
+                response = await self._upload(client, body, attributes, crc64, **conditions)
         self._check_echoed_crc64(response, crc64, url)
         return ObjectMeta(
             url=url,

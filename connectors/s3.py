@@ -27,6 +27,13 @@ Server-side copy uses CopyObject, which S3 limits to sources of 5 GiB: larger so
 NotSupported, and the planner copies them through multipart parts instead (it already plans
 server-side copies only up to ``max_single_put``).
 
+Small objects: a whole-object GetObject, PutObject and HeadObject go straight over aiohttp,
+signed with botocore's SigV4 signer (``connectors.s3_direct``): the SDK's per-request machinery
+cost more client CPU than the rest of a small object's copy. Answers and errors are read into
+what the SDK would have returned, so both paths give the same ``ObjectMeta`` and errors.
+Setting ``REPLICATOR_S3_DIRECT_REQUESTS=0`` sends them through the SDK as well; everything
+else (multipart, listings, copies, deletes, ranges) always goes through the SDK.
+
 Keys: S3 takes any UTF-8 key up to 1024 bytes and this connector passes keys through untouched
 (listings ask for URL-encoded keys, since XML 1.0 cannot carry some characters, and decode
 them exactly). Multipart uploads are refused for keys with characters XML 1.0 cannot carry,
@@ -39,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import re
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -96,11 +104,18 @@ from connectors.base import (
 )
 from connectors.credentials import AwsAccess, installed
 from connectors.payload import BufferReader, body_chunks, sliced
+from connectors.s3_direct import S3DirectRequests, virtual_host_endpoint
 
 DEFAULT_REGION = "us-east-1"
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
 KEY_RULE = " bytes of UTF-8 (S3 object key rule)"
+# Parallel part uploads and ranged reads each hold a connection.
+POOL_CONNECTIONS = 64
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 60
+#: The environment variable that, set to 0, sends small-object requests through the SDK too.
+DIRECT_REQUESTS_VARIABLE = "REPLICATOR_S3_DIRECT_REQUESTS"
 
 # Characters XML 1.0 cannot carry even as character references.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -360,6 +375,8 @@ class S3Store(ObjectStore):
         self._client_lock = asyncio.Lock()
         self._region: str | None = None
         self._session: AioSession | None = None
+        self.direct_requests = os.environ.get(DIRECT_REQUESTS_VARIABLE, "1") != "0"
+        self._direct: S3DirectRequests | None = None
 
     @property
     def location(self) -> str:
@@ -418,10 +435,9 @@ class S3Store(ObjectStore):
             # The engine owns the one retry policy; one SDK retry absorbs a dropped pooled
             # connection without multiplying the engine's attempts.
             retries={"total_max_attempts": 2, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
-            # Parallel part uploads and ranged reads each hold a connection.
-            max_pool_connections=64,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+            max_pool_connections=POOL_CONNECTIONS,
             user_agent=USER_AGENT,
         )
         client = await self._exit_stack.enter_async_context(
@@ -432,11 +448,53 @@ class S3Store(ObjectStore):
         client.meta.events.register("before-send.s3", reporter.before_send)
         client.meta.events.register("response-received.s3.GetObject", reporter.response_received)
         self._endpoint = str(client.meta.endpoint_url)
+        if self.direct_requests:
+            self._direct = await self._open_direct(client, path_style=bool(configured_endpoint))
         return client
+
+    async def _open_direct(self, client: Any, *, path_style: bool) -> S3DirectRequests | None:
+        """The direct path for small-object requests, or None where addressing is not plain
+        (see connectors.s3_direct) or there are no credentials to sign with (the SDK then
+        raises what it raises without them)."""
+        session = self._aws_session()
+        credentials = await session.get_credentials()
+        if credentials is None:
+            return None
+        endpoint = str(client.meta.endpoint_url)
+        if path_style:
+            bucket_url: str | None = f"{endpoint.rstrip('/')}/{self.bucket}"
+        else:
+            s3_options = (session.get_scoped_config() or {}).get("s3") or {}
+            special = (
+                session.get_config_variable("use_fips_endpoint")
+                or session.get_config_variable("use_dualstack_endpoint")
+                or str(s3_options.get("use_accelerate_endpoint", "")).lower() == "true"
+                or str(s3_options.get("use_dualstack_endpoint", "")).lower() == "true"
+            )
+            bucket_url = None if special else virtual_host_endpoint(endpoint, self.bucket)
+        if bucket_url is None:
+            return None
+        return S3DirectRequests(
+            bucket_url=bucket_url,
+            region=str(client.meta.region_name),
+            credentials=credentials,
+            client_config=client.meta.config,
+            location=self.location,
+            pool_connections=POOL_CONNECTIONS,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+        )
+
+    async def _direct_requests(self) -> S3DirectRequests | None:
+        await self._s3()
+        return self._direct
 
     async def close(self) -> None:
         async with self._client_lock:
             self._client = None
+            if self._direct is not None:
+                await self._direct.close()
+                self._direct = None
             await self._exit_stack.aclose()
             self._exit_stack = contextlib.AsyncExitStack()
 
@@ -504,7 +562,10 @@ class S3Store(ObjectStore):
             params["VersionId"] = version
         try:
             with self._errors(self.url_for(key)):
-                response = await client.head_object(**params)
+                if self._direct is not None:
+                    response = await self._direct.head(full, version=version)
+                else:
+                    response = await client.head_object(**params)
         except NotFound:
             await self._check_bucket()
             raise
@@ -555,6 +616,10 @@ class S3Store(ObjectStore):
             params["Range"] = f"bytes={start}-{end - 1}"
         elif start > 0:
             params["Range"] = f"bytes={start}-"
+        elif self._direct is not None:
+            with self._errors(url):
+                _, whole = await self._direct.get(full, if_match=if_match, version=version)
+            return whole
         else:
             # A whole-object read can be checked against the object's stored checksum.
             params["ChecksumMode"] = "ENABLED"
@@ -576,12 +641,13 @@ class S3Store(ObjectStore):
     ) -> tuple[ObjectMeta, bytes]:
         """One GET: S3 answers with the object's metadata and checksums as headers."""
         url = self.url_for(key)
+        full = self._full(key)
         client = await self._s3()
-        params: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": self._full(key),
-            "ChecksumMode": "ENABLED",
-        }
+        if self._direct is not None:
+            with self._errors(url):
+                fields, data = await self._direct.get(full, if_match=if_match, version=version)
+            return self._meta(key, fields, len(data)), data
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "ChecksumMode": "ENABLED"}
         if if_match is not None:
             params["IfMatch"] = if_match
         if version is not None:
@@ -589,7 +655,7 @@ class S3Store(ObjectStore):
         with self._errors(url):
             response = await client.get_object(**params)
             async with response["Body"] as body:
-                data: bytes = await body.read()
+                data = await body.read()
         return self._meta(key, response, len(data)), data
 
     async def read_stream(
@@ -653,7 +719,17 @@ class S3Store(ObjectStore):
         with self._errors(
             url, create_only=create_only, missing_key_is_mismatch=if_match is not None
         ):
-            response = await client.put_object(**params)
+            if self._direct is not None:
+                response = await self._direct.put(
+                    full,
+                    data,
+                    crc32c=checksum,
+                    attributes=params,
+                    create_only=create_only,
+                    if_match=if_match,
+                )
+            else:
+                response = await client.put_object(**params)
         etag = response.get("ETag")
         return ObjectMeta(
             url=url,

@@ -208,10 +208,12 @@ class TestUserAgent:
     async def test_every_request_names_the_product_in_one_fixed_user_agent(
         self, s3: S3Store
     ) -> None:
-        """Requests carry one fixed User-Agent naming the product (what server access logs
-        show), not botocore's default, which it rebuilds component by component on every
-        request."""
+        """Requests the SDK sends carry one fixed User-Agent naming the product (what server
+        access logs show), not botocore's default, which it rebuilds component by component on
+        every request. (The direct requests send the same: tests/connectors/test_s3_direct.)"""
         seen: list[str] = []
+        s3.direct_requests = False
+        await s3.close()
 
         def capture(request: Any, **_: Any) -> None:
             seen.append(request.headers["User-Agent"].decode())
