@@ -21,10 +21,11 @@ by asking for frozen credentials before each request. No header or credential is
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import urllib.parse
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -51,8 +52,21 @@ _HEADER_FIELDS = (
     ("Cache-Control", "CacheControl"),
     ("Content-Encoding", "ContentEncoding"),
     ("Content-Disposition", "ContentDisposition"),
+    ("x-amz-checksum-crc32", "ChecksumCRC32"),
     ("x-amz-checksum-crc32c", "ChecksumCRC32C"),
+    ("x-amz-checksum-crc64nvme", "ChecksumCRC64NVME"),
+    ("x-amz-checksum-sha1", "ChecksumSHA1"),
+    ("x-amz-checksum-sha256", "ChecksumSHA256"),
     ("x-amz-checksum-type", "ChecksumType"),
+)
+# The whole-object checksums a GET with checksum mode may bring, and how each is computed
+# (the bytes it is given; its digest as S3 spells it, before base64).
+_CHECKSUMS: tuple[tuple[str, Callable[[bytes], bytes]], ...] = (
+    ("ChecksumCRC32", lambda data: crt_checksums.crc32(data).to_bytes(4, "big")),
+    ("ChecksumCRC32C", lambda data: crt_checksums.crc32c(data).to_bytes(4, "big")),
+    ("ChecksumCRC64NVME", lambda data: crt_checksums.crc64nvme(data).to_bytes(8, "big")),
+    ("ChecksumSHA1", lambda data: hashlib.sha1(data).digest()),
+    ("ChecksumSHA256", lambda data: hashlib.sha256(data).digest()),
 )
 # Request attributes and the headers botocore's S3 model sends them as.
 _ATTRIBUTE_HEADERS = (
@@ -128,17 +142,22 @@ def _fields(headers: Mapping[str, str]) -> dict[str, Any]:
     return fields
 
 
-def _check_crc32c(fields: Mapping[str, Any], data: bytes) -> None:
-    """What the SDK checks when a GET asks for checksums: a CRC32C of the whole object
-    (not a COMPOSITE one of parts, marked ``-N``) must be the CRC32C of the bytes."""
-    expected = fields.get("ChecksumCRC32C")
-    if not expected or "-" in expected or fields.get("ChecksumType") == "COMPOSITE":
+def _check_checksums(fields: Mapping[str, Any], data: bytes) -> None:
+    """What the SDK checks when a GET asks for checksums: the whole object's checksum the
+    store reports, whichever algorithm it was written with (not a COMPOSITE one of parts,
+    marked ``-N``), must be the bytes' own."""
+    if fields.get("ChecksumType") == "COMPOSITE":
         return
-    actual = base64.b64encode(crt_checksums.crc32c(data).to_bytes(4, "big")).decode()
-    if actual != expected:
-        raise FlexibleChecksumError(
-            error_msg=f"expected checksum {expected} did not match calculated {actual}"
-        )
+    for field, compute in _CHECKSUMS:
+        expected = fields.get(field)
+        if not expected or "-" in expected:
+            continue
+        actual = base64.b64encode(compute(data)).decode()
+        if actual != expected:
+            raise FlexibleChecksumError(
+                error_msg=f"expected checksum {expected} did not match calculated {actual}"
+            )
+        return
 
 
 class S3DirectRequests:
@@ -249,7 +268,7 @@ class S3DirectRequests:
             headers["If-Match"] = if_match
         answer, data = await self._send("GetObject", "GET", self.object_url(key, version), headers)
         fields = _fields(answer)
-        _check_crc32c(fields, data)
+        _check_checksums(fields, data)
         return fields, data
 
     async def head(self, key: str, *, version: str | None) -> dict[str, Any]:

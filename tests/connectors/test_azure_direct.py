@@ -230,6 +230,21 @@ class TestErrors:
         with pytest.raises(IntegrityError):
             await az.put("k", b"data")
 
+    async def test_a_blob_read_back_other_than_its_stored_md5_is_an_integrity_error(
+        self, az: AzureStore, proxy: RecordingProxy
+    ) -> None:
+        await az.put("k", b"data" * 1000)
+
+        def damage(request: web.Request, answer: Answer) -> Answer:
+            status, headers, body = answer
+            if request.method != "GET":
+                return answer
+            return status, headers, body[:100] + bytes([body[100] ^ 1]) + body[101:]
+
+        proxy.alter = damage
+        with pytest.raises(IntegrityError):
+            await az.get("k")
+
     async def test_server_busy_is_throttled_with_its_retry_after(
         self, az: AzureStore, proxy: RecordingProxy
     ) -> None:

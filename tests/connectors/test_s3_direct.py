@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import google_crc32c
 import pytest
 from aiohttp import web
@@ -239,6 +240,31 @@ class TestErrors:
         proxy.alter = damage
         with pytest.raises(IntegrityError):
             await s3.get("k")
+
+    @pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "SHA1", "SHA256"])
+    async def test_a_body_that_differs_from_its_stored_checksum_is_an_integrity_error(
+        self, s3: S3Store, proxy: RecordingProxy, algorithm: str
+    ) -> None:
+        """Whatever checksum the object was written with (boto3 sends CRC32 by default), a
+        GET whose bytes do not match it is refused, as the SDK refuses it."""
+        client = boto3.client(
+            "s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1"
+        )
+        client.put_object(
+            Bucket=s3.bucket, Key="k", Body=b"data" * 1000, ChecksumAlgorithm=algorithm
+        )
+
+        def damage(request: web.Request, answer: Answer) -> Answer:
+            status, headers, body = answer
+            if request.method != "GET":
+                return answer
+            return status, headers, body[:100] + bytes([body[100] ^ 1]) + body[101:]
+
+        proxy.alter = damage
+        with pytest.raises(IntegrityError):
+            await s3.get("k")
+        with pytest.raises(IntegrityError):
+            await s3.read("k")
 
     async def test_slow_down_is_throttled_with_its_retry_after(
         self, s3: S3Store, proxy: RecordingProxy
