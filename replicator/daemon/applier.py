@@ -545,6 +545,7 @@ class Applier:
             self.copier.retry,
             interval=interval,
             ledger=self.ledger,
+            group_deleted=self.groups.deleted,
         )
 
 

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -191,8 +191,12 @@ class DeletionSweeper:
         lease: timedelta = timedelta(minutes=5),
         batch: int = 500,
         ledger: CostLedger | None = None,
+        group_deleted: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.router = router
+        # Told of every member object a group's delayed deletion removes, so that the member's
+        # store's notice of it is known as the group's own (``GroupArbiter.deleted``).
+        self.group_deleted = group_deleted
         self.catalog = catalog
         self.stores = stores
         # Counts each deletion's requests for its route and destination.
@@ -297,6 +301,8 @@ class DeletionSweeper:
             await self.catalog.settle_delete(item, ReplicaState.STALE, when=now, error=str(exc))
             report.cancelled += 1
             return
+        if target.route.group is not None and self.group_deleted is not None:
+            await self.group_deleted(target.dest_url)
         await self.catalog.settle_delete(item, ReplicaState.DELETED, when=now)
         report.deleted += 1
         log.info("scheduled deletion done", replica=item.url, due=item.due.isoformat())

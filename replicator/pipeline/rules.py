@@ -32,7 +32,7 @@ by its own users (``replicator.pipeline.groups``)::
     name = "lake"
     members = ["s3://lake-us/data/", { url = "gs://lake-eu/data/", region = "europe-west4" }]
     include = ["*.parquet"]          # as for routes
-    delete_policy = "propagate"      # or "never" ("delayed" is not available for groups)
+    delete_policy = "propagate"      # or "never", or "delayed" with a delete_delay
 
 A group is expanded into one route per member (named ``lake.1``, ``lake.2``, ... in member
 order), whose destinations are all the other members.
@@ -117,6 +117,18 @@ DurationOrOff = Annotated[timedelta | None, BeforeValidator(_duration_or_off)]
 """A duration, or 'off' (None) for a periodic action turned off."""
 
 
+def check_delay(policy: DeletePolicy, delay: timedelta | None, what: str) -> None:
+    """A delay goes with the delayed policy, and only with it."""
+    if policy == "delayed":
+        if delay is None or delay.total_seconds() <= 0:
+            raise ValueError('delete_policy = "delayed" needs a positive delete_delay, e.g. "7d"')
+    elif delay is not None:
+        raise ValueError(
+            f'delete_delay applies only with delete_policy = "delayed" '
+            f"(this {what}'s policy is {policy!r})"
+        )
+
+
 class Destination(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     url: str
@@ -195,16 +207,7 @@ class Route(BaseModel):
 
     @model_validator(mode="after")
     def _delay_with_policy(self) -> Route:
-        if self.delete_policy == "delayed":
-            if self.delete_delay is None or self.delete_delay.total_seconds() <= 0:
-                raise ValueError(
-                    'delete_policy = "delayed" needs a positive delete_delay, e.g. "7d"'
-                )
-        elif self.delete_delay is not None:
-            raise ValueError(
-                f'delete_delay applies only with delete_policy = "delayed" '
-                f"(this route's policy is {self.delete_policy!r})"
-            )
+        check_delay(self.delete_policy, self.delete_delay, "route")
         return self
 
     _plain_urls = field_validator("destinations", mode="before")(_urls_as_tables)
@@ -266,12 +269,18 @@ class Group(BaseModel):
     members: tuple[Destination, ...] = Field(min_length=2)
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
-    # A delayed deletion would let a member re-create what another deleted: not for groups.
-    delete_policy: Literal["propagate", "never"] = "propagate"
+    delete_policy: DeletePolicy = "propagate"
+    # Delayed: a member's replica of another member's deleted object outlives it this long.
+    delete_delay: Duration | None = None
     concurrency: int | None = Field(default=None, ge=1, le=1024)
     max_deletes_per_minute: int = Field(default=600, ge=0)
 
     _plain_urls = field_validator("members", mode="before")(_urls_as_tables)
+
+    @model_validator(mode="after")
+    def _delay_with_policy(self) -> Group:
+        check_delay(self.delete_policy, self.delete_delay, "group")
+        return self
 
     @model_validator(mode="after")
     def _distinct_members(self) -> Group:
@@ -304,6 +313,7 @@ class Group(BaseModel):
                 include=self.include,
                 exclude=self.exclude,
                 delete_policy=self.delete_policy,
+                delete_delay=self.delete_delay,
                 concurrency=self.concurrency,
                 max_deletes_per_minute=self.max_deletes_per_minute,
                 group=tag.model_copy(update={"index": index}),

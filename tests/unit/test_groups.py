@@ -132,9 +132,15 @@ class TestRefusals:
         with pytest.raises(ConfigError, match="member gs://b/x/ overlaps gs://b/x/ of route 'r'"):
             load_config({**CHAIN, "routes": [route]})
 
-    def test_delayed_deletes_are_not_for_groups(self) -> None:
-        with pytest.raises(ConfigError, match="delete_policy"):
-            load_config(group(delete_policy="delayed", delete_delay="1d"))
+    def test_a_groups_delayed_deletes_need_their_delay(self) -> None:
+        with pytest.raises(ConfigError, match="needs a positive delete_delay"):
+            load_config(group(delete_policy="delayed"))
+        with pytest.raises(ConfigError, match="applies only with"):
+            load_config(group(delete_delay="1d"))
+        routes = load_config(group(delete_policy="delayed", delete_delay="1d")).routes
+        assert {(r.delete_policy, r.delete_delay) for r in routes} == {
+            ("delayed", timedelta(days=1))
+        }
 
     def test_routes_cannot_claim_a_group(self) -> None:
         route = {"name": "r", "source": "s3://x/", "destinations": ["gs://y/"]}
