@@ -8,6 +8,7 @@ leaves it. Subclasses decide what happens around the forwarding in ``handle``.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Self
 
 import aiohttp
@@ -129,3 +130,31 @@ class ForwardingProxy:
         await response.write(payload)
         await response.write_eof()
         return response
+
+
+Answer = tuple[int, CIMultiDict[str], bytes]
+
+
+class RecordingProxy(ForwardingProxy):
+    """Forwards to the emulator and records each request's method and User-Agent; ``alter``
+    may change an answer before it goes back."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.seen: list[tuple[str, str]] = []
+        self.alter: Callable[[web.Request, Answer], Answer] | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append((request.method, request.headers.get("User-Agent", "")))
+        answer = await self.forward(request, await request.read())
+        if self.alter is not None:
+            answer = self.alter(request, answer)
+        return await self.answer(request, *answer)
+
+
+def flip_a_read_byte(request: web.Request, answer: Answer) -> Answer:
+    """An ``alter`` damaging one byte (the 101st) of every GET's body on its way back."""
+    status, headers, body = answer
+    if request.method != "GET":
+        return answer
+    return status, headers, body[:100] + bytes([body[100] ^ 1]) + body[101:]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.errors import DependencyUnavailable
 from tests.chaos.children import die_with_parent
@@ -64,6 +65,21 @@ class DaemonProcess:
     def pid(self) -> int | None:
         """The running process's id."""
         return self._process.pid if self.alive and self._process is not None else None
+
+    async def metric(self, http: aiohttp.ClientSession, name: str, **labels: str) -> float:
+        """The sum of the daemon's samples ``name`` with ``labels`` (0 while it does not
+        answer)."""
+        try:
+            async with http.get(f"{self.url}/metrics") as response:
+                exposition = await response.text()
+        except aiohttp.ClientError:
+            return 0.0
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(exposition)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
 
     @property
     def alive(self) -> bool:

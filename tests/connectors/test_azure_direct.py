@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -30,29 +30,16 @@ from connectors.base import (
     observing,
 )
 from replicator.devstack import StackState, environment
+from tests import forwarding
 from tests.conformance.test_store_conformance import HOSTILE_KEYS
 from tests.conftest import unique_name
-from tests.forwarding import ForwardingProxy
+from tests.forwarding import Answer, flip_a_read_byte
 
-Answer = tuple[int, CIMultiDict[str], bytes]
 SDK_USER_AGENT = "azsdk-python-storage-blob"
 
 
-class RecordingProxy(ForwardingProxy):
-    """Forwards to Azurite and records each request's method and User-Agent; ``alter`` may
-    change an answer before it goes back."""
-
-    def __init__(self, upstream: str) -> None:
-        super().__init__(upstream)
-        self.seen: list[tuple[str, str]] = []
-        self.alter: Callable[[web.Request, Answer], Answer] | None = None
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append((request.method, request.headers.get("User-Agent", "")))
-        answer = await self.forward(request, await request.read())
-        if self.alter is not None:
-            answer = self.alter(request, answer)
-        return await self.answer(request, *answer)
+class RecordingProxy(forwarding.RecordingProxy):
+    """Tells the requests the storage SDK sent from the direct ones, by User-Agent."""
 
     def methods(self, *, sdk: bool) -> list[str]:
         return [method for method, agent in self.seen if agent.startswith(SDK_USER_AGENT) is sdk]
@@ -235,13 +222,7 @@ class TestErrors:
     ) -> None:
         await az.put("k", b"data" * 1000)
 
-        def damage(request: web.Request, answer: Answer) -> Answer:
-            status, headers, body = answer
-            if request.method != "GET":
-                return answer
-            return status, headers, body[:100] + bytes([body[100] ^ 1]) + body[101:]
-
-        proxy.alter = damage
+        proxy.alter = flip_a_read_byte
         with pytest.raises(IntegrityError):
             await az.get("k")
 

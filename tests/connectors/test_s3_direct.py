@@ -36,30 +36,11 @@ from connectors.s3 import DIRECT_REQUESTS_VARIABLE, S3Store
 from replicator.devstack import StackState, environment
 from tests.conformance.test_store_conformance import HOSTILE_KEYS
 from tests.conftest import store_root_url, unique_name
-from tests.forwarding import ForwardingProxy
-
-Answer = tuple[int, CIMultiDict[str], bytes]
+from tests.forwarding import Answer, RecordingProxy, flip_a_read_byte
 
 
 def crc32c_b64(data: bytes) -> str:
     return base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
-
-
-class RecordingProxy(ForwardingProxy):
-    """Forwards to moto and records each request's method and User-Agent; ``alter`` may
-    change an answer before it goes back."""
-
-    def __init__(self, upstream: str) -> None:
-        super().__init__(upstream)
-        self.seen: list[tuple[str, str]] = []
-        self.alter: Callable[[web.Request, Answer], Answer] | None = None
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append((request.method, request.headers.get("User-Agent", "")))
-        answer = await self.forward(request, await request.read())
-        if self.alter is not None:
-            answer = self.alter(request, answer)
-        return await self.answer(request, *answer)
 
 
 @pytest.fixture
@@ -254,13 +235,7 @@ class TestErrors:
             Bucket=s3.bucket, Key="k", Body=b"data" * 1000, ChecksumAlgorithm=algorithm
         )
 
-        def damage(request: web.Request, answer: Answer) -> Answer:
-            status, headers, body = answer
-            if request.method != "GET":
-                return answer
-            return status, headers, body[:100] + bytes([body[100] ^ 1]) + body[101:]
-
-        proxy.alter = damage
+        proxy.alter = flip_a_read_byte
         with pytest.raises(IntegrityError):
             await s3.get("k")
         with pytest.raises(IntegrityError):

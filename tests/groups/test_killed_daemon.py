@@ -17,7 +17,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.catalog import open_catalog
 from replicator.devstack import StackState, free_port
@@ -143,17 +142,7 @@ async def fleet(devstack: StackState, tmp_path: Path) -> AsyncIterator[Fleet]:
 
 async def applied(http: aiohttp.ClientSession, daemon: DaemonProcess) -> float:
     """The events ``daemon`` applied so far (0 while it does not answer)."""
-    try:
-        async with http.get(f"{daemon.url}/metrics") as response:
-            exposition = await response.text()
-    except aiohttp.ClientError:
-        return 0.0
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(exposition)
-        for sample in family.samples
-        if sample.name == "replicator_events_applied_total"
-    )
+    return await daemon.metric(http, "replicator_events_applied_total")
 
 
 async def test_a_daemon_killed_while_the_group_catches_up(fleet: Fleet) -> None:

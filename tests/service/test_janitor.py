@@ -4,9 +4,11 @@ once old enough; younger ones (perhaps a live copy's) are left alone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 
 from connectors import open_store
 from connectors.base import ObjectStore
-from replicator.catalog import open_catalog
+from replicator.catalog import CatalogJournal, open_catalog
 from replicator.daemon.janitor import UploadJanitor
 from replicator.daemon.metrics import DaemonMetrics
 from replicator.devstack import StackState
@@ -83,15 +85,14 @@ async def test_abandoned_uploads_are_aborted_once_old_enough(
         await catalog.close()
 
 
-async def test_an_upload_the_journal_saw_start_recently_is_kept_whatever_the_store_says(
-    devstack: StackState, tmp_path: Path
-) -> None:
-    """moto reports every upload as started in 2010: a daemon starting while another copies
-    (a striped upload's parts on their way from the whole group) must not abort it."""
-    tag = uuid.uuid4().hex[:10]
-    destination = f"s3://dst-{tag}/"
+@contextlib.asynccontextmanager
+async def one_destination(
+    destination: str, tmp_path: Path
+) -> AsyncIterator[tuple[ObjectStore, CatalogJournal, UploadJanitor]]:
+    """A janitor of one route's ``destination`` (its store created), with an hour's thresholds,
+    and the catalog journal it reads."""
     config = load_config(
-        {"routes": [{"name": "r", "source": f"s3://src-{tag}/", "destinations": [destination]}]}
+        {"routes": [{"name": "r", "source": "s3://src/", "destinations": [destination]}]}
     )
     store = open_store(destination)
     catalog = await open_catalog(f"sqlite:///{tmp_path}/catalog.db")
@@ -105,6 +106,19 @@ async def test_an_upload_the_journal_saw_start_recently_is_kept_whatever_the_sto
     )
     try:
         await store.create_container()
+        yield store, journal, janitor
+    finally:
+        await store.close()
+        await catalog.close()
+
+
+async def test_an_upload_the_journal_saw_start_recently_is_kept_whatever_the_store_says(
+    devstack: StackState, tmp_path: Path
+) -> None:
+    """moto reports every upload as started in 2010: a daemon starting while another copies
+    (a striped upload's parts on their way from the whole group) must not abort it."""
+    destination = f"s3://dst-{uuid.uuid4().hex[:10]}/"
+    async with one_destination(destination, tmp_path) as (store, journal, janitor):
         upload_id = await store.create_multipart("big.bin")
         await journal.started(
             UploadRecord(store.url_for("big.bin"), upload_id, "s3://src/big.bin", "v1", 1, 1)
@@ -116,9 +130,6 @@ async def test_an_upload_the_journal_saw_start_recently_is_kept_whatever_the_sto
         report = await janitor.sweep()
         assert (report.open, report.aborted) == ({destination: 1}, [])
         assert [u.upload_id async for u in store.list_multipart_uploads()] == [upload_id]
-    finally:
-        await store.close()
-        await catalog.close()
 
 
 @pytest.mark.parametrize("scheme", ["s3", "gs", "az", "file"])
@@ -133,21 +144,7 @@ async def test_journal_rows_of_uploads_gone_from_the_store_are_forgotten(
         f"file://{tmp_path}/dest/" if scheme == "file" else f"{scheme}://dst-{tag}/replicas/"
     )
     elsewhere = f"file://{tmp_path}/elsewhere/"
-    config = load_config(
-        {"routes": [{"name": "r", "source": f"s3://src-{tag}/", "destinations": [destination]}]}
-    )
-    store = open_store(destination)
-    catalog = await open_catalog(f"sqlite:///{tmp_path}/catalog.db")
-    journal = catalog.journal()
-    janitor = UploadJanitor(
-        Router(config),
-        lambda url: store,
-        journal,
-        interval=timedelta(hours=1),
-        abandon_after=timedelta(hours=1),
-    )
-    try:
-        await store.create_container()
+    async with one_destination(destination, tmp_path) as (store, journal, janitor):
         completed = await store.create_multipart("done.bin")
         token = await store.put_part("done.bin", completed, 1, b"done")
         await journal.started(
@@ -166,9 +163,6 @@ async def test_journal_rows_of_uploads_gone_from_the_store_are_forgotten(
         assert later.forgotten == [f"{store.url_for('done.bin')} ({completed})"]
         assert await journal.find(store.url_for("done.bin")) is None
         assert await journal.find(other.dest_url) == other, "another destination's row"
-    finally:
-        await store.close()
-        await catalog.close()
 
 
 KILLED_WRITER = """

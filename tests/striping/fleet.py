@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 import boto3
-from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.catalog import open_catalog
 from replicator.devstack import free_port
@@ -189,14 +188,4 @@ destinations = [{{ url = "s3://{self.bucket}/" }}]
 
 async def parts_copied(http: aiohttp.ClientSession, daemon: DaemonProcess) -> float:
     """The part tasks ``daemon`` copied so far (0 while it does not answer)."""
-    try:
-        async with http.get(f"{daemon.url}/metrics") as response:
-            exposition = await response.text()
-    except aiohttp.ClientError:
-        return 0.0
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(exposition)
-        for sample in family.samples
-        if sample.name == "replicator_stripe_parts_total" and sample.labels["outcome"] == "copied"
-    )
+    return await daemon.metric(http, "replicator_stripe_parts_total", outcome="copied")
