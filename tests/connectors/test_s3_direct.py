@@ -32,7 +32,8 @@ from connectors.base import (
     observing,
 )
 from connectors.credentials import AwsAccess
-from connectors.s3 import DIRECT_REQUESTS_VARIABLE, S3Store
+from connectors.s3 import S3Store
+from connectors.s3.store import DIRECT_REQUESTS_VARIABLE
 from replicator.devstack import StackState, environment
 from tests.conformance.test_store_conformance import HOSTILE_KEYS
 from tests.conftest import store_root_url, unique_name

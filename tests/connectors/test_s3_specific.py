@@ -33,7 +33,8 @@ from connectors.base import (
     TransientError,
     parse_retry_after,
 )
-from connectors.s3 import S3Store, map_error
+from connectors.s3 import S3Store
+from connectors.s3.errors import map_error
 from replicator.devstack import StackState, environment
 from tests.conformance.test_store_conformance import HOSTILE_KEYS
 from tests.conftest import store_root_url, unique_name
