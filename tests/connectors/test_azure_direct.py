@@ -14,7 +14,9 @@ from aiohttp import web
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from multidict import CIMultiDict
 
-from connectors.azure import DIRECT_REQUESTS_VARIABLE, AzureStore, crc64_b64
+from connectors.azure import AzureStore
+from connectors.azure.fields import crc64_b64
+from connectors.azure.store import DIRECT_REQUESTS_VARIABLE
 from connectors.azure_credentials import AzureCredentials, connection_string_fields
 from connectors.base import (
     AlreadyExists,

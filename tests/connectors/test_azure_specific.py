@@ -22,7 +22,7 @@ from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from connectors import open_store
-from connectors.azure import DIRECT_REQUESTS_VARIABLE
+from connectors.azure.store import DIRECT_REQUESTS_VARIABLE
 from connectors.base import (
     ChecksumKind,
     ContainerNotFound,
