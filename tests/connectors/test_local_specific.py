@@ -16,7 +16,8 @@ from connectors.base import (
     ObjectAttributes,
     PartToken,
 )
-from connectors.local import UPLOADS_DIR, LocalStore
+from connectors.local import LocalStore
+from connectors.local.layout import UPLOADS_DIR
 from replicator.engine import hashing
 
 
