@@ -27,7 +27,8 @@ import boto3
 from connectors.sqs import SQSQueue
 from replicator.devstack import DevStack, StackState, environment
 from replicator.pipeline.bus import AsyncProducer, KafkaSettings, ensure_topics
-from replicator.pipeline.ingest import Publisher, SQSPoller
+from replicator.pipeline.ingest.publisher import Publisher
+from replicator.pipeline.ingest.sqs import SQSPoller
 from replicator.pipeline.rules import Router, load_config
 
 

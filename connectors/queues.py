@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+#: SQS: long enough for a publish to Kafka (milliseconds) and its extensions; short enough that
+#: the messages of a killed process are received again within seconds, not minutes.
+SQS_VISIBILITY_TIMEOUT_S = 15
+
 
 @dataclass(frozen=True)
 class QueueMessage:

@@ -4,7 +4,7 @@ Endpoint, region and credentials come from the standard AWS chain (``AWS_ENDPOIN
 emulators). Messages are received with long polling and deleted only when the caller says so,
 after what they carried is safely elsewhere: a message that is never deleted comes back after
 its visibility timeout, so nothing is lost when the process dies. The visibility timeout is
-short by default (``DEFAULT_VISIBILITY_TIMEOUT_S``) so that the messages of a killed process
+short by default (``SQS_VISIBILITY_TIMEOUT_S``) so that the messages of a killed process
 come back quickly; a caller that needs longer extends it (``extend``), and one that stops
 early releases what it holds (``release``).
 """
@@ -30,12 +30,9 @@ from connectors.base import (
     TransientError,
 )
 from connectors.credentials import AwsAccess
-from connectors.queues import QueueDepth, QueueMessage
+from connectors.queues import SQS_VISIBILITY_TIMEOUT_S, QueueDepth, QueueMessage
 
 DEFAULT_REGION = "us-east-1"
-#: Long enough for a publish to Kafka (milliseconds) and its extensions; short enough that the
-#: messages of a killed process are received again within seconds, not minutes.
-DEFAULT_VISIBILITY_TIMEOUT_S = 15
 _BATCH = 10  # SQS's limit per receive and per batch call
 
 
@@ -81,7 +78,7 @@ class SQSQueue:
         self,
         queue_url: str,
         *,
-        visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S,
+        visibility_timeout_s: int = SQS_VISIBILITY_TIMEOUT_S,
         access: AwsAccess | None = None,
     ) -> None:
         if not 1 <= visibility_timeout_s <= 43_200:

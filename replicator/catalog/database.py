@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Table, event, text
 from sqlalchemy import exc as sql_errors
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -44,6 +42,9 @@ from replicator.catalog.model import CatalogError, CatalogUnavailable
 from replicator.engine.units import parse_duration
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The newest migration in ``migrations/versions``. A catalog already at it is not handed to
+#: Alembic at all: importing Alembic costs every command that opens a catalog ~0.2 s of CPU.
+SCHEMA_HEAD = "0010_halted_uploads"
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # Any fixed number: every process that migrates a catalog takes the same advisory lock.
 _MIGRATION_LOCK = 0x7265706C
@@ -238,6 +239,8 @@ def _open_postgresql(parsed: URL) -> Database:
 
 
 async def _migrate(database: Database, schema: str | tuple[str, ...] | None) -> None:
+    if await _at_head(database):
+        return
     async with database.write() as connection:
         if database.backend == "postgresql":
             await connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
@@ -247,7 +250,21 @@ async def _migrate(database: Database, schema: str | tuple[str, ...] | None) -> 
         await connection.run_sync(_upgrade)
 
 
+async def _at_head(database: Database) -> bool:
+    """Whether the catalog's schema is already ``SCHEMA_HEAD``. Anything else (a new database,
+    an older or newer schema, an error) goes to Alembic, which upgrades or says what is wrong."""
+    try:
+        async with database.reader.connect() as connection:
+            found = await connection.execute(text("SELECT version_num FROM alembic_version"))
+            return [row[0] for row in found] == [SCHEMA_HEAD]
+    except sql_errors.DBAPIError:
+        return False
+
+
 def _upgrade(connection: Connection, revision: str = "head") -> None:
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection

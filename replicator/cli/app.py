@@ -566,7 +566,7 @@ def scan(
     from replicator.daemon.applier import register_datasets
     from replicator.daemon.config import load_daemon_config
     from replicator.daemon.service import Daemon
-    from replicator.pipeline.ingest import scan as scan_source
+    from replicator.pipeline.ingest.scan import scan as scan_source
 
     settings = load_daemon_config(config)
     daemon = Daemon(settings)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from replicator.catalog import Catalog
     from replicator.daemon.config import DaemonConfig
-    from replicator.pipeline.ingest import Publisher
+    from replicator.pipeline.ingest.publisher import Publisher
 
 
 @asynccontextmanager
@@ -22,7 +22,7 @@ async def accepting_publisher(settings: DaemonConfig, catalog: Catalog) -> Async
     from replicator.daemon.applier import record_accepted
     from replicator.daemon.service import Daemon
     from replicator.pipeline.bus import AsyncProducer, ensure_topics
-    from replicator.pipeline.ingest import Publisher
+    from replicator.pipeline.ingest.publisher import Publisher
     from replicator.pipeline.rules import Router
 
     daemon = Daemon(settings)

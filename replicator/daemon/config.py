@@ -157,6 +157,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from connectors.queues import SQS_VISIBILITY_TIMEOUT_S
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.errors import ConfigError
 from replicator.pipeline.bus import (
@@ -164,8 +165,7 @@ from replicator.pipeline.bus import (
     DLQ_TOPIC,
     check_client_properties,
 )
-from replicator.pipeline.ingest.sqs import DEFAULT_VISIBILITY_TIMEOUT_S
-from replicator.pipeline.ingest.verification import IngestAuthSection
+from replicator.pipeline.ingest.auth_settings import IngestAuthSection
 from replicator.pipeline.parts import PARTS_TOPIC
 from replicator.pipeline.rules import (
     Duration,
@@ -447,7 +447,7 @@ class SQSSection(BaseModel):
     queue_url: str
     wait_s: int = Field(default=10, ge=0, le=20)
     receivers: int = Field(default=4, ge=1, le=64)
-    visibility_timeout_s: int = Field(default=DEFAULT_VISIBILITY_TIMEOUT_S, ge=2, le=43_200)
+    visibility_timeout_s: int = Field(default=SQS_VISIBILITY_TIMEOUT_S, ge=2, le=43_200)
     max_receives: int = Field(default=5, ge=1)
     count_lag_s: int = Field(default=COUNT_LAG_S, ge=0, le=3600)
     # The queue's account, when not the standard chain's: a profile and/or a role to assume.

@@ -28,7 +28,8 @@ from replicator.daemon.config import DaemonConfig
 from replicator.daemon.controls_http import add_control_routes
 from replicator.daemon.readiness import Readiness
 from replicator.pipeline.events import ChangeEvent
-from replicator.pipeline.ingest import Publisher, add_ingest_routes
+from replicator.pipeline.ingest.publisher import Publisher
+from replicator.pipeline.ingest.receivers import add_ingest_routes
 from replicator.pipeline.ingest.verification import IngestAuth
 from replicator.pipeline.worker import Worker
 

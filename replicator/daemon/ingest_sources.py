@@ -11,10 +11,11 @@ from connectors.pubsub import PubSubSubscription
 from connectors.sqs import SQSQueue
 from replicator.daemon.config import DaemonConfig
 from replicator.errors import ConfigError
-from replicator.pipeline.ingest import Publisher, SQSPoller
 from replicator.pipeline.ingest.azure_queue import AzureQueueConsumer
+from replicator.pipeline.ingest.publisher import Publisher
 from replicator.pipeline.ingest.pubsub import PubSubConsumer
 from replicator.pipeline.ingest.queue import QueueConsumer
+from replicator.pipeline.ingest.sqs import SQSPoller
 
 
 def azure_account_credentials(account: str | None) -> AzureCredentials:

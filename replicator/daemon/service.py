@@ -52,7 +52,8 @@ from replicator.pipeline.bus import (
     KafkaSettings,
 )
 from replicator.pipeline.events import ChangeEvent
-from replicator.pipeline.ingest import IngestBacklog, Publisher
+from replicator.pipeline.ingest.backlog import IngestBacklog
+from replicator.pipeline.ingest.publisher import Publisher
 from replicator.pipeline.parts import PartTaskPublisher, decode_task
 from replicator.pipeline.rules import (
     Router,

@@ -38,7 +38,7 @@ import structlog
 
 from connectors.base import StoreError
 from replicator.catalog.lag import NO_PROMISE
-from replicator.pipeline.ingest import IngestBacklog
+from replicator.pipeline.ingest.backlog import IngestBacklog
 from replicator.pipeline.ingest.queue import QueueConsumer
 
 log = structlog.get_logger(__name__)

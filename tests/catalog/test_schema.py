@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -14,7 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
 from replicator.catalog import CatalogError, open_catalog
-from replicator.catalog.database import MIGRATIONS
+from replicator.catalog.database import MIGRATIONS, SCHEMA_HEAD, open_database
 from replicator.catalog.schema import metadata
 from tests.catalog.conftest import drop_schema, unique
 
@@ -24,10 +25,20 @@ def _differences(connection: Connection) -> list[Any]:
     return list(compare_metadata(context, metadata))
 
 
-def _head() -> str | None:
+def _config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return config
+
+
+def _head() -> str | None:
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    config = _config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -58,6 +69,28 @@ async def test_concurrent_first_opens_migrate_once_to_the_model(fresh_url: str) 
             await catalog.close()
     again = await open_catalog(fresh_url)
     await again.close()
+
+
+def test_the_schema_head_names_the_newest_migration() -> None:
+    """Opening a catalog at ``SCHEMA_HEAD`` skips Alembic: a new migration must move it."""
+    assert _head() == SCHEMA_HEAD
+
+
+async def test_a_catalog_at_an_older_migration_is_upgraded_when_opened(fresh_url: str) -> None:
+    database = await open_database(fresh_url)
+    try:
+        async with database.write() as conn:
+            await conn.run_sync(_downgrade, "0009_group_deletions")
+    finally:
+        await database.dispose()
+    catalog = await open_catalog(fresh_url)
+    try:
+        async with catalog.database.reader.connect() as conn:
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+            assert version == SCHEMA_HEAD
+            assert await conn.run_sync(_differences) == []
+    finally:
+        await catalog.close()
 
 
 async def test_sqlite_catalog_is_durable_and_journaled(tmp_path: Path) -> None:

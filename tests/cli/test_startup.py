@@ -57,14 +57,14 @@ runpy.run_module("replicator", run_name="__main__", alter_sys=True)
 """
 
 
-def modules_loaded_by(tmp_path: Path, *args: str) -> set[str]:
+def modules_loaded_by(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> set[str]:
     """The modules loaded by ``replicator ARGS`` run to its end (it must succeed)."""
     out = tmp_path / "modules.json"
     result = subprocess.run(
         [sys.executable, "-c", PROBE, str(out), *args],
         capture_output=True,
         text=True,
-        env=dict(os.environ),
+        env={**os.environ, **(env or {})},
         timeout=120,
         check=False,
     )
@@ -113,3 +113,34 @@ async def test_cp_imports_its_two_stores_sdks_and_nothing_else(
     assert loaded(modules, others + DAEMON_ONLY + TERMINAL_ONLY) == []
     used = SDKS[source_scheme] + SDKS[dest_scheme]
     assert loaded(modules, used)  # the probe sees the modules the copy did import
+
+
+# What a backfill, which records into the catalog, needs none of: the daemon's receivers, queue
+# consumers and Kafka's consumer side, and Alembic once the catalog's schema is up to date.
+NOT_FOR_BACKFILL = (
+    "alembic",
+    "mako",
+    "replicator.pipeline.ingest.receivers",
+    "replicator.pipeline.ingest.sqs",
+    "replicator.pipeline.ingest.verification",
+    "replicator.daemon.service",
+    "replicator.daemon.http",
+    "replicator.devstack",
+    *TERMINAL_ONLY,
+)
+
+
+async def test_backfill_imports_no_receiver_nor_migration_tool_once_the_catalog_is_current(
+    store_factory: StoreFactory, tmp_path: Path
+) -> None:
+    source = await store_factory("s3")
+    dest = await store_factory("az")
+    await source.put("dir/one", b"x")
+    catalog = {"REPLICATOR_CATALOG__URL": f"sqlite:///{tmp_path}/catalog.db"}
+    command = ("backfill", source.url_for("dir/"), dest.url_for("dir/"), "--json")
+    first = modules_loaded_by(tmp_path, *command, env=catalog)
+    assert "alembic" in first  # a new catalog is created by its migrations
+    modules = modules_loaded_by(tmp_path, *command, env=catalog)
+    assert (await dest.head("dir/one")).size == 1
+    others = SDKS["gs"] + SDKS["file"]
+    assert loaded(modules, others + NOT_FOR_BACKFILL) == []

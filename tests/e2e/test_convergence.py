@@ -16,7 +16,7 @@ from replicator.daemon.service import Daemon
 from replicator.devstack import StackState
 from replicator.pipeline.bus import AsyncProducer
 from replicator.pipeline.events import ChangeEvent, s3_sequencer
-from replicator.pipeline.ingest import Publisher
+from replicator.pipeline.ingest.publisher import Publisher
 
 KEYS = 1000
 

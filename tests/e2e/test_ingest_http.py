@@ -18,7 +18,9 @@ from connectors import open_store
 from connectors.sqs import SQSQueue
 from replicator.devstack import StackState
 from replicator.pipeline.bus import AsyncProducer, KafkaSettings, ensure_topics
-from replicator.pipeline.ingest import Publisher, SQSPoller, add_ingest_routes
+from replicator.pipeline.ingest.publisher import Publisher
+from replicator.pipeline.ingest.receivers import add_ingest_routes
+from replicator.pipeline.ingest.sqs import SQSPoller
 from replicator.pipeline.rules import Router, load_config
 
 SAMPLES = Path(__file__).parent.parent / "events" / "samples"

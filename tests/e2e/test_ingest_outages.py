@@ -20,8 +20,8 @@ from replicator.catalog import Role, open_catalog
 from replicator.daemon.applier import record_accepted, register_datasets
 from replicator.devstack import StackState
 from replicator.pipeline.bus import AsyncProducer, KafkaSettings, ensure_topics
-from replicator.pipeline.ingest import Publisher, add_ingest_routes
-from replicator.pipeline.ingest.publisher import Acceptor
+from replicator.pipeline.ingest.publisher import Acceptor, Publisher
+from replicator.pipeline.ingest.receivers import add_ingest_routes
 from replicator.pipeline.rules import Router, load_config
 from tests.private_broker import PrivateBroker, wait_for_broker
 from tests.service.test_catalog_outage import hold_lock

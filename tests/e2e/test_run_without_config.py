@@ -15,7 +15,7 @@ from connectors import open_store
 from replicator.devstack import StackState
 from replicator.pipeline.bus import AsyncProducer, KafkaSettings, ensure_topics
 from replicator.pipeline.events import ChangeEvent
-from replicator.pipeline.ingest import Publisher
+from replicator.pipeline.ingest.publisher import Publisher
 from replicator.pipeline.rules import Router, load_config
 from tests.independent import read_object
 

@@ -30,7 +30,7 @@ from replicator.cli.publishing import accepting_publisher
 from replicator.daemon.service import Daemon
 from replicator.devstack import StackState
 from replicator.pipeline.groups import Contender, change_time, winner
-from replicator.pipeline.ingest import scan
+from replicator.pipeline.ingest.scan import scan
 from tests.groups.members import EventGridProxy, FileWrites
 from tests.groups.testbed import (
     TOKEN,

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from replicator.devstack import StackState
 from replicator.pipeline.bus import AsyncProducer, KafkaSettings, ensure_topics
-from replicator.pipeline.ingest import Publisher
+from replicator.pipeline.ingest.publisher import Publisher
 from replicator.pipeline.rules import Router, load_config
 
 

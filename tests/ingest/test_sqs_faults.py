@@ -13,12 +13,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from connectors.queues import SQS_VISIBILITY_TIMEOUT_S
 from connectors.sqs import SQSQueue
 from replicator.daemon.config import SQSSection
 from replicator.devstack import StackState, free_port
 from replicator.pipeline.bus import AsyncProducer, KafkaSettings
-from replicator.pipeline.ingest import SQSPoller
-from replicator.pipeline.ingest.sqs import DEFAULT_VISIBILITY_TIMEOUT_S
+from replicator.pipeline.ingest.sqs import SQSPoller
 from tests.ingest.conftest import Topics, broker_on, publisher_for, s3_put_body, sqs_client
 
 
@@ -111,7 +111,8 @@ POLLER_SCRIPT = """
 import asyncio, sys
 from connectors.sqs import SQSQueue
 from replicator.pipeline.bus import AsyncProducer, KafkaSettings
-from replicator.pipeline.ingest import Publisher, SQSPoller
+from replicator.pipeline.ingest.publisher import Publisher
+from replicator.pipeline.ingest.sqs import SQSPoller
 from replicator.pipeline.rules import Router, load_config
 
 async def main():
@@ -155,15 +156,15 @@ async def test_a_killed_pollers_messages_come_back_quickly(devstack: StackState)
         await poller.wait()
     killed = time.monotonic()
     seen: set[str] = set()
-    while len(seen) < 3 and time.monotonic() - killed < 2 * DEFAULT_VISIBILITY_TIMEOUT_S + 10:
+    while len(seen) < 3 and time.monotonic() - killed < 2 * SQS_VISIBILITY_TIMEOUT_S + 10:
         response = await asyncio.to_thread(
             sqs.receive_message, QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1
         )
         seen.update(message["MessageId"] for message in response.get("Messages", []))
     assert len(seen) == 3
-    assert time.monotonic() - killed <= DEFAULT_VISIBILITY_TIMEOUT_S + 5
-    assert DEFAULT_VISIBILITY_TIMEOUT_S <= 30
-    assert SQSSection(queue_url=url).visibility_timeout_s == DEFAULT_VISIBILITY_TIMEOUT_S
+    assert time.monotonic() - killed <= SQS_VISIBILITY_TIMEOUT_S + 5
+    assert SQS_VISIBILITY_TIMEOUT_S <= 30
+    assert SQSSection(queue_url=url).visibility_timeout_s == SQS_VISIBILITY_TIMEOUT_S
 
 
 async def test_visibility_is_extended_while_publishing_and_the_backlog_holds_the_event(

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from replicator.pipeline.bus import AsyncProducer
-from replicator.pipeline.ingest import add_ingest_routes
+from replicator.pipeline.ingest.receivers import add_ingest_routes
 from replicator.pipeline.ingest.verification import (
     IngestAuth,
     IngestAuthSection,

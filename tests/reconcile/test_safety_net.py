@@ -23,7 +23,7 @@ from replicator.daemon.reconcile.safety_net import SafetyNet, SafetyNetSettings
 from replicator.daemon.service import Daemon
 from replicator.devstack import StackState
 from replicator.pipeline.bus import AsyncProducer
-from replicator.pipeline.ingest import Publisher
+from replicator.pipeline.ingest.publisher import Publisher
 from replicator.pipeline.rules import Router
 from tests.independent import read_object
 from tests.reconcile.conftest import REPLICATOR

@@ -27,7 +27,8 @@ from replicator.devstack import StackState
 from replicator.engine.transfer import Copier
 from replicator.pipeline.bus import AsyncConsumer
 from replicator.pipeline.events import ChangeEvent
-from replicator.pipeline.ingest import Publisher, SQSPoller
+from replicator.pipeline.ingest.publisher import Publisher
+from replicator.pipeline.ingest.sqs import SQSPoller
 from replicator.pipeline.rules import Router
 from tests.engine.faults import FaultyStore
 from tests.worker.bed import FAST_RETRY, Bed, until

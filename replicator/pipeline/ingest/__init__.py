@@ -5,12 +5,7 @@ publishes the rest to the changes topic keyed by source object URL, and parks wh
 use in the DLQ with the reason, so bad input never blocks ingestion and nothing is
 acknowledged before Kafka has it. What each path holds unpublished is reported for the
 watermark (``backlog``).
+
+Import what you need from its modules: importing the package itself loads none of them, so a
+command that reads a configuration or publishes does not pay for the HTTP receivers.
 """
-
-from replicator.pipeline.ingest.backlog import IngestBacklog
-from replicator.pipeline.ingest.publisher import Parser, Publisher
-from replicator.pipeline.ingest.receivers import add_ingest_routes
-from replicator.pipeline.ingest.scan import scan
-from replicator.pipeline.ingest.sqs import SQSPoller
-
-__all__ = ["IngestBacklog", "Parser", "Publisher", "SQSPoller", "add_ingest_routes", "scan"]

@@ -32,9 +32,10 @@ from replicator.pipeline.events import (
     parse_gcs,
     parse_s3,
 )
+from replicator.pipeline.ingest.auth_settings import IngestAuthSection
 from replicator.pipeline.ingest.fetch import ssl_context
 from replicator.pipeline.ingest.publisher import Publisher, Rejection
-from replicator.pipeline.ingest.verification import IngestAuth, IngestAuthSection, Refused
+from replicator.pipeline.ingest.verification import IngestAuth, Refused
 
 log = structlog.get_logger(__name__)
 

@@ -3,13 +3,13 @@ Kafka, with the lease handling of ``replicator.pipeline.ingest.queue``."""
 
 from __future__ import annotations
 
-from connectors.sqs import DEFAULT_VISIBILITY_TIMEOUT_S, SQSQueue
+from connectors.sqs import SQSQueue
 from replicator.engine.retry import RetryPolicy
 from replicator.pipeline.events import parse_s3
 from replicator.pipeline.ingest.publisher import Publisher
 from replicator.pipeline.ingest.queue import QueueConsumer
 
-__all__ = ["DEFAULT_VISIBILITY_TIMEOUT_S", "SQSPoller"]
+__all__ = ["SQSPoller"]
 
 
 class SQSPoller(QueueConsumer):
