@@ -39,6 +39,8 @@ class Row:
     peak_rss_mb: float
     emulator_cpu: float
     single: bool
+    bytes: int = 0
+    objects: int = 0
 
 
 def _spread(values: Sequence[float]) -> tuple[float, float, float]:
@@ -96,6 +98,8 @@ def summarize(samples: Iterable[CopySample]) -> list[Row]:
                 peak_rss_mb=max(s.run.peak_rss_mb for s in good),
                 emulator_cpu=statistics.median(s.run.emulator_cpu_seconds for s in good),
                 single=count == 1,
+                bytes=size,
+                objects=count,
             )
         )
     return rows
@@ -230,6 +234,108 @@ def targets(results: Results, rows: list[Row]) -> list[str]:
     return lines
 
 
+# The start-up cases measured by the suite whose CPU a copy of that tool pays before its data.
+STARTUP_CASES = {
+    REPLICATOR: "replicator cp, 1 byte s3->gs",
+    RCLONE: "rclone copyto, 1 byte s3->gs",
+    RCLONE_TUNED: "rclone copyto, 1 byte s3->gs",
+}
+
+
+def _startup_cpu(results: Results, tool: str) -> float | None:
+    for case in results.startup:
+        if case["case"] == STARTUP_CASES.get(tool) and case["ok"]:
+            return float(statistics.median(case["cpu_seconds"]))
+    return None
+
+
+def why_missed(results: Results, rows: list[Row]) -> list[str]:
+    """For each target missed, what the run's own figures say the time went to: the share of
+    the client's CPU that is process start-up (its 1-byte copy), and whether the emulators,
+    which share the machine's cores with the client, could serve the target rate at all at
+    the CPU they spent per object or per GiB in this very run."""
+    default = (16 * 2**20, 8, 16)
+    table = {k: v for k, v in _by_tool(rows).items() if k[2] == default}
+    cores = float(results.machine.get("cores") or 1)
+    ours_startup = _startup_cpu(results, REPLICATOR)
+    lines: list[str] = []
+
+    def emulators_bound(ours: Row, per: str, needed_rate: float, unit_count: float) -> str:
+        spent = ours.emulator_cpu / unit_count if unit_count else 0.0
+        cores_needed = spent * needed_rate
+        verdict = (
+            "more than the machine has: out of reach on this test bed for any client making "
+            "the same requests"
+            if cores_needed > cores
+            else "within the machine's cores: the client is the limit"
+        )
+        return (
+            f"the emulators spent {spent:.3f} CPU-s per {per} serving it; at the target rate "
+            f"they alone would need {cores_needed:.1f} of the {cores:.0f} cores, {verdict}."
+        )
+
+    def net_of_startup(tool: str, row: Row, units: float) -> str:
+        startup = _startup_cpu(results, tool)
+        cpu = row.cpu_per_gib * units if row.single else row.cpu_per_1000 * units
+        if startup is None or not cpu:
+            return ""
+        return f"{startup:.2f} of its {cpu:.2f} CPU-s were start-up ({startup / cpu:.0%})"
+
+    for (route, data, _), tools in table.items():
+        ours = tools.get(REPLICATOR)
+        if ours is None or ours.failed == ours.runs:
+            continue
+        plain, tuned = tools.get(RCLONE), tools.get(RCLONE_TUNED)
+        if ours.single:
+            gib = ours.bytes / GIB
+            for name, peer in ((RCLONE, plain), (RCLONE_TUNED, tuned)):
+                if not peer or peer.failed == peer.runs or ours.cpu_per_gib <= peer.cpu_per_gib:
+                    continue
+                peer_startup = _startup_cpu(results, name)
+                line = (
+                    f"- {route} {data}, CPU-s/GiB above {name}'s: replicator: "
+                    f"{net_of_startup(REPLICATOR, ours, gib)}, {name}: "
+                    f"{net_of_startup(name, peer, gib)}"
+                )
+                if ours_startup is not None and peer_startup is not None:
+                    line += (
+                        f"; net of start-up, {(ours.cpu_per_gib * gib - ours_startup) / gib:.2f}"
+                        f" against {(peer.cpu_per_gib * gib - peer_startup) / gib:.2f} CPU-s/GiB"
+                    )
+                lines.append(line + ".")
+            if tuned and tuned.failed < tuned.runs and route != "file->file":
+                target = LARGE_SPEEDUP * tuned.mb_per_s[0]
+                if ours.mb_per_s[0] < target:
+                    lines.append(
+                        f"- {route} {data}, MB/s below 1.5x rclone tuned's ({target:.0f} MB/s): "
+                        + emulators_bound(ours, "GiB", target * 1e6 / GIB, gib)
+                    )
+        elif plain and plain.failed < plain.runs and "4 KiB" in data:
+            target = SMALL_SPEEDUP * plain.objects_per_s
+            if ours.objects_per_s < target:
+                lines.append(
+                    f"- {route} {data}, objects/s below 1.5x rclone's ({target:.0f}/s): "
+                    + emulators_bound(ours, "object", target, ours.objects)
+                )
+            if ours.cpu_per_1000 > plain.cpu_per_1000:
+                lines.append(
+                    f"- {route} {data}, CPU per 1,000 objects above rclone's: replicator: "
+                    f"{net_of_startup(REPLICATOR, ours, ours.objects / 1000)}; rclone: "
+                    f"{net_of_startup(RCLONE, plain, plain.objects / 1000)}."
+                )
+    if not lines:
+        return []
+    return [
+        "## Why targets are missed",
+        "",
+        "From this run's own figures. Where the client's CPU is the cause, the profiles in "
+        "the README's efficiency section say what it is spent on.",
+        "",
+        *lines,
+        "",
+    ]
+
+
 def markdown(results: Results, rows: list[Row], command: str, plots: list[str]) -> str:
     m = results.machine
     lines = [
@@ -250,6 +356,7 @@ def markdown(results: Results, rows: list[Row], command: str, plots: list[str]) 
         "",
         *targets(results, rows),
         "",
+        *why_missed(results, rows),
         "## Large objects",
         "",
         *copy_table([r for r in rows if r.params == (16 * 2**20, 8, 16)], large=True),

@@ -229,7 +229,7 @@ def cp(
         str,
         typer.Option(
             help="Part size, raised to fit the destination; 'auto' sizes parts to the object "
-            "(one per parallel slot, within the memory limit, at least 16MiB)."
+            "(about four per parallel slot, within the memory limit, at least 16MiB)."
         ),
     ] = "auto",
     concurrency: Annotated[

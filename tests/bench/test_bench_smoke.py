@@ -50,9 +50,11 @@ def test_a_process_is_measured_whole() -> None:
     assert run.peak_rss_mb >= 64
 
 
-def _sample(tool: str, seconds: float, cpu: float, dataset: Dataset) -> CopySample:
+def _sample(
+    tool: str, seconds: float, cpu: float, dataset: Dataset, emulators: float = 0.0
+) -> CopySample:
     run = run_measured([sys.executable, "-c", "pass"], env={})
-    run.seconds, run.cpu_seconds = seconds, cpu
+    run.seconds, run.cpu_seconds, run.emulator_cpu_seconds = seconds, cpu, emulators
     return CopySample(
         route="s3->gs",
         dataset=dataset.name,
@@ -83,8 +85,24 @@ def test_the_report_states_the_targets(tmp_path: Path) -> None:
         copies=[
             _sample(REPLICATOR, 1.0, 0.5, LARGE),
             _sample(RCLONE_TUNED, 2.0, 1.0, LARGE),
-            _sample(REPLICATOR, 1.0, 0.2, SMALL),
+            _sample(REPLICATOR, 1.0, 0.2, SMALL, emulators=2.0),
             _sample("rclone", 1.0, 0.1, SMALL),
+        ],
+        startup=[
+            {
+                "case": "replicator cp, 1 byte s3->gs",
+                "seconds": [0.3],
+                "cpu_seconds": [0.15],
+                "peak_rss_mb": 80,
+                "ok": True,
+            },
+            {
+                "case": "rclone copyto, 1 byte s3->gs",
+                "seconds": [0.1],
+                "cpu_seconds": [0.05],
+                "peak_rss_mb": 30,
+                "ok": True,
+            },
         ],
         events=[
             {
@@ -109,5 +127,17 @@ def test_the_report_states_the_targets(tmp_path: Path) -> None:
         in text
     )
     assert "| event path p99 <= 1 s at 200 events/s |" in text
+    # Only the missed targets are explained, from the run's own figures.
+    why = text.split("## Why targets are missed", 1)[1].split("\n## ", 1)[0]
+    assert "1 x 64 MiB" not in why
+    assert (
+        "- s3->gs 10 x 4 KiB, objects/s below 1.5x rclone's (15/s): the emulators spent 0.200 "
+        "CPU-s per object serving it; at the target rate they alone would need 3.0 of the 2 "
+        "cores, more than the machine has" in why
+    )
+    assert (
+        "- s3->gs 10 x 4 KiB, CPU per 1,000 objects above rclone's: replicator: 0.15 of its "
+        "0.20 CPU-s were start-up (75%); rclone: 0.05 of its 0.10 CPU-s were start-up (50%)." in why
+    )
     assert (tmp_path / "results.json").exists()
     assert (tmp_path / "throughput.png").exists()

@@ -125,8 +125,9 @@ class TestPartSize:
 @pytest.mark.parametrize(
     ("size", "concurrency", "budget", "expected"),
     [
-        (512 * MiB, 8, 256 * MiB, 32 * MiB),  # one part per slot would exceed the budget
-        (512 * MiB, 8, 1024 * MiB, 64 * MiB),  # one part per slot
+        (4 * GiB, 8, 256 * MiB, 32 * MiB),  # four parts per slot would exceed the budget
+        (1 * GiB, 8, 1024 * MiB, 32 * MiB),  # four parts per slot
+        (512 * MiB, 8, 512 * MiB, DEFAULT_PART_SIZE),
         (64 * MiB, 8, 256 * MiB, DEFAULT_PART_SIZE),  # never below the default
         (10 * GiB, 4, 64 * MiB, DEFAULT_PART_SIZE),  # a small budget keeps the default
         (0, 8, 256 * MiB, DEFAULT_PART_SIZE),
