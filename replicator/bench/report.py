@@ -234,17 +234,19 @@ def targets(results: Results, rows: list[Row]) -> list[str]:
     return lines
 
 
-# The start-up cases measured by the suite whose CPU a copy of that tool pays before its data.
+# The start-up case of each tool (a one-byte copy of the same route, ``suite._startup``): what
+# a copy of that tool pays before its data.
 STARTUP_CASES = {
-    REPLICATOR: "replicator cp, 1 byte s3->gs",
-    RCLONE: "rclone copyto, 1 byte s3->gs",
-    RCLONE_TUNED: "rclone copyto, 1 byte s3->gs",
+    REPLICATOR: "replicator cp, 1 byte {route}",
+    RCLONE: "rclone copyto, 1 byte {route}",
+    RCLONE_TUNED: "rclone copyto, 1 byte {route}",
 }
 
 
-def _startup_cpu(results: Results, tool: str) -> float | None:
+def _startup_cpu(results: Results, tool: str, route: str) -> float | None:
+    case_name = STARTUP_CASES.get(tool, "").format(route=route)
     for case in results.startup:
-        if case["case"] == STARTUP_CASES.get(tool) and case["ok"]:
+        if case["case"] == case_name and case["ok"]:
             return float(statistics.median(case["cpu_seconds"]))
     return None
 
@@ -257,7 +259,6 @@ def why_missed(results: Results, rows: list[Row]) -> list[str]:
     default = (16 * 2**20, 8, 16)
     table = {k: v for k, v in _by_tool(rows).items() if k[2] == default}
     cores = float(results.machine.get("cores") or 1)
-    ours_startup = _startup_cpu(results, REPLICATOR)
     lines: list[str] = []
 
     def emulators_bound(ours: Row, per: str, needed_rate: float, unit_count: float) -> str:
@@ -275,7 +276,7 @@ def why_missed(results: Results, rows: list[Row]) -> list[str]:
         )
 
     def net_of_startup(tool: str, row: Row, units: float) -> str:
-        startup = _startup_cpu(results, tool)
+        startup = _startup_cpu(results, tool, row.route)
         cpu = row.cpu_per_gib * units if row.single else row.cpu_per_1000 * units
         if startup is None or not cpu:
             return ""
@@ -288,10 +289,11 @@ def why_missed(results: Results, rows: list[Row]) -> list[str]:
         plain, tuned = tools.get(RCLONE), tools.get(RCLONE_TUNED)
         if ours.single:
             gib = ours.bytes / GIB
+            ours_startup = _startup_cpu(results, REPLICATOR, route)
             for name, peer in ((RCLONE, plain), (RCLONE_TUNED, tuned)):
                 if not peer or peer.failed == peer.runs or ours.cpu_per_gib <= peer.cpu_per_gib:
                     continue
-                peer_startup = _startup_cpu(results, name)
+                peer_startup = _startup_cpu(results, name, route)
                 line = (
                     f"- {route} {data}, CPU-s/GiB above {name}'s: replicator: "
                     f"{net_of_startup(REPLICATOR, ours, gib)}, {name}: "

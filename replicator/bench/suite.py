@@ -20,6 +20,8 @@ from connectors import open_store
 from connectors.base import MiB
 from replicator.bench import catalog_ops, events
 from replicator.bench.copies import (
+    RCLONE,
+    REPLICATOR,
     ROUTES,
     CopyParams,
     CopySample,
@@ -27,6 +29,7 @@ from replicator.bench.copies import (
     measure_copy,
     mixed_sizes,
     rclone_environment,
+    rclone_path,
     root_url,
     seed,
     settle_destination,
@@ -261,45 +264,32 @@ async def _create(url: str) -> None:
 
 
 def _startup(workdir: Path, env: dict[str, str], pids: list[int]) -> list[dict[str, Any]]:
-    """Wall and CPU seconds of a process that does (almost) nothing, five runs each."""
-    one = workdir / "one-byte"
-    one.write_bytes(b"x")
-    asyncio.run(seed(root_url("s3", workdir, "bench-src"), [Dataset("one", "one/", (1,))]))
-    cases = {
-        "replicator --help": [sys.executable, "-m", "replicator", "--help"],
-        "replicator cp, 1 byte file->file": [
-            sys.executable,
-            "-m",
-            "replicator",
-            "cp",
-            f"file://{one}",
-            f"file://{workdir}/one-copy",
-        ],
-        "replicator cp, 1 byte s3->gs": [
-            sys.executable,
-            "-m",
-            "replicator",
-            "cp",
-            "s3://bench-src/one/object-00000",
-            "gs://bench-dst/startup/one",
-        ],
+    """Wall and CPU seconds of ``--help`` and of a one-byte copy per route, replicator's and
+    rclone's, five runs each: what every process of that route pays before its data (the
+    report takes it out of the large copies' CPU to say where the rest went)."""
+    sources = sorted({source for source, _ in ROUTES.values()})
+    for scheme in sources:
+        asyncio.run(seed(root_url(scheme, workdir, "bench-src"), [Dataset("one", "one/", (1,))]))
+    cases: dict[str, tuple[list[str], str]] = {
+        "replicator --help": ([sys.executable, "-m", "replicator", "--help"], "")
     }
-    if shutil.which("rclone"):
-        cases["rclone copyto, 1 byte s3->gs"] = [
-            "rclone",
-            "copyto",
-            "-q",
-            "S3:bench-src/one/object-00000",
-            "GS:bench-dst/startup/r1",
-        ]
+    for route, (source_scheme, dest_scheme) in ROUTES.items():
+        source = f"{root_url(source_scheme, workdir, 'bench-src')}/one/object-00000"
+        dest_root = root_url(dest_scheme, workdir, "bench-dst")
+        dest = f"{dest_root}/startup/one"
+        cp = [sys.executable, "-m", "replicator", "cp", source, dest]
+        cases[f"{REPLICATOR} cp, 1 byte {route}"] = (cp, dest_root)
+        if shutil.which("rclone"):
+            copyto = ["rclone", "copyto", "-q", rclone_path(source), rclone_path(dest)]
+            cases[f"{RCLONE} copyto, 1 byte {route}"] = (copyto, dest_root)
     rows = []
-    for name, argv in cases.items():
+    for name, (argv, dest_root) in cases.items():
         runs = []
         for _ in range(5):
             run = run_measured(argv, env=env, emulator_pids=pids)
             runs.append(run)
-            (workdir / "one-copy").unlink(missing_ok=True)
-            asyncio.run(_forget("gs://bench-dst", "startup/"))
+            if dest_root:
+                asyncio.run(_forget(dest_root, "startup/"))
         rows.append(
             {
                 "case": name,
