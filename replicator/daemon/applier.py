@@ -35,9 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -63,11 +62,11 @@ from replicator.daemon.deletes import (
 from replicator.daemon.groups import GroupArbiter, Verdict
 from replicator.daemon.health import RouteHealth
 from replicator.daemon.held import ReplicationPauses
+from replicator.daemon.listed import Listed
 from replicator.engine.costs import CostLedger, attributed
 from replicator.engine.metadata import replica_mismatch, replica_source
 from replicator.engine.transfer import (
     ABSENT,
-    Absent,
     Copier,
     CopyResult,
     SharedSourceRead,
@@ -82,28 +81,6 @@ log = structlog.get_logger(__name__)
 
 # The outcome at a destination whose change counts as failed (it is in the failed list).
 FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class Listed:
-    """What listings showed of an event's key a moment ago (a reconciliation's compare): the
-    source object, and each destination location's object by its URL (None: absent there).
-
-    The applier takes it instead of HEADs of its own: the copy's read is pinned to the listed
-    version (If-Match), so a source changed since is found and read afresh as usual, and a
-    destination listed absent or different is written whatever it holds now, as a HEAD a
-    moment earlier would have let it. A stale event is never decided on it (see
-    ``Applier.__call__``)."""
-
-    source: ObjectMeta
-    dests: Mapping[str, ObjectMeta | None] = field(default_factory=dict)
-
-    def dest(self, location: str) -> ObjectMeta | Absent | None:
-        """What the listing showed at ``location`` (None: not listed there)."""
-        if location not in self.dests:
-            return None
-        shown = self.dests[location]
-        return ABSENT if shown is None else shown
 
 
 class Applier:

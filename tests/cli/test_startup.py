@@ -144,3 +144,21 @@ async def test_backfill_imports_no_receiver_nor_migration_tool_once_the_catalog_
     assert (await dest.head("dir/one")).size == 1
     others = SDKS["gs"] + SDKS["file"]
     assert loaded(modules, others + NOT_FOR_BACKFILL) == []
+
+
+async def test_a_recursive_cp_imports_no_catalog_nor_kafka(
+    store_factory: StoreFactory, tmp_path: Path
+) -> None:
+    """``cp -r`` shares backfill's compare engine but records nothing: none of the catalog's,
+    the applier's or Kafka's libraries."""
+    source = await store_factory("s3")
+    dest = await store_factory("az")
+    await source.put("dir/one", b"x")
+    modules = modules_loaded_by(tmp_path, "cp", "-r", source.url_for("dir/"), dest.url_for("dir/"))
+    assert (await dest.head("dir/one")).size == 1
+    not_for_cp = tuple(
+        m for m in DAEMON_ONLY if m not in ("replicator.daemon", "replicator.pipeline")
+    )
+    daemon_side = ("replicator.daemon.applier", "replicator.pipeline.ingest.publisher")
+    others = SDKS["gs"] + SDKS["file"]
+    assert loaded(modules, others + not_for_cp + daemon_side + TERMINAL_ONLY) == []

@@ -18,7 +18,8 @@ import pytest
 from connectors import open_store
 from connectors.base import ObjectAttributes
 from replicator.catalog import Catalog, open_catalog
-from replicator.daemon.applier import Applier, Listed, register_datasets
+from replicator.daemon.applier import Applier, register_datasets
+from replicator.daemon.listed import Listed
 from replicator.daemon.reconcile import ApplierActions, Options, Reconciler
 from replicator.devstack import StackState
 from replicator.engine.metadata import SOURCE_KEY

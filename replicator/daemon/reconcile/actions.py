@@ -13,15 +13,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from connectors.base import NotFound, ObjectStore, PreconditionFailed
-from replicator.daemon.applier import Applier, Listed
+from replicator.daemon.listed import Listed
 from replicator.daemon.reconcile.engine import Drift
 from replicator.engine.compare import Verdict
 from replicator.engine.metadata import replica_source
 from replicator.engine.transfer import ABSENT, Copier
 from replicator.pipeline.events import ChangeEvent, scan_deletion_event, scan_event
-from replicator.pipeline.ingest.publisher import Publisher
+
+if TYPE_CHECKING:
+    # Types only: the applier brings the catalog, the publisher Kafka; cp -r needs neither.
+    from replicator.daemon.applier import Applier
+    from replicator.pipeline.ingest.publisher import Publisher
 
 
 def drift_event(source: ObjectStore, drift: Drift) -> ChangeEvent:
