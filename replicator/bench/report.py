@@ -325,6 +325,23 @@ def why_missed(results: Results, rows: list[Row]) -> list[str]:
                     f"{net_of_startup(REPLICATOR, ours, ours.objects / 1000)}; rclone: "
                     f"{net_of_startup(RCLONE, plain, plain.objects / 1000)}."
                 )
+    for event in results.events:
+        if event["target_rate"] != 200 or float(event["p99_ms"]) <= EVENT_P99_MS:
+            continue
+        per_event = float(event["cpu_s_per_1000_events"]) / 1000
+        cores_needed = per_event * event["target_rate"]
+        verdict = (
+            "more than the machine has, before the emulator and the broker get any: the "
+            "events queue and their latency grows with the run"
+            if cores_needed > cores
+            else "within the machine's cores, shared with the emulator and the broker"
+        )
+        lines.append(
+            f"- event path p99 at {event['target_rate']} events/s ({event['p99_ms']} ms): the "
+            f"worker's process (the producer included) spent {per_event * 1000:.2f} CPU-ms per "
+            f"event; at that rate it needs "
+            f"{cores_needed:.1f} of the {cores:.0f} cores, {verdict}."
+        )
     if not lines:
         return []
     return [

@@ -111,9 +111,9 @@ def test_the_report_states_the_targets(tmp_path: Path) -> None:
                 "events": 10,
                 "replicated": 10,
                 "p50_ms": 50.0,
-                "p99_ms": 900.0,
+                "p99_ms": 1900.0,
                 "max_ms": 950.0,
-                "cpu_s_per_1000_events": 1.0,
+                "cpu_s_per_1000_events": 13.0,
                 "latencies_ms": [50.0, 900.0],
             }
         ],
@@ -138,6 +138,11 @@ def test_the_report_states_the_targets(tmp_path: Path) -> None:
     assert (
         "- s3->gs 10 x 4 KiB, CPU per 1,000 objects above rclone's: replicator: 0.15 of its "
         "0.20 CPU-s were start-up (75%); rclone: 0.05 of its 0.10 CPU-s were start-up (50%)." in why
+    )
+    assert (
+        "- event path p99 at 200 events/s (1900.0 ms): the worker's process (the producer "
+        "included) spent 13.00 CPU-ms per event; "
+        "at that rate it needs 2.6 of the 2 cores, more than the machine has" in why
     )
     assert (tmp_path / "results.json").exists()
     assert (tmp_path / "throughput.png").exists()
