@@ -33,24 +33,19 @@ from pathlib import Path
 from benchmarks.backfill_vs_rclone import test_bed
 from connectors import open_store
 from connectors.base import MiB
+from replicator.bench.copies import Dataset, seed
 from replicator.devstack import environment
 
 SOURCE = "ps-src"
 DEST = "ps-dst"
-KEY = "large"
+# The one object ``seed`` writes for a data set of one, at no prefix.
+KEY = "object-00000"
 ROUTES = {"s3->az": ("s3", "az"), "az->s3": ("az", "s3"), "s3->gs": ("s3", "gs")}
 
 
-async def seed(size: int, schemes: set[str]) -> None:
-    data = os.urandom(size)
-    for scheme in schemes:
-        async with open_store(f"{scheme}://{SOURCE}") as store:
-            await store.create_container()
-            await store.put(KEY, data)
-
-
 def seed_now(size: int, schemes: set[str]) -> None:
-    asyncio.run(seed(size, schemes))
+    for scheme in schemes:
+        asyncio.run(seed(f"{scheme}://{SOURCE}", [Dataset("large", "", (size,))]))
 
 
 def seed_apart(size: int, schemes: set[str]) -> None:
