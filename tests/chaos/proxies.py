@@ -7,10 +7,12 @@ with the chaos run's own event loop (the oracle, the mutations, the sampling).
      "proxies": {"s3": {"upstream": "http://127.0.0.1:P", "flavour": "s3"}, ...}}
 
 prints one JSON line ``{"control": URL, "proxies": {name: URL}}`` and serves on the control
-URL ``GET /stats`` (each proxy's counts) and ``PUT /profile`` (a new profile for every proxy,
-e.g. no faults for the quiescence at the end of a run). ``"request_flips": false`` on an entry
-keeps request bodies intact (see ``FaultProxy``). Each proxy's seed is derived from the
-run's seed and the proxy's name, so the whole fault sequence follows from one number.
+URL ``GET /stats`` (each proxy's counts), ``GET /azure-discarded`` (the uncommitted blocks a
+real Azure account would have dropped, ``tests.chaos.azure_blocks``) and ``PUT /profile`` (a
+new profile for every proxy, e.g. no faults for the quiescence at the end of a run).
+``"request_flips": false`` on an entry keeps request bodies intact (see ``FaultProxy``). Each
+proxy's seed is derived from the run's seed and the proxy's name, so the whole fault sequence
+follows from one number.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.chaos.azure_blocks import DiscardedBlock
 from tests.chaos.children import die_with_parent
 from tests.chaos.proxy import FaultProfile, FaultProxy, profile_as_dict, profile_from_dict
 
@@ -61,6 +64,10 @@ async def serve(spec: dict[str, Any]) -> None:
             }
         )
 
+    async def azure_discarded(_: web.Request) -> web.Response:
+        blocks = set().union(*(proxy.blocks.discarded for proxy in proxies.values()))
+        return web.json_response(sorted(blocks))
+
     async def set_profile(request: web.Request) -> web.Response:
         values = await request.json()
         new = profile_from_dict(values)
@@ -70,6 +77,7 @@ async def serve(spec: dict[str, Any]) -> None:
 
     app = web.Application()
     app.router.add_get("/stats", stats)
+    app.router.add_get("/azure-discarded", azure_discarded)
     app.router.add_put("/profile", set_profile)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -139,6 +147,13 @@ class ProxyProcess:
         with urllib.request.urlopen(self.control + "/stats", timeout=10) as response:
             found: dict[str, Any] = json.loads(response.read())
             return found
+
+    def azure_discarded(self) -> set[DiscardedBlock]:
+        """Uncommitted blocks a real Azure account would have dropped at a Put Blob
+        (``tests.chaos.azure_blocks``)."""
+        with urllib.request.urlopen(self.control + "/azure-discarded", timeout=10) as response:
+            listed = json.loads(response.read())
+        return {(container, blob, block) for container, blob, block in listed}
 
     def set_profile(self, profile: FaultProfile) -> None:
         request = urllib.request.Request(

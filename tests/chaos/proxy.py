@@ -39,6 +39,7 @@ from typing import Literal
 import aiohttp
 from aiohttp import web
 
+from tests.chaos.azure_blocks import BlockLedger
 from tests.forwarding import ForwardingProxy
 
 Flavour = Literal["s3", "sqs", "gcs", "azure"]
@@ -221,6 +222,8 @@ class FaultProxy(ForwardingProxy):
         self._keep = keep_decisions
         self._rng = random.Random(seed)
         self._forced: list[tuple[FaultKind, str | None]] = []
+        # What a real Azure account would have discarded of the blocks Azurite keeps.
+        self.blocks = BlockLedger()
 
     def force(self, fault: FaultKind, times: int = 1, *, method: str | None = None) -> None:
         """Give the next ``times`` requests (of ``method``, if given) ``fault`` whatever the
@@ -288,6 +291,11 @@ class FaultProxy(ForwardingProxy):
             self.stats.faults["upstream_error"] += 1
             _reset(request)
             return _dropped()
+        if self.flavour == "azure":
+            blob_type = request.headers.get("x-ms-blob-type")
+            self.blocks.observe(
+                request.method, request.rel_url.raw_path, request.query, blob_type, status
+            )
         if fault in ("latency", "flip_request"):
             self.stats.faults[fault] += 1
         elif fault == "reset_after":

@@ -312,15 +312,21 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
 
     def _destinations(self, bed: ChaosBed) -> dict[str, tuple[Destination, Store]]:
         env = bed.direct_env
+        discarded = bed.proxies.azure_discarded
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300))
         found: list[tuple[Destination, Store]] = [
             (GCSDestination(env["STORAGE_EMULATOR_HOST"], self.s3_copy, self._session), "s3"),
-            (AzureDestination(env["AZURE_STORAGE_CONNECTION_STRING"], self.s3_copy, ""), "s3"),
+            (
+                AzureDestination(
+                    env["AZURE_STORAGE_CONNECTION_STRING"], self.s3_copy, "", discarded
+                ),
+                "s3",
+            ),
             (FileDestination(self.file_copy), "s3"),
             (S3Destination(env["AWS_ENDPOINT_URL"], self.gcs_copy), "gs"),
             (
                 AzureDestination(
-                    env["CHAOS_SAS_CONNECTION_STRING"], self.gcs_copy, f"@{SAS_ACCOUNT}"
+                    env["CHAOS_SAS_CONNECTION_STRING"], self.gcs_copy, f"@{SAS_ACCOUNT}", discarded
                 ),
                 "gs",
             ),
@@ -696,6 +702,8 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
             left = await check(f"leftovers of {url}", history.destination.leftovers())
             findings.setdefault("leftovers", []).extend(left or [])
         report.figures["objects compared byte for byte"] = totals.checked
+        dropped = await check("Azure blocks", asyncio.to_thread(bed.proxies.azure_discarded))
+        report.figures["Azure blocks a Put Blob dropped (Azurite keeps them)"] = len(dropped or ())
         findings["rclone differences"] = (
             await check("rclone", asyncio.to_thread(self._rclone, bed)) or []
         )

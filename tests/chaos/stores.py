@@ -28,6 +28,7 @@ from azure.storage.blob import BlobServiceClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from tests.chaos.azure_blocks import DiscardedBlock
 from tests.chaos.workload import MARK
 
 STAGING = ".replicator-uploads/"
@@ -241,11 +242,20 @@ class GCSDestination:
 
 
 class AzureDestination:
-    def __init__(self, connection_string: str, container: str, account_label: str) -> None:
+    def __init__(
+        self,
+        connection_string: str,
+        container: str,
+        account_label: str,
+        discarded: Callable[[], set[DiscardedBlock]] = set,
+    ) -> None:
+        """``discarded``: the uncommitted blocks a real Azure account would already have
+        dropped (``tests.chaos.azure_blocks``), which are not leftovers."""
         self.url = f"az://{container}{account_label}/"
         self._service = BlobServiceClient.from_connection_string(connection_string)
         self._container = self._service.get_container_client(container)
         self._threads = _Threads(6)
+        self._discarded = discarded
 
     def _list(self) -> tuple[dict[str, Listed], list[str]]:
         found: dict[str, Listed] = {}
@@ -293,13 +303,18 @@ class AzureDestination:
 
     def _leftovers(self) -> list[str]:
         found = []
+        discarded = self._discarded()
+        container = self._container.container_name
         for blob in self._container.list_blobs(include=["uncommittedblobs"]):
             if blob.name.startswith(STAGING):
                 found.append(f"{self.url}{blob.name} (upload marker)")
                 continue
-            blocks = self._container.get_blob_client(blob.name).get_block_list("uncommitted")
-            if blocks[1]:
-                found.append(f"{self.url}{blob.name} ({len(blocks[1])} uncommitted blocks)")
+            _, uncommitted = self._container.get_blob_client(blob.name).get_block_list(
+                "uncommitted"
+            )
+            kept = [b for b in uncommitted if (container, blob.name, b.id) not in discarded]
+            if kept:
+                found.append(f"{self.url}{blob.name} ({len(kept)} uncommitted blocks)")
         return found
 
     async def leftovers(self) -> list[str]:

@@ -315,5 +315,6 @@ async def test_the_proxy_process_reports_and_changes_its_profile(
         stats = await asyncio.to_thread(process.stats)
         assert stats["s3"]["requests"] == 2
         assert stats["s3"]["faults"] == {"throttle": 1}
+        assert await asyncio.to_thread(process.azure_discarded) == set()
     finally:
         process.stop()
