@@ -11,7 +11,7 @@ import hashlib
 import os
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar, Self
 
 import aiohttp
@@ -54,18 +54,17 @@ from connectors.base import (
     InvalidKey,
     Limits,
     MiB,
-    MultipartUpload,
     NotSupported,
     ObjectAttributes,
     ObjectMeta,
     ObjectStore,
-    PartToken,
     PermissionDenied,
     StoreURL,
     check_key,
     clip_range,
 )
 from connectors.credentials import installed
+from connectors.delegated import DelegatedMultipart
 
 _GET_CHUNK = 8 * MiB
 _GET_CONCURRENCY = 4
@@ -75,7 +74,7 @@ _BLOB_CLIENTS_KEPT = 1024
 DIRECT_REQUESTS_VARIABLE = "REPLICATOR_AZURE_DIRECT_REQUESTS"
 
 
-class AzureStore(ObjectStore):
+class AzureStore(DelegatedMultipart):
     scheme: ClassVar[str] = "az"
     limits = Limits(
         min_part_size=1,
@@ -530,54 +529,6 @@ class AzureStore(ObjectStore):
             conditions.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
         with self._errors(self.url_for(key), quiet_missing_blob=if_match is None):
             await client.delete_blob(**conditions)
-
-    # -- multipart -----------------------------------------------------------------------
-
-    async def create_multipart(
-        self, key: str, *, attributes: ObjectAttributes | None = None
-    ) -> str:
-        return await self._multipart.create(key, attributes=attributes)
-
-    async def put_part(
-        self,
-        key: str,
-        upload_id: str,
-        part_number: int,
-        data: Buffer,
-        *,
-        checksums: Mapping[ChecksumKind, str] | None = None,
-    ) -> PartToken:
-        return await self._multipart.put_part(
-            key, upload_id, part_number, data, checksums=checksums
-        )
-
-    async def complete_multipart(
-        self,
-        key: str,
-        upload_id: str,
-        parts: Sequence[PartToken],
-        *,
-        extra_metadata: Mapping[str, str] | None = None,
-        checksums: Mapping[ChecksumKind, str] | None = None,
-        create_only: bool = False,
-        if_match: str | None = None,
-    ) -> ObjectMeta:
-        return await self._multipart.complete(
-            key,
-            upload_id,
-            parts,
-            extra_metadata=extra_metadata,
-            checksums=checksums,
-            create_only=create_only,
-            if_match=if_match,
-        )
-
-    async def abort_multipart(self, key: str, upload_id: str) -> None:
-        await self._multipart.abort(key, upload_id)
-
-    async def list_multipart_uploads(self, prefix: str = "") -> AsyncIterator[MultipartUpload]:
-        async for upload in self._multipart.list_uploads(prefix):
-            yield upload
 
     # -- server-side copy ----------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from connectors.base import (
     ContainerNotFound,
     InvalidKey,
     Limits,
-    MultipartUpload,
     NotFound,
     NotSupported,
     ObjectAttributes,
@@ -37,6 +36,7 @@ from connectors.base import (
     check_key,
     clip_range,
 )
+from connectors.delegated import DelegatedMultipart
 from connectors.local.checksums import written_crc32c
 from connectors.local.copy import LocalServerSideCopy
 from connectors.local.layout import NAME_MAX, TEMP_MARKER, UPLOADS_DIR, XATTR
@@ -44,8 +44,9 @@ from connectors.local.multipart import LocalMultipart
 from connectors.local.writes import LocalWrites
 
 
-class LocalStore(ObjectStore):
+class LocalStore(DelegatedMultipart):
     scheme: ClassVar[str] = "file"
+    _multipart: LocalMultipart
     limits = Limits(
         min_part_size=1,
         max_part_size=5 * TiB,
@@ -356,24 +357,6 @@ class LocalStore(ObjectStore):
 
     # -- multipart ----------------------------------------------------------------------
 
-    async def create_multipart(
-        self, key: str, *, attributes: ObjectAttributes | None = None
-    ) -> str:
-        return await self._multipart.create(key, attributes=attributes)
-
-    async def put_part(
-        self,
-        key: str,
-        upload_id: str,
-        part_number: int,
-        data: Buffer,
-        *,
-        checksums: Mapping[ChecksumKind, str] | None = None,
-    ) -> PartToken:
-        return await self._multipart.put_part(
-            key, upload_id, part_number, data, checksums=checksums
-        )
-
     async def put_part_at(
         self,
         key: str,
@@ -387,34 +370,6 @@ class LocalStore(ObjectStore):
         return await self._multipart.put_part_at(
             key, upload_id, part_number, offset, data, checksums=checksums
         )
-
-    async def complete_multipart(
-        self,
-        key: str,
-        upload_id: str,
-        parts: Sequence[PartToken],
-        *,
-        extra_metadata: Mapping[str, str] | None = None,
-        checksums: Mapping[ChecksumKind, str] | None = None,
-        create_only: bool = False,
-        if_match: str | None = None,
-    ) -> ObjectMeta:
-        return await self._multipart.complete(
-            key,
-            upload_id,
-            parts,
-            extra_metadata=extra_metadata,
-            checksums=checksums,
-            create_only=create_only,
-            if_match=if_match,
-        )
-
-    async def abort_multipart(self, key: str, upload_id: str) -> None:
-        await self._multipart.abort(key, upload_id)
-
-    async def list_multipart_uploads(self, prefix: str = "") -> AsyncIterator[MultipartUpload]:
-        async for upload in self._multipart.list_uploads(prefix):
-            yield upload
 
     async def copy_within(
         self,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, ClassVar, Self
 
 import aiohttp
@@ -24,13 +24,11 @@ from connectors.base import (
     InvalidArgument,
     Limits,
     MiB,
-    MultipartUpload,
     NotFound,
     NotSupported,
     ObjectAttributes,
     ObjectMeta,
     ObjectStore,
-    PartToken,
     PermissionDenied,
     PreconditionFailed,
     StoreError,
@@ -39,6 +37,7 @@ from connectors.base import (
     clip_range,
 )
 from connectors.credentials import AwsAccess, installed
+from connectors.delegated import DelegatedMultipart
 from connectors.payload import body_chunks
 from connectors.s3.client import (
     client_config,
@@ -67,7 +66,7 @@ MAX_PARTS = 10_000
 DIRECT_REQUESTS_VARIABLE = "REPLICATOR_S3_DIRECT_REQUESTS"
 
 
-class S3Store(ObjectStore):
+class S3Store(DelegatedMultipart):
     scheme: ClassVar[str] = "s3"
     limits = Limits(
         min_part_size=5 * MiB,
@@ -455,45 +454,6 @@ class S3Store(ObjectStore):
 
     # -- multipart ------------------------------------------------------------------------
 
-    async def create_multipart(
-        self, key: str, *, attributes: ObjectAttributes | None = None
-    ) -> str:
-        return await self._multipart.create(key, attributes=attributes)
-
-    async def put_part(
-        self,
-        key: str,
-        upload_id: str,
-        part_number: int,
-        data: Buffer,
-        *,
-        checksums: Mapping[ChecksumKind, str] | None = None,
-    ) -> PartToken:
-        return await self._multipart.put_part(
-            key, upload_id, part_number, data, checksums=checksums
-        )
-
-    async def complete_multipart(
-        self,
-        key: str,
-        upload_id: str,
-        parts: Sequence[PartToken],
-        *,
-        extra_metadata: Mapping[str, str] | None = None,
-        checksums: Mapping[ChecksumKind, str] | None = None,
-        create_only: bool = False,
-        if_match: str | None = None,
-    ) -> ObjectMeta:
-        return await self._multipart.complete(
-            key,
-            upload_id,
-            parts,
-            extra_metadata=extra_metadata,
-            checksums=checksums,
-            create_only=create_only,
-            if_match=if_match,
-        )
-
     async def _destination_conditions(
         self, key: str, create_only: bool, if_match: str | None, *, copy: bool
     ) -> dict[str, str]:
@@ -520,13 +480,6 @@ class S3Store(ObjectStore):
         if current is None or current.strip('"') != if_match.strip('"'):
             raise PreconditionFailed(f"etag is {current}, not {if_match}", url=url)
         return {"IfMatch": if_match}
-
-    async def abort_multipart(self, key: str, upload_id: str) -> None:
-        await self._multipart.abort(key, upload_id)
-
-    async def list_multipart_uploads(self, prefix: str = "") -> AsyncIterator[MultipartUpload]:
-        async for upload in self._multipart.list_uploads(prefix):
-            yield upload
 
     # -- server-side copy -----------------------------------------------------------------
 
