@@ -1,9 +1,10 @@
 """``replicator backfill`` against ``rclone copy`` on many small objects, side by side.
 
 Seeds N objects of SIZE bytes under a prefix of an S3 bucket, then for each route (s3->gs,
-s3->az) alternates ``replicator backfill SRC DST --transfers T`` and ``rclone copy --transfers
-16`` (and, with ``--raw``, the raw SDK baseline: one plain GET and PUT per object, the ceiling
-the emulators leave a client), each into a fresh destination prefix that is counted and
+s3->az) alternates ``replicator backfill SRC DST`` (at its default ``--transfers``, or the one
+given) and ``rclone copy --transfers 16`` (and, with ``--raw``, the raw SDK baseline at the same
+concurrency as replicator: one plain GET and PUT per object, the ceiling the emulators leave a
+client), each into a fresh destination prefix that is counted and
 deleted afterwards. Every tool runs as a whole process; its client CPU is the user + system
 time ``os.wait4`` reports for it. Reported per route and tool, as a table and as JSON: the
 median (and min, max) over the repeats of objects per second and client CPU-seconds per 1,000
@@ -17,7 +18,7 @@ pay the schema's creation).
 Usage (timed work on a shared machine goes under the benchmark lock):
 
     flock /tmp/bench.lock .venv/bin/python -m benchmarks.backfill_vs_rclone \
-        [--objects 2000] [--size 4096] [--transfers 16] [--repeats 3] [--routes s3->gs,s3->az]
+        [--objects 2000] [--size 4096] [--transfers N] [--repeats 3] [--routes s3->gs,s3->az]
         [--raw] [--no-rclone] [--json-out FILE]
 """
 
@@ -41,6 +42,7 @@ from connectors import open_store
 from replicator.bench.copies import Dataset, rclone_environment, seed, settle_destination
 from replicator.bench.processes import ProcessRun, run_measured
 from replicator.bench.raw import account_sas
+from replicator.cli.reconcile import ONE_SHOT_TRANSFERS
 from replicator.devstack import AZURE_DEV_ACCOUNT, AZURE_DEV_KEY, DevStack, environment
 from replicator.devstack.stack import StackState, default_state_dir
 
@@ -66,12 +68,14 @@ def test_bed(workdir: Path) -> Iterator[StackState]:
         yield state
 
 
-def command(tool: str, dest_scheme: str, target: str, transfers: int) -> list[str]:
+def command(tool: str, dest_scheme: str, target: str, transfers: int | None) -> list[str]:
     source = f"s3://{SOURCE_BUCKET}/{PREFIX}"
     dest = f"{dest_scheme}://{DEST_BUCKET}/{target}"
     if tool == REPLICATOR:
         argv = [sys.executable, "-m", "replicator", "backfill", "--json"]
-        return [*argv, "--transfers", str(transfers), source, dest]
+        if transfers is not None:
+            argv += ["--transfers", str(transfers)]
+        return [*argv, source, dest]
     if tool == RCLONE:
         remote = dest_scheme.upper()
         return [
@@ -84,7 +88,7 @@ def command(tool: str, dest_scheme: str, target: str, transfers: int) -> list[st
             f"{remote}:{DEST_BUCKET}/{target}",
         ]
     argv = [sys.executable, "-m", "replicator.bench.raw", source, dest]
-    return [*argv, "--concurrency", str(transfers)]
+    return [*argv, "--concurrency", str(transfers or ONE_SHOT_TRANSFERS)]
 
 
 async def create_bucket(url: str) -> None:
@@ -181,7 +185,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects", type=int, default=2000)
     parser.add_argument("--size", type=int, default=4096, help="bytes per object")
-    parser.add_argument("--transfers", type=int, default=16, help="replicator's --transfers")
+    parser.add_argument(
+        "--transfers",
+        type=int,
+        help=f"replicator's --transfers (default: its own, {ONE_SHOT_TRANSFERS})",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--routes", default=",".join(ROUTES), help="comma-separated")
     parser.add_argument("--raw", action="store_true", help="also time the raw SDK baseline")
@@ -238,7 +246,7 @@ def main() -> None:
         "parameters": {
             "objects": args.objects,
             "size": args.size,
-            "transfers": args.transfers,
+            "transfers": args.transfers or ONE_SHOT_TRANSFERS,
             "rclone_transfers": RCLONE_TRANSFERS,
             "repeats": args.repeats,
             "routes": routes,

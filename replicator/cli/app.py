@@ -23,7 +23,7 @@ from replicator.cli import logs
 from replicator.cli.collector import freeze_after_start_up, start_up
 from replicator.cli.controls import deletes_app, failed_app, pause, paused_all, resume
 from replicator.cli.dlq import dlq_app
-from replicator.cli.reconcile import backfill, verify
+from replicator.cli.reconcile import ONE_SHOT_TRANSFERS, backfill, verify
 from replicator.engine.units import parse_part_size, parse_size
 from replicator.errors import ConfigError, DependencyUnavailable, ReplicatorError
 
@@ -237,7 +237,7 @@ def cp(
     ] = 8,
     objects: Annotated[
         int, typer.Option(min=1, help="With --recursive: objects copied at once.")
-    ] = 16,
+    ] = ONE_SHOT_TRANSFERS,
     memory: Annotated[str, typer.Option(help="Most object bytes held in memory at once.")] = (
         "512MiB"
     ),
