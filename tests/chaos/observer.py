@@ -58,6 +58,9 @@ class DestinationHistory:
     destination: Destination
     source: Store
     snapshots: list[float] = field(default_factory=list)
+    # When each snapshot's last read came back: what a snapshot records of a key was seen at
+    # some moment between its start and its end (a slow one can take many seconds).
+    snapshot_ends: list[float] = field(default_factory=list)
     changes: dict[str, list[tuple[float, State]]] = field(default_factory=dict)
     unidentified: list[str] = field(default_factory=list)
     staging_seen: set[str] = field(default_factory=set)
@@ -141,6 +144,7 @@ class Sampler:
 
         await asyncio.gather(*(sample(i.key, i.size, i.token) for i in changed))
         history.snapshots.append(started)
+        history.snapshot_ends.append(time.time())
 
     async def run(self, stop: asyncio.Event, interval_s: float = 2.0) -> None:
         while not stop.is_set():

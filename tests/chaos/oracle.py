@@ -132,16 +132,17 @@ def last_seen_older(
     history: DestinationHistory, mutation: Mutation, deletes: Sequence[Mutation]
 ) -> float:
     """The last sampling time at which ``history`` certainly lacked ``mutation``'s change (or
-    a later one); 0 if never."""
+    a later one); 0 if never. A snapshot's state of the key was seen at some moment before
+    the snapshot ended, so an absence is explained by any deletion started by then."""
     changes = history.changes.get(mutation.key, [])
     latest = 0.0
     index = -1
     state: State = None
-    for snapshot in history.snapshots:
+    for snapshot, ended in zip(history.snapshots, history.snapshot_ends, strict=True):
         while index + 1 < len(changes) and changes[index + 1][0] <= snapshot:
             index += 1
             state = changes[index][1]
-        if snapshot >= mutation.started and _older(state, mutation, deletes, snapshot):
+        if snapshot >= mutation.started and _older(state, mutation, deletes, ended):
             latest = snapshot
     return latest
 

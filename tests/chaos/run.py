@@ -650,6 +650,7 @@ blob_endpoint = "{bed.proxies.urls["azure"]}/{SAS_ACCOUNT}"
                 url: {
                     "source": history.source,
                     "snapshots": history.snapshots,
+                    "snapshot_ends": history.snapshot_ends,
                     "changes": history.changes,
                     "unidentified": history.unidentified,
                 }
