@@ -398,6 +398,22 @@ class ObjectStore(abc.ABC):
         data = await self.read(key, if_match=meta.etag, version=pin)
         return meta, data
 
+    async def read_into(
+        self,
+        key: str,
+        start: int,
+        buffer: bytearray,
+        *,
+        if_match: str | None = None,
+        version: str | None = None,
+    ) -> int:
+        """Bytes ``[start, start + len(buffer))`` into ``buffer``, pinned like ``read``; how
+        many were read (fewer where the object ends sooner). A store that can read straight
+        into the caller's buffer (the file store) does; by default it is a ``read`` copied in."""
+        data = await self.read(key, start, start + len(buffer), if_match=if_match, version=version)
+        buffer[: len(data)] = data
+        return len(data)
+
     async def read_stream(
         self,
         key: str,

@@ -251,6 +251,36 @@ class LocalStore(DelegatedMultipart):
         data: bytes = await self._run(key, work)
         return data
 
+    async def read_into(
+        self,
+        key: str,
+        start: int,
+        buffer: bytearray,
+        *,
+        if_match: str | None = None,
+        version: str | None = None,
+    ) -> int:
+        """Straight into ``buffer`` (a multipart copy's reused part buffers): no fresh
+        allocation per part in the worker thread, whose own malloc arena would keep it."""
+        self._refuse_version(key, version)
+
+        def work() -> int:
+            with self._open_object(key) as (fd, st):
+                if if_match is not None and self._etag(st) != if_match:
+                    raise PreconditionFailed(f"etag is no longer {if_match}", url=self.url_for(key))
+                lo, hi = clip_range(st.st_size, start, start + len(buffer), self.url_for(key))
+                done = 0
+                view = memoryview(buffer)
+                while lo + done < hi:
+                    got = os.preadv(fd, [view[done : hi - lo]], lo + done)
+                    if got == 0:
+                        break
+                    done += got
+                return done
+
+        read: int = await self._run(key, work)
+        return read
+
     async def put(
         self,
         key: str,

@@ -5,7 +5,7 @@ group takes (``Copier.copy_part_task``)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 
 import structlog
 
@@ -45,13 +45,17 @@ async def copy_one_part(
     store reports against them (a damaged part is sent again, up to three times), journal it
     (an ordered upload keeps it in ``record`` only) and hand its buffer back to ``budget``."""
 
-    def read_alone() -> Awaitable[bytes]:
-        return pinned(
+    async def read_alone() -> Buffer:
+        # Into a buffer of the budget's, handed back below once uploaded, so that parts
+        # reuse the same few buffers (a file source reads straight into it).
+        buffer = budget.take_buffer(part.length)
+        got = await pinned(
             lambda: retry.run(
-                lambda: source.read(source_key, part.offset, part.end, **pin),
+                lambda: source.read_into(source_key, part.offset, buffer, **pin),
                 what=f"read part {part.number}",
             )
         )
+        return buffer if got == part.length else memoryview(buffer)[:got]
 
     async def read_first() -> Buffer:
         if stripe is None:

@@ -117,6 +117,21 @@ class TestRanges:
         assert await store.read("r", 9_000) == data[9_000:]
         assert await store.read("r", 9_990, 20_000) == data[9_990:]
 
+    async def test_reads_into_a_buffer(self, store: ObjectStore) -> None:
+        """A range read into the caller's buffer: the bytes and their count, fewer where the
+        object ends sooner (the rest of the buffer untouched), pinned like a read."""
+        data = os.urandom(10_000)
+        put = await store.put("r", data)
+        buffer = bytearray(b"\xaa" * 4_000)
+        assert await store.read_into("r", 1234, buffer, if_match=put.etag) == 4_000
+        assert buffer == data[1234:5234]
+        tail = bytearray(b"\xaa" * 100)
+        assert await store.read_into("r", 9_950, tail) == 50
+        assert tail == data[9_950:] + b"\xaa" * 50
+        await store.put("r", b"overwritten")
+        with pytest.raises(PreconditionFailed):
+            await store.read_into("r", 0, bytearray(4), if_match=put.etag)
+
     async def test_range_starting_past_the_end(self, store: ObjectStore) -> None:
         """A range that starts at or after the end of the object is refused, not empty."""
         await store.put("r", b"0123456789")
