@@ -47,6 +47,9 @@ from connectors.gcs.transport import (
     write_preconditions,
 )
 
+# Set in a manifest by an abort or a completion before the staged parts are swept.
+_CLOSED = "closed"
+
 
 class GCSMultipart(GCSTransport):
     """The stateless multipart capability: staged parts, composed on completion."""
@@ -96,11 +99,45 @@ class GCSMultipart(GCSTransport):
             fields={"contentType": DEFAULT_CONTENT_TYPE},
             checksums={ChecksumKind.CRC32C: sent},
         )
+        await self._check_open(key, upload_id, name, str(resource["generation"]))
         return PartToken(
             part_number,
             f"{name}#{resource['generation']}",
             len(data),
             {ChecksumKind.CRC32C: str(resource.get("crc32c") or sent)},
+        )
+
+    async def _check_open(self, key: str, upload_id: str, name: str, generation: str) -> None:
+        """A part written after its upload was closed (aborted or completed: a straggler of
+        a striped copy, a redelivered part task) is removed again, and the writer told the
+        upload is gone, as S3 refuses a part of an aborted upload. Closing marks the manifest
+        before it sweeps the staged parts, and a part is checked after it was written, so
+        every part is either swept or removed by its writer."""
+        try:
+            open_ = not (await self._manifest(key, upload_id)).get(_CLOSED)
+        except NotFound:
+            open_ = False
+        if open_:
+            return
+        _, storage = await self._client()
+        url = self.url_for(key)
+        async with self._errors(url, missing="absent_ok"):
+            await storage.delete(
+                self.bucket,
+                name,
+                params={"ifGenerationMatch": generation},
+                timeout=_JSON_TIMEOUT_S,
+            )
+        raise NotFound(f"no multipart upload {upload_id!r} (closed)", url=url)
+
+    async def _close(self, upload_id: str, manifest: Mapping[str, Any], url: str) -> None:
+        """Mark the manifest closed before the staged parts are swept (see ``_check_open``);
+        it stays listed, so an abort that fails half-way is finished by the janitor."""
+        await self._upload(
+            STAGING_PREFIX + upload_id,
+            json.dumps({**manifest, _CLOSED: True}).encode(),
+            url,
+            fields={"contentType": "application/json", "metadata": {"key": quote(manifest["key"])}},
         )
 
     async def _manifest(self, key: str, upload_id: str) -> dict[str, Any]:
@@ -195,6 +232,8 @@ class GCSMultipart(GCSTransport):
         manifest = await self._manifest(key, upload_id)
         if manifest["key"] != full:
             raise NotFound(f"multipart upload {upload_id} is not one of this key", url=url)
+        if manifest.get(_CLOSED):
+            raise NotFound(f"no multipart upload {upload_id!r} (closed)", url=url)
         attributes = attributes_from_json(manifest.get("attributes") or {})
         if extra_metadata:
             attributes = replace(
@@ -213,10 +252,11 @@ class GCSMultipart(GCSTransport):
             # cancelled task does no more I/O and leaves the upload to abort or the orphan
             # cleaner. Clean-up is best effort: what it leaves stays listed by its manifest.
             if not isinstance(failure, asyncio.CancelledError):
+                keep_parts = isinstance(failure, TransientError)
                 with contextlib.suppress(StoreError):
-                    await self._clear_staging(
-                        upload_id, url, keep_parts=isinstance(failure, TransientError)
-                    )
+                    if not keep_parts:
+                        await self._close(upload_id, manifest, url)
+                    await self._clear_staging(upload_id, url, keep_parts=keep_parts)
         return self._meta(key, resource)
 
     async def _check_destination(self, key: str, create_only: bool, if_match: str | None) -> None:
@@ -327,6 +367,7 @@ class GCSMultipart(GCSTransport):
         else:
             if manifest["key"] != full:
                 return
+            await self._close(upload_id, manifest, url)
         await self._clear_staging(upload_id, url)
 
     async def list_multipart_uploads(self, prefix: str = "") -> AsyncIterator[MultipartUpload]:

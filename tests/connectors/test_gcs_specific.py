@@ -224,6 +224,39 @@ class TestCompose:
             await gcs.head("aborted")
         await gcs.abort_multipart("aborted", upload_id)  # unknown now: not an error
 
+    async def test_a_part_written_after_its_upload_closed_is_removed(self, gcs: GCSStore) -> None:
+        """A straggler (a striped copy's part task that checked the journal before the abort,
+        a part task delivered twice) writes its part after the upload was aborted or
+        completed: the part is removed again and the writer told the upload is gone, as S3
+        refuses it, so nothing is left under the staging prefix that no manifest lists."""
+        aborted = await gcs.create_multipart("aborted")
+        await gcs.put_part("aborted", aborted, 1, b"first")
+        await gcs.abort_multipart("aborted", aborted)
+        with pytest.raises(NotFound, match="no multipart upload"):
+            await gcs.put_part("aborted", aborted, 2, b"straggler")
+        completed = await gcs.create_multipart("done")
+        first = await gcs.put_part("done", completed, 1, b"first")
+        await gcs.complete_multipart("done", completed, [first])
+        with pytest.raises(NotFound, match="no multipart upload"):
+            await gcs.put_part("done", completed, 1, b"delivered twice")
+        assert await raw_names(gcs.bucket, STAGING_PREFIX) == []
+        assert await gcs.read("done") == b"first"
+
+    async def test_an_abort_that_stops_half_way_leaves_its_upload_listed(
+        self, gcs: GCSStore
+    ) -> None:
+        """An upload closed for its sweep is still listed until its manifest goes, so the
+        janitor finishes an abort that failed half-way; aborting it again clears it."""
+        upload_id = await gcs.create_multipart("k")
+        part = await gcs.put_part("k", upload_id, 1, b"part")
+        manifest = await gcs._manifest("k", upload_id)
+        await gcs._close(upload_id, manifest, gcs.url_for("k"))
+        assert [u.upload_id async for u in gcs.list_multipart_uploads()] == [upload_id]
+        with pytest.raises(NotFound):
+            await gcs.complete_multipart("k", upload_id, [part])
+        await gcs.abort_multipart("k", upload_id)
+        assert await raw_names(gcs.bucket, STAGING_PREFIX) == []
+
     async def test_complete_with_a_part_never_uploaded_fails_and_cleans_up(
         self, gcs: GCSStore
     ) -> None:
