@@ -65,17 +65,22 @@ class GCSMultipart(GCSTransport):
         full = self._full(key)
         upload_id = uuid.uuid4().hex
         manifest = {"key": full, "attributes": attributes_json(attributes or ObjectAttributes())}
+        await self._write_manifest(upload_id, manifest, url, create=True)
+        return upload_id
+
+    async def _write_manifest(
+        self, upload_id: str, manifest: Mapping[str, Any], url: str, *, create: bool = False
+    ) -> None:
         await self._upload(
             STAGING_PREFIX + upload_id,
             json.dumps(manifest).encode(),
             url,
             # The key also goes in custom metadata, percent-encoded (plain ASCII whatever the
             # key), so that listing the manifests names every upload's key.
-            fields={"contentType": "application/json", "metadata": {"key": quote(full)}},
-            params={"ifGenerationMatch": "0"},
-            create_only=True,
+            fields={"contentType": "application/json", "metadata": {"key": quote(manifest["key"])}},
+            params={"ifGenerationMatch": "0"} if create else None,
+            create_only=create,
         )
-        return upload_id
 
     async def put_part(
         self,
@@ -133,12 +138,7 @@ class GCSMultipart(GCSTransport):
     async def _close(self, upload_id: str, manifest: Mapping[str, Any], url: str) -> None:
         """Mark the manifest closed before the staged parts are swept (see ``_check_open``);
         it stays listed, so an abort that fails half-way is finished by the janitor."""
-        await self._upload(
-            STAGING_PREFIX + upload_id,
-            json.dumps({**manifest, _CLOSED: True}).encode(),
-            url,
-            fields={"contentType": "application/json", "metadata": {"key": quote(manifest["key"])}},
-        )
+        await self._write_manifest(upload_id, {**manifest, _CLOSED: True}, url)
 
     async def _manifest(self, key: str, upload_id: str) -> dict[str, Any]:
         url = self.url_for(key)

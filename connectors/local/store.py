@@ -187,6 +187,17 @@ class LocalStore(DelegatedMultipart):
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def _open_range(
+        self, key: str, start: int, end: int | None, if_match: str | None
+    ) -> Iterator[tuple[int, int, int]]:
+        """The object open, pinned to ``if_match``, and ``[start, end)`` clipped to it."""
+        with self._open_object(key) as (fd, st):
+            if if_match is not None and self._etag(st) != if_match:
+                raise PreconditionFailed(f"etag is no longer {if_match}", url=self.url_for(key))
+            lo, hi = clip_range(st.st_size, start, end, self.url_for(key))
+            yield fd, lo, hi
+
     # -- errors -------------------------------------------------------------------------
 
     async def _run(self, key: str, func: Any, *args: Any) -> Any:
@@ -242,10 +253,7 @@ class LocalStore(DelegatedMultipart):
         self._refuse_version(key, version)
 
         def work() -> bytes:
-            with self._open_object(key) as (fd, st):
-                if if_match is not None and self._etag(st) != if_match:
-                    raise PreconditionFailed(f"etag is no longer {if_match}", url=self.url_for(key))
-                lo, hi = clip_range(st.st_size, start, end, self.url_for(key))
+            with self._open_range(key, start, end, if_match) as (fd, lo, hi):
                 return os.pread(fd, hi - lo, lo) if hi > lo else b""
 
         data: bytes = await self._run(key, work)
@@ -265,10 +273,7 @@ class LocalStore(DelegatedMultipart):
         self._refuse_version(key, version)
 
         def work() -> int:
-            with self._open_object(key) as (fd, st):
-                if if_match is not None and self._etag(st) != if_match:
-                    raise PreconditionFailed(f"etag is no longer {if_match}", url=self.url_for(key))
-                lo, hi = clip_range(st.st_size, start, start + len(buffer), self.url_for(key))
+            with self._open_range(key, start, start + len(buffer), if_match) as (fd, lo, hi):
                 done = 0
                 view = memoryview(buffer)
                 while lo + done < hi:
