@@ -70,12 +70,13 @@ async def test_three_daemons_copy_one_object_and_survive_the_coordinator_killed(
     outcomes = fleet.part_outcomes()
     # Every daemon took part, and the one upload was finished, not started over. Tasks are
     # delivered at least once: a part the killed daemon had in hand is redone by another, and
-    # one in hand at the rebalances that follow (the killed daemon leaving, then rejoining)
-    # may be redone when its commit is refused; never more than the parts in hand.
+    # one in hand at each of the two rebalances that follow (the killed daemon leaving, then
+    # rejoining) may be redone when its commit is refused; never more than the parts in hand
+    # at each (a CI run redid 12, over the 9 in hand at one), far from the 33 of a restart.
     assert all(counted.get("copied", 0) > 0 for counted in outcomes.values()), outcomes
     copied = sum(counted.get("copied", 0) for counted in outcomes.values())
     in_hand = STRIPE_WORKERS * len(fleet.daemons)
-    assert PARTS - STRIPE_WORKERS <= copied <= PARTS + in_hand, outcomes
+    assert PARTS - STRIPE_WORKERS <= copied <= PARTS + 2 * in_hand, outcomes
     logs = "".join(daemon.log.read_text() for daemon in fleet.daemons)
     assert logs.count("parts published for the group") == 1
     assert await asyncio.to_thread(fleet.open_uploads) == []
